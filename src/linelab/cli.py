@@ -1,0 +1,141 @@
+"""The `linelab` command line, generated from the command registry (see `linelab.commands`).
+
+Each pydantic parameter field becomes an option (or a positional argument), every command
+gets `--json` and `--workspace`, and user mistakes print one clear line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+from rich.console import Console
+
+from linelab.commands import CommandSpec, Context, load_all
+from linelab.errors import UserError
+
+
+def _cli_type(annotation: Any) -> Any:
+    """Typer needs plain types: drop `| None` (None is the default instead)."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else str
+    if typing.get_origin(annotation) is typing.Literal:
+        return str
+    return annotation
+
+
+def _parameter(name: str, info: FieldInfo) -> inspect.Parameter:
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    required = info.is_required()
+    default = ... if required else info.default
+    help_text = info.description or ""
+    if extra.get("argument"):
+        marker = typer.Argument(default, help=help_text, show_default=not required)
+    else:
+        marker = typer.Option(default, f"--{name.replace('_', '-')}", help=help_text)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=marker,
+                             annotation=_cli_type(info.annotation))
+
+
+def _fail(message: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"error": message}))
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _runner(spec: CommandSpec) -> Any:
+    def run(**kwargs: Any) -> None:
+        as_json = kwargs.pop("json_out")
+        workspace = kwargs.pop("workspace", None)
+        values = {k: v for k, v in kwargs.items() if v is not None}
+        try:
+            params = spec.params(**values)
+        except ValidationError as exc:
+            problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
+                                 for e in exc.errors())
+            _fail(problems, as_json)
+            return
+        ctx = Context(workspace_path=workspace, show_progress=True)
+        try:
+            result = spec.func(params, ctx)
+        except UserError as exc:
+            _fail(str(exc), as_json)
+            return
+        finally:
+            ctx.close()
+        if as_json:
+            print(result.model_dump_json())
+        else:
+            result.render(Console())
+        code = result.exit_code()
+        if code:
+            raise typer.Exit(code)
+
+    fields = spec.params.model_fields
+    params = [_parameter(n, f) for n, f in fields.items()]
+    params.append(inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                    default=typer.Option(False, "--json", help="print one JSON object")))
+    if spec.needs_workspace:
+        params.append(inspect.Parameter(
+            "workspace", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
+            default=typer.Option(None, "--workspace", "-w", envvar="LINELAB_WORKSPACE",
+                                 help="workspace folder [default: ./linelab-workspace]")))
+    run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    run.__doc__ = spec.func.__doc__
+    run.__name__ = spec.name.replace(" ", "_")
+    return run
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(help="LineLab: the production line as its own R&D lab.", no_args_is_help=True,
+                      pretty_exceptions_enable=False, add_completion=False)
+    groups: dict[str, typer.Typer] = {}
+    registry = load_all()
+    group_names = {name.split(" ")[0] for name in registry if " " in name}
+    for name, spec in registry.items():
+        words = name.split(" ")
+        if len(words) == 1 and name in group_names:
+            continue  # becomes the group's own callback below
+        if len(words) == 1:
+            app.command(name, help=spec.summary)(_runner(spec))
+            continue
+        group = groups.get(words[0])
+        if group is None:
+            own = registry.get(words[0])
+            group = typer.Typer(no_args_is_help=own is None, help=own.summary if own else None)
+            if own is not None:
+                callback = _runner(own)
+
+                def group_callback(typer_ctx: typer.Context, _cb: Any = callback, **kw: Any) -> None:
+                    if typer_ctx.invoked_subcommand is None:
+                        _cb(**kw)
+
+                sig = inspect.signature(callback)
+                group_callback.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+                    [inspect.Parameter("typer_ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                       annotation=typer.Context), *sig.parameters.values()])
+                group_callback.__annotations__ = {"typer_ctx": typer.Context, **callback.__annotations__}
+                group.callback(invoke_without_command=True)(group_callback)
+            groups[words[0]] = group
+            app.add_typer(group, name=words[0])
+        group.command(" ".join(words[1:]), help=spec.summary)(_runner(spec))
+    return app
+
+
+def main() -> None:
+    try:
+        build_app()()
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted")
+        sys.exit(130)

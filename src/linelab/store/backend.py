@@ -1,0 +1,91 @@
+"""Storage backends: the small surface every stage relies on.
+
+Stages never call DuckDB directly; they go through `Workspace`, which needs only what a
+`Backend` offers. A PostgreSQL backend implements the same protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import duckdb
+import pyarrow as pa
+
+from linelab.store.schema import RECORD_TABLES, TS, stored_schema
+
+_DUCK_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.float64(): "DOUBLE",
+    pa.int64(): "BIGINT",
+    pa.bool_(): "BOOLEAN",
+    TS: "TIMESTAMP",
+}
+
+# Tables the store keeps about itself.
+SYSTEM_DDL = [
+    """CREATE TABLE IF NOT EXISTS batches (
+        seq BIGINT, batch_id VARCHAR, source VARCHAR, table_name VARCHAR,
+        n_rows BIGINT, n_duplicates BIGINT, n_quarantined BIGINT, t_ingested TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS quarantine (
+        batch_id VARCHAR, source VARCHAR, table_name VARCHAR, "row" BIGINT,
+        field VARCHAR, reason VARCHAR, raw VARCHAR, t_ingested TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS artifacts (
+        kind VARCHAR, id VARCHAR, status VARCHAR, created TIMESTAMP, updated TIMESTAMP,
+        payload VARCHAR)""",
+    "CREATE SEQUENCE IF NOT EXISTS batch_seq START 1",
+]
+
+
+def table_ddl(name: str) -> str:
+    schema = stored_schema(name) if name != "specs" else RECORD_TABLES["specs"]
+    cols = ", ".join(f'"{f.name}" {_DUCK_TYPES[f.type]}' for f in schema)
+    return f"CREATE TABLE IF NOT EXISTS {name} ({cols})"
+
+
+class Backend(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None: ...
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table: ...
+    def register(self, name: str, table: pa.Table) -> None: ...
+    def unregister(self, name: str) -> None: ...
+    def transaction(self) -> contextlib.AbstractContextManager[None]: ...
+    def close(self) -> None: ...
+
+
+class DuckDBBackend:
+    """The embedded default: one DuckDB file per workspace."""
+
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        self.path = path
+        self.con = duckdb.connect(str(path), read_only=read_only)
+        if not read_only:
+            for ddl in [table_ddl(name) for name in RECORD_TABLES] + SYSTEM_DDL:
+                self.con.execute(ddl)
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        self.con.execute(sql, params or [])
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        rel = self.con.sql(sql, params=list(params) if params else None)
+        return rel.to_arrow_table() if rel is not None else pa.table({})
+
+    def register(self, name: str, table: pa.Table) -> None:
+        self.con.register(name, table)
+
+    def unregister(self, name: str) -> None:
+        self.con.unregister(name)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def close(self) -> None:
+        self.con.close()

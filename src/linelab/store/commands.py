@@ -1,0 +1,203 @@
+"""Workspace commands: init, ingest, yield, pareto, trace, quarantine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from rich.console import Console
+
+from linelab.commands import Context, Result, command
+from linelab.connect.files import expand, ingest_file
+from linelab.errors import UserError
+from linelab.render import bar, fmt, print_rows
+from linelab.store import queries
+from linelab.store.schema import RECORD_TABLES
+
+Rows = list[dict[str, Any]]
+
+
+class InitParams(BaseModel):
+    pass
+
+
+class InitResult(Result):
+    workspace: str
+    tables: dict[str, int]
+
+    def render(self, console: Console) -> None:
+        console.print(f"workspace [bold]{self.workspace}[/bold] ready")
+        print_rows(console, [{"table": k, "rows": v} for k, v in self.tables.items()], "tables")
+
+
+@command("init", InitParams)
+def init(p: InitParams, ctx: Context) -> InitResult:
+    """Create (or open) the workspace and show its tables."""
+    ws = ctx.workspace
+    return InitResult(workspace=str(ws.path), tables={t: ws.count(t) for t in RECORD_TABLES})
+
+
+class IngestParams(BaseModel):
+    paths: list[Path] = Field(..., description="CSV or Parquet files, or folders of them",
+                              json_schema_extra={"argument": True})
+    table: str | None = Field(None, description=f"table the files hold ({', '.join(RECORD_TABLES)}); "
+                              "default: from the file name or its columns")
+
+
+class FileIngest(BaseModel):
+    path: str
+    table: str
+    received: int
+    stored: int
+    updated: int
+    duplicates: int
+    quarantined: int
+    already_ingested: bool
+
+
+class IngestResult(Result):
+    files: list[FileIngest]
+    stored: int
+    quarantined: int
+    quarantine: Rows = Field(description="first quarantined rows of each file, with file, row, field and reason")
+
+    def render(self, console: Console) -> None:
+        print_rows(console, [f.model_dump() for f in self.files], "ingest")
+        if self.quarantine:
+            print_rows(console, self.quarantine, "quarantined rows (first of each file)", limit=30)
+            console.print(f"[yellow]{self.quarantined:,} row(s) quarantined[/yellow]; "
+                          "see `linelab quarantine` for all of them")
+        console.print(f"{self.stored:,} row(s) stored")
+
+    def exit_code(self) -> int:
+        return 1 if self.quarantined else 0
+
+
+@command("ingest", IngestParams)
+def ingest(p: IngestParams, ctx: Context) -> IngestResult:
+    """Ingest CSV/Parquet files: bad rows are quarantined with reasons; re-ingest adds nothing."""
+    if p.table and p.table not in RECORD_TABLES:
+        raise UserError(f"unknown table {p.table!r}; known: {', '.join(RECORD_TABLES)}")
+    files = expand(p.paths)
+    if not files:
+        raise UserError("no CSV or Parquet files found in " + ", ".join(map(str, p.paths)))
+    done: list[FileIngest] = []
+    quarantine: Rows = []
+    with ctx.progress(len(files), "ingesting") as advance:
+        for path in files:
+            rep = ingest_file(ctx.workspace, path, p.table)
+            t = rep.tables[0]
+            done.append(FileIngest(path=str(path), table=t.table, received=t.received, stored=t.stored,
+                                   updated=t.updated, duplicates=t.duplicates, quarantined=t.quarantined,
+                                   already_ingested=t.skipped_batch))
+            quarantine.extend({"file": str(path), **q} for q in rep.quarantine)
+            advance(1)
+    return IngestResult(files=done, stored=sum(f.stored for f in done),
+                        quarantined=sum(f.quarantined for f in done), quarantine=quarantine)
+
+
+class QuarantineParams(BaseModel):
+    limit: int = Field(100, description="rows to show")
+
+
+class QuarantineResult(Result):
+    total: int
+    rows: Rows
+
+    def render(self, console: Console) -> None:
+        print_rows(console, self.rows, f"quarantine ({self.total:,} rows)")
+
+
+@command("quarantine", QuarantineParams)
+def quarantine(p: QuarantineParams, ctx: Context) -> QuarantineResult:
+    """List quarantined rows: source file, row, field and reason."""
+    ws = ctx.workspace
+    rows = ws.query(
+        'SELECT source, table_name, "row", field, reason, raw FROM quarantine '
+        'ORDER BY t_ingested DESC, source, "row" LIMIT ?', [p.limit]
+    ).to_pylist()
+    return QuarantineResult(total=ws.count("quarantine"), rows=rows)
+
+
+class YieldParams(BaseModel):
+    by: str = Field("station", description=f"factor: {', '.join(queries.FACTORS)}")
+
+
+class YieldResult(Result):
+    by: str
+    overall: dict[str, Any]
+    rows: Rows
+
+    def render(self, console: Console) -> None:
+        o = self.overall
+        console.print(f"[bold]{fmt(o['units'])}[/bold] units — first-pass yield "
+                      f"[bold]{fmt(o['first_pass_yield'], 'yield')}[/bold], final yield "
+                      f"[bold]{fmt(o['final_yield'], 'yield')}[/bold]")
+        print_rows(console, self.rows, f"yield by {self.by}")
+
+
+@command("yield", YieldParams)
+def yield_(p: YieldParams, ctx: Context) -> YieldResult:
+    """First-pass and final yield by station, machine, lot, supplier, shift, day…"""
+    ws = ctx.workspace
+    return YieldResult(by=p.by, overall=queries.overall_yield(ws), rows=queries.yield_by(ws, p.by).to_pylist())
+
+
+class ParetoParams(BaseModel):
+    station: str | None = Field(None, description="only this station")
+    top: int = Field(15, description="how many defect codes")
+
+
+class ParetoResult(Result):
+    rows: Rows
+
+    def render(self, console: Console) -> None:
+        if not self.rows:
+            console.print("no defects recorded")
+            return
+        console.print("[bold]defect Pareto[/bold]")
+        top = max(r["defects"] for r in self.rows)
+        for r in self.rows:
+            console.print(f"{r['station']:>8} {r['defect_code']:<20} {bar(r['defects'] / top)} "
+                          f"{r['defects']:>8,} {100 * r['share']:5.1f}%  cum {100 * r['cumulative_share']:5.1f}%")
+
+
+@command("pareto", ParetoParams)
+def pareto(p: ParetoParams, ctx: Context) -> ParetoResult:
+    """Defect Pareto: defect codes by count, with share and cumulative share."""
+    return ParetoResult(rows=queries.pareto(ctx.workspace, p.station, p.top).to_pylist())
+
+
+class TraceParams(BaseModel):
+    serial: str | None = Field(None, description="unit serial number", json_schema_extra={"argument": True})
+    lot: str | None = Field(None, description="material lot: list every unit that consumed it")
+
+
+class TraceResult(Result):
+    serial: str | None = None
+    lot: str | None = None
+    tables: dict[str, Rows]
+
+    def render(self, console: Console) -> None:
+        for name, rows in self.tables.items():
+            print_rows(console, rows, name, limit=200 if self.serial else 50)
+        if self.lot:
+            units = self.tables["units"]
+            bad = sum(1 for u in units if u["result"] != "pass")
+            console.print(f"lot [bold]{self.lot}[/bold]: {len({u['unit_id'] for u in units}):,} units, "
+                          f"{bad:,} not passed")
+
+
+@command("trace", TraceParams)
+def trace(p: TraceParams, ctx: Context) -> TraceResult:
+    """Traceability both ways: a unit's genealogy (SERIAL) or every unit of a lot (--lot)."""
+    if bool(p.serial) == bool(p.lot):
+        raise UserError("give either a SERIAL or --lot LOT")
+    ws = ctx.workspace
+    if p.serial:
+        found = queries.trace_unit(ws, p.serial)
+        return TraceResult(serial=p.serial, tables={k: v.to_pylist() for k, v in found.items()})
+    assert p.lot is not None
+    lot = queries.trace_lot(ws, p.lot)
+    return TraceResult(lot=p.lot, tables={k: v.to_pylist() for k, v in lot.items()})

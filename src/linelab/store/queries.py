@@ -1,0 +1,136 @@
+"""The first questions every quality engineer asks of line data, answered in SQL.
+
+First-pass yield (FPY) counts a unit good only if it passed on its first visit; final yield
+counts units that shipped, reworked or retested ones included. Both are reported because the
+gap between them is the hidden factory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from linelab.errors import NotFound, UserError
+from linelab.store.workspace import Workspace
+
+# Factors recorded per station visit: yield is the station's first-visit pass rate.
+STEP_FACTORS = ("station", "machine", "fixture", "operator", "shift", "recipe_id")
+# Factors recorded per consumed material: yield is the units' FPY and final yield.
+MATERIAL_FACTORS = ("lot", "supplier", "material")
+MATERIAL_GROUPS = {"lot": "material, supplier, lot", "supplier": "material, supplier", "material": "material"}
+# Factors of the unit itself, or of its start time.
+UNIT_FACTORS = ("product", "line", "work_order")
+TIME_FACTORS = {"hour": "hour", "day": "day", "week": "week", "month": "month"}
+FACTORS = STEP_FACTORS + MATERIAL_FACTORS + UNIT_FACTORS + tuple(TIME_FACTORS)
+
+# The first visit of each unit at each station (rework and retest visits come later).
+_FIRST_VISITS = """
+    SELECT * FROM steps
+    QUALIFY row_number() OVER (PARTITION BY unit_id, station ORDER BY t_in) = 1
+"""
+
+
+def yield_by(ws: Workspace, by: str) -> pa.Table:
+    if by not in FACTORS:
+        raise UserError(f"cannot group yield by {by!r}; choose one of: {', '.join(FACTORS)}")
+    if by in STEP_FACTORS:
+        group = "station" if by == "station" else f"station, {by}"
+        return ws.query(
+            f"""
+            WITH v AS ({_FIRST_VISITS})
+            SELECT {group}, count(*) AS units,
+                   avg(CASE WHEN v.result = 'pass' THEN 1.0 ELSE 0.0 END) AS first_pass_yield,
+                   avg(CASE WHEN u.result = 'pass' THEN 1.0 ELSE 0.0 END) AS final_yield
+            FROM v JOIN units u USING (unit_id)
+            WHERE {by} IS NOT NULL
+            GROUP BY ALL ORDER BY {group}
+            """
+        )
+    join = ""
+    if by in MATERIAL_FACTORS:
+        group = MATERIAL_GROUPS[by]
+        join = f"JOIN (SELECT DISTINCT unit_id, {group} FROM materials) m USING (unit_id)"
+    elif by in UNIT_FACTORS:
+        group = by
+    else:
+        group = f"date_trunc('{TIME_FACTORS[by]}', u.t_start) AS {by}"
+    return ws.query(
+        f"""
+        SELECT {group}, count(*) AS units,
+               avg(CASE WHEN u.first_pass THEN 1.0 ELSE 0.0 END) AS first_pass_yield,
+               avg(CASE WHEN u.result = 'pass' THEN 1.0 ELSE 0.0 END) AS final_yield
+        FROM units u {join}
+        GROUP BY ALL ORDER BY ALL
+        """
+    )
+
+
+def overall_yield(ws: Workspace) -> dict[str, Any]:
+    row = ws.query(
+        """SELECT count(*) AS units,
+                  avg(CASE WHEN first_pass THEN 1.0 ELSE 0.0 END) AS first_pass_yield,
+                  avg(CASE WHEN result = 'pass' THEN 1.0 ELSE 0.0 END) AS final_yield
+           FROM units"""
+    ).to_pylist()[0]
+    return row
+
+
+def pareto(ws: Workspace, station: str | None = None, top: int = 15) -> pa.Table:
+    """Defects by code, most frequent first, with cumulative share (the 80/20 view)."""
+    where = "AND station = ?" if station else ""
+    return ws.query(
+        f"""
+        WITH d AS (
+            SELECT station, defect_code, count(*) AS defects
+            FROM steps WHERE result <> 'pass' AND defect_code IS NOT NULL {where}
+            GROUP BY ALL
+        )
+        SELECT station, defect_code, defects,
+               defects / sum(defects) OVER () AS share,
+               sum(defects) OVER (ORDER BY defects DESC, station, defect_code
+                                  ROWS UNBOUNDED PRECEDING) / sum(defects) OVER () AS cumulative_share
+        FROM d ORDER BY defects DESC, station, defect_code LIMIT {int(top)}
+        """,
+        [station] if station else None,
+    )
+
+
+def trace_unit(ws: Workspace, serial: str) -> dict[str, pa.Table]:
+    """A unit's full genealogy: its route, the lots it consumed, what was measured and set."""
+    unit = ws.query("SELECT * EXCLUDE (source, batch_id) FROM units WHERE unit_id = ?", [serial])
+    if unit.num_rows == 0:
+        near = ws.query("SELECT unit_id FROM units WHERE unit_id ILIKE ? LIMIT 3", [f"%{serial}%"])
+        hint = f" (did you mean {', '.join(near.column(0).to_pylist())}?)" if near.num_rows else ""
+        raise NotFound(f"no unit with serial {serial!r}{hint}")
+    cols = "* EXCLUDE (unit_id, batch_id)"
+    return {
+        "unit": unit,
+        "steps": ws.query(f"SELECT {cols} FROM steps WHERE unit_id = ? ORDER BY t_in", [serial]),
+        "materials": ws.query(f"SELECT {cols} FROM materials WHERE unit_id = ? ORDER BY station, material", [serial]),
+        "measurements": ws.query(
+            """SELECT m.station, m.name, m.value, s.lsl, s.usl,
+                      (m.value < s.lsl OR m.value > s.usl) AS out_of_spec, m.t
+               FROM measurements m JOIN units u USING (unit_id)
+               LEFT JOIN specs s ON s.product = u.product AND s.station = m.station AND s.name = m.name
+               WHERE m.unit_id = ? ORDER BY m.t, m.name""",
+            [serial],
+        ),
+        "params": ws.query(f"SELECT {cols} FROM params WHERE unit_id = ? ORDER BY t, name", [serial]),
+    }
+
+
+def trace_lot(ws: Workspace, lot: str) -> dict[str, Any]:
+    """Every unit that consumed a material lot: what a containment or a recall needs."""
+    lots = ws.query(
+        "SELECT DISTINCT material, lot, supplier, station FROM materials WHERE lot = ?", [lot]
+    )
+    if lots.num_rows == 0:
+        raise NotFound(f"no material lot {lot!r} in the workspace")
+    units = ws.query(
+        """SELECT u.unit_id, u.t_start, u.result, u.first_pass, m.station, m.material
+           FROM materials m JOIN units u USING (unit_id)
+           WHERE m.lot = ? ORDER BY u.t_start""",
+        [lot],
+    )
+    return {"lot": lots, "units": units}
