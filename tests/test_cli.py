@@ -1,0 +1,48 @@
+"""The CLI a user and their scripts rely on: `--json` output, exit codes, errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from linelab.cli import build_app
+
+runner = CliRunner()
+app = build_app()
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout
+
+
+def test_ingest_json_reports_counts_and_exits_nonzero_on_quarantine(tmp_path: Path) -> None:
+    ws = str(tmp_path / "ws")
+    csv = tmp_path / "measurements.csv"
+    csv.write_text("unit_id,station,name,value,t\nSN1,SPI,h,1.5,2026-01-05 06:00:00\nSN2,SPI,h,?,2026-01-05 06:00:01\n")
+    code, out = run("ingest", str(csv), "--json", "-w", ws)
+    body = json.loads(out)
+    assert code == 1
+    assert (body["stored"], body["quarantined"]) == (1, 1)
+    assert body["quarantine"][0]["row"] == 3 and body["quarantine"][0]["field"] == "value"
+    code, out = run("ingest", str(csv), "--json", "-w", ws)
+    assert code == 0 and json.loads(out)["files"][0]["already_ingested"] is True
+
+
+def test_user_mistakes_get_one_clear_line(tmp_path: Path) -> None:
+    ws = str(tmp_path / "ws")
+    result = runner.invoke(app, ["ingest", str(tmp_path / "nope.csv"), "-w", ws])
+    assert result.exit_code == 2
+    assert "no such file" in result.stderr and "Traceback" not in result.stderr
+    code, out = run("yield", "--by", "colour", "--json", "-w", ws)
+    assert code == 2 and "choose one of" in json.loads(out)["error"]
+    code, out = run("trace", "SN404", "--json", "-w", ws)
+    assert code == 2 and "no unit" in json.loads(out)["error"]
+
+
+def test_init_lists_the_core_tables(tmp_path: Path) -> None:
+    code, out = run("init", "--json", "-w", str(tmp_path / "ws"))
+    assert code == 0
+    assert {"units", "steps", "measurements", "materials", "events"} <= set(json.loads(out)["tables"])
