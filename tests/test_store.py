@@ -151,3 +151,24 @@ def test_artifacts_round_trip(ws: Workspace) -> None:
     assert ws.get_artifact("problem", "P-0001")["status"] == "resolved"
     assert [p["title"] for p in ws.list_artifacts("problem", status="resolved")] == ["nozzle wear"]
     assert ws.list_artifacts("problem", status="open") == []
+
+
+def test_typed_batches_are_validated_too(ws: Workspace) -> None:
+    """Adapters (twin, brokers) hand over typed Arrow batches; their bad rows are caught the same way."""
+    t = pa.array([1_000_000, 2_000_000, 3_000_000], pa.timestamp("us"))
+    batch = pa.table({
+        "unit_id": ["SN1", "SN2", ""],
+        "station": ["SPI"] * 3,
+        "name": ["h"] * 3,
+        "value": [1.0, float("nan"), 2.0],
+        "t": t,
+    })
+    rep = ws.ingest_tables({"measurements": batch}, source="adapter")
+    assert (rep.stored, rep.quarantined, rep.tables[0].duplicates) == (1, 2, 0)
+    assert ws.query('SELECT field FROM quarantine ORDER BY "row"').column(0).to_pylist() == ["value", "unit_id"]
+    units = pa.table({"unit_id": ["SN1"], "product": ["A"], "line": ["L1"], "t_start": t.slice(0, 1)})
+    ws.ingest_tables({"units": units}, source="adapter")
+    bogus = units.append_column("result", pa.array(["maybe"]))
+    rep = ws.ingest_tables({"units": bogus}, source="adapter")
+    assert rep.quarantined == 1 and rep.tables[0].updated == 0
+    assert ws.scalar("SELECT result FROM units") is None

@@ -39,6 +39,22 @@ SYSTEM_DDL = [
 ]
 
 
+def duck_type(t: pa.DataType) -> str:
+    return _DUCK_TYPES[t]
+
+
+def sql_literal(value: pa.Scalar) -> str:
+    """A scalar as SQL text, for the few places where a constant must be inlined (zone-map pruning)."""
+    v = value.as_py()
+    if v is None:
+        return "NULL"
+    if isinstance(v, str):
+        return "'" + v.replace("'", "''") + "'"
+    if pa.types.is_timestamp(value.type):
+        return f"TIMESTAMP '{v.isoformat(sep=' ')}'"
+    return repr(v)
+
+
 def table_ddl(name: str) -> str:
     schema = stored_schema(name) if name != "specs" else RECORD_TABLES["specs"]
     cols = ", ".join(f'"{f.name}" {_DUCK_TYPES[f.type]}' for f in schema)

@@ -98,12 +98,15 @@ def pareto(ws: Workspace, station: str | None = None, top: int = 15) -> pa.Table
 
 def trace_unit(ws: Workspace, serial: str) -> dict[str, pa.Table]:
     """A unit's full genealogy: its route, the lots it consumed, what was measured and set."""
-    unit = ws.query("SELECT * EXCLUDE (source, batch_id) FROM units WHERE unit_id = ?", [serial])
+    unit = ws.query(
+        "SELECT u.* EXCLUDE (batch), b.source FROM units u LEFT JOIN batches b ON b.seq = u.batch WHERE unit_id = ?",
+        [serial],
+    )
     if unit.num_rows == 0:
         near = ws.query("SELECT unit_id FROM units WHERE unit_id ILIKE ? LIMIT 3", [f"%{serial}%"])
         hint = f" (did you mean {', '.join(near.column(0).to_pylist())}?)" if near.num_rows else ""
         raise NotFound(f"no unit with serial {serial!r}{hint}")
-    cols = "* EXCLUDE (unit_id, batch_id)"
+    cols = "* EXCLUDE (unit_id, batch)"
     return {
         "unit": unit,
         "steps": ws.query(f"SELECT {cols} FROM steps WHERE unit_id = ? ORDER BY t_in", [serial]),

@@ -4,8 +4,10 @@ One definition serves every backend and every adapter: the twin emits these sche
 ingest validates against them, DuckDB (and later PostgreSQL) tables are created from them.
 Names follow ISA-95 / MES conventions (station, machine, serial, lot, LSL/USL).
 
-`source` and `batch_id` are added by ingest to every record table, so any number on a
-screen can be traced back to the batch (and file) it came from.
+Ingest adds a `batch` column to every record table: the sequence number of the ingest batch
+in the `batches` table, which names the source (file, twin run, broker topic) and the content
+id. One integer per row instead of two strings keeps ingest fast, and any number on a screen
+can still be traced back to the batch and file it came from with one join.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ RECORD_TABLES: dict[str, pa.Schema] = {
 }
 
 # Columns ingest appends to every record table (specs excepted: it is reference data).
-LINEAGE_FIELDS = [pa.field("source", pa.string()), pa.field("batch_id", pa.string())]
+LINEAGE_FIELDS = [pa.field("batch", pa.int64())]
 
 
 def stored_schema(table: str) -> pa.Schema:

@@ -52,6 +52,36 @@ def _try_cast(values: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
     return out.column("x").cast(target)
 
 
+def conforms(table: pa.Table, table_name: str) -> bool:
+    """True when every column the batch has is already of its schema type (adapters, Parquet)."""
+    schema = RECORD_TABLES[table_name]
+    have = {f.name: f.type for f in table.schema}
+    return all(f.name in have for f in schema if not f.nullable) and all(
+        have[f.name] == f.type for f in schema if f.name in have
+    )
+
+
+def valid_rows_sql(table_name: str, columns: list[str], alias: str = "s") -> str:
+    """The checks of `validate` as one SQL predicate, for typed batches stored in a single pass."""
+    terms = []
+    for f in RECORD_TABLES[table_name]:
+        if f.name not in columns:
+            continue
+        col = f'{alias}."{f.name}"'
+        if not f.nullable:
+            terms.append(f"{col} IS NOT NULL")
+            if pa.types.is_string(f.type):
+                terms.append(f"{col} <> ''")
+        if pa.types.is_floating(f.type):
+            terms.append(f"({col} IS NULL OR isfinite({col}))")
+        allowed = ALLOWED.get((table_name, f.name))
+        if allowed:
+            terms.append(f"({col} IS NULL OR {col} IN ({', '.join(repr(a) for a in sorted(allowed))}))")
+    if table_name == "steps" and "t_out" in columns:
+        terms.append(f"({alias}.t_out IS NULL OR {alias}.t_out >= {alias}.t_in)")
+    return " AND ".join(terms) or "TRUE"
+
+
 def validate(table: pa.Table, table_name: str, first_row: int = 1) -> Validated:
     """Split `table` into conforming rows and quarantined rows for `table_name`.
 
