@@ -95,7 +95,10 @@ def test_late_result_updates_the_unit_and_out_of_order_rows_land_by_time(
 ) -> None:
     ingest_file(ws, line_files["units"])
     assert ws.scalar("SELECT result FROM units WHERE unit_id = 'SN4'") is None
-    late = "unit_id,product,line,t_start,t_end,result,first_pass\nSN4,PCB-A,L1,2026-01-06 06:03:00,2026-01-06 07:00:00,pass,true\n"
+    late = (
+        "unit_id,product,line,t_start,t_end,result,first_pass\n"
+        "SN4,PCB-A,L1,2026-01-06 06:03:00,2026-01-06 07:00:00,pass,true\n"
+    )
     rep = ingest_file(ws, write(tmp_path, "units_late.csv", late))
     assert rep.tables[0].updated == 1 and rep.stored == 0
     assert ws.scalar("SELECT result FROM units WHERE unit_id = 'SN4'") == "pass"
