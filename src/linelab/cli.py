@@ -130,7 +130,25 @@ def build_app() -> typer.Typer:
             groups[words[0]] = group
             app.add_typer(group, name=words[0])
         group.command(" ".join(words[1:]), help=spec.summary)(_runner(spec))
+    _add_serve(app)
     return app
+
+
+def _add_serve(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve(
+        host: str = typer.Option("127.0.0.1", help="address to listen on"),
+        port: int = typer.Option(8000, help="port"),
+        workspace: Path | None = typer.Option(None, "--workspace", "-w", envvar="LINELAB_WORKSPACE",
+                                              help="workspace folder [default: ./linelab-workspace]"),
+    ) -> None:
+        """Serve the REST API and the dashboard (http://HOST:PORT/)."""
+        import uvicorn
+
+        from linelab.api import create_app
+
+        Console(stderr=True).print(f"dashboard: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
+        uvicorn.run(create_app(workspace), host=host, port=port, log_level="warning")
 
 
 def main() -> None:

@@ -4,11 +4,12 @@
 --json` prints. User mistakes answer 400 (404 for unknown names) with `{"error": ...}`.
 """
 
+from importlib import resources
 from pathlib import Path
 from typing import Any, get_type_hints
 
 from fastapi import Body, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from linelab.commands import CommandSpec, Context, load_all
 from linelab.errors import NotFound, UserError
@@ -38,6 +39,18 @@ def create_app(workspace: str | Path | None = None) -> FastAPI:
     @app.exception_handler(UserError)
     async def user_error(_: Request, exc: UserError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=404 if isinstance(exc, NotFound) else 400)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def dashboard() -> str:
+        return (resources.files("linelab.web") / "dashboard.html").read_text()
+
+    @app.get("/static/plotly.js", include_in_schema=False)
+    def plotly_js() -> Response:
+        # Served from the installed plotly package: the dashboard works with no internet.
+        from plotly.offline import get_plotlyjs
+
+        return Response(get_plotlyjs(), media_type="application/javascript",
+                        headers={"cache-control": "max-age=86400"})
 
     @app.get("/api/commands")
     def commands() -> list[dict[str, str]]:
