@@ -1,0 +1,1 @@
+"""knowhow stage: the ledger of solved problems, recall, 8D reports."""

@@ -1,0 +1,129 @@
+"""Know-how commands: list, show, search, recall, edit, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from rich.console import Console
+
+from linelab.commands import Context, Result, command
+from linelab.errors import UserError
+from linelab.knowhow import ledger, recall, report
+from linelab.render import print_rows
+
+
+class ListParams(BaseModel):
+    tag: str | None = Field(None, description="only entries with this tag")
+
+
+class EntriesResult(Result):
+    entries: list[dict[str, Any]]
+
+    def render(self, console: Console) -> None:
+        rows = [{"id": e["id"], "title": e["title"], "reused": e["reused"],
+                 "effect": ledger.Effect(**e["effect"]).text() if e.get("effect") else "—",
+                 "tags": ", ".join(e["tags"])} for e in self.entries]
+        print_rows(console, rows, "know-how")
+
+
+@command("knowhow list", ListParams)
+def knowhow_list(p: ListParams, ctx: Context) -> EntriesResult:
+    """List know-how entries (solved problems, their causes and fixes)."""
+    entries = [e for e in ledger.all_entries(ctx.workspace) if p.tag is None or p.tag in e.tags]
+    return EntriesResult(entries=[e.model_dump(mode="json") for e in entries])
+
+
+class ShowParams(BaseModel):
+    id: str = Field(..., description="entry id (KH-0001)", json_schema_extra={"argument": True})
+
+
+class EntryResult(Result):
+    entry: dict[str, Any]
+
+    def render(self, console: Console) -> None:
+        e = ledger.Entry.model_validate(self.entry)
+        console.print(f"[bold]{e.id}[/bold] {e.title}")
+        for head, text in report.sections(e, None):
+            console.print(f"[bold]{head}[/bold]: {text}")
+
+
+@command("knowhow show", ShowParams)
+def knowhow_show(p: ShowParams, ctx: Context) -> EntryResult:
+    """Show one know-how entry as its 8D sections."""
+    return EntryResult(entry=ledger.get(ctx.workspace, p.id).model_dump(mode="json"))
+
+
+class SearchParams(BaseModel):
+    text: str | None = Field(None, description="free text", json_schema_extra={"argument": True})
+    problem: str | None = Field(None, description="recall by a problem's signature instead (problem id)")
+    top: int = 5
+
+
+class MatchesResult(Result):
+    matches: list[recall.Match]
+
+    def render(self, console: Console) -> None:
+        print_rows(console, [m.model_dump() for m in self.matches], "matches")
+
+
+@command("knowhow search", SearchParams)
+def knowhow_search(p: SearchParams, ctx: Context) -> MatchesResult:
+    """Search the ledger by text, or recall the entries most like a problem (--problem ID)."""
+    ws = ctx.workspace
+    if p.problem:
+        problem = ws.get_artifact("problem", p.problem)
+        if problem is None:
+            raise UserError(f"no problem {p.problem!r}")
+        return MatchesResult(matches=recall.recall(ws, problem, p.top))
+    if not p.text:
+        raise UserError("give search TEXT or --problem ID")
+    return MatchesResult(matches=recall.search(ws, p.text, p.top))
+
+
+class EditParams(BaseModel):
+    id: str = Field(..., description="entry id", json_schema_extra={"argument": True})
+    notes: str | None = Field(None, description="replace the notes")
+    tag: list[str] | None = Field(None, description="add a tag (repeatable)")
+    untag: list[str] | None = Field(None, description="remove a tag (repeatable)")
+
+
+@command("knowhow edit", EditParams)
+def knowhow_edit(p: EditParams, ctx: Context) -> EntryResult:
+    """Add notes and tags to an entry."""
+    entry = ledger.edit(ctx.workspace, p.id, p.notes, p.tag, p.untag)
+    return EntryResult(entry=entry.model_dump(mode="json"))
+
+
+class ExportParams(BaseModel):
+    id: str | None = Field(None, description="one entry; default: every entry in the period",
+                           json_schema_extra={"argument": True})
+    since: str | None = Field(None, description="entries created on or after this date (YYYY-MM-DD)")
+    until: str | None = Field(None, description="entries created before this date (YYYY-MM-DD)")
+    out: Path = Field(Path("reports"), description="folder for the report files")
+
+
+class ExportResult(Result):
+    entries: int
+    files: dict[str, str]
+
+    def render(self, console: Console) -> None:
+        console.print(f"8D report of {self.entries} entr{'y' if self.entries == 1 else 'ies'}: "
+                      + ", ".join(self.files.values()))
+
+
+@command("knowhow export", ExportParams)
+def knowhow_export(p: ExportParams, ctx: Context) -> ExportResult:
+    """Export an entry, or a period, as an 8D report (Markdown and HTML with plots)."""
+    ws = ctx.workspace
+    if p.id:
+        entries = [ledger.get(ws, p.id)]
+    else:
+        entries = [e for e in ledger.all_entries(ws)
+                   if (p.since is None or e.created >= p.since) and (p.until is None or e.created < p.until)]
+    if not entries:
+        raise UserError("no know-how entries to export")
+    problems = {e.problem_id: ws.get_artifact("problem", e.problem_id) or {} for e in entries if e.problem_id}
+    name = p.id or f"8D-{p.since or 'all'}-{p.until or 'now'}"
+    return ExportResult(entries=len(entries), files=report.export(entries, problems, p.out, name))

@@ -1,0 +1,116 @@
+"""8D reports from know-how entries, in Markdown and HTML, with their plots.
+
+The eight disciplines map onto what LineLab already knows: D2 the problem (signature and
+monitor evidence), D3 containment, D4 root cause (diagnosis), D5/D6 the fix and its verified
+effect, D7 prevention (the ledger entry and the monitors that watch for recurrence).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from linelab.knowhow.ledger import Entry  # noqa: E402
+
+
+def chart_png(chart: dict[str, Any], path: Path, title: str) -> Path | None:
+    """The problem's control chart (values with centre line and limits), if it has one."""
+    y = chart.get("y") or chart.get("values") or chart.get("statistic")
+    if not y:
+        return None
+    x = chart.get("x") or list(range(len(y)))
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.plot(x[: len(y)], y, lw=0.8, color="#1f4e79")
+    for key, style in (("center", "-"), ("centre", "-"), ("ucl", "--"), ("lcl", "--"), ("limit", "--")):
+        v = chart.get(key)
+        if isinstance(v, int | float):
+            ax.axhline(v, ls=style, color="#b3261e" if style == "--" else "#555", lw=0.9, label=key)
+    onset = chart.get("onset_x")
+    if onset is not None:
+        ax.axvline(onset, color="#e69500", lw=1, label="onset")
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(str(chart.get("ylabel", "")))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def effect_png(entry: Entry, path: Path) -> Path | None:
+    e = entry.effect
+    if e is None:
+        return None
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.bar(["before", "after"], [100 * e.before, 100 * e.after], color=["#b3261e", "#2e7d32"])
+    ax.set_ylabel(f"{e.metric} (%)")
+    change = f"change {100 * (e.after - e.before):+.2f} pts"
+    ax.set_title(f"{change}\n95% CI {100 * e.diff_low:+.2f}…{100 * e.diff_high:+.2f}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _units(n: int | None) -> str:
+    return f"{n:,} units" if n is not None else "—"
+
+
+def sections(entry: Entry, problem: dict[str, Any] | None) -> list[tuple[str, str]]:
+    sig, cause, fix = entry.signature, entry.root_cause, entry.fix
+    p = problem or {}
+    level = f" = {cause.level}" if cause.level else ""
+    containment = "Affected units are traceable with `linelab trace --lot` or by machine and time window."
+    return [
+        ("D1 Team", "Line process engineering and quality, with LineLab's closed loop"
+         + (f" — {entry.notes}" if entry.notes else "")),
+        ("D2 Problem", f"{sig.headline()}. {p.get('description', '')}".strip()),
+        ("D3 Containment", p.get("containment", containment)),
+        ("D4 Root cause", f"{cause.factor}{level}. {cause.description}".strip()),
+        ("D5 Corrective action", f"{fix.action} {fix.params or ''}. {fix.description}".strip()),
+        ("D6 Verification", entry.effect.text() if entry.effect else "not yet measured"),
+        ("D7 Prevention", f"Know-how entry {entry.id} is recalled when this signature returns; "
+         f"monitors keep watching {sig.station or 'the line'}."
+         + (f" Tags: {', '.join(entry.tags)}." if entry.tags else "")),
+        ("D8 Closure", f"time to detect: {_units(entry.time_to_detect_units)}; "
+         f"time to fix: {_units(entry.time_to_fix_units)}; fix reused {entry.reused} time(s)."),
+    ]
+
+
+def export(entries: list[Entry], problems: dict[str, dict[str, Any]], out_dir: Path, name: str) -> dict[str, str]:
+    """Write `<name>.md` and `<name>.html` (PNG plots beside the Markdown, inlined in the HTML)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md: list[str] = [f"# 8D report — {name}", ""]
+    body: list[str] = [f"<h1>8D report — {html.escape(name)}</h1>"]
+    for entry in entries:
+        problem = problems.get(entry.problem_id or "")
+        md += [f"## {entry.id}: {entry.title}", ""]
+        body.append(f"<h2>{html.escape(entry.id)}: {html.escape(entry.title)}</h2>")
+        for head, text in sections(entry, problem):
+            md += [f"### {head}", "", text, ""]
+            body.append(f"<h3>{html.escape(head)}</h3><p>{html.escape(text)}</p>")
+        chart = (problem or {}).get("chart") or {}
+        plots = [
+            chart_png(chart, out_dir / f"{entry.id}-evidence.png", entry.signature.headline()),
+            effect_png(entry, out_dir / f"{entry.id}-effect.png"),
+        ]
+        for plot in filter(None, plots):
+            md += [f"![{plot.stem}]({plot.name})", ""]
+            data = base64.b64encode(plot.read_bytes()).decode()
+            body.append(f'<img alt="{plot.stem}" src="data:image/png;base64,{data}">')
+    md_path, html_path = out_dir / f"{name}.md", out_dir / f"{name}.html"
+    md_path.write_text("\n".join(md))
+    html_path.write_text(
+        "<!doctype html><meta charset='utf-8'><title>8D report</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:900px;margin:24px auto;}"
+        "img{max-width:100%;display:block;margin:8px 0}</style>" + "\n".join(body)
+    )
+    return {"markdown": str(md_path), "html": str(html_path)}
