@@ -46,3 +46,26 @@ def test_init_lists_the_core_tables(tmp_path: Path) -> None:
     code, out = run("init", "--json", "-w", str(tmp_path / "ws"))
     assert code == 0
     assert {"units", "steps", "measurements", "materials", "events"} <= set(json.loads(out)["tables"])
+
+
+def test_twin_run_json_fills_the_workspace_and_is_idempotent(tmp_path: Path) -> None:
+    ws = str(tmp_path / "ws")
+    code, out = run("twin", "run", "--scenario", "nozzle_wear", "--units", "3000", "--chunk", "1000",
+                    "--json", "-w", ws)
+    body = json.loads(out)
+    assert code == 0 and body["units"] == 3000 and body["rows"]["units"] == 3000
+    assert 0.85 < body["first_pass_yield"] <= 1.0
+    assert body["problems"][0]["type"] == "nozzle_wear"
+    code, out = run("yield", "--by", "machine", "--json", "-w", ws)
+    machines = {r["machine"] for r in json.loads(out)["rows"]}
+    assert {"P1", "P2"} <= machines
+    code, out = run("twin", "run", "--scenario", "clean", "--units", "10", "--json", "-w", ws)
+    assert code == 2 and "already holds" in json.loads(out)["error"]
+    code, out = run("twin", "scenarios", "--json")
+    assert {"clean", "default"} <= {s["name"] for s in json.loads(out)["scenarios"]}
+    code, out = run("trace", "SN00000042", "--json", "-w", ws)
+    genealogy = json.loads(out)["tables"]
+    assert {s["station"] for s in genealogy["steps"]} >= {"PRINT", "PLACE", "REFLOW", "AOI", "TEST"}
+    lot = genealogy["materials"][0]["lot"]
+    code, out = run("trace", "--lot", lot, "--json", "-w", ws)
+    assert "SN00000042" in {u["unit_id"] for u in json.loads(out)["tables"]["units"]}

@@ -197,26 +197,31 @@ class Workspace:
         self.backend.register("_incoming", rows)
         try:
             updated = 0
-            before = self.count(name)
+            before = stored_before = self.count(name)
             dedup = ""
+            prune = PRUNE_COLUMN.get(name)
+            in_range = ""
+            if before and prune:
+                # Only stored rows in the batch's key range can be duplicates: zone maps skip the rest,
+                # and a batch of new records (the common case) skips the duplicate check entirely.
+                lo, hi = pc.min_max(rows.column(prune)).values()
+                in_range = f' AND t."{prune}" BETWEEN {sql_literal(lo)} AND {sql_literal(hi)}'
+                if not self.scalar(f"SELECT count(*) FROM {name} AS t WHERE TRUE{in_range}"):
+                    before = 0
             if before:
-                # Only stored rows in the batch's key range can be duplicates: zone maps skip the rest.
-                prune = PRUNE_COLUMN.get(name)
-                if prune:
-                    lo, hi = pc.min_max(rows.column(prune)).values()
-                    dedup = f' AND t."{prune}" BETWEEN {sql_literal(lo)} AND {sql_literal(hi)}'
-                dedup = f" AND NOT EXISTS (SELECT 1 FROM {name} AS t WHERE {match}{dedup})"
-                if name in UPDATABLE:
-                    sets = ", ".join(
-                        f'"{c}" = coalesce(s."{c}", t."{c}")' for c in UPDATABLE[name] if c in rows.column_names
-                    )
-                    updated = 0 if not sets else self.backend.query(
-                        f"UPDATE {name} AS t SET {sets} FROM _incoming AS s WHERE {match} AND {valid} RETURNING 1"
+                dedup = f" AND NOT EXISTS (SELECT 1 FROM {name} AS t WHERE {match}{in_range})"
+                sets = ", ".join(
+                    f'"{c}" = coalesce(s."{c}", t."{c}")' for c in UPDATABLE.get(name, ()) if c in rows.column_names
+                )
+                if sets:
+                    updated = self.backend.query(
+                        f"UPDATE {name} AS t SET {sets} FROM _incoming AS s "
+                        f"WHERE {match} AND {valid}{in_range} RETURNING 1"
                     ).num_rows
             self.backend.execute(
                 f"INSERT INTO {name} SELECT {cols}{lineage} FROM _incoming AS s WHERE {valid}{dedup}"
             )
-            return self.count(name) - before, updated
+            return self.count(name) - stored_before, updated
         finally:
             self.backend.unregister("_incoming")
 
