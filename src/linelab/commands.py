@@ -88,7 +88,7 @@ def load_all() -> dict[str, CommandSpec]:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
             # A stage that is not built yet simply contributes no commands.
-            if exc.name != module:
+            if not exc.name or not module.startswith(exc.name):
                 raise
     return REGISTRY
 
