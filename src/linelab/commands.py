@@ -34,7 +34,8 @@ COMMAND_MODULES = [
     "linelab.diagnose.commands",
     "linelab.experiment.commands",
     "linelab.knowhow.commands",
-    "linelab.loop_commands",
+    "linelab.act.commands",
+    "linelab.loop.commands",
 ]
 
 

@@ -1,0 +1,178 @@
+"""Actions on the line: proposed, approved, applied through the control interface, checked.
+
+An action is an artefact (kind "action") linked to the problem it answers:
+
+    {id, kind, params, problem_id, experiment_id, source, reason, status,
+     expected_effect: {"metric": "first_pass_yield", "delta": 0.01, "window_units": 2000},
+     observed_effect, applied: {via, t, unit, ...}, history: [{status, t, by, note}]}
+
+Status goes proposed -> approved -> applied (or sent, while it waits in a real line's
+outbox), or rejected. Every change of status is also written to the `events` table (kind
+"action"), so the line's history shows what LineLab did and why.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from linelab.act.control import Control
+from linelab.act.effect import Effect, effect_in_workspace
+from linelab.errors import NotFound, UserError
+from linelab.store.schema import RECORD_TABLES
+
+KIND = "action"
+STATUSES = ("proposed", "approved", "sent", "applied", "rejected")
+SOURCES = ("person", "diagnosis", "knowhow", "experiment", "monitor")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def validate_action(kind: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The action's parameters if the line's control interface accepts them (else a clear UserError)."""
+    from linelab.twin.actions import parse_action
+
+    _, args = parse_action({"kind": kind, **dict(params or {})}, {})
+    if kind in ("set_param", "set_recipe"):
+        from linelab.twin.recipe import check_param
+
+        changes = {args["name"]: args["value"]} if kind == "set_param" else dict(args["params"])
+        for name, value in changes.items():
+            check_param(name, value)
+    return args
+
+
+def _record_event(ws: Any, action: Mapping[str, Any], status: str, t: datetime | None = None) -> None:
+    detail = {"action_id": action["id"], "status": status, "kind": action["kind"], "params": action["params"],
+              "problem_id": action.get("problem_id"), "experiment_id": action.get("experiment_id")}
+    applied = action.get("applied") or {}
+    if applied.get("via"):
+        detail["via"] = applied["via"]
+    row = {"t": [t or _now()], "kind": ["action"], "station": [None], "machine": [None],
+           "target": [action["kind"]], "detail": [json.dumps(detail, sort_keys=True, default=str)]}
+    ws.ingest_tables({"events": pa.table(row, schema=RECORD_TABLES["events"])},
+                     source=f"linelab:act:{action['id']}:{status}")
+
+
+def _history(action: dict[str, Any], status: str, by: str, note: str = "") -> None:
+    action["status"] = status
+    action.setdefault("history", []).append({"status": status, "t": _now().isoformat(timespec="seconds"),
+                                             "by": by, "note": note})
+
+
+def get_action(ws: Any, action_id: str) -> dict[str, Any]:
+    a = ws.get_artifact(KIND, action_id)
+    if a is None:
+        raise NotFound(f"no action {action_id!r}; `linelab act list` shows them")
+    return a
+
+
+def propose(
+    ws: Any,
+    kind: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    problem_id: str | None = None,
+    experiment_id: str | None = None,
+    expected_delta: float | None = None,
+    window_units: int = 2000,
+    source: str = "person",
+    by: str = "person",
+    reason: str = "",
+) -> dict[str, Any]:
+    """Record a proposed action; its parameters are checked against the control interface now."""
+    if source not in SOURCES:
+        raise UserError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+    args = validate_action(kind, params)
+    action_id = ws.next_id(KIND, "ACT")
+    while ws.get_artifact(KIND, action_id) is not None:  # ids stay unique even if artefacts were deleted
+        action_id = f"{action_id}-1"
+    action: dict[str, Any] = {
+        "id": action_id,
+        "kind": kind,
+        "params": args,
+        "problem_id": problem_id,
+        "experiment_id": experiment_id,
+        "source": source,
+        "reason": reason,
+        "expected_effect": None if expected_delta is None else
+        {"metric": "first_pass_yield", "delta": expected_delta, "window_units": window_units},
+        "observed_effect": None,
+        "applied": None,
+    }
+    _history(action, "proposed", by, reason)
+    ws.put_artifact(KIND, action_id, action)
+    _record_event(ws, action, "proposed")
+    return action
+
+
+def approve(ws: Any, action_id: str, by: str = "operator", note: str = "") -> dict[str, Any]:
+    action = get_action(ws, action_id)
+    if action["status"] != "proposed":
+        raise UserError(f"action {action_id} is {action['status']}; only a proposed action can be approved")
+    _history(action, "approved", by, note)
+    ws.put_artifact(KIND, action_id, action)
+    _record_event(ws, action, "approved")
+    return action
+
+
+def reject(ws: Any, action_id: str, by: str = "operator", note: str = "") -> dict[str, Any]:
+    action = get_action(ws, action_id)
+    if action["status"] not in ("proposed", "approved"):
+        raise UserError(f"action {action_id} is {action['status']}; it can no longer be rejected")
+    _history(action, "rejected", by, note)
+    ws.put_artifact(KIND, action_id, action)
+    _record_event(ws, action, "rejected")
+    return action
+
+
+def apply(ws: Any, action_id: str, control: Control, by: str = "operator") -> dict[str, Any]:
+    """Send an approved action through `control`: applied at once (twin) or queued (outbox)."""
+    action = get_action(ws, action_id)
+    if action["status"] != "approved":
+        raise UserError(f"action {action_id} is {action['status']}; approve it first (`linelab act approve`)")
+    result = control.apply(action)
+    if result.get("applied"):
+        return mark_applied(ws, action_id, result, by=by)
+    action["applied"] = result
+    _history(action, "sent", by, f"queued in the {result.get('via')}")
+    ws.put_artifact(KIND, action_id, action)
+    _record_event(ws, action, "sent")
+    return action
+
+
+def mark_applied(ws: Any, action_id: str, result: Mapping[str, Any], by: str = "operator") -> dict[str, Any]:
+    action = get_action(ws, action_id)
+    action["applied"] = dict(result)
+    _history(action, "applied", by, f"via {result.get('via')}")
+    ws.put_artifact(KIND, action_id, action)
+    t = result.get("t")
+    _record_event(ws, action, "applied", datetime.fromisoformat(t) if isinstance(t, str) else None)
+    return action
+
+
+def check_effect(ws: Any, action_id: str, window_units: int | None = None, confidence: float = 0.95) -> Effect:
+    """Compare first-pass yield of the units just before and just after the action took effect."""
+    action = get_action(ws, action_id)
+    applied = action.get("applied") or {}
+    if action["status"] != "applied" or not applied.get("t"):
+        raise UserError(f"action {action_id} is {action['status']}: its effect can be checked once applied")
+    expected = action.get("expected_effect") or {}
+    window = window_units or int(expected.get("window_units", 2000))
+    effect = effect_in_workspace(ws, applied["t"], window, expected.get("delta"), confidence)
+    action["observed_effect"] = effect.as_dict()
+    ws.put_artifact(KIND, action_id, action)
+    return effect
+
+
+def list_actions(ws: Any, status: str | None = None, problem_id: str | None = None) -> list[dict[str, Any]]:
+    if status is not None and status not in STATUSES:
+        raise UserError(f"status must be one of {', '.join(STATUSES)}")
+    rows = ws.list_artifacts(KIND, status=status)
+    return [a for a in rows if problem_id is None or a.get("problem_id") == problem_id]

@@ -1,0 +1,156 @@
+"""Action commands: propose, approve, apply, reject, list, check."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from rich.console import Console
+
+from linelab.act import actions as act
+from linelab.act.control import Outbox, TwinControl
+from linelab.commands import Context, Result, command
+from linelab.errors import UserError
+from linelab.render import fmt, print_rows
+
+
+class ActionResult(Result):
+    action: dict[str, Any]
+
+    def render(self, console: Console) -> None:
+        a = self.action
+        console.print(f"action [bold]{a['id']}[/bold] {a['kind']} {a['params'] or ''} — [bold]{a['status']}[/bold]"
+                      + (f" (problem {a['problem_id']})" if a.get("problem_id") else ""))
+        exp = a.get("expected_effect")
+        if exp:
+            console.print(f"expected effect: first-pass yield {100 * exp['delta']:+.2f} pt")
+        obs = a.get("observed_effect")
+        if obs and obs.get("delta") is not None:
+            lo, hi = obs["interval"]
+            console.print(f"observed: {fmt(obs['before_yield'], 'yield')} -> {fmt(obs['after_yield'], 'yield')} "
+                          f"({100 * obs['delta']:+.2f} pt [{100 * lo:+.2f}, {100 * hi:+.2f}]) — {obs['verdict']}")
+        if a.get("applied"):
+            console.print(f"applied via {a['applied'].get('via')} at {a['applied'].get('t')}")
+
+
+def _params(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        # name=value pairs are friendlier on a command line than JSON
+        out: dict[str, Any] = {}
+        for part in text.split(","):
+            name, sep, v = part.partition("=")
+            if not sep:
+                raise UserError(f"--params: give JSON or name=value pairs, got {text!r}") from None
+            try:
+                out[name.strip()] = float(v)
+            except ValueError:
+                out[name.strip()] = v.strip()
+        return out
+    if not isinstance(value, dict):
+        raise UserError("--params: JSON must be an object")
+    return value
+
+
+class ProposeParams(BaseModel):
+    kind: str = Field(..., description="clean_stencil, replace_nozzle, hold_lot, recalibrate_tester, set_param, ...",
+                      json_schema_extra={"argument": True})
+    params: str | None = Field(None, description='arguments: JSON ({"machine": "P2", "nozzle": "N3"}) or '
+                               "name=value pairs (machine=P2,nozzle=N3)")
+    problem_id: str | None = Field(None, description="the problem this action answers")
+    expected_delta: float | None = Field(None, description="expected change of first-pass yield (0.01 = +1 pt)")
+    window_units: int = Field(2000, gt=0, description="units before/after used to check the effect")
+    source: Literal["person", "diagnosis", "knowhow", "experiment", "monitor"] = Field("person",
+                                                                                        description="who proposes it")
+    reason: str = Field("", description="why")
+
+
+@command("act propose", ProposeParams)
+def act_propose(p: ProposeParams, ctx: Context) -> ActionResult:
+    """Propose an action on the line (checked against the control interface now)."""
+    a = act.propose(ctx.workspace, p.kind, _params(p.params), problem_id=p.problem_id,
+                    expected_delta=p.expected_delta, window_units=p.window_units, source=p.source, by=p.source,
+                    reason=p.reason)
+    return ActionResult(action=a)
+
+
+class IdParams(BaseModel):
+    id: str = Field(..., description="action id (ACT-0001)", json_schema_extra={"argument": True})
+    by: str = Field("operator", description="who does it")
+    note: str = Field("", description="free text")
+
+
+@command("act approve", IdParams)
+def act_approve(p: IdParams, ctx: Context) -> ActionResult:
+    """Approve a proposed action."""
+    return ActionResult(action=act.approve(ctx.workspace, p.id, by=p.by, note=p.note))
+
+
+@command("act reject", IdParams)
+def act_reject(p: IdParams, ctx: Context) -> ActionResult:
+    """Reject a proposed or approved action."""
+    return ActionResult(action=act.reject(ctx.workspace, p.id, by=p.by, note=p.note))
+
+
+class ApplyParams(BaseModel):
+    id: str = Field(..., description="action id", json_schema_extra={"argument": True})
+    via: Literal["auto", "twin", "outbox"] = Field("auto", description="twin: apply to the workspace's simulated "
+                                                   "line now; outbox: queue for a real line; auto: twin if the "
+                                                   "workspace holds one")
+    by: str = Field("operator", description="who applies it")
+
+
+@command("act apply", ApplyParams)
+def act_apply(p: ApplyParams, ctx: Context) -> ActionResult:
+    """Apply an approved action through the line's control interface (twin now, or the outbox)."""
+    from linelab.experiment.twinline import open_twin, workspace_twin
+
+    ws = ctx.workspace
+    via = p.via
+    if via == "auto":
+        via = "twin" if workspace_twin(ws) is not None else "outbox"
+    if via == "twin":
+        if workspace_twin(ws) is None:
+            raise UserError("the workspace holds no simulated line (`linelab twin run` makes one); use --via outbox")
+        control: Any = TwinControl(open_twin(ws).line)
+    else:
+        control = Outbox(ws)
+    return ActionResult(action=act.apply(ws, p.id, control, by=p.by))
+
+
+class CheckParams(BaseModel):
+    id: str = Field(..., description="action id", json_schema_extra={"argument": True})
+    window_units: int | None = Field(None, gt=0, description="units before/after [default: the action's own]")
+
+
+@command("act check", CheckParams)
+def act_check(p: CheckParams, ctx: Context) -> ActionResult:
+    """Check an applied action's effect: first-pass yield before vs after, with an interval."""
+    act.check_effect(ctx.workspace, p.id, p.window_units)
+    return ActionResult(action=act.get_action(ctx.workspace, p.id))
+
+
+class ListParams(BaseModel):
+    status: str | None = Field(None, description="only this status (proposed, approved, sent, applied, rejected)")
+    problem_id: str | None = Field(None, description="only actions for this problem")
+
+
+class ListResult(Result):
+    actions: list[dict[str, Any]]
+
+    def render(self, console: Console) -> None:
+        rows = [{"id": a["id"], "kind": a["kind"], "params": json.dumps(a["params"]) if a["params"] else "",
+                 "status": a["status"], "problem": a.get("problem_id") or "", "source": a.get("source"),
+                 "expected": (a.get("expected_effect") or {}).get("delta"),
+                 "observed": (a.get("observed_effect") or {}).get("delta")} for a in self.actions]
+        print_rows(console, rows, "actions")
+
+
+@command("act list", ListParams)
+def act_list(p: ListParams, ctx: Context) -> ListResult:
+    """List actions with their status, problem, expected and observed effect."""
+    return ListResult(actions=act.list_actions(ctx.workspace, p.status, p.problem_id))

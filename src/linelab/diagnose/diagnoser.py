@@ -1,0 +1,562 @@
+"""The Diagnoser: from a reference table, an incident table and a symptom to ranked causes.
+
+    dx = Diagnoser(dag="dag_edges.csv").fit(normal, faulty, target="Station5_mp_84")
+    dx.causes_[0].evidence     # plain words
+    dx.report_                 # the whole Diagnosis (pydantic): onset, confounding, check
+
+Ranking. A candidate must be able to cause the symptom (an ancestor in the causal graph when
+one is given), be supported (BH q <= alpha) and not be accounted for by another candidate
+(nested or aliased levels, a measurement whose shift is confined to one level). Among those,
+candidates that account for a real part of the excess (share >= 20 %) come first, ordered by
+evidence (-log10 q, capped at 30 so that huge data sets do not tie everything at the floor)
+plus 10 x share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from . import categorical, continuous
+from .causal import CausalModel, counterfactual_share, load_dag
+from .confounding import Group, relate, separating_experiment
+from .data import MISSING, Prepared, TableLike, UserError, prepare
+from .model import Cause, Confounding, Diagnosis, Onset
+from .onset import _fmt_time, change_point, describe, match_events
+from .stats import bh_adjust, neglog10
+from .symptom import Symptom, make_symptom
+from .text import cause_text, summary_text
+
+EVIDENCE_CAP = 30.0
+MIN_SHARE = 0.2
+MAX_PAIRS = 8  # top categorical candidates compared pairwise for nesting and aliasing
+
+
+class Diagnoser:
+    """Rank candidate root causes of a symptom that appeared between reference and incident data.
+
+    Parameters
+    ----------
+    dag: causal graph over the columns (networkx DiGraph, edge list, or CSV `source,target`).
+        With it, a continuous column's evidence is the change of its own mechanism (residuals
+        given its parents), and only ancestors of the target rank as causes.
+    kinds: override the kind of columns ("categorical", "continuous", "time", "environment").
+    time_column: column ordering the rows in time, for onset estimation.
+    events: events to match with the onset: dicts with at least `t` (and kind/machine/target).
+    exclude: columns that are not candidates (identifiers, other symptoms).
+    alpha: false-discovery rate for calling a candidate supported.
+    symptom: "auto", "rate", "mean" or "spread": how the target's change is measured.
+    attribution: fit the gradient-boosting attribution model for continuous factors.
+    """
+
+    def __init__(
+        self,
+        *,
+        dag: Any = None,
+        kinds: Mapping[str, str] | None = None,
+        time_column: str | None = None,
+        events: Sequence[Mapping[str, Any]] | None = None,
+        exclude: Sequence[str] = (),
+        alpha: float = 0.05,
+        symptom: str = "auto",
+        attribution: bool = True,
+        max_levels: int = 500,
+        random_state: int = 0,
+    ) -> None:
+        self.dag = dag
+        self.kinds = dict(kinds or {})
+        self.time_column = time_column
+        self.events = [dict(e) for e in (events or [])]
+        self.exclude = list(exclude)
+        self.alpha = alpha
+        self.symptom = symptom
+        self.attribution = attribution
+        self.max_levels = max_levels
+        self.random_state = random_state
+
+    # -- public API -------------------------------------------------------------------------
+    def fit(self, reference: TableLike, incident: TableLike, target: str) -> Diagnoser:
+        if self.symptom not in {"auto", "rate", "mean", "spread"}:
+            raise UserError(f"symptom must be auto, rate, mean or spread, not {self.symptom!r}")
+        self._reference, self._incident, self.target_ = reference, incident, target
+        prep = prepare(
+            reference,
+            incident,
+            target,
+            kinds=self.kinds,
+            exclude=self.exclude,
+            time_column=self.time_column,
+            max_levels=self.max_levels,
+        )
+        self.prepared_ = prep
+        self.symptom_ = make_symptom(prep.y_ref, prep.y_inc, prep.binary, self.symptom)
+        self.graph_ = load_dag(self.dag) if self.dag is not None else None
+        self.report_ = self._diagnose(prep, self.symptom_)
+        self.causes_ = self.report_.causes
+        return self
+
+    def update(self, incident: TableLike) -> Diagnoser:
+        """Add incident rows and diagnose again (same answer as fitting on all rows at once)."""
+        import pyarrow as pa
+
+        from .data import to_arrow
+
+        both = pa.concat_tables(
+            [to_arrow(self._incident, "incident"), to_arrow(incident, "incident")], promote_options="permissive"
+        )
+        return self.fit(self._reference, both, self.target_)
+
+    def rank_of(self, factor: str, level: str | None = None) -> int | None:
+        """1-based rank of a factor (and level), or None when it is not among the causes."""
+        for c in self.causes_:
+            if c.factor == factor and (level is None or c.level == str(level)):
+                return c.rank
+        return None
+
+    def score(self, truth: Sequence[tuple[str, str | None]] | tuple[str, str | None], k: int = 1) -> float:
+        """1.0 when a true cause is in the top k (truth: (factor, level) pairs), else 0.0."""
+        pairs = [truth] if isinstance(truth, tuple) else list(truth)
+        ranks = [self.rank_of(f, lv) for f, lv in pairs]
+        return float(any(r is not None and r <= k for r in ranks))
+
+    def summary(self) -> str:
+        return self.report_.summary
+
+    # -- the work ---------------------------------------------------------------------------
+    def _diagnose(self, prep: Prepared, sym: Symptom) -> Diagnosis:
+        graph = self.graph_
+        target = prep.target
+        ancestors: set[str] | None = None
+        if graph is not None and target in graph:
+            ancestors = nx.ancestors(graph, target)
+        causes: list[Cause] = []
+        family_p: list[float] = []  # every test made, for Benjamini-Hochberg
+        level_tables: dict[str, categorical.LevelStats] = {}
+        groups: dict[str, Group] = {}
+        total_excess = sym.excess
+
+        # categorical factors: one candidate per level carrying excess
+        for name, col in prep.columns.items():
+            if col.kind != "categorical":
+                continue
+            ls = categorical.level_stats(col, sym)
+            level_tables[name] = ls
+            tested = ls.n_inc >= categorical.MIN_UNITS
+            family_p.extend(ls.p_value[tested].tolist())
+            for j in np.flatnonzero(tested & (ls.excess > 0) & (ls.levels != MISSING)):
+                level = str(ls.levels[j])
+                cause = Cause(
+                    factor=name,
+                    level=level,
+                    kind="categorical",
+                    effect=float(ls.effect[j]),
+                    effect_label=self._level_effect_label(sym, bool(ls.only_level[j])),
+                    p_value=float(ls.p_value[j]),
+                    share=float(np.clip(ls.excess[j] / total_excess, 0.0, 1.0)) if total_excess else None,
+                    upstream=ancestors is None or name not in graph or name in ancestors,
+                    details={
+                        "n_incident": int(ls.n_inc[j]),
+                        "n_reference": int(ls.n_ref[j]),
+                        "incident_level": float(ls.sum_inc[j] / ls.n_inc[j]),
+                        "reference_level": float(ls.sum_ref[j] / ls.n_ref[j]) if ls.n_ref[j] else None,
+                        "others_level": float((sym.s_inc.sum() - ls.sum_inc[j]) / (sym.s_inc.size - ls.n_inc[j]))
+                        if sym.s_inc.size > ls.n_inc[j]
+                        else None,
+                        "excess": float(ls.excess[j]),
+                        "share_method": "count",
+                        "p_specific": float(ls.p_spec[j]),
+                        "p_change": float(ls.p_change[j]),
+                        "whole_incident": bool(ls.only_level[j]),
+                    },
+                    plot=categorical.plot_data(ls, j),
+                )
+                causes.append(cause)
+                groups[cause.label] = Group(cause.label, name, level, ls.ref_codes == j, ls.inc_codes == j)
+
+        # continuous factors: shift of the factor, or of its own mechanism when the DAG is known
+        cont = [c for c, col in prep.columns.items() if col.kind in ("continuous", "environment")]
+        mech_model: CausalModel | None = None
+        if graph is not None and cont:
+            ref = {c: prep.columns[c].ref for c in cont}
+            inc = {c: prep.columns[c].inc for c in cont}
+            ref[target], inc[target] = prep.y_ref, prep.y_inc
+            # only possible causes need their mechanism: ancestors of the target (all, if the
+            # target is not in the graph); the rest are judged by their plain shift
+            in_graph = [c for c in cont if c in graph and (ancestors is None or c in ancestors)]
+            if target in graph:
+                in_graph.append(target)
+            mech_model = CausalModel(graph).fit(self._finite(ref), in_graph)
+            self._mech_inputs = (ref, inc)
+        # A graph that names most continuous columns describes them all: one it leaves out is
+        # isolated (cannot reach the symptom). Otherwise a missing column is simply unknown.
+        dag_covers = graph is not None and sum(c in graph for c in cont) >= 0.5 * max(len(cont), 1)
+        for name in cont:
+            col = prep.columns[name]
+            sh = continuous.shift_stats(col)
+            details: dict[str, Any] = {
+                "median_reference": sh.median_ref,
+                "median_incident": sh.median_inc,
+                "robust_sd": sh.scale,
+                "z_shift": sh.z_shift,
+                "spread_ratio": sh.spread_ratio,
+                "p_shift": sh.p_value,
+            }
+            p, effect, label = sh.p_value, sh.z_shift, "shift of the factor (reference sds)"
+            if mech_model is not None and name in mech_model.mechanisms:
+                ms = mech_model.shift(inc, name)
+                p, effect = ms.p_value, ms.mean_shift
+                label = "shift of its own mechanism (residual sds given its causes)"
+                details.update(
+                    mechanism_parents=ms.parents,
+                    mechanism_model=ms.model,
+                    mechanism_r2=ms.r2,
+                    residual_shift=ms.mean_shift,
+                    residual_spread_ratio=ms.spread_ratio,
+                    p_mechanism=ms.p_value,
+                )
+            family_p.append(p)
+            causes.append(
+                Cause(
+                    factor=name,
+                    kind="environment" if col.kind == "environment" else "continuous",
+                    effect=float(effect),
+                    effect_label=label,
+                    delta=float(np.nanmean(col.inc) - np.nanmean(col.ref)),
+                    p_value=float(p),
+                    upstream=ancestors is None or (name not in graph and not dag_covers) or name in ancestors,
+                    details=details,
+                    plot=continuous.plot_data(col),
+                )
+            )
+
+        # Benjamini-Hochberg over every test made (levels without excess included)
+        if family_p:
+            p_all = np.array(family_p)
+            order = np.argsort(p_all)
+            sorted_p, sorted_q = p_all[order], bh_adjust(p_all)[order]
+            for c in causes:  # each candidate's p is in the family: look its q up
+                k = int(np.searchsorted(sorted_p, c.p_value, side="right")) - 1
+                c.q_value = float(sorted_q[max(k, 0)])
+        for c in causes:
+            c.score = float(neglog10(c.q_value))
+
+        # share of the excess for continuous candidates
+        self._continuous_shares(prep, sym, causes, mech_model, target)
+        # nesting, aliasing and mediation
+        confounded = self._relations(causes, groups, sym, prep)
+        ranked = self._rank(causes)
+        onset = self._onset(prep, sym, ranked, level_tables)
+        for c in ranked:
+            c.confidence = float(max(0.0, 1.0 - c.q_value) * (0.5 if c.confounded_with else 1.0))
+            c.evidence = cause_text(c, sym, target)
+        top = ranked[0] if ranked else None
+        supported_top = top is not None and top.q_value <= self.alpha and top.upstream
+        explained_share = top.share if top is not None else None
+        report = Diagnosis(
+            target=target,
+            symptom_mode=sym.mode,  # type: ignore[arg-type]
+            n_reference=int(sym.s_ref.size),
+            n_incident=int(sym.s_inc.size),
+            reference_level=sym.reference_level,
+            incident_level=sym.incident_level,
+            excess=float(total_excess),
+            causes=ranked,
+            onset=onset,
+            confounded=confounded,
+            explained_share=explained_share,
+            explained=bool(supported_top and explained_share is not None and explained_share >= 0.5),
+            confident=bool(supported_top and not top.confounded_with and top.explained_by is None),
+            skipped=prep.skipped,
+        )
+        report.summary = summary_text(report)
+        return report
+
+    @staticmethod
+    def _finite(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok = np.ones(len(next(iter(data.values()))), bool)
+        for v in data.values():
+            ok &= np.isfinite(v)
+        return {k: v[ok] for k, v in data.items()}
+
+    @staticmethod
+    def _level_effect_label(sym: Symptom, whole: bool) -> str:
+        against = "its own reference" if whole else "the other levels in the incident"
+        if sym.mode == "case-control":
+            return "odds ratio of affected vs unaffected units"
+        if sym.mode == "rate":
+            return f"symptom rate ratio against {against}"
+        return f"symptom shift (target sds) against {against}"
+
+    def _continuous_shares(
+        self, prep: Prepared, sym: Symptom, causes: list[Cause], mech_model: CausalModel | None, target: str
+    ) -> None:
+        cont = [c for c in causes if c.kind in ("continuous", "environment")]
+        if not cont:
+            return
+        if mech_model is not None and target in mech_model.mechanisms:
+            _, inc = self._mech_inputs
+            inc_ok = self._finite(inc)
+            for c in sorted(cont, key=lambda c: -c.score)[:15]:
+                if c.upstream and c.factor in mech_model.mechanisms:
+                    share = counterfactual_share(
+                        mech_model, inc_ok, c.factor, target, sym.transform, sym.excess_per_unit
+                    )
+                    if share is not None:
+                        # counterfactuals through extrapolated mechanisms can overshoot: they are
+                        # shown (clipped) but do not steer the ranking
+                        c.details.update(share_method="counterfactual", share_raw=share)
+                        c.share = float(np.clip(share, 0.0, 1.0))
+            return
+        if not self.attribution or sym.mode == "case-control":
+            return
+        supported = [c.factor for c in sorted(cont, key=lambda c: -c.score) if c.q_value <= self.alpha][:8]
+        columns = {k: v for k, v in prep.columns.items() if k in set(supported) or v.kind == "categorical"}
+        # rows with a missing continuous value cannot enter the model
+        ok_r = np.ones(sym.s_ref.size, bool)
+        ok_i = np.ones(sym.s_inc.size, bool)
+        for k in supported:
+            ok_r &= np.isfinite(columns[k].ref)
+            ok_i &= np.isfinite(columns[k].inc)
+        if ok_r.sum() < 20 or ok_i.sum() < 20:
+            return
+        from .data import Column
+
+        def rows(v: Column) -> Column:
+            if v.levels is None or v.ref_codes is None or v.inc_codes is None:
+                return Column(v.name, v.kind, v.ref[ok_r], v.inc[ok_i])
+            return Column(
+                v.name, v.kind, v.ref[ok_r], v.inc[ok_i], v.levels, v.ref_codes[ok_r], v.inc_codes[ok_i]
+            )
+
+        sub = {k: rows(v) for k, v in columns.items()}
+        attr = continuous.attribute(sub, sym.s_ref[ok_r], sym.s_inc[ok_i], supported, self.random_state)
+        if attr is None:
+            return
+        for c in cont:
+            if c.factor in attr.shares:
+                c.details.update(
+                    share_method="model", share_raw=attr.shares[c.factor], attribution_model_r2=attr.model_r2
+                )
+                c.share = float(np.clip(attr.shares[c.factor], 0.0, 1.0))
+
+    def _relations(
+        self, causes: list[Cause], groups: dict[str, Group], sym: Symptom, prep: Prepared
+    ) -> list[Confounding]:
+        cats = [c for c in causes if c.kind == "categorical" and c.q_value <= self.alpha and c.upstream]
+        cats = sorted(cats, key=self._strength, reverse=True)[:MAX_PAIRS]
+        out: list[Confounding] = []
+        for i, a in enumerate(cats):
+            for b in cats[i + 1 :]:
+                if a.factor == b.factor:
+                    continue
+                ga, gb = groups[a.label], groups[b.label]
+                rel = relate(ga, gb, sym)
+                if rel.verdict == "a_explains_b" and b.explained_by is None:
+                    b.explained_by = a.label
+                    b.details["explained_by_evidence"] = self._explain_words(gb, ga, rel.b_only, rel.a_only)
+                elif rel.verdict == "b_explains_a" and a.explained_by is None:
+                    a.explained_by = b.label
+                    a.details["explained_by_evidence"] = self._explain_words(ga, gb, rel.a_only, rel.b_only)
+                elif rel.verdict == "interaction" and self._clearly_stronger(a, b) and b.explained_by is None:
+                    # the excess sits where both occur; the much stronger one carries it
+                    b.explained_by = a.label
+                    b.details["explained_by_evidence"] = f"its excess appears only together with {a.label}"
+                elif rel.verdict in ("confounded", "interaction"):
+                    a.confounded_with.append(b.label)
+                    b.confounded_with.append(a.label)
+                    text, n = separating_experiment(ga, gb, sym, rel)
+                    if rel.verdict == "interaction":
+                        text = "the symptom appears only where both occur together; " + text
+                    out.append(
+                        Confounding(causes=[a.label, b.label], overlap=rel.overlap, experiment=text, units_per_arm=n)
+                    )
+        # a continuous factor whose shift is confined to one supported level is that level's doing
+        for c in causes:
+            if c.kind not in ("continuous", "environment") or c.q_value > self.alpha:
+                continue
+            col = prep.columns[c.factor]
+            for lv in cats:
+                g = groups[lv.label]
+                if g.inc.sum() < 5 or (~g.inc).sum() < 5:
+                    continue
+                ref_med = np.nanmedian(col.ref)
+                scale = max(c.details.get("robust_sd", 1.0), 1e-12)
+                # compare within stretches of time where the level ran side by side with others:
+                # a lot that merely followed another one in time says nothing about confinement
+                mixed = self._concurrent_rows(g.inc, prep.time_inc)
+                if mixed is None:
+                    continue
+                inside = abs(_mean(col.inc[g.inc & mixed]) - ref_med) / scale
+                outside = abs(_mean(col.inc[~g.inc & mixed]) - ref_med) / scale
+                if inside >= 1.0 and outside < 0.25 * inside:
+                    c.explained_by = lv.label
+                    c.details["explained_by_evidence"] = (
+                        f"its shift is confined to {lv.factor} {lv.level} "
+                        f"({inside:.1f} sd there, {outside:.1f} sd elsewhere)"
+                    )
+                    break
+        self._adjust_levels_for_continuous(causes, cats, groups, sym, prep)
+        return out
+
+    def _adjust_levels_for_continuous(
+        self, causes: list[Cause], cats: list[Cause], groups: dict[str, Group], sym: Symptom, prep: Prepared
+    ) -> None:
+        """A level whose excess disappears once a shifted continuous factor is accounted for is that
+        factor's doing (a paste lot that merely ran while the stencil clogged): the symptom is
+        predicted from the factor alone (binned), and the level's contrast is measured again on
+        what the factor leaves unexplained."""
+        conts = [
+            c
+            for c in causes
+            if c.kind in ("continuous", "environment")
+            and c.q_value <= self.alpha
+            and c.explained_by is None
+            and (self._ranking_share(c) or 0.0) >= MIN_SHARE
+        ]
+        for x in sorted(conts, key=self._strength, reverse=True)[:3]:
+            col = prep.columns[x.factor]
+            pred_ref, pred_inc = binned_prediction(col.ref, col.inc, sym.s_ref, sym.s_inc)
+            r_inc = sym.s_inc - pred_inc
+            for lv in cats:
+                if lv.explained_by is not None:
+                    continue
+                g = groups[lv.label]
+                if g.inc.sum() < 5 or (~g.inc).sum() < 5:
+                    continue
+                raw = _mean(sym.s_inc[g.inc]) - _mean(sym.s_inc[~g.inc])
+                left = _mean(r_inc[g.inc]) - _mean(r_inc[~g.inc])
+                if raw > 0 and left < 0.3 * raw:
+                    lv.explained_by = x.label
+                    lv.details["explained_by_evidence"] = (
+                        f"its excess over other levels drops from {raw:.3g} to {left:.3g} per unit "
+                        f"once {x.factor} is accounted for"
+                    )
+
+    @staticmethod
+    def _concurrent_rows(mask: np.ndarray, times: np.ndarray | None, bins: int = 20) -> np.ndarray | None:
+        """Incident rows in time bins where the level and other levels both ran; None when the level
+        hardly ever ran alongside others (no fair comparison possible)."""
+        if times is None:
+            return np.ones(mask.size, bool)
+        order = np.argsort(times, kind="stable")
+        b = np.empty(mask.size, np.int64)
+        b[order] = np.arange(mask.size) * bins // max(mask.size, 1)
+        n_in = np.bincount(b, weights=mask.astype(float), minlength=bins)
+        n_out = np.bincount(b, weights=(~mask).astype(float), minlength=bins)
+        ok_bins = (n_in >= 5) & (n_out >= 5)
+        rows = ok_bins[b]
+        if (mask & rows).sum() < 0.3 * mask.sum():
+            return None
+        return rows
+
+    @staticmethod
+    def _clearly_stronger(a: Cause, b: Cause) -> bool:
+        share_a, share_b = a.share or 0.0, b.share or 0.0
+        return share_a >= share_b + 0.1 or a.effect >= 3 * max(b.effect, 1e-9)
+
+    @staticmethod
+    def _explain_words(weak: Group, strong: Group, weak_only, strong_only) -> str:
+        if strong_only.n == 0:
+            return (
+                f"{weak.label} without {strong.label} ({weak_only.n} units) shows no excess; "
+                f"{strong.label} lies inside {weak.label}"
+            )
+        return (
+            f"{weak.label} without {strong.label} ({weak_only.n} units) shows no excess, while {strong.label} "
+            f"without {weak.label} ({strong_only.n} units) still does"
+        )
+
+    @staticmethod
+    def _ranking_share(c: Cause) -> float | None:
+        if c.share is None or c.details.get("share_method") == "counterfactual":
+            return None
+        return float(np.clip(c.share, 0.0, 1.0))
+
+    def _strength(self, c: Cause) -> float:
+        share = self._ranking_share(c)
+        return min(c.score, EVIDENCE_CAP) + 10.0 * (0.5 if share is None else share)
+
+    def _rank(self, causes: list[Cause]) -> list[Cause]:
+        def key(c: Cause):
+            share = self._ranking_share(c)
+            relevant = share is None or share >= MIN_SHARE
+            return (c.upstream, c.q_value <= self.alpha, c.explained_by is None, relevant, self._strength(c), c.score)
+
+        ranked = sorted(causes, key=key, reverse=True)
+        for i, c in enumerate(ranked, 1):
+            c.rank = i
+        return ranked
+
+    def _onset(
+        self, prep: Prepared, sym: Symptom, ranked: list[Cause], level_tables: dict[str, categorical.LevelStats]
+    ) -> Onset | None:
+        if prep.time_ref is None or prep.time_inc is None:
+            return None
+        t = np.concatenate([prep.time_ref, prep.time_inc])
+        s = np.concatenate([sym.s_ref, sym.s_inc])
+        cp = change_point(t, s)
+        if cp is None:
+            return None
+        events = match_events(cp, self.events)
+        onset = Onset(
+            index=cp.index,
+            at=_fmt_time(cp.at),
+            before=cp.before,
+            after=cp.after,
+            events=events,
+            text=describe(cp, events),
+        )
+        # the top few causes get their own onset: the change of the symptom on their rows
+        for c in ranked[:3]:
+            if c.kind == "categorical" and c.factor in level_tables:
+                ls = level_tables[c.factor]
+                j = int(np.flatnonzero(ls.levels == c.level)[0])
+                mask = np.concatenate([ls.ref_codes == j, ls.inc_codes == j])
+                own = change_point(t[mask], s[mask])
+            elif c.kind in ("continuous", "environment"):
+                col = prep.columns[c.factor]
+                own = change_point(t, np.concatenate([col.ref, col.inc]))
+            else:
+                own = None
+            if own is not None:
+                c.onset = _fmt_time(own.at)
+                near = match_events(own, self.events)
+                if near:
+                    c.details["events_at_onset"] = near[:3]
+        return onset
+
+
+def _mean(v: np.ndarray) -> float:
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else 0.0
+
+
+def binned_prediction(
+    x_ref: np.ndarray, x_inc: np.ndarray, s_ref: np.ndarray, s_inc: np.ndarray, bins: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """The symptom predicted from one factor alone: its mean in quantile bins of the pooled factor."""
+    x = np.concatenate([x_ref, x_inc])
+    s = np.concatenate([s_ref, s_inc])
+    ok = np.isfinite(x)
+    edges = np.unique(np.quantile(x[ok], np.linspace(0, 1, bins + 1))) if ok.any() else np.array([0.0])
+    idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, max(edges.size - 2, 0))
+    idx = np.where(ok, idx, edges.size)  # missing values get a bin of their own
+    n = np.bincount(idx, minlength=edges.size + 1)
+    tot = np.bincount(idx, weights=s, minlength=edges.size + 1)
+    mean = np.where(n > 0, tot / np.maximum(n, 1), s.mean())
+    pred = mean[idx]
+    return pred[: x_ref.size], pred[x_ref.size :]
+
+
+def diagnose_tables(
+    reference: TableLike | str | Path,
+    incident: TableLike | str | Path,
+    target: str,
+    **kwargs: Any,
+) -> Diagnosis:
+    """One-call form of Diagnoser(**kwargs).fit(reference, incident, target).report_."""
+    return Diagnoser(**kwargs).fit(reference, incident, target).report_

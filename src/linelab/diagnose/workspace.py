@@ -1,0 +1,355 @@
+"""Diagnosis of a workspace problem: one row per unit through its genealogy, then the Diagnoser.
+
+For a problem (a defect rate or a measurement that moved) we take the units built since its
+onset (incident) and as many units built just before (reference), and give every unit its
+whole history in one row, assembled by DuckDB (no Python loops over records):
+
+* at every station, on the unit's first visit: machine, fixture (nozzle, stencil, test
+  fixture), operator, recipe; the shift at the symptom's station;
+* the lot and supplier of every material it was built with;
+* process parameters and environment at every station;
+* measurements taken at stations *before* the symptom's station (a defect at test may be
+  caused at print; a measurement at the symptom's own station is a symptom, not a cause);
+* the symptom itself: first-pass failure (with the defect codes whose rate rose) or the value
+  of the measurement.
+
+Events (maintenance, lot changes) are matched against the onset of the symptom and of each cause.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from linelab.errors import NotFound, UserError
+
+from .diagnoser import Diagnoser
+from .model import Diagnosis
+from .plots import render_evidence
+
+STEP_FIELDS = ("machine", "fixture", "operator", "recipe_id")
+MAX_INCIDENT_UNITS = 40_000
+MIN_REFERENCE_UNITS = 20_000
+GUARD = timedelta(minutes=30)  # units just before the onset estimate may already be affected
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-:]+$")
+
+
+@dataclass
+class SymptomSpec:
+    """What went wrong, where and since when."""
+
+    onset: datetime
+    end: datetime | None = None
+    station: str | None = None  # station whose first-pass failures are the symptom
+    defect_codes: list[str] | None = None  # restrict failures to these codes (any station)
+    measurement: str | None = None  # or: a measurement (at `station`) whose value moved
+    any_failure: bool = False  # the unit failed anywhere (a material lot problem)
+    label: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def station_order(ws: Any) -> list[str]:
+    """Stations in process order: by their typical time into a unit's build."""
+    tbl = ws.query(
+        """SELECT s.station, median(epoch(s.t_in) - epoch(u.t_start)) AS lag
+           FROM (SELECT * FROM steps USING SAMPLE 20000 ROWS) s JOIN units u USING (unit_id)
+           GROUP BY s.station ORDER BY lag"""
+    )
+    return [str(s) for s in tbl.column("station").to_pylist()]
+
+
+def _window(ws: Any, spec: SymptomSpec) -> tuple[datetime, datetime, datetime]:
+    """Reference start, onset, incident end (bounded numbers of units either side)."""
+    end = spec.end or ws.scalar("SELECT max(t_start) FROM units")
+    if end is None:
+        raise UserError("the workspace has no units")
+    inc_end = ws.scalar(
+        "SELECT max(t_start) FROM (SELECT t_start FROM units WHERE t_start >= ? AND t_start <= ? "
+        "ORDER BY t_start LIMIT ?)",
+        [spec.onset, end, MAX_INCIDENT_UNITS],
+    )
+    if inc_end is None:
+        raise UserError(f"no units were built between the onset {spec.onset} and {end}")
+    n_inc = ws.scalar("SELECT count(*) FROM units WHERE t_start >= ? AND t_start <= ?", [spec.onset, inc_end])
+    n_ref = max(MIN_REFERENCE_UNITS, int(n_inc))
+    ref_start = ws.scalar(
+        "SELECT min(t_start) FROM (SELECT t_start FROM units WHERE t_start < ? ORDER BY t_start DESC LIMIT ?)",
+        [spec.onset - GUARD, n_ref],
+    )
+    if ref_start is None:
+        raise UserError(f"no units were built before the onset {spec.onset}: nothing to compare with")
+    return ref_start, spec.onset, inc_end
+
+
+def unit_table(
+    ws: Any, spec: SymptomSpec, order: list[str] | None = None
+) -> tuple[pa.Table, list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """One row per unit in the window: period, time, every candidate factor and the symptom."""
+    ref_start, onset, inc_end = _window(ws, spec)
+    guard_end = onset - GUARD
+    order = order if order is not None else station_order(ws)
+    rank = {s: i for i, s in enumerate(order)}
+    where_units = "u.t_start >= ? AND u.t_start <= ? AND (u.t_start < ? OR u.t_start >= ?)"
+    wparams = [ref_start, inc_end, guard_end, onset]
+    t_lo, t_hi = ref_start - timedelta(hours=1), inc_end + timedelta(days=2)
+    meta: dict[str, dict[str, Any]] = {}
+
+    # which step fields vary, per station (constant columns say nothing)
+    counts = ws.query(
+        "SELECT station, "
+        + ", ".join(f"count(DISTINCT {f}) AS {f}" for f in STEP_FIELDS)
+        + " FROM steps WHERE t_in BETWEEN ? AND ? GROUP BY station",
+        [t_lo, t_hi],
+    ).to_pylist()
+    step_cols: list[str] = []
+    sym_station = spec.station or (order[-1] if order else None)
+    for row in counts:
+        st = row["station"]
+        if sym_station in rank and rank.get(st, -1) > rank[sym_station]:
+            continue  # stations after the symptom cannot cause it (and a failed unit never gets there)
+        for f in STEP_FIELDS:
+            if row[f] and row[f] > 1:
+                name = f"{f}@{st}"
+                step_cols.append(f"arg_min({f}, t_in) FILTER (WHERE station = {_lit(st)}) AS {_q(name)}")
+                meta[name] = {"type": f if f != "recipe_id" else "recipe", "station": st, "table": "steps"}
+    if sym_station:
+        step_cols.append(f"arg_min(shift, t_in) FILTER (WHERE station = {_lit(sym_station)}) AS shift")
+        meta["shift"] = {"type": "shift", "station": sym_station, "table": "steps"}
+
+    # the symptom
+    if spec.measurement:
+        # the monitor watches process parameters as well as measurements
+        cond = f"name = {_lit(spec.measurement)}" + (f" AND station = {_lit(spec.station)}" if spec.station else "")
+        target_sql = (
+            f"(SELECT unit_id, avg(value) AS symptom FROM (SELECT unit_id, value FROM measurements "
+            f"WHERE t BETWEEN ? AND ? AND {cond} UNION ALL SELECT unit_id, value FROM params "
+            f"WHERE t BETWEEN ? AND ? AND {cond}) GROUP BY unit_id)"
+        )
+    else:
+        conds = []
+        if spec.station and not spec.any_failure:
+            conds.append(f"station = {_lit(spec.station)}")
+        first_visit = "arg_min(result, t_in) <> 'pass'"
+        if spec.defect_codes:
+            codes = ", ".join(_lit(c) for c in spec.defect_codes)
+            fail = f"bool_or(coalesce(defect_code IN ({codes}), false))"
+        else:
+            fail = first_visit if conds else "bool_or(result <> 'pass')"
+        target_sql = (
+            f"(SELECT unit_id, CAST({fail} AS INTEGER) AS symptom FROM steps WHERE t_in BETWEEN ? AND ?"
+            + (f" AND {conds[0]}" if conds else "")
+            + " GROUP BY unit_id)"
+        )
+
+    # materials: lot and supplier of each material
+    mats = [r["material"] for r in ws.query("SELECT DISTINCT material FROM materials ORDER BY 1").to_pylist()]
+    mat_cols = []
+    for m in mats:
+        mat_cols.append(f"max(lot) FILTER (WHERE material = {_lit(m)}) AS {_q('lot@' + m)}")
+        mat_cols.append(f"max(supplier) FILTER (WHERE material = {_lit(m)}) AS {_q('supplier@' + m)}")
+        meta["lot@" + m] = {"type": "lot", "material": m, "table": "materials"}
+        meta["supplier@" + m] = {"type": "supplier", "material": m, "table": "materials"}
+
+    # params everywhere; measurements only upstream of the symptom's station
+    def numeric_cols(table: str) -> list[str]:
+        names = ws.query(
+            f"SELECT station, name FROM {table} WHERE t BETWEEN ? AND ? GROUP BY ALL "
+            "HAVING stddev_samp(value) > 0 ORDER BY 1, 2",
+            [t_lo, t_hi],
+        ).to_pylist()
+        out = []
+        for r in names:
+            st, nm = r["station"], r["name"]
+            if spec.measurement and nm == spec.measurement and st == sym_station:
+                continue  # the symptom itself
+            # a measurement at or after the symptom's station is a symptom, not a cause
+            if table == "measurements" and sym_station in rank and rank.get(st, -1) >= rank[sym_station]:
+                continue
+            col = f"{nm}@{st}"
+            out.append(f"avg(value) FILTER (WHERE station = {_lit(st)} AND name = {_lit(nm)}) AS {_q(col)}")
+            kind = "param" if table == "params" else "measurement"
+            meta[col] = {"type": kind, "name": nm, "station": st, "table": table}
+        return out
+
+    par_cols, mea_cols = numeric_cols("params"), numeric_cols("measurements")
+
+    def pivot(table: str, cols: list[str], tcol: str) -> str:
+        if not cols:
+            return ""
+        return (
+            f"LEFT JOIN (SELECT unit_id, {', '.join(cols)} FROM {table} WHERE {tcol} BETWEEN ? AND ? "
+            f"AND unit_id IN (SELECT unit_id FROM w) GROUP BY unit_id) USING (unit_id)"
+        )
+
+    joins, jparams = [], []
+    for table, cols, tcol in (
+        ("steps", step_cols, "t_in"),
+        ("params", par_cols, "t"),
+        ("measurements", mea_cols, "t"),
+    ):
+        if cols:
+            joins.append(pivot(table, cols, tcol))
+            jparams += [t_lo, t_hi]
+    if mat_cols:
+        joins.append(
+            f"LEFT JOIN (SELECT unit_id, {', '.join(mat_cols)} FROM materials "
+            "WHERE unit_id IN (SELECT unit_id FROM w) GROUP BY unit_id) USING (unit_id)"
+        )
+    sql = (
+        f"WITH w AS (SELECT u.unit_id, u.t_start, CAST(u.t_start >= ? AS INTEGER) AS incident FROM units u "
+        f"WHERE {where_units}) "
+        f"SELECT * FROM w LEFT JOIN {target_sql} tg USING (unit_id) " + " ".join(joins)
+    )
+    tparams = [t_lo, t_hi] * (2 if spec.measurement else 1)
+    tbl = ws.query(sql, [onset, *wparams, *tparams, *jparams])
+    events = ws.query(
+        "SELECT t, kind, station, machine, target FROM events WHERE t BETWEEN ? AND ? ORDER BY t",
+        [ref_start, inc_end],
+    ).to_pylist()
+    return tbl, events, meta
+
+
+def process_dag(meta: dict[str, dict[str, Any]], order: list[str]) -> list[tuple[str, str]]:
+    """Causal order of the continuous columns along the line: parameters (and the environment)
+    act on measurements at their own and later stations; a measurement can act on measurements
+    taken later. A measurement whose shift is inherited from upstream then ranks below its source."""
+    rank = {s: i for i, s in enumerate(order)}
+    cols = [(c, m) for c, m in meta.items() if m["type"] in ("param", "measurement")]
+    edges = []
+    for child, cm in cols:
+        if cm["type"] != "measurement":
+            continue
+        for parent, pm in cols:
+            if parent == child:
+                continue
+            before = rank.get(pm["station"], 0) < rank.get(cm["station"], 0)
+            same = pm["station"] == cm["station"]
+            if before or (same and pm["type"] == "param"):
+                edges.append((parent, child))
+    return edges
+
+
+def rising_codes(ws: Any, station: str, onset: datetime, end: datetime | None) -> list[str]:
+    """Defect codes at a station whose rate rose after the onset (the problem's own codes)."""
+    end = end or ws.scalar("SELECT max(t_in) FROM steps")
+    tbl = ws.query(
+        """
+        WITH f AS (
+            SELECT unit_id, arg_min(defect_code, t_in) AS code, min(t_in) >= ? AS after
+            FROM steps WHERE station = ? AND t_in BETWEEN ? AND ? GROUP BY unit_id)
+        SELECT code, sum(CAST(after AS INTEGER)) AS n_after, sum(CAST(NOT after AS INTEGER)) AS n_before,
+               (SELECT sum(CAST(after AS INTEGER)) FROM f) AS tot_after,
+               (SELECT sum(CAST(NOT after AS INTEGER)) FROM f) AS tot_before
+        FROM f WHERE code IS NOT NULL GROUP BY code
+        """,
+        [onset, station, onset - timedelta(days=3), end],
+    ).to_pylist()
+    out = []
+    for r in tbl:
+        if not r["tot_after"] or not r["tot_before"]:
+            continue
+        p_after = float(r["n_after"]) / float(r["tot_after"])
+        p_before = (float(r["n_before"]) + 0.5) / (float(r["tot_before"]) + 1)
+        # a code is the problem's when it at least doubled and carries real numbers
+        if r["n_after"] >= 5 and p_after >= 2 * p_before:
+            out.append(str(r["code"]))
+    return sorted(out)
+
+
+def spec_from_problem(ws: Any, problem: dict[str, Any]) -> SymptomSpec:
+    scope = problem.get("scope") or {}
+    onset_t = (problem.get("onset") or {}).get("t") or (problem.get("first_evidence") or {}).get("t")
+    if not onset_t:
+        raise UserError(f"problem {problem.get('id')} has no onset time to split before/after")
+    onset = datetime.fromisoformat(onset_t)
+    end_t = (problem.get("latest_evidence") or {}).get("t")
+    end = datetime.fromisoformat(end_t) if end_t else None
+    label = problem.get("description", "")
+    if problem.get("kind") == "measurement_shift" and scope.get("measurement"):
+        return SymptomSpec(onset, end, station=scope.get("station"), measurement=scope["measurement"], label=label)
+    station = scope.get("station")
+    if station is None:  # a material-level problem: the unit failed anywhere
+        return SymptomSpec(onset, end, any_failure=True, label=label)
+    codes = rising_codes(ws, station, onset, end)
+    return SymptomSpec(onset, end, station=station, defect_codes=codes or None, label=label)
+
+
+def diagnose_spec(ws: Any, spec: SymptomSpec) -> Diagnosis:
+    """Diagnose a symptom in the workspace; causes carry `details["entity"]` (type, name)."""
+    order = station_order(ws)
+    tbl, events, meta = unit_table(ws, spec, order)
+    if tbl.num_rows == 0:
+        raise UserError("no units in the diagnosis window")
+    period = tbl.column("incident").to_numpy(zero_copy_only=False)
+    keep = [c for c in tbl.column_names if c not in ("unit_id", "incident")]
+    data = tbl.select(keep)
+    # a unit with no record of the symptom yet (still in progress) cannot be judged
+    has = np.asarray(data.column("symptom").is_valid())
+    ref_rows = np.flatnonzero((period == 0) & has)
+    inc_rows = np.flatnonzero((period == 1) & has)
+    if ref_rows.size < 50 or inc_rows.size < 20:
+        raise UserError(f"too few units to compare: {ref_rows.size} before and {inc_rows.size} since the onset")
+    ref, inc = data.take(pa.array(ref_rows)), data.take(pa.array(inc_rows))
+    kinds = {c: "environment" for c in meta if meta[c]["type"] == "param" and "ambient" in c}
+    dag = process_dag(meta, order)
+    dx = Diagnoser(dag=dag or None, time_column="t_start", events=events, kinds=kinds, max_levels=200)
+    dx.fit(ref, inc, "symptom")
+    report = dx.report_
+    report.target = spec.measurement or (
+        "failures"
+        + (f" at {spec.station}" if spec.station else "")
+        + (f" ({', '.join(spec.defect_codes)})" if spec.defect_codes else "")
+    )
+    for c in report.causes:
+        m = meta.get(c.factor, {})
+        entity = {"type": m.get("type", c.kind), "name": c.level if c.level is not None else m.get("name", c.factor)}
+        entity.update({k: v for k, v in m.items() if k in ("station", "material")})
+        c.details["entity"] = entity
+        c.evidence = c.evidence.replace("symptom", report.target)
+    report.summary = report.summary.replace("symptom", report.target)
+    return report
+
+
+def diagnose_problem(ws: Any, problem_id: str, plot: Path | str | None = None) -> tuple[Diagnosis, str | None, float]:
+    """`linelab diagnose PROBLEM_ID`: diagnose, store as artefact "diagnosis", optionally plot."""
+    t0 = perf_counter()
+    problem = ws.get_artifact("problem", problem_id)
+    if problem is None:
+        raise NotFound(f"no problem {problem_id!r} (see `linelab problems`)")
+    spec = spec_from_problem(ws, problem)
+    report = diagnose_spec(ws, spec)
+    if plot is None:
+        plot = Path(ws.path) / "plots" / f"diagnosis-{problem_id}.png"
+    path = str(render_evidence(report, plot))
+    seconds = round(perf_counter() - t0, 3)
+    payload = {
+        "id": problem_id,
+        "problem_id": problem_id,
+        "status": "confident" if report.confident else ("confounded" if report.confounded else "tentative"),
+        "symptom": {
+            "station": spec.station,
+            "measurement": spec.measurement,
+            "defect_codes": spec.defect_codes,
+            "onset": spec.onset.isoformat(),
+        },
+        "plot": path,
+        "seconds": seconds,
+        "diagnosis": report.model_dump(mode="json"),
+    }
+    ws.put_artifact("diagnosis", problem_id, payload)
+    return report, path, seconds

@@ -1,0 +1,840 @@
+"""The monitor engine: runs detectors over a workspace incrementally and files problems.
+
+What it watches:
+- every measurement series (station, measurement, machine of that station visit): a
+  two-sided CUSUM on subgroup means, in sigmas of the reference's subgroup means (so slow
+  normal wander in the reference widens the limits instead of raising false problems);
+- first-pass failure rates per station and machine / fixture / operator / shift, and per
+  material lot and supplier: binomial (beta-binomial) tests over a moving window with
+  Benjamini–Hochberg across the groups of each factor and a minimum effect size.
+
+New data are found by ingest batch sequence (`batch` column), never by timestamps: late
+records arrive out of order, and a batch is processed exactly once. The engine's state
+(detectors, windows, the last batch seen) is saved after every chunk of batches, so an
+interrupted run resumes where it stopped. Each series learns its limits from its first
+`reference_records` records (phase I) and never re-learns them from data being judged.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from linelab.monitor.attribute import GroupRateMonitor
+from linelab.monitor.problems import Alarm, Evidence, ProblemBook
+from linelab.monitor.spc import CUSUMChart
+
+STATE_FILE = "monitor/engine.pkl"
+STATE_VERSION = 1
+STEP_FACTORS = ("station", "machine", "fixture", "operator", "shift")
+MATERIAL_FACTORS = ("lot", "supplier")
+
+
+@dataclass
+class EngineConfig:
+    reference_hours: float = 30.0  # phase I: each series' records in the first hours of data
+    reference_records: int = 6000  # phase-I records per rate stream
+    subgroup: int = 10  # measurement records averaged per CUSUM point
+    arl0: float = 1e6  # in-control ARL of each measurement CUSUM, in subgroups
+    shift: float = 1.0  # mean shift, in sigmas of single units, each CUSUM catches quickest
+    persist: int = 3  # subgroups in a row above h before a measurement alarm counts
+    min_trend_t: float = 3.0
+    level_phi: float = 0.9  # subgroup-mean autocorrelation above which a series is watched by level
+    level_sigmas: float = 4.0
+    level_margin: float = 2.0  # |t| a maintenance-age trend needs in the reference to be modelled
+    max_inflation: float = 3.0  # cap on the autocorrelation widening of CUSUM sigma
+    rate_window: int = 20000  # records per rate stream in the moving window
+    rate_every: int = 1000  # evaluate rate tests every this many records
+    rate_alpha: float = 1e-4  # BH false discovery level per evaluation
+    rate_min_ratio: float = 1.3  # smallest rate ratio worth a problem
+    rate_min_excess: float = 0.005  # smallest excess failure rate worth a problem
+    rate_min_defects: int = 8
+    rate_peer_prior: float = 1000.0  # pseudo-units of the reference rate added to the peers' counts
+    rate_time_bins: int = 20  # time bins for comparing lots with concurrently used lots
+    step_factors: tuple[str, ...] = STEP_FACTORS
+    material_factors: tuple[str, ...] = MATERIAL_FACTORS
+    batches_per_chunk: int = 200
+    chart_points: int = 300
+
+
+def _iso(t_us: int | float | None) -> str | None:
+    if t_us is None or (isinstance(t_us, float) and np.isnan(t_us)):
+        return None
+    return str(np.datetime64(int(t_us), "us").astype("datetime64[s]"))
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+
+
+def _encode(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[Any]]:
+    """Dictionary-encode a column: (int codes, labels); nulls become the label None."""
+    enc = pc.dictionary_encode(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
+    codes = enc.indices.to_numpy(zero_copy_only=False)
+    labels = enc.dictionary.to_pylist()
+    if enc.null_count:
+        codes = np.where(np.isnan(codes.astype(float)), len(labels), codes).astype(np.int64)
+        labels = [*labels, None]
+    return codes.astype(np.int64), labels
+
+
+Events = dict[str, np.ndarray]  # maintenance key -> sorted event times (epoch us)
+MAINTENANCE_KINDS = ("maintenance", "calibration")
+
+
+def _age_hours(t: np.ndarray, times: np.ndarray, t_first: int) -> np.ndarray:
+    """Hours since the latest event at or before each t (or since the series began)."""
+    i = np.searchsorted(times, t, side="right") - 1
+    last = np.where(i >= 0, times[np.maximum(i, 0)] if len(times) else t_first, t_first)
+    return (t - np.maximum(last, t_first)) / 3.6e9
+
+
+# ---------------------------------------------------------------------------------------------
+class SeriesMonitor:
+    """One measurement series: CUSUM on subgroup means, plus what a problem needs to say."""
+
+    def __init__(self, station: str, name: str, machine: str | None, cfg: EngineConfig,
+                 spec: tuple[float | None, float | None, str | None]) -> None:
+        self.station, self.name, self.machine = station, name, machine
+        self.cfg = cfg
+        self.lsl, self.usl, self.unit = spec
+        self._ref: list[np.ndarray] = []
+        self.n_ref = 0
+        self.chart: CUSUMChart | None = None
+        self._ref_t: list[np.ndarray] = []
+        self._partial = (np.empty(0), np.empty(0, dtype=object), np.empty(0, dtype=np.int64), np.empty(0))
+        self.constant = False
+        self._recent_alarms = np.zeros(max(0, cfg.persist - 1), dtype=bool)
+        self.trend_key: str | None = None
+        self.trend_slope = self.trend_se = self.trend_age_ref = self.centre_raw = 0.0
+        self._chunk: tuple[int, np.ndarray, np.ndarray] = (0, np.empty(0, dtype=object), np.empty(0))
+        cap = max(cfg.chart_points, 4000)
+        self._ring_mean = np.full(cap, np.nan)
+        self._ring_oos = np.zeros(cap)
+        self._ring_t = np.zeros(cap, dtype=np.int64)
+        self._ring_unit = np.empty(cap, dtype=object)
+        self._ring_stat = np.zeros(cap)
+        self.n_sub = 0  # subgroups scored so far
+        self.alarms = 0
+        self.records = 0
+        self._rec_v = np.empty(0)  # the last records themselves, for the units behind an alarm
+        self._rec_u = np.empty(0, dtype=object)
+
+    @property
+    def scope(self) -> dict[str, Any]:
+        s = {"station": self.station, "measurement": self.name}
+        if self.machine:
+            s["machine"] = self.machine
+        return s
+
+    @property
+    def entity(self) -> str:
+        return f"{self.station}/{self.machine}" if self.machine else f"{self.station}/{self.name}"
+
+    def _oos(self, v: np.ndarray) -> np.ndarray:
+        bad = np.zeros(v.shape, dtype=bool)
+        if self.lsl is not None:
+            bad |= v < self.lsl
+        if self.usl is not None:
+            bad |= v > self.usl
+        return bad
+
+    def _candidates(self, events: Events, t_ref: np.ndarray) -> dict[str, np.ndarray]:
+        """Event series whose age may explain normal wear of this series.
+
+        Always: any maintenance at this station (age since the series began until the first
+        one). Also: a specific maintenance elsewhere, if it happened during the reference,
+        so its reset was actually observed (a stencil clean resets paste volume at SPI).
+        """
+        here = [times for key, times in events.items() if key.split(":")[1] == self.station]
+        out = {f"station:{self.station}": np.sort(np.concatenate(here)) if here else np.empty(0, np.int64)}
+        for key, times in events.items():
+            if np.any((times > t_ref[0]) & (times <= t_ref[-1])):
+                out[key] = times
+        return out
+
+    def _times(self, events: Events) -> np.ndarray:
+        if self.trend_key is None:
+            return np.empty(0, np.int64)
+        if self.trend_key.startswith("station:"):
+            here = [times for key, times in events.items() if key.split(":")[1] == self.station]
+            return np.sort(np.concatenate(here)) if here else np.empty(0, np.int64)
+        return events.get(self.trend_key, np.empty(0, np.int64))
+
+    def _fit_trend(self, ref: np.ndarray, t: np.ndarray, events: Events) -> np.ndarray:
+        """Model normal wear: a linear trend in time since the maintenance that resets it.
+
+        Returns the reference with the trend removed; no trend is modelled unless it is
+        clearly there (|t| >= `min_trend_t`).
+        """
+        self.trend_key, self.trend_slope, self.t_first = None, 0.0, int(t[0])
+        best: tuple[float, str, float, float] | None = None
+        for key, times in self._candidates(events, t).items():
+            age = _age_hours(t, times, self.t_first)
+            sd = age.std()
+            if sd <= 0:
+                continue
+            slope = float(np.cov(age, ref)[0, 1] / sd**2)
+            se = (ref - slope * age).std() / (sd * np.sqrt(len(ref)))
+            tval = abs(slope) / se if se > 0 else 0.0
+            if tval >= self.cfg.min_trend_t and (best is None or tval > best[0]):
+                best = (tval, key, slope, se)
+        if best is None:
+            return ref
+        _, self.trend_key, self.trend_slope, self.trend_se = best
+        age = _age_hours(t, self._times(events), self.t_first)
+        self.trend_age_ref = float(age.max())
+        return ref - self.trend_slope * age
+
+    def detrend(self, v: np.ndarray, t: np.ndarray, events: Events) -> np.ndarray:
+        """Remove the modelled wear; beyond the reference's ages, shrink what is left by the
+        extrapolation's own uncertainty (3 standard errors), so an imprecise slope cannot drift
+        into a false problem."""
+        if self.trend_key is None:
+            return v
+        age = _age_hours(t, self._times(events), self.t_first)
+        r = v - self.centre_raw - self.trend_slope * age
+        band = 3.0 * self.trend_se * np.maximum(age - self.trend_age_ref, 0.0)
+        return self.centre_raw + np.sign(r) * np.maximum(np.abs(r) - band, 0.0)
+
+    def _fit(self, ref: np.ndarray) -> None:
+        m = self.cfg.subgroup
+        self.centre = float(ref.mean())
+        self.sd_unit = float(ref.std(ddof=1)) or 1e-12
+        ref = np.clip(ref, self.centre - 4 * self.sd_unit, self.centre + 4 * self.sd_unit)
+        k = len(ref) // m
+        means = ref[: k * m].reshape(k, m).mean(axis=1)
+        sd_sub = max(float(means.std(ddof=1)), self.sd_unit / np.sqrt(m))
+        phi = float(np.corrcoef(means[1:], means[:-1])[0, 1]) if k > 3 and means.std() > 0 else 0.0
+        self.autocorrelation = phi
+        if phi > self.cfg.level_phi:
+            # A wandering signal (ambient conditions, slow cycles): its mean is not stable enough
+            # for a CUSUM. Watch its level instead: beyond the reference's own widest excursion
+            # (with a margin) or `level_sigmas`, whichever is wider.
+            self.sigma_chart = sd_sub
+            widest = float(np.abs(means - means.mean()).max()) / sd_sub
+            k = max(self.cfg.level_sigmas, self.cfg.level_margin * widest)
+            self.chart = CUSUMChart(mu=self.centre, sigma=sd_sub, k=k, h=2.0, clip=None).fit()
+            self.mode = "level"
+            return
+        # Long-run sd of an AR(1) mean: limits widen with the reference's own autocorrelation.
+        inflation = float(np.clip(np.sqrt((1 + max(phi, 0)) / max(1 - phi, 1e-3)), 1, self.cfg.max_inflation))
+        self.sigma_chart = sd_sub * inflation
+        # Tuned to a shift of `shift` unit-sigmas: k is half of it, in chart sigmas.
+        k = 0.5 * self.cfg.shift * self.sd_unit / self.sigma_chart
+        self.chart = CUSUMChart(mu=self.centre, sigma=self.sigma_chart, k=k, arl0=self.cfg.arl0, clip=4.0).fit()
+        self.mode = "cusum"
+
+    def process(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, seq: int, events: Events,
+                ref_end_us: int) -> Alarm | None:
+        """Score new records; until `ref_end_us` (and at least 200 records) they are phase I."""
+        self.records += len(v)
+        raw = v
+        if self.chart is None:
+            phase1 = t < ref_end_us
+            phase1[: max(0, 200 - self.n_ref)] = True
+            need = len(v) if phase1.all() else int(np.argmin(phase1))
+            self._ref.append(v[:need])
+            self._ref_t.append(t[:need])
+            self.n_ref += need
+            v, units, t = v[need:], units[need:], t[need:]
+            if len(v) == 0:
+                return None
+            ref, ref_t = np.concatenate(self._ref), np.concatenate(self._ref_t)
+            self._ref, self._ref_t = [], []
+            if ref.std() == 0:  # a set-point: constant by design, changed only on purpose
+                self.constant = True
+            self.reference_oos = float(self._oos(ref).mean())
+            detrended = self._fit_trend(ref, ref_t, events)
+            self.centre_raw = float(detrended.mean())
+            self._fit(detrended)
+            raw = raw[-len(v):]
+        if self.constant:
+            return None
+        # Spec checks use the raw values; the chart watches what normal wear does not explain.
+        # One wild reading (a mis-pick, a bad contact) is a unit defect, not a process shift:
+        # single values are winsorised at 4 unit-sigmas before they are averaged.
+        v = np.clip(self.detrend(v, t, events), self.centre - 4 * self.sd_unit, self.centre + 4 * self.sd_unit)
+        oos_flags = self._oos(raw).astype(float)
+        pv, pu, pt, po = self._partial
+        v, units, t = np.concatenate([pv, v]), np.concatenate([pu, units]), np.concatenate([pt, t])
+        oos_flags = np.concatenate([po, oos_flags])
+        m = self.cfg.subgroup
+        k = len(v) // m
+        self._partial = (v[k * m :], units[k * m :], t[k * m :], oos_flags[k * m :])
+        if k == 0:
+            return None
+        keep = 20 * self.cfg.chart_points
+        self._rec_v = np.concatenate([self._rec_v, v[: k * m]])[-keep:]
+        self._rec_u = np.concatenate([self._rec_u, units[: k * m]])[-keep:]
+        g = v[: k * m].reshape(k, m)
+        means = g.mean(axis=1)
+        oos = oos_flags[: k * m].reshape(k, m).sum(axis=1)
+        last_unit = units[m - 1 : k * m : m]
+        last_t = t[m - 1 : k * m : m]
+        scores = self.chart.update(means)
+        first_sub = self.n_sub
+        self._chunk = (first_sub, last_unit, last_t)  # evidence even if the ring is too short
+        self._push(means, oos, last_t, last_unit, scores.statistic)
+        # A problem must persist: the CUSUM above h for `persist` subgroups in a row.
+        run = np.concatenate([self._recent_alarms, scores.alarm])
+        windows = np.lib.stride_tricks.sliding_window_view(run, self.cfg.persist)
+        alarm = windows.all(axis=1)[-len(scores.alarm):]
+        self._recent_alarms = run[-(self.cfg.persist - 1):] if self.cfg.persist > 1 else run[:0]
+        if not alarm.any():
+            return None
+        self.alarms += int(alarm.sum())
+        hits = np.flatnonzero(alarm)
+        onset_sub = int(scores.extra["onset"][hits[0]])
+        return self._alarm(onset_sub, first_sub + hits[0], first_sub + hits[-1], seq)
+
+    def _push(self, means: np.ndarray, oos: np.ndarray, t: np.ndarray, unit: np.ndarray, stat: np.ndarray) -> None:
+        cap = len(self._ring_mean)
+        idx = (self.n_sub + np.arange(len(means))) % cap
+        self._ring_mean[idx], self._ring_oos[idx], self._ring_t[idx] = means, oos, t
+        self._ring_unit[idx], self._ring_stat[idx] = unit, stat
+        self.n_sub += len(means)
+
+    def _window(self, start_sub: int) -> np.ndarray:
+        """Ring positions of subgroups start_sub .. n_sub-1 still held, oldest first."""
+        cap = len(self._ring_mean)
+        start = max(start_sub, self.n_sub - cap, 0)
+        return np.arange(start, self.n_sub) % cap
+
+    def _ev(self, sub: int, seq: int | None) -> Evidence:
+        first, units, times = self._chunk
+        if first <= sub < first + len(units):
+            i = sub - first
+            return Evidence(units[i], _iso(times[i]), seq, (sub + 1) * self.cfg.subgroup - 1)
+        cap = len(self._ring_mean)
+        if sub < self.n_sub - cap or sub >= self.n_sub:
+            return Evidence(None, None, seq, sub * self.cfg.subgroup)
+        i = sub % cap
+        return Evidence(self._ring_unit[i], _iso(self._ring_t[i]), seq, (sub + 1) * self.cfg.subgroup - 1)
+
+    def _alarm(self, onset_sub: int, first_sub: int, last_sub: int, seq: int) -> Alarm:
+        m = self.cfg.subgroup
+        since = self._window(onset_sub)
+        shift = float(np.nanmean(self._ring_mean[since]) - self.centre)
+        n_since = len(since) * m
+        oos_now = float(self._ring_oos[since].sum() / max(n_since, 1))
+        lost = max(oos_now - self.reference_oos, 0.0) * n_since
+        direction = "risen" if shift > 0 else "fallen"
+        unit = f" {self.unit}" if self.unit else ""
+        where = f" at {self.station}" + (f" on machine {self.machine}" if self.machine else "")
+        text = (f"{self.name}{where} has {direction} {_fmt(abs(shift))}{unit} "
+                f"({abs(shift) / self.sd_unit:.1f} sigma) over the last {n_since:,} units")
+        if self.lsl is not None or self.usl is not None:
+            text += (f"; {oos_now:.1%} of units are now out of spec, up from {self.reference_oos:.1%}"
+                     if oos_now > self.reference_oos else "; units are still within spec")
+        # From a little before the onset to now, thinned to at most 2 x chart_points points.
+        chart_idx = self._window(onset_sub - self.cfg.chart_points // 2)
+        chart_idx = chart_idx[np.linspace(0, len(chart_idx) - 1, min(len(chart_idx), 2 * self.cfg.chart_points))
+                              .astype(int)]
+        chart = {
+            "type": "cusum_subgroup_means",
+            "t": [_iso(x) for x in self._ring_t[chart_idx]],
+            "value": self._ring_mean[chart_idx].round(6).tolist(),
+            "statistic": self._ring_stat[chart_idx].round(4).tolist(),
+            "centre": self.centre,
+            "lcl": self.centre - 3 * self.sigma_chart,
+            "ucl": self.centre + 3 * self.sigma_chart,
+            "h": self.chart.h_ if self.chart else None,
+            "onset_t": self._ev(onset_sub, None).t,
+            "lsl": self.lsl,
+            "usl": self.usl,
+            "label": f"{self.name} (mean of {m} units)",
+        }
+        return Alarm(
+            detector="measurement_cusum",
+            kind="measurement_shift",
+            entity=self.entity,
+            scope=self.scope,
+            onset=self._ev(onset_sub, None),
+            first=self._ev(first_sub, seq),
+            latest=self._ev(last_sub, seq),
+            units_affected=n_since,
+            yield_lost_units=round(lost, 2),
+            effect={"shift": shift, "shift_sigma": shift / self.sd_unit, "out_of_spec_now": oos_now,
+                    "out_of_spec_reference": self.reference_oos, "unit": self.unit},
+            description=text + ".",
+            chart=chart,
+            units=self._tail_units(n_since, shift),
+            family=f"{self.station}/{self.name}",
+        )
+
+    def _tail_units(self, n_since: int, shift: float) -> list[str]:
+        """Units since onset more than 2 sigma off-centre in the direction of the shift."""
+        v, u = self._rec_v[-n_since:], self._rec_u[-n_since:]
+        z = (v - self.centre) / self.sd_unit * np.sign(shift)
+        return [str(x) for x in u[z > 2]]
+
+
+# ---------------------------------------------------------------------------------------------
+class RateStream:
+    """First-pass failure rate of the groups of one factor (e.g. AOI by shift, lots of a material)."""
+
+    def __init__(self, factor: str, context: str, cfg: EngineConfig) -> None:
+        self.factor, self.context, self.cfg = factor, context, cfg
+        self.labels: dict[Any, int] = {}
+        self.names: list[Any] = []
+        self._ref_g: list[np.ndarray] = []
+        self._ref_f: list[np.ndarray] = []
+        self.n_ref = 0
+        self.monitor: GroupRateMonitor | None = None
+        self.g = np.empty(0, dtype=np.int64)
+        self.f = np.empty(0, dtype=bool)
+        self.units = np.empty(0, dtype=object)
+        self.t = np.empty(0, dtype=np.int64)
+        self.records = 0
+        self.scored = 0
+        self.evaluations = 0
+        self.alarms = 0
+
+    def _codes(self, codes: np.ndarray, labels: list[Any]) -> np.ndarray:
+        local = np.empty(len(labels), dtype=np.int64)
+        for i, lab in enumerate(labels):
+            if lab not in self.labels:
+                self.labels[lab] = len(self.names)
+                self.names.append(lab)
+            local[i] = self.labels[lab]
+        return local[codes]
+
+    def process(self, codes: np.ndarray, labels: list[Any], fails: np.ndarray, units: np.ndarray,
+                t: np.ndarray, seq: int) -> list[Alarm]:
+        g = self._codes(codes, labels)
+        self.records += len(g)
+        if self.monitor is None:
+            need = self.cfg.reference_records - self.n_ref
+            self._ref_g.append(g[:need])
+            self._ref_f.append(fails[:need])
+            self.n_ref += min(need, len(g))
+            g, fails, units, t = g[need:], fails[need:], units[need:], t[need:]
+            if self.n_ref < self.cfg.reference_records:
+                return []
+            self.monitor = GroupRateMonitor(
+                alpha=self.cfg.rate_alpha, min_ratio=self.cfg.rate_min_ratio,
+                min_excess=self.cfg.rate_min_excess, min_defects=self.cfg.rate_min_defects,
+            ).fit(np.concatenate(self._ref_f), np.concatenate(self._ref_g))
+            self._ref_g, self._ref_f = [], []
+        before = len(self.g)
+        G = np.concatenate([self.g, g])
+        F = np.concatenate([self.f, fails])
+        U = np.concatenate([self.units, units])
+        T = np.concatenate([self.t, t])
+        every, w = self.cfg.rate_every, self.cfg.rate_window
+        # Checkpoints every `rate_every` scored records, counted over the stream's whole life,
+        # so how the data were split into runs does not change when tests happen.
+        first = every - (self.scored % every)
+        checkpoints = before + np.arange(first, len(g) + 1, every)
+        self.scored += len(g)
+        flagged: dict[int, list[Any]] = {}
+        for e in checkpoints:
+            lo = max(0, e - w)
+            n = np.bincount(G[lo:e], minlength=len(self.names))
+            d = np.bincount(G[lo:e], weights=F[lo:e], minlength=len(self.names)).astype(np.int64)
+            present = np.flatnonzero(n)
+            np_, dp = n[present], d[present]
+            if self.factor == "station":
+                v = self.monitor.test_counts(present, np_, dp)
+            elif self.factor in MATERIAL_FACTORS:
+                v = self._test_concurrent(G[lo:e], F[lo:e], present, np_, dp)
+            else:
+                # Each group against its peers in the same window: a rise that hits every
+                # group alike is the station's (its own stream), not any one group's.
+                peers_n, peers_d = np_.sum() - np_, dp.sum() - dp
+                has_peers = peers_n >= 500
+                # Shrunk towards the reference rate: a few hundred peer units with no failure
+                # must not make the comparison rate zero.
+                prior = self.cfg.rate_peer_prior
+                peer_rate = (peers_d + prior * self.monitor.reference_rate_) / (peers_n + prior)
+                v = self.monitor.test_counts(present, np_, dp, reference=peer_rate)
+                v.alarm &= has_peers
+            self.evaluations += 1
+            for i in np.flatnonzero(v.alarm):
+                grp = int(present[i])
+                flagged.setdefault(grp, []).append((int(e), v.row(i)))
+        keep = max(0, len(G) - w)
+        self.g, self.f, self.units, self.t = G[keep:], F[keep:], U[keep:], T[keep:]
+        alarms = [self._alarm(grp, hits, G, F, U, T, seq) for grp, hits in flagged.items()]
+        self.alarms += len(alarms)
+        return alarms
+
+    def _test_concurrent(self, g: np.ndarray, f: np.ndarray, present: np.ndarray, n: np.ndarray,
+                         d: np.ndarray) -> Any:
+        """Lots and suppliers against units built *at the same time* with other lots.
+
+        Lots are used one after another, so a lot compared with earlier lots takes the blame
+        for anything else that changed meanwhile. Here each group's expected failures sum,
+        over time bins, the rate of the other groups' units in the same bin; a group with no
+        concurrent peers is compared with itself (no verdict possible).
+        """
+        bins = self.cfg.rate_time_bins
+        b = (np.arange(len(g)) * bins) // max(len(g), 1)
+        ng = len(self.names)
+        nb = np.bincount(g * bins + b, minlength=ng * bins).reshape(ng, bins)
+        db = np.bincount(g * bins + b, weights=f, minlength=ng * bins).reshape(ng, bins)
+        peers_n, peers_d = nb.sum(axis=0) - nb, db.sum(axis=0) - db
+        own = d.astype(float) / np.maximum(n, 1)
+        own_rate = np.zeros(ng)
+        own_rate[present] = own
+        prior = self.cfg.rate_peer_prior / bins
+        peer_rate = (peers_d + prior * own_rate[:, None]) / (peers_n + prior)
+        expected = (nb * peer_rate).sum(axis=1)[present]
+        concurrent = (np.minimum(nb, peers_n).sum(axis=1))[present]
+        v = self.monitor.test_counts(present, n, d, reference=expected / np.maximum(n, 1))
+        v.alarm &= concurrent >= 200
+        return v
+
+    def _alarm(self, grp: int, hits: list[Any], G: np.ndarray, F: np.ndarray, U: np.ndarray, T: np.ndarray,
+               seq: int) -> Alarm:
+        assert self.monitor is not None
+        first_e, _ = hits[0]
+        last_e, row = hits[-1]
+        p0 = row["reference_rate"]  # what the group was compared with: its peers or the reference
+        # Change point from the window that first raised the alarm: it still holds the
+        # group's records from before the change (later windows may not).
+        lo = max(0, first_e - self.cfg.rate_window)
+        before = lo + np.flatnonzero(G[lo:first_e] == grp)
+        onset = int(before[_bernoulli_change(F[before].astype(float), p0)]) if len(before) else lo
+        mine = onset + np.flatnonzero(G[onset:last_e] == grp)
+        f = F[mine].astype(float)
+        since = f
+        rate_now = float(since.mean()) if since.size else row["rate"]
+        lost = float(since.sum() - p0 * since.size)
+        label = self.names[grp]
+        where = self._where(label)
+        text = (f"first-pass failures {where} are {rate_now:.1%} over the last {since.size:,} units, "
+                f"up from {p0:.1%} ({rate_now / p0:.1f}x); about {max(lost, 0):,.0f} extra failing units.")
+        ev = lambda i: Evidence(U[i - 1] if i > 0 else None, _iso(T[i - 1]) if i > 0 else None, seq)  # noqa: E731
+        cum = np.cumsum(f) / np.arange(1, len(f) + 1)
+        pts = np.linspace(0, len(mine) - 1, min(len(mine), self.cfg.chart_points)).astype(int) if len(mine) else []
+        chart = {
+            "type": "group_rate",
+            "t": [_iso(T[mine[i]]) for i in pts],
+            "value": [float(_moving_rate(f, i)) for i in pts],
+            "cumulative": [float(cum[i]) for i in pts],
+            "centre": p0,
+            "ucl": float(min(p0 * self.cfg.rate_min_ratio, p0 + 3 * np.sqrt(p0 * (1 - p0) / 100))),
+            "onset_t": _iso(T[onset]),
+            "label": f"failure rate, {self.factor} {label} (moving, 100 units)",
+        }
+        return Alarm(
+            detector="defect_rate",
+            kind="defect_rate",
+            entity=self._entity(label),
+            scope=self._scope(label),
+            onset=Evidence(U[onset], _iso(T[onset]), None),
+            first=ev(first_e),
+            latest=ev(last_e),
+            units_affected=int(since.size),
+            yield_lost_units=round(max(lost, 0.0), 2),
+            effect={"rate": rate_now, "reference_rate": p0, "rate_ratio": rate_now / p0,
+                    "excess_rate": rate_now - p0, "q_value": row["q_value"], "window_n": row["n"]},
+            description=text,
+            chart=chart,
+            units=[str(u) for u in U[mine][f > 0]],
+        )
+
+    def _scope(self, label: Any) -> dict[str, Any]:
+        if self.factor == "station":
+            return {"station": self.context}
+        if self.factor in MATERIAL_FACTORS:
+            return {"material": self.context, self.factor: label}
+        return {"station": self.context, self.factor: label}
+
+    def _entity(self, label: Any) -> str:
+        if self.factor == "station":
+            return f"{self.context}/*"
+        if self.factor == "machine":
+            return f"{self.context}/{label}"
+        if self.factor in ("shift", "operator"):
+            return f"{self.factor}={label}"
+        if self.factor in MATERIAL_FACTORS:
+            return f"{self.factor}={self.context}/{label}"
+        return f"{self.context}/{self.factor}={label}"
+
+    def _where(self, label: Any) -> str:
+        if self.factor == "station":
+            return f"at {self.context}"
+        if self.factor == "lot":
+            return f"of units built with {self.context} lot {label}"
+        if self.factor == "supplier":
+            return f"of units built with {self.context} from supplier {label}"
+        return f"at {self.context} on {self.factor} {label}"
+
+
+def _moving_rate(f: np.ndarray, i: int, width: int = 100) -> float:
+    lo = max(0, i + 1 - width)
+    return float(f[lo : i + 1].mean())
+
+
+def _bernoulli_change(f: np.ndarray, p0: float) -> int:
+    """Most likely start of a rate increase in a 0/1 sequence (log-likelihood ratio vs p0)."""
+    n = len(f)
+    if n == 0:
+        return 0
+    tail_d = np.cumsum(f[::-1])[::-1]  # failures from i to the end
+    tail_n = np.arange(n, 0, -1)
+    p1 = np.clip(tail_d / tail_n, 1e-9, 1 - 1e-9)
+    llr = tail_d * np.log(p1 / p0) + (tail_n - tail_d) * np.log((1 - p1) / (1 - p0))
+    llr[p1 <= p0] = 0.0
+    return int(np.argmax(llr))
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class RunReport:
+    batches: tuple[int, int]  # (first, last) batch sequence processed; (0, 0) when none
+    records: dict[str, int] = field(default_factory=dict)
+    alarms: int = 0
+    problems_opened: list[str] = field(default_factory=list)
+    problems_updated: list[str] = field(default_factory=list)
+    detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class MonitorEngine:
+    """Incremental, restartable monitoring of one workspace."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.last_seq = 0
+        self.series: dict[tuple[str, str, str | None], SeriesMonitor] = {}
+        self.rates: dict[tuple[str, str], RateStream] = {}
+        self.t_first_us: int | None = None  # earliest record seen: phase I is measured from it
+        self.version = STATE_VERSION
+
+    # -- persistence ---------------------------------------------------------------------------
+    @staticmethod
+    def state_path(ws: Any) -> Path:
+        return Path(ws.path) / STATE_FILE
+
+    @classmethod
+    def load(cls, ws: Any, config: EngineConfig | None = None) -> MonitorEngine:
+        """The saved engine of this workspace, or a fresh one (with `config`)."""
+        path = cls.state_path(ws)
+        if path.exists():
+            with path.open("rb") as fh:
+                engine = pickle.load(fh)
+            if getattr(engine, "version", None) == STATE_VERSION:
+                return engine
+        return cls(config)
+
+    def save(self, ws: Any) -> None:
+        path = self.state_path(ws)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as fh:
+            pickle.dump(self, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)  # atomic: a crash leaves the previous state intact
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self, ws: Any, progress: Any = None, max_batches: int | None = None) -> RunReport:
+        """Process every batch ingested since the last run; returns what happened."""
+        last = int(ws.last_batch_seq())
+        if max_batches is not None:
+            last = min(last, self.last_seq + max_batches)
+        report = RunReport(batches=(self.last_seq + 1, last) if last > self.last_seq else (0, 0))
+        book = ProblemBook(ws)
+        specs = self._specs(ws)
+        step = self.config.batches_per_chunk
+        for lo in range(self.last_seq, last, step):
+            hi = min(lo + step, last)
+            alarms = self._measurements(ws, lo, hi, specs, self._events(ws, hi), report)
+            alarms += self._steps(ws, lo, hi, report)
+            alarms += self._materials(ws, lo, hi, report)
+            for alarm in sorted(alarms, key=lambda a: a.first.t or ""):
+                book.add(alarm)
+            report.alarms += len(alarms)
+            self.last_seq = hi
+            self.save(ws)
+            if progress is not None:
+                progress(hi - lo)
+        report.problems_opened = book.opened
+        report.problems_updated = sorted(book.updated - set(book.opened))
+        report.detectors = self.detector_stats()
+        return report
+
+    def detector_stats(self) -> dict[str, dict[str, Any]]:
+        """Alarm statistics per detector family."""
+        ser = list(self.series.values())
+        rates = list(self.rates.values())
+        return {
+            "measurement_cusum": {
+                "series": len(ser),
+                "fitted": sum(s.chart is not None for s in ser),
+                "records": sum(s.records for s in ser),
+                "alarmed_subgroups": sum(s.alarms for s in ser),
+                "series_in_alarm": sum(1 for s in ser if s.chart is not None and s.chart.c_plus_ > s.chart.h_
+                                       or s.chart is not None and s.chart.c_minus_ > s.chart.h_),
+            },
+            "defect_rate": {
+                "streams": len(rates),
+                "fitted": sum(r.monitor is not None for r in rates),
+                "records": sum(r.records for r in rates),
+                "evaluations": sum(r.evaluations for r in rates),
+                "alarms": sum(r.alarms for r in rates),
+            },
+        }
+
+    @staticmethod
+    def _specs(ws: Any) -> dict[tuple[str, str], tuple[float | None, float | None, str | None]]:
+        rows = ws.query("SELECT station, name, any_value(lsl), any_value(usl), any_value(unit) FROM specs GROUP BY ALL")
+        return {(r[0], r[1]): (r[2], r[3], r[4]) for r in zip(*[c.to_pylist() for c in rows.columns], strict=True)}
+
+    @staticmethod
+    def _events(ws: Any, hi: int) -> Events:
+        """Maintenance and calibration times known up to batch `hi`, per station/machine/target."""
+        tbl = ws.query(
+            f"""SELECT concat_ws(':', kind, coalesce(station, ''), coalesce(machine, ''), coalesce(target, '')) AS key,
+                       epoch_us(t) AS t_us
+                FROM events WHERE batch <= ? AND kind IN ({", ".join(f"'{k}'" for k in MAINTENANCE_KINDS)})
+                ORDER BY t""",
+            [hi],
+        )
+        keys = np.asarray(tbl.column("key").to_pylist(), dtype=object)
+        t_us = tbl.column("t_us").to_numpy()
+        return {str(k): t_us[keys == k] for k in dict.fromkeys(keys.tolist())}
+
+    def _measurements(self, ws: Any, lo: int, hi: int, specs: dict[Any, Any], events: Events,
+                      report: RunReport) -> list[Alarm]:
+        tbl = ws.query(
+            """
+            WITH m AS (SELECT unit_id, station, name, value, t, batch FROM measurements WHERE batch > ? AND batch <= ?
+                       UNION ALL
+                       SELECT unit_id, station, name, value, t, batch FROM params WHERE batch > ? AND batch <= ?),
+                 s AS (SELECT unit_id, station, any_value(machine) AS machine FROM steps
+                       WHERE unit_id IN (SELECT unit_id FROM m) GROUP BY ALL)
+            SELECT m.batch, m.unit_id, m.station, m.name, s.machine, m.value, epoch_us(m.t) AS t_us
+            FROM m LEFT JOIN s USING (unit_id, station)
+            ORDER BY m.batch, m.t, m.unit_id
+            """,
+            [lo, hi, lo, hi],
+        )
+        report.records["measurements"] = report.records.get("measurements", 0) + tbl.num_rows
+        if tbl.num_rows == 0:
+            return []
+        key_col = pc.binary_join_element_wise(
+            tbl.column("station"), tbl.column("name"), pc.fill_null(tbl.column("machine"), ""), "\x1f"
+        )
+        codes, labels = _encode(key_col)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(labels) + 1))
+        values = tbl.column("value").to_numpy()
+        units = np.asarray(tbl.column("unit_id").to_pylist(), dtype=object)
+        t_us = tbl.column("t_us").to_numpy()
+        if self.t_first_us is None:
+            self.t_first_us = int(t_us.min())
+        ref_end = self.t_first_us + int(self.config.reference_hours * 3.6e9)
+        alarms = []
+        for k, label in enumerate(labels):
+            idx = order[bounds[k] : bounds[k + 1]]
+            if not len(idx):
+                continue
+            station, name, machine = label.split("\x1f")
+            key = (station, name, machine or None)
+            mon = self.series.get(key)
+            if mon is None:
+                mon = self.series[key] = SeriesMonitor(station, name, machine or None, self.config,
+                                                       specs.get((station, name), (None, None, None)))
+            a = mon.process(values[idx], units[idx], t_us[idx], hi, events, ref_end)
+            if a is not None:
+                alarms.append(a)
+        return alarms
+
+    def _steps(self, ws: Any, lo: int, hi: int, report: RunReport) -> list[Alarm]:
+        factors = [f for f in self.config.step_factors if f in STEP_FACTORS]
+        if not factors:
+            return []
+        cols = ", ".join(f"s.{f}" if f != "station" else "s.station AS station_group" for f in factors)
+        tbl = ws.query(
+            f"""
+            SELECT s.unit_id, s.station, {cols}, s.result <> 'pass' AS failed, epoch_us(s.t_in) AS t_us
+            FROM steps s
+            WHERE s.batch > ? AND s.batch <= ?
+              AND NOT EXISTS (SELECT 1 FROM steps p WHERE p.unit_id = s.unit_id AND p.station = s.station
+                              AND p.t_in < s.t_in)
+            ORDER BY s.batch, s.t_in, s.unit_id
+            """,
+            [lo, hi],
+        )
+        report.records["steps"] = report.records.get("steps", 0) + tbl.num_rows
+        if tbl.num_rows == 0:
+            return []
+        st_codes, st_labels = _encode(tbl.column("station"))
+        fails = tbl.column("failed").to_numpy(zero_copy_only=False).astype(bool)
+        units = np.asarray(tbl.column("unit_id").to_pylist(), dtype=object)
+        t_us = tbl.column("t_us").to_numpy()
+        alarms: list[Alarm] = []
+        for s_i, station in enumerate(st_labels):
+            rows = np.flatnonzero(st_codes == s_i)
+            sub = tbl.take(pa.array(rows))
+            for factor in factors:
+                codes, labels = _encode(sub.column("station_group" if factor == "station" else factor))
+                if all(lab is None for lab in labels):
+                    continue
+                stream = self.rates.get((factor, station))
+                if stream is None:
+                    stream = self.rates[(factor, station)] = RateStream(factor, station, self.config)
+                alarms += stream.process(codes, labels, fails[rows], units[rows], t_us[rows], hi)
+        return alarms
+
+    def _materials(self, ws: Any, lo: int, hi: int, report: RunReport) -> list[Alarm]:
+        factors = [f for f in self.config.material_factors if f in MATERIAL_FACTORS]
+        if not factors:
+            return []
+        tbl = ws.query(
+            """
+            SELECT u.unit_id, m.material, m.lot, coalesce(m.supplier, '') AS supplier,
+                   NOT u.first_pass AS failed, epoch_us(u.t_start) AS t_us
+            FROM units u JOIN materials m USING (unit_id)
+            WHERE u.batch > ? AND u.batch <= ? AND u.first_pass IS NOT NULL
+            ORDER BY u.batch, u.t_start, u.unit_id
+            """,
+            [lo, hi],
+        )
+        report.records["units"] = report.records.get("units", 0) + tbl.num_rows
+        if tbl.num_rows == 0:
+            return []
+        mat_codes, mat_labels = _encode(tbl.column("material"))
+        fails = tbl.column("failed").to_numpy(zero_copy_only=False).astype(bool)
+        units = np.asarray(tbl.column("unit_id").to_pylist(), dtype=object)
+        t_us = tbl.column("t_us").to_numpy()
+        alarms: list[Alarm] = []
+        for m_i, material in enumerate(mat_labels):
+            rows = np.flatnonzero(mat_codes == m_i)
+            sub = tbl.take(pa.array(rows))
+            for factor in factors:
+                col = sub.column("lot") if factor == "lot" else sub.column("supplier")
+                if factor == "lot":
+                    # A lot is named within its supplier: keep them apart.
+                    col = pc.binary_join_element_wise(sub.column("supplier"), sub.column("lot"), ":")
+                codes, labels = _encode(col)
+                stream = self.rates.get((factor, material))
+                if stream is None:
+                    stream = self.rates[(factor, material)] = RateStream(factor, material, self.config)
+                alarms += stream.process(codes, labels, fails[rows], units[rows], t_us[rows], hi)
+        return alarms
+
+
+def run_monitor(ws: Any, config: EngineConfig | None = None, reset: bool = False,
+                progress: Any = None) -> RunReport:
+    """Load (or create) the workspace's engine, process new batches, save it."""
+    if reset:
+        path = MonitorEngine.state_path(ws)
+        if path.exists():
+            path.unlink()
+    engine = MonitorEngine.load(ws, config)
+    if config is not None and reset:
+        engine.config = config
+    return engine.run(ws, progress=progress)

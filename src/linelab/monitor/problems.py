@@ -1,0 +1,194 @@
+"""Problems: alarms grouped into incidents a person can act on.
+
+An alarm is one detector's verdict on one scope (a measurement on a machine, the defect rate
+of a shift, a material lot). Alarms about the same *entity* (a station's machine, a shift, a
+lot) while a problem about it is still open join that problem as more evidence, so a
+persisting incident is one problem, never an alarm storm. A problem stores scope, onset
+estimate, first and latest evidence, severity, chart data, status and a sentence that a
+non-statistician understands. Problems are workspace artefacts of kind "problem".
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from linelab.errors import NotFound, UserError
+
+KIND = "problem"
+STATUSES = ("open", "diagnosed", "fixing", "resolved", "false_alarm")
+ACTIVE = ("open", "diagnosed", "fixing")
+# Allowed moves; a problem can always be closed as resolved or as a false alarm.
+TRANSITIONS = {
+    "open": {"diagnosed", "fixing", "resolved", "false_alarm"},
+    "diagnosed": {"fixing", "resolved", "false_alarm", "open"},
+    "fixing": {"resolved", "diagnosed", "false_alarm", "open"},
+    "resolved": {"open"},
+    "false_alarm": {"open"},
+}
+
+
+@dataclass
+class Evidence:
+    unit: str | None
+    t: str | None  # ISO time
+    seq: int | None = None  # ingest batch that carried it
+    index: int | None = None  # record index within the detector's stream
+
+
+@dataclass
+class Alarm:
+    """One detector's finding, ready to become (or extend) a problem."""
+
+    detector: str  # "measurement_cusum" | "defect_rate" | ...
+    kind: str  # "measurement_shift" | "defect_rate"
+    entity: str  # what the problem is about; alarms on one entity merge
+    scope: dict[str, Any]
+    onset: Evidence
+    first: Evidence
+    latest: Evidence
+    units_affected: int
+    yield_lost_units: float
+    effect: dict[str, Any]
+    description: str
+    chart: dict[str, Any] = field(default_factory=dict)
+    # Units that carry the evidence (failing units of a group, units far off-centre in a
+    # series): two alarms sharing most of them are one incident seen by two detectors.
+    units: list[str] = field(default_factory=list)
+    # Alarms of the same kind on the same thing seen through another machine/group.
+    family: str | None = None
+
+    @property
+    def key(self) -> str:
+        """One detector scope: repeated alarms of the same series update, not append."""
+        return self.detector + "|" + "|".join(f"{k}={v}" for k, v in sorted(self.scope.items()))
+
+
+def _now() -> str:
+    return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+
+
+def _severity(signals: list[dict[str, Any]]) -> dict[str, Any]:
+    # Signals of one incident see largely the same units: the largest, not the sum, counts.
+    return {
+        "units_affected": max(s["units_affected"] for s in signals),
+        "yield_lost_units": round(max(s["yield_lost_units"] for s in signals), 2),
+        "signals": len(signals),
+    }
+
+
+class ProblemBook:
+    """Opens and extends problems in a workspace from a stream of alarms."""
+
+    def __init__(self, ws: Any, merge_gap_s: float = 24 * 3600.0, coincide_s: float = 6 * 3600.0) -> None:
+        self.ws = ws
+        self.merge_gap_s = merge_gap_s
+        self.coincide_s = coincide_s
+        self.opened: list[str] = []
+        self.updated: set[str] = set()
+
+    def _recent(self, p: dict[str, Any], t: str | None) -> bool:
+        last = p["latest_evidence"].get("t")
+        if t is None or last is None:
+            return True
+        return (datetime.fromisoformat(t) - datetime.fromisoformat(last)).total_seconds() <= self.merge_gap_s
+
+    def _open_for(self, alarm: Alarm) -> dict[str, Any] | None:
+        """The active problem this alarm belongs to: same entity, same family, or same units."""
+        active = list(reversed([p for p in self.ws.list_artifacts(KIND) if p.get("status") in ACTIVE]))
+        # The same thing alarming again belongs to its problem until someone closes it.
+        for p in active:
+            if p.get("entity") == alarm.entity:
+                return p
+        active = [p for p in active if self._recent(p, alarm.first.t)]
+        if alarm.family:
+            for p in active:
+                if any(s.get("family") == alarm.family for s in p["signals"]):
+                    return p
+        if alarm.kind == "defect_rate" and alarm.onset.t:
+            # Failures that start rising together with an open problem are its consequence.
+            t0 = datetime.fromisoformat(alarm.onset.t)
+            for p in active:
+                onset = p["onset"].get("t")
+                if onset and abs((t0 - datetime.fromisoformat(onset)).total_seconds()) <= self.coincide_s:
+                    return p
+        mine = set(alarm.units)
+        if len(mine) >= 5:
+            for p in active:
+                theirs = {u for s in p["signals"] for u in s.get("units", [])}
+                if len(theirs) >= 5 and len(mine & theirs) >= 0.5 * min(len(mine), len(theirs)):
+                    return p
+        return None
+
+    def add(self, alarm: Alarm) -> str:
+        """File an alarm: extend the open problem it belongs to, or open a new one."""
+        signal = asdict(alarm)
+        signal["key"] = alarm.key
+        signal["units"] = signal["units"][-2000:]
+        problem = self._open_for(alarm)
+        if problem is None:
+            pid = self.ws.next_id(KIND, "PRB")
+            problem = {
+                "id": pid,
+                "status": "open",
+                "kind": alarm.kind,
+                "entity": alarm.entity,
+                "scope": alarm.scope,
+                "onset": asdict(alarm.onset),
+                "first_evidence": asdict(alarm.first),
+                "latest_evidence": asdict(alarm.latest),
+                "signals": [],
+                "history": [{"status": "open", "at": _now(), "note": f"opened by {alarm.detector}"}],
+                "created": _now(),
+            }
+            self.opened.append(pid)
+        signals = [s for s in problem["signals"] if s["key"] != alarm.key]
+        old = next((s for s in problem["signals"] if s["key"] == alarm.key), None)
+        if old is not None:  # the same series alarming again: keep its first evidence
+            signal["first"] = old["first"]
+            signal["onset"] = old["onset"]
+        signals.append(signal)
+        problem["signals"] = signals
+        if (alarm.latest.t or "") > (problem["latest_evidence"].get("t") or ""):
+            problem["latest_evidence"] = asdict(alarm.latest)
+        if (alarm.onset.t or "9") < (problem["onset"].get("t") or "9"):
+            problem["onset"] = asdict(alarm.onset)
+        # The headline stays with the signal that opened the problem: the first, most direct view.
+        lead = next((s for s in signals if s["key"] == problem.get("lead")), signal)
+        problem["lead"] = lead["key"]
+        others = len(signals) - 1
+        problem["description"] = lead["description"] + (
+            f" ({others} related signal{'s' if others > 1 else ''} grouped here.)" if others else "")
+        problem["chart"] = lead["chart"]
+        problem["severity"] = _severity(signals)
+        problem["updated"] = _now()
+        self.ws.put_artifact(KIND, problem["id"], problem)
+        self.updated.add(problem["id"])
+        return problem["id"]
+
+
+def list_problems(ws: Any, status: str | None = None) -> list[dict[str, Any]]:
+    if status and status not in STATUSES:
+        raise UserError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+    return ws.list_artifacts(KIND, status)
+
+
+def get_problem(ws: Any, pid: str) -> dict[str, Any]:
+    p = ws.get_artifact(KIND, pid)
+    if p is None:
+        raise NotFound(f"no problem {pid!r} (see `linelab problems`)")
+    return p
+
+
+def set_status(ws: Any, pid: str, status: str, note: str = "") -> dict[str, Any]:
+    """Move a problem along open → diagnosed → fixing → resolved (or false_alarm)."""
+    p = get_problem(ws, pid)
+    if status not in STATUSES:
+        raise UserError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+    if status != p["status"] and status not in TRANSITIONS[p["status"]]:
+        raise UserError(f"problem {pid} is {p['status']}; it can move to {', '.join(sorted(TRANSITIONS[p['status']]))}")
+    p["status"] = status
+    p["history"].append({"status": status, "at": _now(), "note": note})
+    ws.put_artifact(KIND, pid, p)
+    return p
