@@ -110,7 +110,7 @@ def bench_twin(quick: bool, with_default: bool) -> dict[str, Any]:
 
     infos = {s.name: s for s in list_scenarios()}
     if quick:
-        plan = [("nozzle_wear", 14000, 3500), ("clean", 14000, 3500)]
+        plan = [("nozzle_wear", 12000, 3000), ("clean", 12000, 4000)]
     else:
         plan = [(n, max(s.units, 30000), 2500) for n, s in infos.items() if n not in ("default", "clean")]
         plan.append(("clean", 200000, 5000))

@@ -303,6 +303,34 @@ class CUSUMChart(_Standardised):
         self._zero_plus = self.n_seen_ - 1
         self._zero_minus = self.n_seen_ - 1
 
+    def update(self, x: Any) -> Scores:
+        if np.ndim(x) == 0 and self.fitted_:
+            return self._update_one(float(x))
+        return super().update(x)
+
+    def _update_one(self, v: float) -> Scores:
+        """One record without array overhead: the same recursion, in plain floats."""
+        z = (v - self.centre_) / self.sigma_
+        if self.clip is not None:
+            z = min(max(z, -self.clip), self.clip)
+        cp = max(0.0, self.c_plus_ + (z - self.k_))
+        cm = max(0.0, self.c_minus_ + (-z - self.k_))
+        if cp <= 0:
+            self._zero_plus = self.n_seen_
+        if cm <= 0:
+            self._zero_minus = self.n_seen_
+        self.c_plus_, self.c_minus_ = cp, cm
+        self.n_seen_ += 1
+        stat = max(cp, cm)
+        onset = (self._zero_plus if cp >= cm else self._zero_minus) + 1
+        return Scores(
+            statistic=np.array([stat]),
+            alarm=np.array([stat > self.h_]),
+            lower=np.zeros(1),
+            upper=np.array([self.h_]),
+            extra={"c_plus": np.array([cp]), "c_minus": np.array([cm]), "onset": np.array([float(onset)])},
+        )
+
     def _last_zero(self, c: np.ndarray, carried: int) -> np.ndarray:
         idx = self.n_seen_ + np.arange(len(c))
         return np.maximum.accumulate(np.maximum(np.where(c <= 0, idx, -1), carried))
