@@ -172,3 +172,24 @@ def test_late_records_are_picked_up_by_batch_not_by_time(tmp_path):
     assert first.records["measurements"] == 12000
     assert second.records["measurements"] == 500
     ws.close()
+
+
+def test_recorded_recipe_change_starts_a_new_stage_instead_of_a_problem(tmp_path):
+    """A deliberate recipe change moves the process on purpose: its station's limits are re-learned
+    from the records after the change, never from data before it, and no problem is raised."""
+    from linelab.monitor.engine import MonitorEngine, run_monitor
+    from linelab.store import Workspace
+    from linelab.twin import Line
+
+    ws = Workspace.open(tmp_path / "ws")
+    line = Line("clean", seed=3)
+    for i in range(5):
+        if i >= 2:
+            line.apply({"kind": "set_recipe", "params": {"peak_temp_setpoint": 244.0 + 2.5 * i}})
+        ws.ingest_tables(line.produce(2500).tables, source="twin:clean:seed=3")
+        run_monitor(ws)
+    peak = MonitorEngine.load(ws).series[("REFLOW", "peak_temp_c", "R1")]
+    assert peak.stages == 4 and peak.chart is not None
+    moved = [p for p in ws.list_artifacts("problem") if p["scope"].get("measurement") == "peak_temp_c"]
+    assert moved == []
+    ws.close()

@@ -32,7 +32,7 @@ from linelab.monitor.problems import Alarm, Evidence, ProblemBook
 from linelab.monitor.spc import CUSUMChart
 
 STATE_FILE = "monitor/engine.pkl"
-STATE_VERSION = 1
+STATE_VERSION = 2
 STEP_FACTORS = ("station", "machine", "fixture", "operator", "shift")
 MATERIAL_FACTORS = ("lot", "supplier")
 
@@ -62,6 +62,11 @@ class EngineConfig:
     material_factors: tuple[str, ...] = MATERIAL_FACTORS
     batches_per_chunk: int = 200
     chart_points: int = 300
+    # A recorded recipe change starts a new stage for the series at the changed parameters'
+    # station and the next `restage_downstream` stations (the inspection that measures it):
+    # their limits are re-learned from `restage_records` records after the change.
+    restage_downstream: int = 1
+    restage_records: int = 1000
 
 
 def _iso(t_us: int | float | None) -> str | None:
@@ -126,6 +131,21 @@ class SeriesMonitor:
         self.records = 0
         self._rec_v = np.empty(0)  # the last records themselves, for the units behind an alarm
         self._rec_u = np.empty(0, dtype=object)
+        self.min_ref = 200  # records phase I needs at the least
+        self.stage_start_us: int | None = None  # the recorded change that began the current stage
+        self.last_change_us: int | None = None
+        self.stages = 1
+
+    def restage(self, at_us: int) -> None:
+        """A recorded process change: forget the chart, learn new limits from what follows."""
+        self.chart = None
+        self._ref, self._ref_t, self.n_ref = [], [], 0
+        self._partial = (np.empty(0), np.empty(0, dtype=object), np.empty(0, dtype=np.int64), np.empty(0))
+        self._recent_alarms = np.zeros(max(0, self.cfg.persist - 1), dtype=bool)
+        self.constant = False
+        self.min_ref = self.cfg.restage_records
+        self.stage_start_us = at_us
+        self.stages += 1
 
     @property
     def scope(self) -> dict[str, Any]:
@@ -233,13 +253,33 @@ class SeriesMonitor:
         self.mode = "cusum"
 
     def process(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, seq: int, events: Events,
-                ref_end_us: int) -> Alarm | None:
-        """Score new records; until `ref_end_us` (and at least 200 records) they are phase I."""
+                ref_end_us: int, changes: np.ndarray | None = None) -> Alarm | None:
+        """Score new records, re-staging at recorded process changes (`changes`, epoch us)."""
+        alarm = None
+        if self.last_change_us is None and len(t):
+            self.last_change_us = int(t[0]) - 1  # changes before the series began do not concern it
+        while changes is not None and len(t):
+            due = changes[(changes > self.last_change_us) & (changes <= t[-1])]
+            if not len(due):
+                break
+            # Records of units already past the station when the change came belong to the old stage.
+            cut = int(np.searchsorted(t, due[0], side="left"))
+            alarm = self._score(v[:cut], units[:cut], t[:cut], seq, events, ref_end_us) or alarm
+            self.restage(int(due[0]))
+            self.last_change_us = ref_end_us = int(due[0])
+            v, units, t = v[cut:], units[cut:], t[cut:]
+        return self._score(v, units, t, seq, events, ref_end_us) or alarm
+
+    def _score(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, seq: int, events: Events,
+               ref_end_us: int) -> Alarm | None:
+        """Score new records; until `ref_end_us` (and at least `min_ref` records) they are phase I."""
+        if len(v) == 0:
+            return None
         self.records += len(v)
         raw = v
         if self.chart is None:
             phase1 = t < ref_end_us
-            phase1[: max(0, 200 - self.n_ref)] = True
+            phase1[: max(0, self.min_ref - self.n_ref)] = True
             need = len(v) if phase1.all() else int(np.argmin(phase1))
             self._ref.append(v[:need])
             self._ref_t.append(t[:need])
@@ -650,7 +690,8 @@ class MonitorEngine:
         step = self.config.batches_per_chunk
         for lo in range(self.last_seq, last, step):
             hi = min(lo + step, last)
-            alarms = self._measurements(ws, lo, hi, specs, self._events(ws, hi), report)
+            alarms = self._measurements(ws, lo, hi, specs, self._events(ws, hi), report,
+                                        self._recipe_changes(ws, lo, hi))
             alarms += self._steps(ws, lo, hi, report)
             alarms += self._materials(ws, lo, hi, report)
             for alarm in sorted(alarms, key=lambda a: a.first.t or ""):
@@ -706,8 +747,30 @@ class MonitorEngine:
         t_us = tbl.column("t_us").to_numpy()
         return {str(k): t_us[keys == k] for k in dict.fromkeys(keys.tolist())}
 
+    def _recipe_changes(self, ws: Any, lo: int, hi: int) -> dict[str, np.ndarray]:
+        """Times of recipe changes in these batches, per station whose series they re-stage."""
+        tbl = ws.query(
+            """SELECT epoch_us(t) AS t_us, station, target FROM events
+               WHERE kind = 'recipe_change' AND batch > ? AND batch <= ? ORDER BY t""", [lo, hi])
+        if tbl.num_rows == 0:
+            return {}
+        param_station = dict(zip(*[c.to_pylist() for c in ws.query(
+            "SELECT name, any_value(station) FROM params GROUP BY name").columns], strict=True))
+        order = ws.query(
+            """SELECT s.station FROM steps s JOIN units u USING (unit_id) WHERE s.batch <= ?
+               GROUP BY s.station ORDER BY median(epoch(s.t_in) - epoch(u.t_start))""", [hi]).column(0).to_pylist()
+        out: dict[str, list[int]] = {}
+        for t_us, station, target in zip(*[c.to_pylist() for c in tbl.columns], strict=True):
+            changed = {station} if station else set()
+            changed |= {param_station[n] for n in str(target or "").split(",") if n in param_station}
+            for st in changed:
+                i = order.index(st) if st in order else None
+                for hit in order[i : i + 1 + self.config.restage_downstream] if i is not None else [st]:
+                    out.setdefault(hit, []).append(int(t_us))
+        return {k: np.asarray(sorted(v), dtype=np.int64) for k, v in out.items()}
+
     def _measurements(self, ws: Any, lo: int, hi: int, specs: dict[Any, Any], events: Events,
-                      report: RunReport) -> list[Alarm]:
+                      report: RunReport, changes: dict[str, np.ndarray] | None = None) -> list[Alarm]:
         tbl = ws.query(
             """
             WITH m AS (SELECT unit_id, station, name, value, t, batch FROM measurements WHERE batch > ? AND batch <= ?
@@ -747,7 +810,7 @@ class MonitorEngine:
             if mon is None:
                 mon = self.series[key] = SeriesMonitor(station, name, machine or None, self.config,
                                                        specs.get((station, name), (None, None, None)))
-            a = mon.process(values[idx], units[idx], t_us[idx], hi, events, ref_end)
+            a = mon.process(values[idx], units[idx], t_us[idx], hi, events, ref_end, (changes or {}).get(station))
             if a is not None:
                 alarms.append(a)
         return alarms
