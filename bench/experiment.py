@@ -14,7 +14,7 @@
    itself (A/A with the same recipe in both arms, A/B with a recipe change whose true gain is
    about one point).
 
-`--quick` (< 30 s): three seeds and a 30,000-unit budget; the oracle is the twin's own yield model
+`--quick` (< 30 s): two seeds and a 24,000-unit budget; the oracle is the twin's own yield model
 evaluated on a 40,000-unit sample (the full run uses the twin's 200,000-unit oracle and its
 optimal_recipe()); the optimum is found by L-BFGS-B on that oracle.
 """
@@ -197,8 +197,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     args = ap.parse_args()
     quick = args.quick
-    seeds = args.seeds or (3 if quick else 10)
-    budget = args.budget or (30_000 if quick else 60_000)
+    seeds = args.seeds or (2 if quick else 10)
+    budget = args.budget or (24_000 if quick else 60_000)
     sample = 40_000 if quick else None
     t_start = time.perf_counter()
 

@@ -59,11 +59,14 @@ def test_trial_guardrail_fires_only_when_yield_is_surely_below_the_floor() -> No
 
 def test_a_bad_region_stops_trials_early_and_shrinks_the_region() -> None:
     line = Line("clean", seed=2)
-    opt = RecipeOptimizer(tune_bounds(["peak_temp_setpoint"]), seed=0, n_init=2, init_region=0.8)
+    opt = RecipeOptimizer(tune_bounds(["peak_temp_setpoint"]), seed=0, n_init=2, init_region=0.8, max_step=0.5)
     opt.fit({"recipe": {"peak_temp_setpoint": 247.0}, "units": 4000, "passed": 3820})
     res = run_search(line, opt, budget_units=16_000, units_per_trial=2000)
     assert all(235.0 <= s.recipe["peak_temp_setpoint"] <= 260.0 for s in res.steps)
-    assert opt.floor() is not None
+    stopped = [s for s in res.steps if s.stopped_early]
+    assert stopped and all(s.units < 2000 and s.passed / s.units < opt.floor() for s in stopped)
+    assert opt.region < 0.8  # failures shrank the box around the incumbent
+    assert res.units == 16_000  # units a stopped trial did not use went to later trials
 
 
 def test_baselines_share_the_interface() -> None:

@@ -79,3 +79,9 @@ def test_bayesian_test_decides_both_ways_with_a_posterior_probability() -> None:
     assert worse.decision == "reject" and worse.prob_better < 0.05
     aa = [_run(BayesianSplitTest(max_units=20_000), 0.955, 0.955, rng) for _ in range(60)]
     assert np.mean([v.decision == "adopt" for v in aa]) <= 0.1
+
+
+def test_lot_totals_feed_the_same_counts_as_units() -> None:
+    by_lot = MixtureSPRT(min_units=100, look_every=50).update_counts((400, 380), (400, 395))
+    assert by_lot.state()["units"] == {"control": 400, "treatment": 400}
+    assert by_lot.state()["passed"] == {"control": 380, "treatment": 395}

@@ -1,4 +1,4 @@
-"""Experiment commands: design, run, status, verdict (the act commands register from here too)."""
+"""Experiment commands: design, run, status, verdict."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from rich.console import Console
 
-import linelab.act.commands  # noqa: F401  (registers `act ...`: the act stage rides on this module)
 from linelab.commands import Context, Result, command
 from linelab.errors import UserError
 from linelab.experiment import experiments as ex
@@ -102,8 +101,10 @@ class ExperimentResult(Result):
         results = e.get("results") or {}
         analysis = results.get("analysis")
         if analysis:
-            print_rows(console, [{k: v for k, v in eff.items() if k != "logit_coef"} for eff in analysis["effects"]],
-                       "effects (yield, low -> high level)")
+            rows = [{"term": eff["term"], "effect_pt": round(100 * eff["effect"], 3),
+                     "lower_pt": round(100 * eff["lower"], 3), "upper_pt": round(100 * eff["upper"], 3),
+                     "p_value": eff["p_value"]} for eff in analysis["effects"]]
+            print_rows(console, rows, "effects on first-pass yield, low -> high level (squares: curvature)")
             lo, hi = analysis["optimum_interval"]
             console.print(f"fitted optimum {analysis['optimum']} -> {fmt(analysis['optimum_yield'], 'yield')} "
                           f"[{fmt(lo, 'yield')}, {fmt(hi, 'yield')}]")

@@ -158,6 +158,7 @@ class RecipeOptimizer:
     init_region: float = 0.4
     min_region: float = 0.05
     max_region: float = 0.8
+    max_step: float = 0.25  # furthest a trial may sit from a recipe known to be above the floor
     succ_tol: int = 2
     fail_tol: int = 3
     n_init: int = 4
@@ -376,6 +377,9 @@ class RecipeOptimizer:
         lo, hi = self._box()
         n_trials = sum(1 for o in self.observations if o.kind == "trial")
         if self.model is None or n_trials < self.n_init:
+            # first trials: around the starting recipe, no further than a safe step from it
+            lo = np.maximum(lo, self.centre_u - self.max_step)
+            hi = np.minimum(hi, self.centre_u + self.max_step)
             return lo + self._sobol.random(1)[0] * (hi - lo)
         cand = lo + qmc.Sobol(len(self.names), scramble=True, seed=self.rng).random(self.candidates) * (hi - lo)
         # also perturb the incumbent along a few coordinates: good moves are often axis-aligned
@@ -387,12 +391,22 @@ class RecipeOptimizer:
         best = self.best_value if self.best_value is not None else float(mu.max())
         z = (mu - best) / np.maximum(sd, 1e-9)
         ei = (mu - best) * ndtr(z) + sd * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+        # safe expansion: a candidate must lie within `max_step` of a tried recipe the model
+        # believes is above the floor — the model is trusted near its data, not in far corners
+        x, _, _ = self._xy()
+        mu_x, _ = self.model.predict(x)
+        known = x[mu_x >= best - self.max_loss]
+        if known.size:
+            near = (np.abs(cand[:, None, :] - known[None, :, :]).max(axis=2) <= self.max_step).any(axis=1)
+        else:
+            near = np.abs(cand - self.centre_u).max(axis=1) <= self.max_step
+        safe = near
         if len(self.observations) >= len(self.names) + 2:
-            safe = mu - 2.0 * sd >= best - self.max_loss
-            if safe.any():
-                ei = np.where(safe, ei, -np.inf)
-            else:  # nothing is surely safe: take the most cautious candidate
-                return cand[int(np.argmax(mu - 2.0 * sd))]
+            safe = near & (mu - 2.0 * sd >= best - self.max_loss)
+        if not safe.any():  # nothing is surely safe: take the most cautious candidate near the data
+            pool = np.flatnonzero(near) if near.any() else np.arange(len(cand))
+            return cand[pool[int(np.argmax((mu - 2.0 * sd)[pool]))]]
+        ei = np.where(safe, ei, -np.inf)
         return cand[int(np.argmax(ei))]
 
 
