@@ -40,6 +40,9 @@ def _parameter(name: str, info: FieldInfo) -> inspect.Parameter:
     help_text = info.description or ""
     if extra.get("argument"):
         marker = typer.Argument(default, help=help_text, show_default=not required)
+    elif info.annotation is bool:
+        flag = name.replace("_", "-")
+        marker = typer.Option(default, f"--{flag}/--no-{flag}", help=help_text)
     else:
         marker = typer.Option(default, f"--{name.replace('_', '-')}", help=help_text)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=marker,

@@ -1,7 +1,8 @@
 """Recall: match a new problem against the ledger, best first, with a confidence.
 
-Score = structural signature similarity blended with text similarity (TF-IDF over what the
-entries say, notes included, so a person's words help recall). A match above `AUTO_APPLY`
+Score = structural signature similarity, raised towards 1 by text similarity (TF-IDF over what
+the entries say, notes included, so a person's words help recall; text never lowers a match,
+since two descriptions of the same symptom differ in their numbers). A match above `AUTO_APPLY`
 lets the loop apply the known fix at once instead of diagnosing from scratch.
 """
 
@@ -46,7 +47,7 @@ def rank(query_sig: Signature, query_text: str, entries: list[Entry], top: int =
     matches = []
     for entry, text in zip(entries, texts, strict=True):
         structural = similarity(query_sig, entry.signature)
-        score = (1 - TEXT_WEIGHT) * structural + TEXT_WEIGHT * text
+        score = structural + TEXT_WEIGHT * text * (1 - structural)
         same = [k for k in ("kind", "station", "measurement", "defect_code", "direction")
                 if getattr(query_sig, k) is not None and getattr(query_sig, k) == getattr(entry.signature, k)]
         matches.append(Match(entry_id=entry.id, title=entry.title, score=round(score, 4),

@@ -1,0 +1,97 @@
+"""`linelab loop`: the main job. `linelab learning`: the last loop's learning curve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from rich.console import Console
+
+from linelab.commands import Context, Result, command
+from linelab.errors import UserError
+from linelab.loop.report import write_report
+from linelab.loop.runner import LoopPolicy
+from linelab.loop.session import RUN_KIND, run_session
+from linelab.render import print_rows
+from linelab.store.workspace import resolve_path
+
+
+class LoopParams(BaseModel):
+    scenario: str = Field("default", description="built-in scenario name or a scenario YAML file")
+    seed: int = Field(0, description="random seed")
+    units: int | None = Field(None, gt=0, description="units to produce [default: the scenario's length]")
+    chunk: int = Field(2500, gt=0, description="units between two looks at the data")
+    optimise: bool = Field(True, description="run recipe experiments between incidents")
+    report: Path = Field(Path("reports"), description="folder for the HTML report")
+
+
+class LoopResult(Result):
+    scenario: str
+    seed: int
+    units: int
+    first_pass_yield: dict[str, float]
+    copq_per_unit: dict[str, float]
+    yield_gap_closed: float
+    learning_rate: dict[str, float]
+    recurrence_ratio: float | None
+    recall_accuracy: float | None
+    recurrences: int
+    problems_injected: int
+    problems_fixed_by_loop: int
+    actions_applied: int
+    actions_that_did_not_help: int
+    false_problems_acted_on: int
+    incidents: list[dict[str, Any]]
+    knowhow: list[dict[str, Any]]
+    adopted_recipe: dict[str, float] | None
+    report: str
+    seconds_loop: float
+
+    def render(self, console: Console) -> None:
+        fy = self.first_pass_yield
+        console.print(f"[bold]{self.scenario}[/bold] (seed {self.seed}, {self.units:,} units): first-pass yield "
+                      f"no loop {fy['none']:.2%} · [bold]LineLab {fy['loop']:.2%}[/bold] · oracle {fy['oracle']:.2%}")
+        console.print(f"yield gap closed [bold]{self.yield_gap_closed:.2f}[/bold]; learning rate "
+                      f"{self.learning_rate['loop']:.1%} per doubling (no loop {self.learning_rate['none']:.1%}); "
+                      f"recurrence time-to-fix ratio {self.recurrence_ratio}; recall accuracy {self.recall_accuracy}")
+        print_rows(console, [{k: i[k] for k in ("problem_id", "detected_unit", "fixed_unit", "resolved_unit", "cause",
+                                                 "action", "knowhow_reused")} for i in self.incidents], "incidents")
+        console.print(f"actions applied {self.actions_applied}, did not help {self.actions_that_did_not_help}, "
+                      f"false problems acted on {self.false_problems_acted_on}")
+        console.print(f"report: [bold]{self.report}[/bold]")
+
+
+@command("loop", LoopParams)
+def loop(p: LoopParams, ctx: Context) -> LoopResult:
+    """Run the closed loop on the simulated line, against no loop and an oracle; write the report."""
+    policy = LoopPolicy(chunk=p.chunk, optimise_recipe=p.optimise)
+    from linelab.twin import load_scenario
+
+    total = p.units or load_scenario(p.scenario).units
+    with ctx.progress(3 * total, f"loop on {p.scenario}") as advance:
+        result = run_session(resolve_path(ctx.workspace_path), p.scenario, p.seed, p.units, policy, advance=advance)
+    path = write_report(result, p.report)
+    return LoopResult(
+        **{k: result[k] for k in LoopResult.model_fields if k in result and k not in ("report",)},
+        adopted_recipe=result["recipe"]["adopted"], report=str(path),
+    )
+
+
+class LearningParams(BaseModel):
+    pass
+
+
+class LearningResult(Result):
+    scenario: str
+    yield_gap_closed: float
+    curves: dict[str, dict[str, list[float]]]
+
+
+@command("learning", LearningParams)
+def learning(p: LearningParams, ctx: Context) -> LearningResult:
+    """The learning curves of the last `linelab loop` run in this workspace."""
+    last = ctx.workspace.get_artifact(RUN_KIND, "latest")
+    if last is None:
+        raise UserError("no loop has run in this workspace yet (run `linelab loop`)")
+    return LearningResult(scenario=last["scenario"], yield_gap_closed=last["yield_gap_closed"], curves=last["curves"])

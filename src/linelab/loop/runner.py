@@ -1,0 +1,346 @@
+"""The closed loop on the twin: produce → store → monitor → recall or diagnose → act → verify → know-how.
+
+Between incidents the loop climbs the yield surface with trust-region Bayesian optimisation of
+the recipe, each trial a chunk of production. Policies say what may be applied without a person.
+
+Three runs of the same scenario and seed make the learning curve honest:
+- `none`: nobody acts; problems persist until scheduled maintenance or they end by themselves;
+- `loop`: LineLab's closed loop;
+- `oracle`: every problem fixed the moment it starts, at the optimal recipe from the first unit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, Field
+
+from linelab.act import actions as act
+from linelab.act.control import TwinControl
+from linelab.act.effect import compare_yields
+from linelab.diagnose.model import Diagnosis
+from linelab.diagnose.workspace import diagnose_problem
+from linelab.errors import UserError
+from linelab.experiment.optimise import RecipeOptimizer, tune_bounds
+from linelab.knowhow import ledger, recall
+from linelab.loop.curve import Curve
+from linelab.loop.remedies import remedy, target_of
+from linelab.monitor.engine import run_monitor
+from linelab.monitor.problems import set_status
+from linelab.store import Workspace
+from linelab.twin import Line, Scenario, load_scenario
+
+
+class LoopPolicy(BaseModel):
+    """What the loop may do on its own, and how cautiously."""
+
+    chunk: int = Field(2500, gt=0, description="units produced between two looks at the data")
+    min_lost_units: float = Field(20.0, description="act only on problems that cost at least this many units")
+    auto_apply_recalled: bool = Field(True, description="apply a fix recalled from know-how with high confidence")
+    auto_apply_diagnosed: bool = Field(True, description="apply the remedy of a confident diagnosis")
+    max_wait_chunks: int = Field(3, description="chunks to wait for a confident diagnosis before acting on the best")
+    verify_chunks: int = Field(2, description="chunks after a fix before judging it")
+    max_actions: int = Field(3, description="actions tried on one problem before it is left to a person")
+    optimise_recipe: bool = Field(True, description="run recipe trials between incidents")
+    max_trials: int = Field(24, description="recipe trials before adopting the best recipe")
+    max_trial_loss: float = Field(0.01, description="yield a trial may risk below the incumbent")
+
+
+@dataclass
+class Incident:
+    """One problem's path through the loop, in units produced."""
+
+    problem_id: str
+    description: str
+    detected_unit: int
+    diagnosed_unit: int | None = None
+    fixed_unit: int | None = None
+    resolved_unit: int | None = None
+    cause: str | None = None
+    action: str | None = None
+    actions_tried: list[str] = field(default_factory=list)
+    failed_actions: int = 0
+    knowhow_reused: str | None = None
+    knowhow_written: str | None = None
+    truth_ids: list[str] = field(default_factory=list)
+    # internal bookkeeping
+    waited: int = 0
+    fixed_t: str | None = None
+    onset_t: str | None = None
+    tried: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoopState:
+    curve: Curve = field(default_factory=Curve)
+    incidents: dict[str, Incident] = field(default_factory=dict)
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    adopted_recipe: dict[str, float] | None = None
+    adopted_at_unit: int | None = None
+
+
+def without_problems(scenario: Scenario) -> Scenario:
+    return scenario.model_copy(update={"problems": []})
+
+
+def run_baseline(scenario: Scenario, seed: int, units: int, chunk: int, oracle: bool,
+                 on_chunk: Callable[[int], None] | None = None) -> Curve:
+    """The `none` run (nobody acts) or the `oracle` run (no problems, optimal recipe)."""
+    line = Line(without_problems(scenario) if oracle else scenario, seed=seed)
+    if oracle:
+        line.apply({"kind": "set_recipe", "params": line.optimal_recipe()})
+    curve = Curve()
+    while line.units_produced < units:
+        c = line.produce(min(chunk, units - line.units_produced))
+        curve.add(c["units"])
+        if on_chunk:
+            on_chunk(c.n_units)
+    return curve
+
+
+def _first_pass(units: pa.Table) -> tuple[int, int]:
+    return units.num_rows, int(pc.sum(units.column("first_pass").cast(pa.int64())).as_py() or 0)
+
+
+class ClosedLoop:
+    """Drives a twin line and a workspace one chunk at a time."""
+
+    def __init__(self, ws: Workspace, line: Line, policy: LoopPolicy, seed: int = 0,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.ws, self.line, self.policy = ws, line, policy
+        self.control = TwinControl(line)
+        self.state = LoopState()
+        self.source = f"twin:{line.scenario.name}:seed={seed}"
+        self.log = log or (lambda msg: None)
+        self.optimiser: RecipeOptimizer | None = None
+        self.seed = seed
+        self.trial: dict[str, float] | None = None
+
+    # -- one chunk -------------------------------------------------------------------------
+    def step(self, n: int) -> None:
+        trial = self._start_trial()
+        chunk = self.line.produce(n)
+        self.ws.ingest_tables(chunk.tables, source=self.source)
+        self.state.curve.add(chunk["units"])
+        if trial is not None:
+            self._finish_trial(trial, chunk["units"])
+        elif self.optimiser is None and self.policy.optimise_recipe:
+            units, passed = _first_pass(chunk["units"])
+            self.optimiser = RecipeOptimizer(tune_bounds(), seed=self.seed, max_loss=self.policy.max_trial_loss)
+            self.optimiser.fit({"recipe": dict(self.line.recipe), "units": units, "passed": passed})
+        run_monitor(self.ws)
+        self._verify()
+        self._handle_open_problems()
+
+    @property
+    def produced(self) -> int:
+        return int(self.line.units_produced)
+
+    # -- recipe optimisation between incidents ----------------------------------------------
+    def _busy(self) -> bool:
+        """An incident the loop is still working on (not resolved, not left to a person)."""
+        return any(i.resolved_unit is None and not self._escalated(i) for i in self.state.incidents.values())
+
+    def _escalated(self, inc: Incident) -> bool:
+        return inc.fixed_unit is None and len(inc.actions_tried) >= self.policy.max_actions
+
+    def _start_trial(self) -> dict[str, float] | None:
+        opt = self.optimiser
+        if opt is None or self.state.adopted_recipe is not None:
+            return None
+        if self._busy():  # an incident in progress: hold the best recipe so far
+            return None
+        if len(self.state.trials) >= self.policy.max_trials:
+            self._adopt(opt.best())
+            return None
+        recipe = opt.ask()
+        self.line.apply({"kind": "set_recipe", "params": recipe})
+        return recipe
+
+    def _finish_trial(self, recipe: dict[str, float], units_table: pa.Table) -> None:
+        assert self.optimiser is not None
+        units, passed = _first_pass(units_table)
+        self.optimiser.update(recipe, units, passed)
+        self.state.trials.append({"unit": self.produced, "recipe": recipe, "units": units,
+                                  "first_pass_yield": passed / units})
+        if self._busy():
+            self.line.apply({"kind": "set_recipe", "params": self.optimiser.best()})
+
+    def _adopt(self, recipe: dict[str, float]) -> None:
+        self.line.apply({"kind": "set_recipe", "params": recipe})
+        self.state.adopted_recipe = recipe
+        self.state.adopted_at_unit = self.produced
+        self.log(f"adopted recipe {', '.join(f'{k}={v:.4g}' for k, v in recipe.items())}")
+
+    # -- problems ----------------------------------------------------------------------------
+    def _handle_open_problems(self) -> None:
+        for problem in self.ws.list_artifacts("problem", status="open"):
+            pid = problem["id"]
+            lost = (problem.get("severity") or {}).get("yield_lost_units", 0.0)
+            if lost < self.policy.min_lost_units:
+                continue  # watched, not worth an intervention yet
+            inc = self.state.incidents.get(pid)
+            if inc is None:
+                inc = self.state.incidents[pid] = Incident(
+                    pid, problem.get("description", ""), self.produced,
+                    onset_t=(problem.get("onset") or {}).get("t"))
+                self.log(f"{pid} detected: {inc.description}")
+            self._act_on(problem, inc)
+
+    def _act_on(self, problem: dict[str, Any], inc: Incident) -> None:
+        if inc.fixed_unit is not None or len(inc.actions_tried) >= self.policy.max_actions:
+            return  # a fix is being verified, or the loop has done what it may
+        matches = recall.recall(self.ws, problem, top=3) if self.policy.auto_apply_recalled else []
+        recalled = matches[0] if matches and matches[0].score >= recall.AUTO_APPLY else None
+        try:
+            diagnosis, _, _ = diagnose_problem(self.ws, inc.problem_id, plot=None)
+        except UserError:
+            return  # not enough data yet: look again after the next chunk
+        except Exception as exc:  # noqa: BLE001 - one failed diagnosis must not stop the line's loop
+            self.log(f"{inc.problem_id}: diagnosis failed ({type(exc).__name__}: {exc}); left to a person")
+            inc.waited += 1
+            return
+        inc.diagnosed_unit = inc.diagnosed_unit or self.produced
+        candidates = self._candidates(diagnosis, inc)
+        if not candidates:
+            inc.waited += 1
+            return
+        cause, action = candidates[0]
+        if recalled is not None:
+            entry = ledger.get(self.ws, recalled.entry_id)
+            aimed = [(c, a) for c, a in candidates if a["kind"] == entry.fix.action]
+            if aimed:
+                cause, action = aimed[0]
+                inc.knowhow_reused = entry.id
+        elif not self.policy.auto_apply_diagnosed:
+            return
+        elif not diagnosis.confident and inc.waited < self.policy.max_wait_chunks:
+            inc.waited += 1  # not sure yet: more units will sharpen the diagnosis
+            return
+        self._apply(inc, cause, action)
+
+    def _candidates(self, diagnosis: Diagnosis, inc: Incident) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for c in diagnosis.causes:
+            if not c.upstream or c.explained_by:
+                continue
+            a = remedy(c)
+            if a is None:
+                continue
+            key = f"{a['kind']}:{sorted((k, v) for k, v in a.items() if k != 'kind')}"
+            if key in inc.tried:
+                continue
+            out.append((c.label, a))
+        return out
+
+    def _apply(self, inc: Incident, cause: str, action: dict[str, Any]) -> None:
+        if action["kind"] == "set_recipe":  # a recipe cause: return to the best recipe known
+            best = self.state.adopted_recipe or (self.optimiser.best() if self.optimiser else None)
+            action = {"kind": "set_recipe", "params": best or dict(self.line.scenario.recipe) or dict(self.line.recipe)}
+        kind = action["kind"]
+        params = {k: v for k, v in action.items() if k != "kind"}
+        proposed = act.propose(self.ws, kind, params, problem_id=inc.problem_id, by="linelab",
+                               source="knowhow" if inc.knowhow_reused else "diagnosis",
+                               reason=f"{'know-how ' + inc.knowhow_reused if inc.knowhow_reused else 'diagnosis'}: "
+                                      f"{cause}")
+        act.approve(self.ws, proposed["id"], by="policy")
+        applied = act.apply(self.ws, proposed["id"], self.control, by="linelab")
+        inc.tried.append(f"{kind}:{sorted(params.items())}")
+        inc.actions_tried.append(f"{kind} {params or ''}".strip())
+        inc.cause, inc.action = cause, f"{kind} {params or ''}".strip()
+        inc.fixed_unit, inc.fixed_t = self.produced, (applied.get("applied") or {}).get("t")
+        inc.truth_ids += [t for t in (applied.get("applied") or {}).get("fixed", []) if t not in inc.truth_ids]
+        with contextlib.suppress(UserError):
+            set_status(self.ws, inc.problem_id, "fixing", note=f"applied {inc.action}")
+        self.log(f"{inc.problem_id}: {inc.action} (cause {cause}"
+                 f"{', recalled ' + inc.knowhow_reused if inc.knowhow_reused else ''})")
+
+    # -- verification and know-how -----------------------------------------------------------
+    def _scope_counts(self, problem: dict[str, Any], t_from: str, t_to: str | None) -> tuple[int, int]:
+        """(units, first-pass units) of the units through the problem's station and machine."""
+        scope = problem.get("scope") or {}
+        where, params = ["u.t_start >= ?"], [datetime.fromisoformat(t_from)]
+        if t_to:
+            where.append("u.t_start < ?")
+            params.append(datetime.fromisoformat(t_to))
+        if scope.get("machine") and scope.get("station"):
+            where.append("u.unit_id IN (SELECT unit_id FROM steps WHERE station = ? AND machine = ?)")
+            params += [scope["station"], scope["machine"]]
+        row = self.ws.query(
+            f"SELECT count(*), count(*) FILTER (WHERE u.first_pass) FROM units u WHERE {' AND '.join(where)}",
+            params).to_pylist()[0]
+        n, ok = list(row.values())
+        return int(n), int(ok)
+
+    def _verify(self) -> None:
+        for inc in self.state.incidents.values():
+            if inc.fixed_unit is None or inc.resolved_unit is not None:
+                continue
+            if self.produced - inc.fixed_unit < self.policy.verify_chunks * self.policy.chunk:
+                continue
+            problem = self.ws.get_artifact("problem", inc.problem_id) or {}
+            onset = inc.onset_t or inc.fixed_t or ""
+            incident = self._scope_counts(problem, onset, inc.fixed_t)
+            after = self._scope_counts(problem, inc.fixed_t or "", None)
+            normal = self._scope_counts(problem, self._units_before(onset, after[0]), onset)
+            better = compare_yields(incident, after).verdict == "improved"
+            # Back to normal: no longer distinguishable from the units before the onset.
+            recovered = compare_yields(normal, after).verdict != "worse"
+            waited = (self.produced - inc.fixed_unit) // self.policy.chunk
+            if better or (recovered and waited >= 2 * self.policy.verify_chunks):
+                inc.resolved_unit = self.produced
+                set_status(self.ws, inc.problem_id, "resolved",
+                           note=f"{inc.action} verified ({'improved' if better else 'back to normal'})")
+                self._write_knowhow(inc, problem, incident, after)
+                self.log(f"{inc.problem_id} resolved by {inc.action}")
+            elif not recovered or waited >= 2 * self.policy.verify_chunks:
+                inc.failed_actions += 1
+                inc.fixed_unit = None
+                with contextlib.suppress(UserError):
+                    set_status(self.ws, inc.problem_id, "open", note=f"{inc.action} did not help")
+                self.log(f"{inc.problem_id}: {inc.action} did not help; trying the next cause")
+
+    def _units_before(self, t: str, n: int) -> str:
+        """The start time of the `n` units before time `t` (the reference window)."""
+        row = self.ws.query("SELECT min(t_start) FROM (SELECT t_start FROM units WHERE t_start < ? "
+                            "ORDER BY t_start DESC LIMIT ?)", [datetime.fromisoformat(t), max(n, 500)])
+        first = row.column(0)[0].as_py()
+        return (first or datetime.fromisoformat(t)).isoformat()
+
+    def _write_knowhow(self, inc: Incident, problem: dict[str, Any], before: tuple[int, int],
+                       after: tuple[int, int]) -> None:
+        effect = ledger.rate_effect("first-pass failure rate in scope", before[0] - before[1], before[0],
+                                    after[0] - after[1], after[0])
+        if inc.knowhow_reused:
+            entry = ledger.get(self.ws, inc.knowhow_reused)
+            entry.reused += 1
+            ledger.save(self.ws, entry)
+            return
+        kind = (inc.action or "").split(" ")[0]
+        factor, _, level = (inc.cause or "").partition("=")
+        entry = ledger.record(
+            self.ws, problem,
+            ledger.RootCause(factor=factor, level=level or None, description=f"diagnosed cause {inc.cause}"),
+            ledger.Fix(action=kind, target_factor=target_of({"kind": kind}), description=inc.action or ""),
+            effect,
+            time_to_detect_units=None,
+            time_to_fix_units=(inc.fixed_unit or self.produced) - inc.detected_unit,
+        )
+        inc.knowhow_written = entry.id
+
+    def incidents(self) -> list[dict[str, Any]]:
+        skip = {"waited", "fixed_t", "onset_t", "tried"}
+        return [{k: v for k, v in asdict(i).items() if k not in skip} for i in self.state.incidents.values()]
+
+
+def open_loop(workspace: str | Any, scenario: str | Scenario, seed: int, policy: LoopPolicy,
+              log: Callable[[str], None] | None = None) -> ClosedLoop:
+    sc = load_scenario(scenario) if isinstance(scenario, str) else scenario
+    ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
+    return ClosedLoop(ws, Line(sc, seed=seed), policy, seed=seed, log=log)
