@@ -17,9 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 run: install
-	$(BIN)/linelab twin run --scenario default --units 200000
-	$(BIN)/linelab yield --by station
-	$(BIN)/linelab pareto --top 8
+	$(BIN)/linelab loop --scenario default --report reports
 
 lint: install
 	$(BIN)/ruff check src tests bench
