@@ -7,12 +7,12 @@ and links to its evidence. People add notes and tags; the loop recalls entries b
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from linelab.act.effect import compare_yields
 from linelab.errors import NotFound
 from linelab.knowhow.signature import Signature, signature_of
 
@@ -41,25 +41,12 @@ class Effect(BaseModel):
 
 
 def rate_effect(metric: str, bad_before: int, n_before: int, bad_after: int, n_after: int) -> Effect:
-    """Before/after rates with Newcombe's hybrid Wilson interval for their difference."""
-
-    def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-        if n == 0:
-            return 0.0, 1.0
-        p = k / n
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        return centre - half, centre + half
-
-    p1 = bad_before / n_before if n_before else 0.0
-    p2 = bad_after / n_after if n_after else 0.0
-    l1, u1 = wilson(bad_before, n_before)
-    l2, u2 = wilson(bad_after, n_after)
-    d = p2 - p1
-    low = d - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2)
-    high = d + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2)
-    return Effect(metric=metric, before=p1, after=p2, n_before=n_before, n_after=n_after,
-                  diff_low=low, diff_high=high)
+    """Before/after failure rates with Newcombe's interval for their difference (lower is better)."""
+    e = compare_yields((n_before, n_before - bad_before), (n_after, n_after - bad_after), min_units=1)
+    lo, hi = e.interval or (-1.0, 1.0)  # of the pass-rate change: the failure-rate change mirrors it
+    return Effect(metric=metric, before=bad_before / n_before if n_before else 0.0,
+                  after=bad_after / n_after if n_after else 0.0, n_before=n_before, n_after=n_after,
+                  diff_low=-hi, diff_high=-lo)
 
 
 class Fix(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,11 @@ from linelab.knowhow.ledger import Entry  # noqa: E402
 
 def chart_png(chart: dict[str, Any], path: Path, title: str) -> Path | None:
     """The problem's control chart (values with centre line and limits), if it has one."""
-    y = chart.get("y") or chart.get("values") or chart.get("statistic")
+    y = chart.get("value") or chart.get("y") or chart.get("statistic")
     if not y:
         return None
-    x = chart.get("x") or list(range(len(y)))
+    # Monitor charts carry ISO times; anything else is plotted against its index.
+    x = [datetime.fromisoformat(t) for t in chart["t"]] if chart.get("t") else chart.get("x") or list(range(len(y)))
     fig, ax = plt.subplots(figsize=(8, 3))
     ax.plot(x[: len(y)], y, lw=0.8, color="#1f4e79")
     for key, style in (("center", "-"), ("centre", "-"), ("ucl", "--"), ("lcl", "--"), ("limit", "--")):
@@ -33,10 +35,12 @@ def chart_png(chart: dict[str, Any], path: Path, title: str) -> Path | None:
         if isinstance(v, int | float):
             ax.axhline(v, ls=style, color="#b3261e" if style == "--" else "#555", lw=0.9, label=key)
     onset = chart.get("onset_x")
+    if onset is None and chart.get("onset_t") and chart.get("t"):
+        onset = datetime.fromisoformat(chart["onset_t"])
     if onset is not None:
         ax.axvline(onset, color="#e69500", lw=1, label="onset")
     ax.set_title(title, fontsize=10)
-    ax.set_ylabel(str(chart.get("ylabel", "")))
+    ax.set_ylabel(str(chart.get("label") or chart.get("ylabel") or ""))
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
