@@ -104,6 +104,10 @@ def run_baseline(scenario: Scenario, seed: int, units: int, chunk: int, oracle: 
     return curve
 
 
+def _key(action: dict[str, Any]) -> str:
+    return f"{action['kind']}:{sorted((k, str(v)) for k, v in action.items() if k != 'kind')}"
+
+
 def _first_pass(units: pa.Table) -> tuple[int, int]:
     return units.num_rows, int(pc.sum(units.column("first_pass").cast(pa.int64())).as_py() or 0)
 
@@ -233,13 +237,13 @@ class ClosedLoop:
             a = remedy(c)
             if a is None:
                 continue
-            key = f"{a['kind']}:{sorted((k, v) for k, v in a.items() if k != 'kind')}"
-            if key in inc.tried:
+            if _key(a) in inc.tried:
                 continue
             out.append((c.label, a))
         return out
 
     def _apply(self, inc: Incident, cause: str, action: dict[str, Any]) -> None:
+        chosen = action
         if action["kind"] == "set_recipe":  # a recipe cause: return to the best recipe known
             best = self.state.adopted_recipe or (self.optimiser.best() if self.optimiser else None)
             action = {"kind": "set_recipe", "params": best or dict(self.line.scenario.recipe) or dict(self.line.recipe)}
@@ -251,7 +255,7 @@ class ClosedLoop:
                                       f"{cause}")
         act.approve(self.ws, proposed["id"], by="policy")
         applied = act.apply(self.ws, proposed["id"], self.control, by="linelab")
-        inc.tried.append(f"{kind}:{sorted(params.items())}")
+        inc.tried.append(_key(chosen))
         inc.actions_tried.append(f"{kind} {params or ''}".strip())
         inc.cause, inc.action = cause, f"{kind} {params or ''}".strip()
         inc.fixed_unit, inc.fixed_t = self.produced, (applied.get("applied") or {}).get("t")

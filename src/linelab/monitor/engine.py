@@ -258,7 +258,8 @@ class SeriesMonitor:
         alarm = None
         if self.last_change_us is None and len(t):
             self.last_change_us = int(t[0]) - 1  # changes before the series began do not concern it
-        while changes is not None and len(t):
+        # A wandering signal (ambient conditions) is watched by level; no recipe moves it.
+        while changes is not None and len(t) and getattr(self, "mode", None) != "level":
             due = changes[(changes > self.last_change_us) & (changes <= t[-1])]
             if not len(due):
                 break
