@@ -32,7 +32,9 @@ def remedy(cause: Cause) -> dict[str, Any] | None:
         return {"kind": "handling_retrain", "shift": cause.level}
     if "humidity" in factor:
         return {"kind": "dehumidify"}
-    if any(k in factor for k in ("paste_volume", "paste_height", "stencil", "print")) or station == "SPI":
+    if kind not in ("measurement", "param", "continuous", "stencil", "oven_zone"):
+        return None  # people, machines and materials without a remedy above are left to a person
+    if any(k in factor for k in ("paste_volume", "paste_height", "stencil")) or station == "SPI":
         return {"kind": "clean_stencil"}
     if any(k in factor for k in ("zone", "peak_temp", "time_above_liquidus")) or station == "REFLOW":
         return {"kind": "service_oven"}
