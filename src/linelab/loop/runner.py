@@ -218,7 +218,8 @@ class ClosedLoop:
         cause, action = candidates[0]
         if recalled is not None:
             entry = ledger.get(self.ws, recalled.entry_id)
-            aimed = [(c, a) for c, a in candidates if a["kind"] == entry.fix.action]
+            # Re-aim the known fix only at a cause the diagnosis also ranks near the top.
+            aimed = [(c, a) for c, a in candidates[:3] if a["kind"] == entry.fix.action]
             if aimed:
                 cause, action = aimed[0]
                 inc.knowhow_reused = entry.id
