@@ -216,18 +216,19 @@ class ClosedLoop:
             inc.waited += 1
             return
         cause, action = candidates[0]
+        inc.knowhow_reused = None  # each attempt says where its fix came from
         if recalled is not None:
             entry = ledger.get(self.ws, recalled.entry_id)
             # Re-aim the known fix only at a cause the diagnosis also ranks near the top.
             aimed = [(c, a) for c, a in candidates[:3] if a["kind"] == entry.fix.action]
             if aimed:
-                cause, action = aimed[0]
-                inc.knowhow_reused = entry.id
-        elif not self.policy.auto_apply_diagnosed:
-            return
-        elif not diagnosis.confident and inc.waited < self.policy.max_wait_chunks:
-            inc.waited += 1  # not sure yet: more units will sharpen the diagnosis
-            return
+                (cause, action), inc.knowhow_reused = aimed[0], entry.id
+        if inc.knowhow_reused is None:
+            if not self.policy.auto_apply_diagnosed:
+                return
+            if not diagnosis.confident and inc.waited < self.policy.max_wait_chunks:
+                inc.waited += 1  # not sure yet: more units will sharpen the diagnosis
+                return
         self._apply(inc, cause, action)
 
     def _candidates(self, diagnosis: Diagnosis, inc: Incident) -> list[tuple[str, dict[str, Any]]]:
