@@ -1,4 +1,15 @@
-"""diagnose stage: ranked candidate root causes of a problem, with effect, confidence and evidence."""
+"""diagnose stage: ranked candidate root causes of a problem, with effect, confidence and evidence.
+
+    from linelab.diagnose import Diagnoser
+    dx = Diagnoser(dag=None, time_column=None, events=None).fit(reference, incident, target="aoi_fail")
+    dx.causes_            # [Cause]: factor, level, kind, effect, q_value, confidence, share, evidence, plot
+    dx.report_            # Diagnosis: symptom summary, causes, onset + events, confounded pairs, check
+    dx.summary()          # plain words
+
+Workspace problems: `linelab.diagnose.workspace.diagnose_problem(ws, "PRB-0001")`, or the
+command `linelab diagnose PRB-0001`; two tables: `linelab diagnose --reference a.csv --incident
+b.parquet --target COLUMN [--dag edges.csv] [--json]`.
+"""
 
 from .data import UserError, read_table
 from .diagnoser import Diagnoser, diagnose_tables

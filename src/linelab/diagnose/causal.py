@@ -244,3 +244,43 @@ def counterfactual_share(
     s_inc = transform(incident[target])
     s_cf = transform(y_cf)
     return float((np.mean(s_inc) - np.mean(s_cf)) / excess_per_unit)
+
+
+def propagate(
+    model: CausalModel, data: dict[str, np.ndarray], root: str, root_reference: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Counterfactual values (own units) of `root` and its descendants had `root`'s mechanism stayed
+    as in the reference: `root`'s residuals are mapped onto the reference ones rank for rank, and
+    each descendant keeps its own residual on top of its mechanism's new prediction."""
+    from .continuous import quantile_map
+
+    g = model.graph
+    z = {c: np.nan_to_num(model._z(data, c)) for c in model.center if c in data}
+
+    def pred(m: Mechanism, values: dict[str, np.ndarray]) -> np.ndarray:
+        if not m.parents:
+            return np.zeros(len(next(iter(values.values()))))
+        return m.predict(np.column_stack([values[p] for p in m.parents]))
+
+    cf = dict(z)
+    mech = model.mechanisms.get(root)
+    if mech is not None:
+        base = pred(mech, z)
+        cf[root] = base + quantile_map(z[root] - base, mech.loo_residuals)
+    elif root in model.center:
+        cf[root] = (quantile_map(data[root], root_reference) - model.center[root]) / model.spread[root]
+    else:
+        return {root: quantile_map(data[root], root_reference)}
+    changed = [root]
+    if root in g:
+        below = [n for n in nx.topological_sort(g.subgraph(nx.descendants(g, root))) if n in model.mechanisms]
+        for node in below:
+            m = model.mechanisms[node]
+            # only mechanisms that explain their column carry a change downstream; and no
+            # counterfactual leaves the range the column was seen in (splines extrapolate)
+            if m.r2 < 0.2 or not all(p in cf for p in m.parents):
+                continue
+            lo, hi = np.percentile(z[node], [0.1, 99.9])
+            cf[node] = np.clip(pred(m, cf) + (z[node] - pred(m, z)), lo, hi)
+            changed.append(node)
+    return {c: model.center[c] + model.spread[c] * cf[c] for c in changed}

@@ -12,6 +12,7 @@ Two kinds of evidence:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,8 @@ from .data import Column
 from .stats import robust_scale, spread_p, welch_p
 
 MAX_MODEL_ROWS = 12_000  # rows the attribution model is trained on (sampled), keeps big histories fast
-MAX_EVAL_ROWS = 4_000  # incident rows the counterfactuals are averaged over
+MAX_EVAL_ROWS = 4_000
+CORRELATED = 0.7  # |correlation| above which continuous factors are attributed as one group
 
 
 @dataclass
@@ -67,6 +69,7 @@ def quantile_map(x_inc: np.ndarray, x_ref: np.ndarray) -> np.ndarray:
 class Attribution:
     shares: dict[str, float]  # factor -> share of the excess its shift accounts for
     model_r2: float
+    groups: dict[str, list[str]]  # factor -> the strongly correlated factors mapped with it
 
 
 def attribute(
@@ -75,8 +78,13 @@ def attribute(
     s_inc: np.ndarray,
     factors: list[str],
     seed: int = 0,
+    counterfactual: Callable[[str, np.ndarray], dict[str, np.ndarray]] | None = None,
 ) -> Attribution | None:
-    """Share of the excess symptom accounted for by each listed continuous factor's shift."""
+    """Share of the excess symptom accounted for by each listed continuous factor's shift.
+
+    `counterfactual(factor, incident_rows)` may supply the counterfactual columns (the factor and
+    its causal descendants); by default only the factor is mapped onto its reference distribution.
+    """
     excess = float(np.mean(s_inc) - np.mean(s_ref))
     if not factors or abs(excess) < 1e-12:
         return None
@@ -121,15 +129,30 @@ def attribute(
     with threadpool_limits(limits=1, user_api="openmp"):
         model.fit(x, y)
         r2 = float(model.score(x, y))
-        xi = xi[:MAX_EVAL_ROWS]  # rows are already a random sample
+        pick = np.sort(rng.permutation(xi.shape[0])[:MAX_EVAL_ROWS])  # spread over the whole incident
+        xi, ii_eval = xi[pick], ii[pick]
         base = float(model.predict(xi).mean())
         shares: dict[str, float] = {}
+        groups: dict[str, list[str]] = {}
+        cont = [j for j, c in enumerate(names) if not cat_mask[j]]
+        corr = np.corrcoef(np.nan_to_num(x[:, cont]), rowvar=False) if len(cont) > 1 else np.ones((1, 1))
         for f in factors:
-            j = names.index(f)
             cf = xi.copy()
-            cf[:, j] = quantile_map(xi[:, j], columns[f].ref)
+            # measurements of one thing (paste volume, area, height) stand in for each other in the
+            # model: map the strongly correlated ones together, or each would look unimportant
+            k = cont.index(names.index(f))
+            groups[f] = [names[cont[m]] for m in np.flatnonzero(np.abs(np.nan_to_num(corr[k])) >= CORRELATED)]
+            for g in groups[f]:
+                if g != f:
+                    cf[:, names.index(g)] = quantile_map(xi[:, names.index(g)], columns[g].ref)
+            if counterfactual is None:
+                cf[:, names.index(f)] = quantile_map(xi[:, names.index(f)], columns[f].ref)
+            else:  # the factor and, through the causal graph, what it drives downstream
+                for col, values in counterfactual(f, ii_eval).items():
+                    if col in names:
+                        cf[:, names.index(col)] = values
             shares[f] = float((base - model.predict(cf).mean()) / excess)
-    return Attribution(shares, r2)
+    return Attribution(shares, r2, groups)
 
 
 def plot_data(col: Column, bins: int = 30) -> dict:

@@ -20,9 +20,10 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import categorical, continuous
-from .causal import CausalModel, counterfactual_share, load_dag
+from .causal import CausalModel, counterfactual_share, load_dag, propagate
 from .confounding import Group, relate, separating_experiment
 from .data import MISSING, Prepared, TableLike, UserError, prepare
 from .model import Cause, Confounding, Diagnosis, Onset
@@ -51,6 +52,7 @@ class Diagnoser:
     alpha: false-discovery rate for calling a candidate supported.
     symptom: "auto", "rate", "mean" or "spread": how the target's change is measured.
     attribution: fit the gradient-boosting attribution model for continuous factors.
+    target_label: how the symptom is named in the plain-words output (default: the column).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class Diagnoser:
         attribution: bool = True,
         max_levels: int = 500,
         random_state: int = 0,
+        target_label: str | None = None,
     ) -> None:
         self.dag = dag
         self.kinds = dict(kinds or {})
@@ -77,6 +80,7 @@ class Diagnoser:
         self.attribution = attribution
         self.max_levels = max_levels
         self.random_state = random_state
+        self.target_label = target_label
 
     # -- public API -------------------------------------------------------------------------
     def fit(self, reference: TableLike, incident: TableLike, target: str) -> Diagnoser:
@@ -95,7 +99,10 @@ class Diagnoser:
         self.prepared_ = prep
         self.symptom_ = make_symptom(prep.y_ref, prep.y_inc, prep.binary, self.symptom)
         self.graph_ = load_dag(self.dag) if self.dag is not None else None
-        self.report_ = self._diagnose(prep, self.symptom_)
+        # single-threaded numerics: the matrices here are small, and on a busy machine thread
+        # pools oversubscribe the cores and run several times slower
+        with threadpool_limits(limits=1):
+            self.report_ = self._diagnose(prep, self.symptom_)
         self.causes_ = self.report_.causes
         return self
 
@@ -252,12 +259,12 @@ class Diagnoser:
         onset = self._onset(prep, sym, ranked, level_tables)
         for c in ranked:
             c.confidence = float(max(0.0, 1.0 - c.q_value) * (0.5 if c.confounded_with else 1.0))
-            c.evidence = cause_text(c, sym, target)
+            c.evidence = cause_text(c, sym, self.target_label or target)
         top = ranked[0] if ranked else None
         supported_top = top is not None and top.q_value <= self.alpha and top.upstream
         explained_share = top.share if top is not None else None
         report = Diagnosis(
-            target=target,
+            target=self.target_label or target,
             symptom_mode=sym.mode,  # type: ignore[arg-type]
             n_reference=int(sym.s_ref.size),
             n_incident=int(sym.s_inc.size),
@@ -328,20 +335,41 @@ class Diagnoser:
         def rows(v: Column) -> Column:
             if v.levels is None or v.ref_codes is None or v.inc_codes is None:
                 return Column(v.name, v.kind, v.ref[ok_r], v.inc[ok_i])
-            return Column(
-                v.name, v.kind, v.ref[ok_r], v.inc[ok_i], v.levels, v.ref_codes[ok_r], v.inc_codes[ok_i]
-            )
+            return Column(v.name, v.kind, v.ref[ok_r], v.inc[ok_i], v.levels, v.ref_codes[ok_r], v.inc_codes[ok_i])
 
         sub = {k: rows(v) for k, v in columns.items()}
-        attr = continuous.attribute(sub, sym.s_ref[ok_r], sym.s_inc[ok_i], supported, self.random_state)
+        cf_fn = None
+        if mech_model is not None:
+            inc_rows = np.flatnonzero(ok_i)
+            full_inc = {c: prep.columns[c].inc for c in mech_model.center if c in prep.columns}
+
+            def cf_fn(factor: str, sample: np.ndarray) -> dict[str, np.ndarray]:
+                picked = inc_rows[sample]
+                data = {c: v[picked] for c, v in full_inc.items()}
+                if factor not in data:  # a candidate outside the causal model: map it on its own
+                    data[factor] = prep.columns[factor].inc[picked]
+                return propagate(mech_model, data, factor, prep.columns[factor].ref)
+
+        args = (sym.s_ref[ok_r], sym.s_inc[ok_i], supported, self.random_state)
+        attr = continuous.attribute(sub, *args, counterfactual=cf_fn)
         if attr is None:
             return
+        # A level that merely ran while a factor drifted (a paste lot during stencil clogging) can
+        # soak up the factor's effect in the joint model; a model on the continuous factors alone
+        # says how much the factor could account for. The larger share counts; levels that the
+        # factor explains away are then found by the adjustment check in `_relations`.
+        alone = {k: v for k, v in sub.items() if v.kind != "categorical"}
+        attr_alone = continuous.attribute(alone, *args, counterfactual=cf_fn) if len(alone) < len(sub) else None
         for c in cont:
             if c.factor in attr.shares:
-                c.details.update(
-                    share_method="model", share_raw=attr.shares[c.factor], attribution_model_r2=attr.model_r2
-                )
-                c.share = float(np.clip(attr.shares[c.factor], 0.0, 1.0))
+                raw = attr.shares[c.factor]
+                if attr_alone is not None:
+                    raw = max(raw, attr_alone.shares.get(c.factor, raw))
+                c.details.update(share_method="model", share_raw=raw, attribution_model_r2=attr.model_r2)
+                together = [g for g in attr.groups.get(c.factor, []) if g != c.factor]
+                if together:
+                    c.details["attributed_with"] = together
+                c.share = float(np.clip(raw, 0.0, 1.0))
 
     def _relations(
         self, causes: list[Cause], groups: dict[str, Group], sym: Symptom, prep: Prepared
@@ -420,15 +448,20 @@ class Diagnoser:
         for x in sorted(conts, key=self._strength, reverse=True)[:3]:
             col = prep.columns[x.factor]
             pred_ref, pred_inc = binned_prediction(col.ref, col.inc, sym.s_ref, sym.s_inc)
-            r_inc = sym.s_inc - pred_inc
+            r_inc, r_ref = sym.s_inc - pred_inc, sym.s_ref - pred_ref
             for lv in cats:
                 if lv.explained_by is not None:
                     continue
                 g = groups[lv.label]
-                if g.inc.sum() < 5 or (~g.inc).sum() < 5:
+                if g.inc.sum() < 5:
                     continue
-                raw = _mean(sym.s_inc[g.inc]) - _mean(sym.s_inc[~g.inc])
-                left = _mean(r_inc[g.inc]) - _mean(r_inc[~g.inc])
+                if (~g.inc).sum() < 5:
+                    # the level ran through the whole incident: measure it against the reference
+                    raw = _mean(sym.s_inc[g.inc]) - _mean(sym.s_ref)
+                    left = _mean(r_inc[g.inc]) - _mean(r_ref)
+                else:
+                    raw = _mean(sym.s_inc[g.inc]) - _mean(sym.s_inc[~g.inc])
+                    left = _mean(r_inc[g.inc]) - _mean(r_inc[~g.inc])
                 if raw > 0 and left < 0.3 * raw:
                     lv.explained_by = x.label
                     lv.details["explained_by_evidence"] = (
@@ -478,13 +511,22 @@ class Diagnoser:
 
     def _strength(self, c: Cause) -> float:
         share = self._ranking_share(c)
-        return min(c.score, EVIDENCE_CAP) + 10.0 * (0.5 if share is None else share)
+        # shares are estimates: differences in the third decimal must not decide a rank
+        return min(c.score, EVIDENCE_CAP) + 10.0 * (0.5 if share is None else round(share, 2))
 
     def _rank(self, causes: list[Cause]) -> list[Cause]:
         def key(c: Cause):
             share = self._ranking_share(c)
             relevant = share is None or share >= MIN_SHARE
-            return (c.upstream, c.q_value <= self.alpha, c.explained_by is None, relevant, self._strength(c), c.score)
+            return (
+                c.upstream,
+                c.q_value <= self.alpha,
+                c.explained_by is None,
+                relevant,
+                self._strength(c),
+                c.score,
+                abs(c.effect),  # among equally strong, correlated measurements: the one that moved most
+            )
 
         ranked = sorted(causes, key=key, reverse=True)
         for i, c in enumerate(ranked, 1):
@@ -508,7 +550,7 @@ class Diagnoser:
             before=cp.before,
             after=cp.after,
             events=events,
-            text=describe(cp, events),
+            text=describe(cp, events, self.target_label or prep.target),
         )
         # the top few causes get their own onset: the change of the symptom on their rows
         for c in ranked[:3]:

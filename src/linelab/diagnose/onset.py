@@ -78,7 +78,7 @@ def match_events(cp: ChangePoint, events: Sequence[dict[str, Any]], window_bins:
 
 
 def describe(cp: ChangePoint, events: list[dict], what: str = "the symptom") -> str:
-    text = f"{what} changes at {_fmt_time(cp.at)} (from {cp.before:.3g} to {cp.after:.3g} per unit)"
+    text = f"{what} changed at {_fmt_time(cp.at)} (from {cp.before:.3g} to {cp.after:.3g} per unit)"
     if events:
         ev = events[0]
         label = " ".join(str(ev[k]) for k in ("kind", "machine", "target") if ev.get(k))

@@ -72,7 +72,7 @@ def cause_text(c: Cause, sym: Symptom, target: str) -> str:
     if ev:
         e = ev[0]
         label = " ".join(str(e[k]) for k in ("kind", "machine", "target") if e.get(k))
-        parts.append(f"right after {label} at {e.get('t')}")
+        parts.append(f"near the event {label} at {e.get('t')}")
     if c.share is not None:
         noun = {"rate": "defects", "case-control": "affected units"}.get(sym.mode, "shift")
         unit = "excess " + noun

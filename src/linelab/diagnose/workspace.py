@@ -213,7 +213,9 @@ def unit_table(
     sql = (
         f"WITH w AS (SELECT u.unit_id, u.t_start, CAST(u.t_start >= ? AS INTEGER) AS incident FROM units u "
         f"WHERE {where_units}) "
-        f"SELECT * FROM w LEFT JOIN {target_sql} tg USING (unit_id) " + " ".join(joins)
+        f"SELECT * FROM w LEFT JOIN {target_sql} tg USING (unit_id) "
+        + " ".join(joins)
+        + " ORDER BY t_start, unit_id"  # a fixed row order: the same data always give the same answer
     )
     tparams = [t_lo, t_hi] * (2 if spec.measurement else 1)
     tbl = ws.query(sql, [onset, *wparams, *tparams, *jparams])
@@ -307,21 +309,20 @@ def diagnose_spec(ws: Any, spec: SymptomSpec) -> Diagnosis:
     ref, inc = data.take(pa.array(ref_rows)), data.take(pa.array(inc_rows))
     kinds = {c: "environment" for c in meta if meta[c]["type"] == "param" and "ambient" in c}
     dag = process_dag(meta, order)
-    dx = Diagnoser(dag=dag or None, time_column="t_start", events=events, kinds=kinds, max_levels=200)
-    dx.fit(ref, inc, "symptom")
-    report = dx.report_
-    report.target = spec.measurement or (
+    label = spec.measurement or (
         "failures"
-        + (f" at {spec.station}" if spec.station else "")
+        + (f" at {spec.station}" if spec.station and not spec.any_failure else "")
         + (f" ({', '.join(spec.defect_codes)})" if spec.defect_codes else "")
     )
+    dx = Diagnoser(
+        dag=dag or None, time_column="t_start", events=events, kinds=kinds, max_levels=200, target_label=label
+    )
+    report = dx.fit(ref, inc, "symptom").report_
     for c in report.causes:
         m = meta.get(c.factor, {})
         entity = {"type": m.get("type", c.kind), "name": c.level if c.level is not None else m.get("name", c.factor)}
         entity.update({k: v for k, v in m.items() if k in ("station", "material")})
         c.details["entity"] = entity
-        c.evidence = c.evidence.replace("symptom", report.target)
-    report.summary = report.summary.replace("symptom", report.target)
     return report
 
 
