@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 # Smallest p-value we report; below this a p-value carries no more useful information and
 # -log10(p) stays finite so scores can be compared and summed.
@@ -32,17 +33,11 @@ def robust_scale(x: np.ndarray) -> float:
 
 
 def bh_adjust(p: np.ndarray) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values (q-values), same order as the input."""
+    """Benjamini–Hochberg adjusted p-values (q-values), in the input's order (statsmodels)."""
     p = np.asarray(p, dtype=float)
-    n = p.size
-    if n == 0:
+    if p.size == 0:
         return p
-    order = np.argsort(p)
-    ranked = p[order] * n / np.arange(1, n + 1)
-    q = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(n)
-    out[order] = np.clip(q, 0.0, 1.0)
-    return out
+    return multipletests(p, method="fdr_bh")[1]
 
 
 def neglog10(p: float | np.ndarray) -> np.ndarray:

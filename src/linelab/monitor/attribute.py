@@ -17,22 +17,17 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import betabinom, binom
+from statsmodels.stats.multitest import multipletests
 
 from linelab.monitor.base import Detector, Scores
 
 
 def bh_adjust(p: np.ndarray) -> np.ndarray:
-    """Benjamini–Hochberg q-values (step-up, monotone)."""
+    """Benjamini–Hochberg adjusted p-values (q-values), in the input's order (statsmodels)."""
     p = np.asarray(p, dtype=float)
-    m = p.size
-    if m == 0:
+    if p.size == 0:
         return p
-    order = np.argsort(p)
-    ranked = p[order] * m / np.arange(1, m + 1)
-    q = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(q, 1.0)
-    return out
+    return multipletests(p, method="fdr_bh")[1]
 
 
 class PChart(Detector):
