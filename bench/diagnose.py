@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from linelab.diagnose import Diagnoser  # noqa: E402
+from linelab.twin.scenario import PROBLEM_TYPES  # noqa: E402
 
 SHARED = Path(os.environ.get("LINELAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 CA = SHARED / "causalassembly" / "dev_cases"
@@ -172,15 +173,7 @@ def bench_causalassembly_few_rows(n_rows: int = 30) -> dict:
     return out
 
 
-TYPES = [
-    "stencil_clog",
-    "nozzle_wear",
-    "bad_lot",
-    "reflow_zone_loss",
-    "shift_handling",
-    "tester_drift",
-    "humidity_excursion",
-]
+TYPES = list(PROBLEM_TYPES)
 SUPPLIERS = {"CAP-22UF": ["NORVIK", "SANWA", "CORELIA"], "IND-4R7": ["TAMARU", "SANWA"]}
 
 
