@@ -148,8 +148,10 @@ class ClosedLoop:
 
     # -- recipe optimisation between incidents ----------------------------------------------
     def _busy(self) -> bool:
-        """An incident the loop is still working on (not resolved, not left to a person)."""
-        return any(i.resolved_unit is None and not self._escalated(i) for i in self.state.incidents.values())
+        """An incident still being diagnosed (a fix under verification does not hold the search)."""
+        return any(i.resolved_unit is None and i.fixed_unit is None and not self._escalated(i)
+                   and not (i.action or "").startswith("set_recipe")  # the search's own side effects
+                   for i in self.state.incidents.values())
 
     def _escalated(self, inc: Incident) -> bool:
         return inc.fixed_unit is None and len(inc.actions_tried) >= self.policy.max_actions
