@@ -20,6 +20,7 @@ class Signature(BaseModel):
     kind: str = Field(description="measurement_shift, defect_rate, ...")
     station: str | None = None
     measurement: str | None = None
+    measurements: list[str] = Field(default_factory=list, description="every measurement the problem's signals name")
     defect_code: str | None = None
     direction: str | None = Field(None, description="up | down | wider")
     shape: str | None = Field(None, description="step | drift | spike, when known")
@@ -60,12 +61,17 @@ def signature_of(problem: dict[str, Any]) -> Signature:
     station = scope.pop("station", None)
     scope.pop("metric", None)
     shape = None
+    moved = [measurement] if measurement else []
     for signal in problem.get("signals") or []:
         shape = (signal.get("effect") or {}).get("shape") or shape
+        name = (signal.get("scope") or {}).get("measurement")
+        if name and name not in moved:
+            moved.append(name)
     return Signature(
         kind=str(problem.get("kind") or "problem"),
         station=station,
         measurement=measurement,
+        measurements=moved,
         defect_code=defect,
         direction=_direction(problem),
         shape=shape,
@@ -90,9 +96,16 @@ def similarity(a: Signature, b: Signature) -> float:
 
     term(W_KIND, a.kind, b.kind)
     term(W_SYMPTOM, a.station, b.station)
-    term(W_SYMPTOM, a.measurement, b.measurement)
+    # One incident moves several measurements, and which one leads its headline varies: compare
+    # the sets. A direction only compares between the same headline measurement.
+    moved_a = set(a.measurements) or ({a.measurement} if a.measurement else set())
+    moved_b = set(b.measurements) or ({b.measurement} if b.measurement else set())
+    if moved_a or moved_b:
+        total += W_SYMPTOM
+        got += W_SYMPTOM * len(moved_a & moved_b) / len(moved_a | moved_b)
     term(W_SYMPTOM, a.defect_code, b.defect_code)
-    term(W_DIRECTION, a.direction, b.direction)
+    if a.measurement == b.measurement:
+        term(W_DIRECTION, a.direction, b.direction)
     for key in set(a.scope) | set(b.scope):
         total += W_SCOPE_KEY + W_SCOPE_LEVEL
         if key in a.scope and key in b.scope:
