@@ -112,24 +112,24 @@ def propose(
     return action
 
 
-def approve(ws: Any, action_id: str, by: str = "operator", note: str = "") -> dict[str, Any]:
+def _move(ws: Any, action_id: str, status: str, allowed: tuple[str, ...], why: str, by: str,
+          note: str) -> dict[str, Any]:
+    """Move an action to `status` if it is in one of the `allowed` states; recorded and evented."""
     action = get_action(ws, action_id)
-    if action["status"] != "proposed":
-        raise UserError(f"action {action_id} is {action['status']}; only a proposed action can be approved")
-    _history(action, "approved", by, note)
+    if action["status"] not in allowed:
+        raise UserError(f"action {action_id} is {action['status']}; {why}")
+    _history(action, status, by, note)
     ws.put_artifact(KIND, action_id, action)
-    _record_event(ws, action, "approved")
+    _record_event(ws, action, status)
     return action
+
+
+def approve(ws: Any, action_id: str, by: str = "operator", note: str = "") -> dict[str, Any]:
+    return _move(ws, action_id, "approved", ("proposed",), "only a proposed action can be approved", by, note)
 
 
 def reject(ws: Any, action_id: str, by: str = "operator", note: str = "") -> dict[str, Any]:
-    action = get_action(ws, action_id)
-    if action["status"] not in ("proposed", "approved"):
-        raise UserError(f"action {action_id} is {action['status']}; it can no longer be rejected")
-    _history(action, "rejected", by, note)
-    ws.put_artifact(KIND, action_id, action)
-    _record_event(ws, action, "rejected")
-    return action
+    return _move(ws, action_id, "rejected", ("proposed", "approved"), "it can no longer be rejected", by, note)
 
 
 def apply(ws: Any, action_id: str, control: Control, by: str = "operator") -> dict[str, Any]:
