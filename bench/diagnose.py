@@ -9,7 +9,7 @@ Data sets:
 * the twin (when `linelab.twin` is present): seeded scenarios with one micro-problem or two
   overlapping; LineLab's diagnosis from a workspace next to a defect-rate-ratio baseline.
 
-    .venv/bin/python bench/diagnose.py [--quick] [--no-dowhy]
+    .venv/bin/python bench/diagnose.py [--quick] [--no-dowhy] [--only twin|causalassembly] [--show-misses]
 
 The last line is one JSON object {"bench": "diagnose", ...}.
 """
@@ -272,7 +272,21 @@ def pc_equal(col, value):
     return pc.equal(col, value)
 
 
-def bench_twin(quick: bool) -> dict:
+def print_ranking(report, k: int = 5) -> None:
+    """The top causes with what decided their order (for looking into a miss)."""
+    for c in report.causes[:k]:
+        share = c.share if c.share is None else round(c.share, 2)
+        flags = [f"explained_by={c.explained_by}"] if c.explained_by else []
+        flags += [f"confounded_with={c.confounded_with}"] if c.confounded_with else []
+        flags += [] if c.upstream else ["not upstream"]
+        print(
+            f"      #{c.rank} {c.label:38s} {c.kind:11s} score={c.score:6.1f} q={c.q_value:.1e} "
+            f"share={share} ({c.details.get('share_method')}) effect={c.effect:.3g} " + " ".join(flags),
+            flush=True,
+        )
+
+
+def bench_twin(quick: bool, show_misses: bool = False) -> dict:
     import shutil
     import tempfile
 
@@ -331,6 +345,8 @@ def bench_twin(quick: bool) -> dict:
                     + f" ({seconds[-1]:.1f}s)",
                     flush=True,
                 )
+                if show_misses and rank != 1:
+                    print_ranking(report)
             ws.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -351,6 +367,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a few cases per data set, under 30 s")
     ap.add_argument("--no-dowhy", action="store_true", help="skip DoWhy even if it is installed")
     ap.add_argument("--no-twin", action="store_true", help="skip the twin scenarios")
+    ap.add_argument("--only", choices=["twin", "causalassembly"], help="run one data set only")
+    ap.add_argument("--show-misses", action="store_true", help="print the top causes of every twin miss")
     args = ap.parse_args()
     try:
         import dowhy  # noqa: F401
@@ -360,13 +378,18 @@ def main() -> None:
         use_dowhy = False
     t0 = time.perf_counter()
     result: dict = {"bench": "diagnose", "quick": args.quick}
-    print("causalAssembly root-cause cases (top-1 / top-3):")
-    ca = bench_causalassembly(args.quick, use_dowhy)
-    for suite, methods in ca.items():
-        for m, r in methods.items():
-            print(f"  {suite:18s} {m:11s} top1={r['top1']:.2f} top3={r['top3']:.2f} n={r['n']} ({r['seconds']:.1f}s)")
-    result["causalassembly"] = ca
-    if not args.quick:
+    if args.only:
+        result["only"] = args.only
+    if args.only != "twin":
+        print("causalAssembly root-cause cases (top-1 / top-3):")
+        ca = bench_causalassembly(args.quick, use_dowhy)
+        for suite, methods in ca.items():
+            for m, r in methods.items():
+                print(
+                    f"  {suite:18s} {m:11s} top1={r['top1']:.2f} top3={r['top3']:.2f} n={r['n']} ({r['seconds']:.1f}s)"
+                )
+        result["causalassembly"] = ca
+    if not args.quick and args.only != "twin":
         print("causalAssembly, same cases with only 30 faulty rows each (baselines recomputed):")
         few = bench_causalassembly_few_rows(30)
         for suite, methods in few.items():
@@ -376,12 +399,12 @@ def main() -> None:
     try:
         import linelab.twin  # noqa: F401
 
-        has_twin = not args.no_twin
+        has_twin = not args.no_twin and args.only != "causalassembly"
     except ImportError:
         has_twin = False
     if has_twin:
         print("twin scenarios (top-1 / top-3 of the injected cause):")
-        tw = bench_twin(args.quick)
+        tw = bench_twin(args.quick, args.show_misses)
         for m in ("linelab", "rate_ratio"):
             print(f"  twin {m:11s} top1={tw[m]['top1']:.2f} top3={tw[m]['top3']:.2f} n={tw['cases']}")
         print(f"  confounded flagged: {tw['confounded_flagged_share']}; {tw['seconds_per_diagnosis']} s per diagnosis")
