@@ -74,6 +74,7 @@ class Incident:
     fixed_t: str | None = None
     onset_t: str | None = None
     tried: list[str] = field(default_factory=list)
+    applied: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -223,6 +224,12 @@ class ClosedLoop:
             entry = ledger.get(self.ws, recalled.entry_id)
             # Re-aim the known fix only at a cause the diagnosis also ranks near the top.
             aimed = [(c, a) for c, a in candidates[:3] if a["kind"] == entry.fix.action]
+            if not aimed and self._same_place(problem, entry):
+                # The diagnosis names no other target, and the symptom is where it was last time:
+                # the same fix, on the same entity, is the known answer.
+                known = {"kind": entry.fix.action, **entry.fix.params}
+                if _key(known) not in inc.tried:
+                    aimed = [(f"{entry.root_cause.factor}={entry.root_cause.level}", known)]
             if aimed:
                 (cause, action), inc.knowhow_reused = aimed[0], entry.id
         if inc.knowhow_reused is None:
@@ -232,6 +239,14 @@ class ClosedLoop:
                 inc.waited += 1  # not sure yet: more units will sharpen the diagnosis
                 return
         self._apply(inc, cause, action)
+
+    @staticmethod
+    def _same_place(problem: dict[str, Any], entry: ledger.Entry) -> bool:
+        """The problem's station and entities are those of the entry's symptom."""
+        sig = entry.signature
+        scope = {k: str(v) for k, v in (problem.get("scope") or {}).items() if k not in ("measurement", "station")}
+        return (bool(entry.fix.params) and (problem.get("scope") or {}).get("station") == sig.station
+                and bool(sig.scope) and all(scope.get(k) == v for k, v in sig.scope.items()))
 
     def _candidates(self, diagnosis: Diagnosis, inc: Incident) -> list[tuple[str, dict[str, Any]]]:
         out = []
@@ -260,6 +275,7 @@ class ClosedLoop:
         act.approve(self.ws, proposed["id"], by="policy")
         applied = act.apply(self.ws, proposed["id"], self.control, by="linelab")
         inc.tried.append(_key(chosen))
+        inc.applied = action
         inc.actions_tried.append(f"{kind} {params or ''}".strip())
         inc.cause, inc.action = cause, f"{kind} {params or ''}".strip()
         inc.fixed_unit, inc.fixed_t = self.produced, (applied.get("applied") or {}).get("t")
@@ -335,7 +351,8 @@ class ClosedLoop:
         entry = ledger.record(
             self.ws, problem,
             ledger.RootCause(factor=factor, level=level or None, description=f"diagnosed cause {inc.cause}"),
-            ledger.Fix(action=kind, target_factor=target_of({"kind": kind}), description=inc.action or ""),
+            ledger.Fix(action=kind, params={k: v for k, v in inc.applied.items() if k != "kind"},
+                       target_factor=target_of({"kind": kind}), description=inc.action or ""),
             effect,
             time_to_detect_units=None,
             time_to_fix_units=(inc.fixed_unit or self.produced) - inc.detected_unit,
@@ -343,7 +360,7 @@ class ClosedLoop:
         inc.knowhow_written = entry.id
 
     def incidents(self) -> list[dict[str, Any]]:
-        skip = {"waited", "fixed_t", "onset_t", "tried"}
+        skip = {"waited", "fixed_t", "onset_t", "tried", "applied"}
         return [{k: v for k, v in asdict(i).items() if k not in skip} for i in self.state.incidents.values()]
 
 

@@ -97,11 +97,12 @@ class ProblemBook:
     def _open_for(self, alarm: Alarm) -> dict[str, Any] | None:
         """The active problem this alarm belongs to: same entity, same family, or same units."""
         active = list(reversed([p for p in self.ws.list_artifacts(KIND) if p.get("status") in ACTIVE]))
-        # The same thing alarming again belongs to its problem until someone closes it.
+        # Only problems with recent evidence take new alarms: the same thing alarming again after a
+        # quiet spell is a new incident (a returning problem), not more of an old one.
+        active = [p for p in active if self._recent(p, alarm.first.t)]
         for p in active:
             if p.get("entity") == alarm.entity:
                 return p
-        active = [p for p in active if self._recent(p, alarm.first.t)]
         if alarm.family:
             for p in active:
                 if any(s.get("family") == alarm.family for s in p["signals"]):
