@@ -135,11 +135,11 @@ def attribute(
         shares: dict[str, float] = {}
         groups: dict[str, list[str]] = {}
         cont = [j for j, c in enumerate(names) if not cat_mask[j]]
-        corr = np.corrcoef(np.nan_to_num(x[:, cont]), rowvar=False) if len(cont) > 1 else np.ones((1, 1))
+        # measurements of one thing (paste volume, area, height) stand in for each other in the
+        # model: map the strongly correlated ones together, or each would look unimportant
+        corr = _correlation(x_ref[:, cont], x[:, cont])
         for f in factors:
             cf = xi.copy()
-            # measurements of one thing (paste volume, area, height) stand in for each other in the
-            # model: map the strongly correlated ones together, or each would look unimportant
             k = cont.index(names.index(f))
             groups[f] = [names[cont[m]] for m in np.flatnonzero(np.abs(np.nan_to_num(corr[k])) >= CORRELATED)]
             for g in groups[f]:
@@ -153,6 +153,19 @@ def attribute(
                         cf[:, names.index(col)] = values
             shares[f] = float((base - model.predict(cf).mean()) / excess)
     return Attribution(shares, r2, groups)
+
+
+def _correlation(ref: np.ndarray, both: np.ndarray) -> np.ndarray:
+    """Correlation of the columns in normal running (the reference rows): factors that merely
+    drifted together during the incident (a clogging stencil and a cooling oven zone) are not one
+    thing, and each answers for itself. A column that did not vary in the reference (a setting
+    changed for the incident) has no correlation there; the whole window decides for it."""
+    if ref.shape[1] < 2:
+        return np.ones((1, 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.corrcoef(np.nan_to_num(ref), rowvar=False)
+        pooled = np.corrcoef(np.nan_to_num(both), rowvar=False)
+    return np.where(np.isfinite(corr), corr, pooled)
 
 
 def plot_data(col: Column, bins: int = 30) -> dict:

@@ -6,7 +6,8 @@
 
 Ranking. A candidate must be able to cause the symptom (an ancestor in the causal graph when
 one is given), be supported (BH q <= alpha) and not be accounted for by another candidate
-(nested or aliased levels, a measurement whose shift is confined to one level). Among those,
+(nested or aliased levels, a measurement whose shift is confined to one level, a measurement
+that only passes on the shift of an upstream factor: a mediator). Among those,
 candidates that account for a real part of the excess (share >= 20 %) come first, ordered by
 evidence (-log10 q, capped at 30 so that huge data sets do not tie everything at the floor)
 plus 10 x share.
@@ -35,6 +36,8 @@ from .text import cause_text, summary_text
 EVIDENCE_CAP = 30.0
 MIN_SHARE = 0.2
 MAX_PAIRS = 8  # top categorical candidates compared pairwise for nesting and aliasing
+MEDIATOR_T = 3.0  # |slope / se| in the reference for a factor to count as driving a measurement
+MEDIATOR_FRACTION = (0.5, 2.0)  # a measurement's shift over what its upstream factor's shift predicts
 
 
 class Diagnoser:
@@ -251,8 +254,10 @@ class Diagnoser:
         for c in causes:
             c.score = float(neglog10(c.q_value))
 
-        # share of the excess for continuous candidates
-        self._continuous_shares(prep, sym, causes, mech_model, target)
+        # measurements that moved because an upstream factor moved pass its effect on: its mediators
+        mediators = self._mediators(prep, causes)
+        # share of the excess for continuous candidates (a factor's includes what its mediators carry)
+        self._continuous_shares(prep, sym, causes, mech_model, target, mediators)
         # nesting, aliasing and mediation
         confounded = self._relations(causes, groups, sym, prep)
         ranked = self._rank(causes)
@@ -298,8 +303,71 @@ class Diagnoser:
             return f"symptom rate ratio against {against}"
         return f"symptom shift (target sds) against {against}"
 
+    def _mediators(self, prep: Prepared, causes: list[Cause]) -> dict[str, dict[str, float]]:
+        """Measurements whose shift is passed on from a supported upstream factor.
+
+        A measurement M downstream of a factor P in the causal graph is P's mediator when M's
+        shift follows P's: the slope of M on P in the reference (normal running, where P varies
+        on its own) times P's shift accounts for at least half of M's shift, in its direction, and
+        not for more than twice it (then the slope is no mechanism that M's shift followed).
+        M is then accounted for by P (the oven zone ran cold, so the time above liquidus fell),
+        and P is credited with what M carries. Mechanism residuals cannot make this call when P
+        has left its normal range: they rest on a fit that is extrapolated there.
+
+        Returns {P: {M: slope of M on P}}, with chains (P -> M1 -> M2) credited to the first P.
+        """
+        graph = self.graph_
+        if graph is None:
+            return {}
+        conts = {c.factor: c for c in causes if c.kind in ("continuous", "environment") and c.factor in graph}
+        sources = [c for c in conts.values() if c.q_value <= self.alpha and c.upstream]
+        if not sources:
+            return {}
+        parent_of: dict[str, tuple[Cause, float, float]] = {}  # M -> (P, slope, fraction)
+        for m in conts.values():
+            if m.details.get("p_shift", 1.0) > self.alpha or not m.delta:
+                continue
+            anc = nx.ancestors(graph, m.factor)
+            for p in sources:
+                if p.factor not in anc or not p.delta:
+                    continue
+                slope, se = reference_slope(prep.columns[p.factor].ref, prep.columns[m.factor].ref)
+                if not np.isfinite(se) or abs(slope) < MEDIATOR_T * se:
+                    continue
+                frac = slope * p.delta / m.delta
+                lo, hi = MEDIATOR_FRACTION
+                if lo <= frac <= hi and (
+                    m.factor not in parent_of or abs(np.log(frac)) < abs(np.log(parent_of[m.factor][2]))
+                ):
+                    parent_of[m.factor] = (p, slope, frac)
+        out: dict[str, dict[str, float]] = {}
+        for name, (p, slope, frac) in parent_of.items():
+            root, seen = p, {name}
+            while root.factor in parent_of and root.factor not in seen:  # up the chain to its first factor
+                seen.add(root.factor)
+                root = parent_of[root.factor][0]
+            if root is not p:
+                slope, _ = reference_slope(prep.columns[root.factor].ref, prep.columns[name].ref)
+            m = conts[name]
+            m.explained_by = root.label
+            m.details["mediates"] = root.label
+            m.details["explained_by_evidence"] = (
+                f"it passes on the shift of {p.factor}"
+                + (f" (itself {root.factor}'s)" if root is not p else "")
+                + f": in the reference it moves {parent_of[name][1]:.3g} per unit of {p.factor}, which accounts "
+                f"for {100 * frac:.0f}% of its shift ({m.delta:+.3g})"
+            )
+            out.setdefault(root.factor, {})[name] = slope
+        return out
+
     def _continuous_shares(
-        self, prep: Prepared, sym: Symptom, causes: list[Cause], mech_model: CausalModel | None, target: str
+        self,
+        prep: Prepared,
+        sym: Symptom,
+        causes: list[Cause],
+        mech_model: CausalModel | None,
+        target: str,
+        mediators: dict[str, dict[str, float]] | None = None,
     ) -> None:
         cont = [c for c in causes if c.kind in ("continuous", "environment")]
         if not cont:
@@ -321,6 +389,9 @@ class Diagnoser:
         if not self.attribution or sym.mode == "case-control":
             return
         supported = [c.factor for c in sorted(cont, key=lambda c: -c.score) if c.q_value <= self.alpha][:8]
+        mediators = {f: mediators[f] for f in supported if mediators and f in mediators}
+        # the mediators of a supported factor enter the model: the symptom may follow them most closely
+        supported += [m for f in list(supported) for m in mediators.get(f, {}) if m not in supported]
         columns = {k: v for k, v in prep.columns.items() if k in set(supported) or v.kind == "categorical"}
         # rows with a missing continuous value cannot enter the model
         ok_r = np.ones(sym.s_ref.size, bool)
@@ -348,7 +419,13 @@ class Diagnoser:
                 data = {c: v[picked] for c, v in full_inc.items()}
                 if factor not in data:  # a candidate outside the causal model: map it on its own
                     data[factor] = prep.columns[factor].inc[picked]
-                return propagate(mech_model, data, factor, prep.columns[factor].ref)
+                out = propagate(mech_model, data, factor, prep.columns[factor].ref)
+                if factor in mediators:
+                    # had the factor stayed, its mediators would have moved back by what it passed on
+                    moved = np.nan_to_num(prep.columns[factor].inc[picked] - out[factor])
+                    for m, slope in mediators[factor].items():
+                        out[m] = prep.columns[m].inc[picked] - slope * moved
+                return out
 
         args = (sym.s_ref[ok_r], sym.s_inc[ok_i], supported, self.random_state)
         attr = continuous.attribute(sub, *args, counterfactual=cf_fn)
@@ -436,7 +513,12 @@ class Diagnoser:
         """A level whose excess disappears once a shifted continuous factor is accounted for is that
         factor's doing (a paste lot that merely ran while the stencil clogged): the symptom is
         predicted from the factor alone (binned), and the level's contrast is measured again on
-        what the factor leaves unexplained."""
+        what the factor leaves unexplained.
+
+        Conversely, the excess a level still carries over the other levels once the factor is
+        accounted for is not the factor's (humidity rose during the incident, but shift A's extra
+        handling damage is shift A's): the level that keeps the most is taken out of the symptom,
+        and the factor's share is at most what the factor alone predicts of the rest."""
         conts = [
             c
             for c in causes
@@ -449,6 +531,7 @@ class Diagnoser:
             col = prep.columns[x.factor]
             pred_ref, pred_inc = binned_prediction(col.ref, col.inc, sym.s_ref, sym.s_inc)
             r_inc, r_ref = sym.s_inc - pred_inc, sym.s_ref - pred_ref
+            kept, keeper = 0.0, None  # the level keeping the largest excess once the factor is accounted for
             for lv in cats:
                 if lv.explained_by is not None:
                     continue
@@ -468,6 +551,21 @@ class Diagnoser:
                         f"its excess over other levels drops from {raw:.3g} to {left:.3g} per unit "
                         f"once {x.factor} is accounted for"
                     )
+                elif raw > 0 and left > 0 and (~g.inc).sum() >= 5 and float(g.inc.sum()) * left > kept:
+                    kept, keeper = float(g.inc.sum()) * left, (lv, left)
+            if keeper is not None and x.share is not None and sym.excess_per_unit > 0:
+                lv, left = keeper
+                g = groups[lv.label]
+                # the level's own contrast out of both periods: what it keeps in the incident, and
+                # whatever it had in the reference
+                base = _mean(sym.s_ref[g.ref]) - _mean(sym.s_ref[~g.ref]) if g.ref.any() and (~g.ref).any() else 0.0
+                rest_ref, rest_inc = binned_prediction(
+                    col.ref, col.inc, sym.s_ref - base * g.ref, sym.s_inc - left * g.inc
+                )
+                rest = max(0.0, (_mean(rest_inc) - _mean(rest_ref)) / sym.excess_per_unit)
+                if rest < x.share:
+                    x.details.update(share_before_levels=x.share, share_without=lv.label)
+                    x.share = rest
 
     @staticmethod
     def _concurrent_rows(mask: np.ndarray, times: np.ndarray | None, bins: int = 20) -> np.ndarray | None:
@@ -570,6 +668,21 @@ class Diagnoser:
                 if near:
                     c.details["events_at_onset"] = near[:3]
         return onset
+
+
+def reference_slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope of y on x and its standard error (inf when it cannot be estimated)."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    n = int(ok.sum())
+    if n < 30:
+        return 0.0, float("inf")
+    xc, yc = x[ok] - x[ok].mean(), y[ok] - y[ok].mean()
+    sxx = float(xc @ xc)
+    if sxx <= 0:
+        return 0.0, float("inf")
+    slope = float(xc @ yc) / sxx
+    resid = yc - slope * xc
+    return slope, float(np.sqrt(float(resid @ resid) / (n - 2) / sxx))
 
 
 def _mean(v: np.ndarray) -> float:
