@@ -9,7 +9,12 @@ Data sets:
 * the twin (when `linelab.twin` is present): seeded scenarios with one micro-problem or two
   overlapping; LineLab's diagnosis from a workspace next to a defect-rate-ratio baseline.
 
-    .venv/bin/python bench/diagnose.py [--quick] [--no-dowhy] [--only twin|causalassembly] [--show-misses]
+* a long history: a twin workspace of `--history N` units (1,000,000 by default, 100,000 with
+  --quick, 0 skips it) with one oven-zone loss 25,000 units before its end; the whole workspace
+  diagnosis is timed three times.
+
+    .venv/bin/python bench/diagnose.py [--quick] [--no-dowhy] [--only twin|causalassembly|history]
+                                       [--history N] [--show-misses]
 
 The last line is one JSON object {"bench": "diagnose", ...}.
 """
@@ -362,12 +367,55 @@ def bench_twin(quick: bool, show_misses: bool = False) -> dict:
     }
 
 
+def bench_history(units: int, runs: int = 3) -> dict:
+    """Build a twin workspace of `units` units with one late problem; time its diagnosis."""
+    import shutil
+    import tempfile
+
+    from linelab.diagnose.workspace import diagnose_spec, station_order
+    from linelab.store import Workspace
+    from linelab.twin import Line, parse_scenario
+
+    onset = max(units - 25_000, units // 2)
+    prob = {"id": "oven-1", "type": "reflow_zone_loss", "onset": onset, "zone": 6, "magnitude": 4.0, "ramp": 2000}
+    line = Line(parse_scenario({"name": "history", "units": units, "problems": [prob]}), seed=42)
+    tmp = Path(tempfile.mkdtemp(prefix="linelab-history-"))
+    try:
+        ws = Workspace.open(tmp / "ws")
+        t0 = time.perf_counter()
+        for done in range(0, units, 100_000):
+            ws.ingest_tables(line.produce(min(100_000, units - done)).tables, source="twin:history:42")
+        build = time.perf_counter() - t0
+        truth = line.truth[0]
+        spec = oracle_spec(ws, truth, station_order(ws))
+        seconds, report = [], None
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            report = diagnose_spec(ws, spec)
+            seconds.append(time.perf_counter() - t0)
+        n_units = ws.scalar("SELECT count(*) FROM units")
+        ws.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    top = cause_name(report.causes[0]) if report.causes else None
+    return {
+        "units": int(n_units),
+        "onset_unit": onset,
+        "build_seconds": round(build, 1),
+        "diagnosis_seconds": [round(x, 2) for x in seconds],
+        "median_seconds": round(float(np.median(seconds)), 2),
+        "top": top,
+        "cause_first": top in names_of(truth),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a few cases per data set, under 30 s")
     ap.add_argument("--no-dowhy", action="store_true", help="skip DoWhy even if it is installed")
-    ap.add_argument("--no-twin", action="store_true", help="skip the twin scenarios")
-    ap.add_argument("--only", choices=["twin", "causalassembly"], help="run one data set only")
+    ap.add_argument("--no-twin", action="store_true", help="skip the twin scenarios and the long history")
+    ap.add_argument("--only", choices=["twin", "causalassembly", "history"], help="run one part only")
+    ap.add_argument("--history", type=int, help="units in the long-history timing (default 1e6, 1e5 with --quick)")
     ap.add_argument("--show-misses", action="store_true", help="print the top causes of every twin miss")
     args = ap.parse_args()
     try:
@@ -380,7 +428,7 @@ def main() -> None:
     result: dict = {"bench": "diagnose", "quick": args.quick}
     if args.only:
         result["only"] = args.only
-    if args.only != "twin":
+    if args.only in (None, "causalassembly"):
         print("causalAssembly root-cause cases (top-1 / top-3):")
         ca = bench_causalassembly(args.quick, use_dowhy)
         for suite, methods in ca.items():
@@ -389,7 +437,7 @@ def main() -> None:
                     f"  {suite:18s} {m:11s} top1={r['top1']:.2f} top3={r['top3']:.2f} n={r['n']} ({r['seconds']:.1f}s)"
                 )
         result["causalassembly"] = ca
-    if not args.quick and args.only != "twin":
+    if not args.quick and args.only in (None, "causalassembly"):
         print("causalAssembly, same cases with only 30 faulty rows each (baselines recomputed):")
         few = bench_causalassembly_few_rows(30)
         for suite, methods in few.items():
@@ -399,16 +447,25 @@ def main() -> None:
     try:
         import linelab.twin  # noqa: F401
 
-        has_twin = not args.no_twin and args.only != "causalassembly"
+        twin_ok = not args.no_twin
     except ImportError:
-        has_twin = False
-    if has_twin:
+        twin_ok = False
+    if twin_ok and args.only in (None, "twin"):
         print("twin scenarios (top-1 / top-3 of the injected cause):")
         tw = bench_twin(args.quick, args.show_misses)
         for m in ("linelab", "rate_ratio"):
             print(f"  twin {m:11s} top1={tw[m]['top1']:.2f} top3={tw[m]['top3']:.2f} n={tw['cases']}")
         print(f"  confounded flagged: {tw['confounded_flagged_share']}; {tw['seconds_per_diagnosis']} s per diagnosis")
         result["twin"] = tw
+    units = args.history if args.history is not None else (100_000 if args.quick else 1_000_000)
+    if twin_ok and units > 0 and args.only in (None, "history"):
+        print(f"long history: {units:,} units, one oven-zone loss near the end")
+        hi = bench_history(units)
+        print(
+            f"  built in {hi['build_seconds']} s; diagnosis {hi['diagnosis_seconds']} s "
+            f"(median {hi['median_seconds']} s); top={hi['top']} cause first: {hi['cause_first']}"
+        )
+        result["history"] = hi
     result["dowhy"] = use_dowhy
     result["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(result))
