@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from linelab.act.effect import compare_yields
 from linelab.errors import NotFound
 from linelab.knowhow.signature import Signature, signature_of
+from linelab.knowhow.watch import save_watch
 
 KIND = "knowhow"
 
@@ -113,6 +114,7 @@ def record(
         **extra,
     )
     save(ws, entry)
+    save_watch(ws, entry)
     return entry
 
 
@@ -140,4 +142,5 @@ def edit(ws: Any, entry_id: str, notes: str | None = None, add_tags: list[str] |
     tags = [t for t in entry.tags if t not in set(remove_tags or [])]
     entry.tags = tags + [t for t in add_tags or [] if t not in tags]
     save(ws, entry)
+    save_watch(ws, entry)
     return entry

@@ -58,9 +58,19 @@ def rank(query_sig: Signature, query_text: str, entries: list[Entry], top: int =
 
 
 def recall(ws: Any, problem: dict[str, Any], top: int = 5) -> list[Match]:
-    """The ledger entries most like `problem`, best first."""
+    """The ledger entries most like `problem`, best first.
+
+    A problem raised by an entry's watch is that entry's failure mode by construction: the
+    entry comes first, with full confidence.
+    """
     sig = signature_of(problem)
-    return rank(sig, f"{sig.text()} {problem.get('description', '')}", all_entries(ws), top)
+    entries = all_entries(ws)
+    matches = rank(sig, f"{sig.text()} {problem.get('description', '')}", entries, len(entries))
+    watched = problem.get("watch")
+    for m in matches if watched else []:
+        if m.entry_id == watched:
+            m.score, m.why = 1.0, f"raised by the watch {watched} set; {m.why}"
+    return sorted(matches, key=lambda m: -m.score)[:top]
 
 
 def search(ws: Any, text: str, top: int = 10) -> list[Match]:

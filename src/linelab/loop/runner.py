@@ -190,8 +190,8 @@ class ClosedLoop:
         for problem in self.ws.list_artifacts("problem", status="open"):
             pid = problem["id"]
             lost = (problem.get("severity") or {}).get("yield_lost_units", 0.0)
-            if lost < self.policy.min_lost_units:
-                continue  # watched, not worth an intervention yet
+            if lost < self.policy.min_lost_units and not problem.get("watch"):
+                continue  # watched, not worth an intervention yet (a known failure mode is, at once)
             inc = self.state.incidents.get(pid)
             if inc is None:
                 inc = self.state.incidents[pid] = Incident(
@@ -224,12 +224,9 @@ class ClosedLoop:
             entry = ledger.get(self.ws, recalled.entry_id)
             # Re-aim the known fix only at a cause the diagnosis also ranks near the top.
             aimed = [(c, a) for c, a in candidates[:3] if a["kind"] == entry.fix.action]
-            if not aimed and self._same_place(problem, entry):
-                # The diagnosis names no other target, and the symptom is where it was last time:
-                # the same fix, on the same entity, is the known answer.
-                known = {"kind": entry.fix.action, **entry.fix.params}
-                if _key(known) not in inc.tried:
-                    aimed = [(f"{entry.root_cause.factor}={entry.root_cause.level}", known)]
+            known = self._known_fix(problem, entry) if not aimed else None
+            if known is not None and _key(known[1]) not in inc.tried:
+                aimed = [known]
             if aimed:
                 (cause, action), inc.knowhow_reused = aimed[0], entry.id
         if inc.knowhow_reused is None:
@@ -241,12 +238,23 @@ class ClosedLoop:
         self._apply(inc, cause, action)
 
     @staticmethod
-    def _same_place(problem: dict[str, Any], entry: ledger.Entry) -> bool:
-        """The problem's station and entities are those of the entry's symptom."""
+    def _known_fix(problem: dict[str, Any], entry: ledger.Entry) -> tuple[str, dict[str, Any]] | None:
+        """The entry's fix where the diagnosis names no target for it: re-aimed at the entity its
+        watch caught, or as it was when the symptom is where it was last time."""
+        if not entry.fix.params:
+            return None
+        factor, _, station = entry.root_cause.factor.partition("@")
+        scope = {k: str(v) for k, v in (problem.get("scope") or {}).items()}
+        old = entry.root_cause.level
+        if problem.get("watch") == entry.id and scope.get(factor):
+            new = scope[factor]
+            params = {k: new if v == old else v for k, v in entry.fix.params.items()}
+            return f"{factor}@{station}={new}", {"kind": entry.fix.action, **params}
         sig = entry.signature
-        scope = {k: str(v) for k, v in (problem.get("scope") or {}).items() if k not in ("measurement", "station")}
-        return (bool(entry.fix.params) and (problem.get("scope") or {}).get("station") == sig.station
-                and bool(sig.scope) and all(scope.get(k) == v for k, v in sig.scope.items()))
+        rest = {k: v for k, v in scope.items() if k not in ("measurement", "station")}
+        if scope.get("station") == sig.station and sig.scope and all(rest.get(k) == v for k, v in sig.scope.items()):
+            return f"{entry.root_cause.factor}={old}", {"kind": entry.fix.action, **entry.fix.params}
+        return None
 
     def _candidates(self, diagnosis: Diagnosis, inc: Incident) -> list[tuple[str, dict[str, Any]]]:
         out = []

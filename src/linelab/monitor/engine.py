@@ -27,12 +27,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from linelab.knowhow.watch import active_watches
 from linelab.monitor.attribute import GroupRateMonitor
 from linelab.monitor.problems import Alarm, Evidence, ProblemBook
 from linelab.monitor.spc import CUSUMChart
 
 STATE_FILE = "monitor/engine.pkl"
-STATE_VERSION = 2
+STATE_VERSION = 3
 STEP_FACTORS = ("station", "machine", "fixture", "operator", "shift")
 MATERIAL_FACTORS = ("lot", "supplier")
 
@@ -43,6 +44,10 @@ class EngineConfig:
     reference_records: int = 6000  # phase-I records per rate stream
     subgroup: int = 10  # measurement records averaged per CUSUM point
     arl0: float = 1e6  # in-control ARL of each measurement CUSUM, in subgroups
+    # A watch learned from know-how looks for a failure mode known to happen: it may be more
+    # sensitive (an in-control ARL of 1e5 subgroups is ~1M records of one entity per false alarm).
+    watch_arl0: float = 1e5
+    watch_min_shift: float = 1.0  # unit sigmas: smaller moves of one entity are its normal wear
     shift: float = 1.0  # mean shift, in sigmas of single units, each CUSUM catches quickest
     persist: int = 3  # subgroups in a row above h before a measurement alarm counts
     min_trend_t: float = 3.0
@@ -101,14 +106,25 @@ def _age_hours(t: np.ndarray, times: np.ndarray, t_first: int) -> np.ndarray:
     return (t - np.maximum(last, t_first)) / 3.6e9
 
 
+def _station_events(events: Events, station: str) -> np.ndarray:
+    """Times of maintenance of the whole station (work on one part excluded), sorted."""
+    here = [times for key, times in events.items() if key.split(":")[1] == station and not key.startswith("part:")]
+    return np.sort(np.concatenate(here)) if here else np.empty(0, np.int64)
+
+
 # ---------------------------------------------------------------------------------------------
 class SeriesMonitor:
     """One measurement series: CUSUM on subgroup means, plus what a problem needs to say."""
 
     def __init__(self, station: str, name: str, machine: str | None, cfg: EngineConfig,
-                 spec: tuple[float | None, float | None, str | None]) -> None:
+                 spec: tuple[float | None, float | None, str | None],
+                 watch: tuple[str, str, str] | None = None, side: str | None = None) -> None:
         self.station, self.name, self.machine = station, name, machine
         self.cfg = cfg
+        # (know-how entry, factor, level): a learned watch follows one entity, more sensitively.
+        self.watch = watch
+        self.arl0 = cfg.watch_arl0 if watch else cfg.arl0
+        self.side = side  # "up" | "down": alarm on that side only (a known failure mode's direction)
         self.lsl, self.usl, self.unit = spec
         self._ref: list[np.ndarray] = []
         self.n_ref = 0
@@ -132,6 +148,9 @@ class SeriesMonitor:
         self._rec_v = np.empty(0)  # the last records themselves, for the units behind an alarm
         self._rec_u = np.empty(0, dtype=object)
         self.min_ref = 200  # records phase I needs at the least
+        self.ref_start_us = 0  # a watch's phase I begins when it is set
+        self.trend_from: SeriesMonitor | None = None  # a watch's wear model: its machine's series
+        self.condition = False  # a process condition (params: settings, environment), not a product measurement
         self.stage_start_us: int | None = None  # the recorded change that began the current stage
         self.last_change_us: int | None = None
         self.stages = 1
@@ -150,12 +169,16 @@ class SeriesMonitor:
     @property
     def scope(self) -> dict[str, Any]:
         s = {"station": self.station, "measurement": self.name}
-        if self.machine:
+        if self.watch:
+            s[self.watch[1]] = self.watch[2]
+        elif self.machine:
             s["machine"] = self.machine
         return s
 
     @property
     def entity(self) -> str:
+        if self.watch:
+            return f"{self.station}/{self.watch[2]}"
         return f"{self.station}/{self.machine}" if self.machine else f"{self.station}/{self.name}"
 
     def _oos(self, v: np.ndarray) -> np.ndarray:
@@ -173,8 +196,7 @@ class SeriesMonitor:
         one). Also: a specific maintenance elsewhere, if it happened during the reference,
         so its reset was actually observed (a stencil clean resets paste volume at SPI).
         """
-        here = [times for key, times in events.items() if key.split(":")[1] == self.station]
-        out = {f"station:{self.station}": np.sort(np.concatenate(here)) if here else np.empty(0, np.int64)}
+        out = {f"station:{self.station}": _station_events(events, self.station)}
         for key, times in events.items():
             if np.any((times > t_ref[0]) & (times <= t_ref[-1])):
                 out[key] = times
@@ -184,8 +206,7 @@ class SeriesMonitor:
         if self.trend_key is None:
             return np.empty(0, np.int64)
         if self.trend_key.startswith("station:"):
-            here = [times for key, times in events.items() if key.split(":")[1] == self.station]
-            return np.sort(np.concatenate(here)) if here else np.empty(0, np.int64)
+            return _station_events(events, self.station)
         return events.get(self.trend_key, np.empty(0, np.int64))
 
     def _fit_trend(self, ref: np.ndarray, t: np.ndarray, events: Events) -> np.ndarray:
@@ -212,6 +233,16 @@ class SeriesMonitor:
         age = _age_hours(t, self._times(events), self.t_first)
         self.trend_age_ref = float(age.max())
         return ref - self.trend_slope * age
+
+    def _inherit_trend(self, ref: np.ndarray, t: np.ndarray, events: Events) -> np.ndarray:
+        """A watch's reference is too short to learn normal wear: take its machine's model."""
+        src = self.trend_from
+        assert src is not None
+        self.trend_key, self.trend_slope, self.trend_se = src.trend_key, src.trend_slope, src.trend_se
+        self.trend_age_ref, self.t_first = src.trend_age_ref, getattr(src, "t_first", int(t[0]))
+        if self.trend_key is None:
+            return ref
+        return ref - self.trend_slope * _age_hours(t, self._times(events), self.t_first)
 
     def detrend(self, v: np.ndarray, t: np.ndarray, events: Events) -> np.ndarray:
         """Remove the modelled wear; beyond the reference's ages, shrink what is left by the
@@ -249,7 +280,7 @@ class SeriesMonitor:
         self.sigma_chart = sd_sub * inflation
         # Tuned to a shift of `shift` unit-sigmas: k is half of it, in chart sigmas.
         k = 0.5 * self.cfg.shift * self.sd_unit / self.sigma_chart
-        self.chart = CUSUMChart(mu=self.centre, sigma=self.sigma_chart, k=k, arl0=self.cfg.arl0, clip=4.0).fit()
+        self.chart = CUSUMChart(mu=self.centre, sigma=self.sigma_chart, k=k, arl0=self.arl0, clip=4.0).fit()
         self.mode = "cusum"
 
     def process(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, seq: int, events: Events,
@@ -293,7 +324,8 @@ class SeriesMonitor:
             if ref.std() == 0:  # a set-point: constant by design, changed only on purpose
                 self.constant = True
             self.reference_oos = float(self._oos(ref).mean())
-            detrended = self._fit_trend(ref, ref_t, events)
+            detrended = (self._fit_trend(ref, ref_t, events) if self.trend_from is None
+                         else self._inherit_trend(ref, ref_t, events))
             self.centre_raw = float(detrended.mean())
             self._fit(detrended)
             raw = raw[-len(v):]
@@ -321,6 +353,9 @@ class SeriesMonitor:
         last_unit = units[m - 1 : k * m : m]
         last_t = t[m - 1 : k * m : m]
         scores = self.chart.update(means)
+        if self.side is not None:  # one-sided: the other side's excursions are not this failure mode
+            c = scores.extra["c_plus" if self.side == "up" else "c_minus"]
+            scores.statistic, scores.alarm = c, c > self.chart.h_
         first_sub = self.n_sub
         self._chunk = (first_sub, last_unit, last_t)  # evidence even if the ring is too short
         self._push(means, oos, last_t, last_unit, scores.statistic)
@@ -334,7 +369,10 @@ class SeriesMonitor:
         self.alarms += int(alarm.sum())
         hits = np.flatnonzero(alarm)
         onset_sub = int(scores.extra["onset"][hits[0]])
-        return self._alarm(onset_sub, first_sub + hits[0], first_sub + hits[-1], seq)
+        found = self._alarm(onset_sub, first_sub + hits[0], first_sub + hits[-1], seq)
+        if self.watch and abs(found.effect["shift_sigma"]) < self.cfg.watch_min_shift:
+            return None  # a small move of one entity: normal wear, not the failure the watch is for
+        return found
 
     def _push(self, means: np.ndarray, oos: np.ndarray, t: np.ndarray, unit: np.ndarray, stat: np.ndarray) -> None:
         cap = len(self._ring_mean)
@@ -366,10 +404,13 @@ class SeriesMonitor:
         shift = float(np.nanmean(self._ring_mean[since]) - self.centre)
         n_since = len(since) * m
         oos_now = float(self._ring_oos[since].sum() / max(n_since, 1))
-        lost = max(oos_now - self.reference_oos, 0.0) * n_since
+        # A process condition out of its window (a setting, the weather) fails no unit by itself:
+        # what it costs shows in failure rates, which are problems of their own.
+        lost = 0.0 if self.condition else max(oos_now - self.reference_oos, 0.0) * n_since
         direction = "risen" if shift > 0 else "fallen"
         unit = f" {self.unit}" if self.unit else ""
-        where = f" at {self.station}" + (f" on machine {self.machine}" if self.machine else "")
+        where = f" at {self.station}" + (f" on {self.watch[1]} {self.watch[2]}" if self.watch
+                                         else f" on machine {self.machine}" if self.machine else "")
         text = (f"{self.name}{where} has {direction} {_fmt(abs(shift))}{unit} "
                 f"({abs(shift) / self.sd_unit:.1f} sigma) over the last {n_since:,} units")
         if self.lsl is not None or self.usl is not None:
@@ -394,7 +435,7 @@ class SeriesMonitor:
             "label": f"{self.name} (mean of {m} units)",
         }
         return Alarm(
-            detector="measurement_cusum",
+            detector="knowhow_watch" if self.watch else "measurement_cusum",
             kind="measurement_shift",
             entity=self.entity,
             scope=self.scope,
@@ -409,6 +450,7 @@ class SeriesMonitor:
             chart=chart,
             units=self._tail_units(n_since, shift),
             family=f"{self.station}/{self.name}",
+            watch=self.watch[0] if self.watch else None,
         )
 
     def _tail_units(self, n_since: int, shift: float) -> list[str]:
@@ -652,6 +694,8 @@ class MonitorEngine:
         self.last_seq = 0
         self.series: dict[tuple[str, str, str | None], SeriesMonitor] = {}
         self.rates: dict[tuple[str, str], RateStream] = {}
+        # Learned watches: (entry, station, measurement, level) -> a series of that one entity.
+        self.watched: dict[tuple[str, str, str, str], SeriesMonitor] = {}
         self.t_first_us: int | None = None  # earliest record seen: phase I is measured from it
         self.version = STATE_VERSION
 
@@ -737,8 +781,12 @@ class MonitorEngine:
     @staticmethod
     def _events(ws: Any, hi: int) -> Events:
         """Maintenance and calibration times known up to batch `hi`, per station/machine/target."""
+        # Work on one part (a nozzle, a fixture) is keyed `part`: it resets that part's wear, not
+        # the wear of the machine's other parts.
         tbl = ws.query(
-            f"""SELECT concat_ws(':', kind, coalesce(station, ''), coalesce(machine, ''), coalesce(target, '')) AS key,
+            f"""SELECT concat_ws(':', CASE WHEN target IN (SELECT DISTINCT fixture FROM steps) THEN 'part'
+                                      ELSE kind END,
+                                 coalesce(station, ''), coalesce(machine, ''), coalesce(target, '')) AS key,
                        epoch_us(t) AS t_us
                 FROM events WHERE batch <= ? AND kind IN ({", ".join(f"'{k}'" for k in MAINTENANCE_KINDS)})
                 ORDER BY t""",
@@ -774,12 +822,14 @@ class MonitorEngine:
                       report: RunReport, changes: dict[str, np.ndarray] | None = None) -> list[Alarm]:
         tbl = ws.query(
             """
-            WITH m AS (SELECT unit_id, station, name, value, t, batch FROM measurements WHERE batch > ? AND batch <= ?
+            WITH m AS (SELECT unit_id, station, name, value, t, batch, false AS is_param FROM measurements
+                       WHERE batch > ? AND batch <= ?
                        UNION ALL
-                       SELECT unit_id, station, name, value, t, batch FROM params WHERE batch > ? AND batch <= ?),
-                 s AS (SELECT unit_id, station, any_value(machine) AS machine FROM steps
-                       WHERE unit_id IN (SELECT unit_id FROM m) GROUP BY ALL)
-            SELECT m.batch, m.unit_id, m.station, m.name, s.machine, m.value, epoch_us(m.t) AS t_us
+                       SELECT unit_id, station, name, value, t, batch, true FROM params WHERE batch > ? AND batch <= ?),
+                 s AS (SELECT unit_id, station, any_value(machine) AS machine, any_value(fixture) AS fixture
+                       FROM steps WHERE unit_id IN (SELECT unit_id FROM m) GROUP BY ALL)
+            SELECT m.batch, m.unit_id, m.station, m.name, s.machine, s.fixture, m.value, epoch_us(m.t) AS t_us,
+                   m.is_param
             FROM m LEFT JOIN s USING (unit_id, station)
             ORDER BY m.batch, m.t, m.unit_id
             """,
@@ -811,9 +861,51 @@ class MonitorEngine:
             if mon is None:
                 mon = self.series[key] = SeriesMonitor(station, name, machine or None, self.config,
                                                        specs.get((station, name), (None, None, None)))
+                mon.condition = bool(tbl.column("is_param")[int(idx[0])].as_py())
             a = mon.process(values[idx], units[idx], t_us[idx], hi, events, ref_end, (changes or {}).get(station))
             if a is not None:
                 alarms.append(a)
+        return alarms + self._watches(ws, tbl, hi, specs, events, changes or {})
+
+    def _watches(self, ws: Any, tbl: pa.Table, hi: int, specs: dict[Any, Any], events: Events,
+                 changes: dict[str, np.ndarray]) -> list[Alarm]:
+        """Follow what know-how learned to watch, one entity at a time."""
+        watches = active_watches(ws)
+        if not watches:
+            return []
+        alarms = []
+        for w in watches:
+            rows = pc.and_(pc.equal(tbl.column("station"), w.station),
+                           pc.is_in(tbl.column("name"), pa.array(w.measurements)))
+            sub = tbl.filter(pc.fill_null(rows, False))
+            level_col = sub.column(w.factor)
+            sub = sub.filter(pc.is_valid(level_col))
+            if sub.num_rows == 0:
+                continue
+            key_col = pc.binary_join_element_wise(sub.column("name"), sub.column(w.factor), "\x1f")
+            codes, labels = _encode(key_col)
+            order = np.argsort(codes, kind="stable")
+            bounds = np.searchsorted(codes[order], np.arange(len(labels) + 1))
+            values = sub.column("value").to_numpy()
+            units = np.asarray(sub.column("unit_id").to_pylist(), dtype=object)
+            ts = sub.column("t_us").to_numpy()
+            for k, label in enumerate(labels):
+                idx = order[bounds[k] : bounds[k + 1]]
+                name, level = label.split("\x1f")
+                key = (w.id, w.station, name, level)
+                mon = self.watched.get(key)
+                if mon is None:
+                    # A new watch learns its reference from what follows its setting (after the fix).
+                    mon = self.watched[key] = SeriesMonitor(w.station, name, None, self.config,
+                                                            specs.get((w.station, name), (None, None, None)),
+                                                            watch=(w.id, w.factor, level), side=w.moves.get(name))
+                    mon.min_ref = self.config.restage_records
+                    mon.ref_start_us = int(ts[idx][0])
+                    machine = sub.column("machine")[int(idx[0])].as_py()
+                    mon.trend_from = self.series.get((w.station, name, machine))
+                a = mon.process(values[idx], units[idx], ts[idx], hi, events, mon.ref_start_us, changes.get(w.station))
+                if a is not None:
+                    alarms.append(a)
         return alarms
 
     def _steps(self, ws: Any, lo: int, hi: int, report: RunReport) -> list[Alarm]:

@@ -58,6 +58,8 @@ class Alarm:
     units: list[str] = field(default_factory=list)
     # Alarms of the same kind on the same thing seen through another machine/group.
     family: str | None = None
+    # The know-how entry whose watch raised it: a known failure mode, recalled at once.
+    watch: str | None = None
 
     @property
     def key(self) -> str:
@@ -118,7 +120,9 @@ class ProblemBook:
         if len(mine) >= 5:
             for p in active:
                 theirs = {u for s in p["signals"] for u in s.get("units", [])}
-                if len(theirs) >= 5 and len(mine & theirs) >= 0.5 * min(len(mine), len(theirs)):
+                # Most units shared both ways: a problem spanning every unit of a spell (the
+                # weather) must not swallow a small problem that happens inside it.
+                if len(theirs) >= 5 and len(mine & theirs) >= 0.5 * len(mine | theirs):
                     return p
         return None
 
@@ -144,6 +148,8 @@ class ProblemBook:
                 "created": _now(),
             }
             self.opened.append(pid)
+        if alarm.watch and not problem.get("watch"):
+            problem["watch"] = alarm.watch
         signals = [s for s in problem["signals"] if s["key"] != alarm.key]
         old = next((s for s in problem["signals"] if s["key"] == alarm.key), None)
         if old is not None:  # the same series alarming again: keep its first evidence

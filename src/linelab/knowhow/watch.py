@@ -1,0 +1,47 @@
+"""Watches: what the line learns to look for once a problem has been solved.
+
+A solved problem says where its symptom showed (station, measurements) and which entity caused
+it (a nozzle, a tester). Its watch asks the monitor to follow those measurements entity by
+entity with a more sensitive chart, so that when the problem returns on any entity of that kind
+it is caught while it is small, and the known fix is aimed at the entity that alarmed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+KIND = "watch"
+# Entities whose measurements the monitor can follow one by one (columns of `steps`).
+WATCHABLE = ("machine", "fixture")
+
+
+class Watch(BaseModel):
+    id: str = Field(description="the know-how entry that set it")
+    station: str
+    factor: str = Field(description="machine | fixture: the entities followed one by one")
+    measurements: list[str]
+    moves: dict[str, str] = Field(default_factory=dict, description="the way each measurement moved: up | down")
+    level: str | None = Field(None, description="the entity that was at fault when the entry was written")
+
+
+def watch_of(entry: Any) -> Watch | None:
+    """The watch a know-how entry sets, or None when its cause is not an entity with measurements."""
+    factor, _, station = entry.root_cause.factor.partition("@")
+    station = station or entry.signature.station
+    if factor not in WATCHABLE or not station or not entry.signature.measurements:
+        return None
+    return Watch(id=entry.id, station=station, factor=factor, measurements=list(entry.signature.measurements),
+                 moves=dict(entry.signature.moves), level=entry.root_cause.level)
+
+
+def save_watch(ws: Any, entry: Any) -> Watch | None:
+    watch = watch_of(entry)
+    if watch is not None:
+        ws.put_artifact(KIND, watch.id, watch.model_dump(mode="json"), status="active")
+    return watch
+
+
+def active_watches(ws: Any) -> list[Watch]:
+    return [Watch.model_validate(raw) for raw in ws.list_artifacts(KIND, status="active")]

@@ -1,0 +1,43 @@
+"""Grouping alarms into problems: one incident, one problem — and a returning one is new."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from linelab.monitor.problems import Alarm, Evidence, ProblemBook, list_problems
+from linelab.store import Workspace
+
+T0 = datetime(2025, 1, 6, 6, 0)
+
+
+def alarm(entity: str, station: str, name: str, hours: float, units: list[str], family: str | None = None) -> Alarm:
+    t = (T0 + timedelta(hours=hours)).isoformat()
+    ev = Evidence(units[0] if units else None, t)
+    return Alarm(detector="measurement_cusum", kind="measurement_shift", entity=entity,
+                 scope={"station": station, "measurement": name}, onset=ev, first=ev, latest=ev,
+                 units_affected=len(units), yield_lost_units=30.0, effect={"shift": -1.0, "shift_sigma": -1.0},
+                 description=f"{name} moved", units=units, family=family or f"{station}/{name}")
+
+
+def test_the_same_entity_alarming_after_a_quiet_spell_is_a_new_problem(tmp_path):
+    ws = Workspace.open(tmp_path / "ws")
+    book = ProblemBook(ws)
+    first = book.add(alarm("PLACE/P2", "PLACE", "pick_vacuum_kpa", 10, ["SN1", "SN2"]))
+    assert book.add(alarm("PLACE/P2", "PLACE", "pick_vacuum_kpa", 12, ["SN3"])) == first  # still the same spell
+    # Weeks later, nobody has closed the old problem: the wear came back, a new incident.
+    again = book.add(alarm("PLACE/P2", "PLACE", "pick_vacuum_kpa", 24 * 30, ["SN9"]))
+    assert again != first
+    assert {p["id"]: p["onset"]["t"] for p in list_problems(ws)}[again] == (T0 + timedelta(hours=720)).isoformat()
+    ws.close()
+
+
+def test_a_spell_of_weather_does_not_swallow_a_small_problem_inside_it(tmp_path):
+    ws = Workspace.open(tmp_path / "ws")
+    book = ProblemBook(ws)
+    spell = [f"SN{i}" for i in range(5000)]
+    humid = book.add(alarm("PRINT/SP1", "PRINT", "ambient_humidity_pct", 10, spell))
+    nozzle = book.add(alarm("PLACE/P2", "PLACE", "pick_vacuum_kpa", 11, spell[100:160]))
+    assert nozzle != humid
+    # Two detectors seeing the same units are one incident.
+    assert book.add(alarm("AOI/A1", "AOI", "solder_fillet", 11, spell[100:170])) == nozzle
+    ws.close()
