@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from linelab.cli import build_app
 from linelab.loop.runner import LoopPolicy
 from linelab.loop.session import run_session
+from linelab.store import Workspace
 
 RECURRING = """
 name: recurring_nozzle
@@ -48,6 +49,12 @@ def test_returning_problem_is_recalled_and_fixed_faster(recurring_run: dict) -> 
     assert "P1-N2" in again["action"]  # the recalled fix is re-aimed at the new nozzle
     assert r["recall_accuracy"] == 1.0
     assert again["fixed_unit"] == again["detected_unit"]  # recalled: no wait for a confident diagnosis
+    # The first fix set a watch on every nozzle: the return is caught while small, not when the
+    # machine's own charts notice it.
+    ws = Workspace.open(r["workspace"])
+    assert ws.get_artifact("problem", again["problem_id"])["watch"] == again["knowhow_reused"]
+    ws.close()
+    assert r["recurrence_ratio"] < 0.6
 
 
 def test_loop_command_json_and_report(tmp_path: Path) -> None:

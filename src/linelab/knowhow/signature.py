@@ -21,7 +21,8 @@ class Signature(BaseModel):
     station: str | None = None
     measurement: str | None = None
     measurements: list[str] = Field(default_factory=list, description="every measurement the problem's signals name")
-    moves: dict[str, str] = Field(default_factory=dict, description="which way each measurement moved: up | down")
+    moves: dict[str, float] = Field(default_factory=dict,
+                                    description="how far each measurement moved, in its own sigmas (signed)")
     defect_code: str | None = None
     direction: str | None = Field(None, description="up | down | wider")
     shape: str | None = Field(None, description="step | drift | spike, when known")
@@ -63,15 +64,15 @@ def signature_of(problem: dict[str, Any]) -> Signature:
     scope.pop("metric", None)
     shape = None
     moved = [measurement] if measurement else []
-    moves: dict[str, str] = {}
+    moves: dict[str, float] = {}
     for signal in problem.get("signals") or []:
         effect = signal.get("effect") or {}
         shape = effect.get("shape") or shape
         name = (signal.get("scope") or {}).get("measurement")
         if name and name not in moved:
             moved.append(name)
-        if name and name not in moves and isinstance(effect.get("shift"), int | float) and effect["shift"]:
-            moves[name] = "up" if effect["shift"] > 0 else "down"
+        if name and name not in moves and isinstance(effect.get("shift_sigma"), int | float):
+            moves[name] = round(float(effect["shift_sigma"]), 3)
     return Signature(
         kind=str(problem.get("kind") or "problem"),
         station=station,

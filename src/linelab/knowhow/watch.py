@@ -22,7 +22,8 @@ class Watch(BaseModel):
     station: str
     factor: str = Field(description="machine | fixture: the entities followed one by one")
     measurements: list[str]
-    moves: dict[str, str] = Field(default_factory=dict, description="the way each measurement moved: up | down")
+    moves: dict[str, float] = Field(default_factory=dict,
+                                    description="how far each measurement moved last time, in its sigmas (signed)")
     level: str | None = Field(None, description="the entity that was at fault when the entry was written")
 
 

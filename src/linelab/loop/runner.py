@@ -29,12 +29,16 @@ from linelab.diagnose.workspace import diagnose_problem
 from linelab.errors import UserError
 from linelab.experiment.optimise import RecipeOptimizer, tune_bounds
 from linelab.knowhow import ledger, recall
+from linelab.loop import verify
 from linelab.loop.curve import Curve
 from linelab.loop.remedies import remedy, target_of
 from linelab.monitor.engine import run_monitor
 from linelab.monitor.problems import set_status
 from linelab.store import Workspace
 from linelab.twin import Line, Scenario, load_scenario
+
+# A recalled entry this close to the new symptom may aim its fix at any of the diagnosis' top three.
+CLOSE_MATCH = 0.95
 
 
 class LoopPolicy(BaseModel):
@@ -68,6 +72,7 @@ class Incident:
     failed_actions: int = 0
     knowhow_reused: str | None = None
     knowhow_written: str | None = None
+    trial_effect: bool = False  # a recipe trial's own effect, not a problem of the line
     truth_ids: list[str] = field(default_factory=list)
     # internal bookkeeping
     waited: int = 0
@@ -154,6 +159,17 @@ class ClosedLoop:
                    and not (i.action or "").startswith("set_recipe")  # the search's own side effects
                    for i in self.state.incidents.values())
 
+    def _during_trial(self, t: str | None) -> bool:
+        """Whether time `t` falls in a recipe trial (or the quarter of one before it: onsets are estimates)."""
+        if not t:
+            return False
+        at = datetime.fromisoformat(t)
+        for trial in self.state.trials:
+            t0, t1 = datetime.fromisoformat(trial["t_from"]), datetime.fromisoformat(trial["t_to"])
+            if t0 - (t1 - t0) / 4 <= at <= t1:
+                return True
+        return False
+
     def _escalated(self, inc: Incident) -> bool:
         return inc.fixed_unit is None and len(inc.actions_tried) >= self.policy.max_actions
 
@@ -174,8 +190,10 @@ class ClosedLoop:
         assert self.optimiser is not None
         units, passed = _first_pass(units_table)
         self.optimiser.update(recipe, units, passed)
+        t = pc.min_max(units_table.column("t_start")).as_py()
         self.state.trials.append({"unit": self.produced, "recipe": recipe, "units": units,
-                                  "first_pass_yield": passed / units})
+                                  "first_pass_yield": passed / units,
+                                  "t_from": t["min"].isoformat(), "t_to": t["max"].isoformat()})
         if self._busy():
             self.line.apply({"kind": "set_recipe", "params": self.optimiser.best()})
 
@@ -215,21 +233,30 @@ class ClosedLoop:
             return
         inc.diagnosed_unit = inc.diagnosed_unit or self.produced
         candidates = self._candidates(diagnosis, inc)
-        if not candidates:
-            inc.waited += 1
-            return
-        cause, action = candidates[0]
         inc.knowhow_reused = None  # each attempt says where its fix came from
         if recalled is not None:
             entry = ledger.get(self.ws, recalled.entry_id)
-            # Re-aim the known fix only at a cause the diagnosis also ranks near the top.
-            aimed = [(c, a) for c, a in candidates[:3] if a["kind"] == entry.fix.action]
+            # Re-aim the known fix at a cause the diagnosis ranks first (any of its top three for a
+            # near-identical symptom), or at the entity the entry's watch caught.
+            reach = 3 if recalled.score >= CLOSE_MATCH else 1
+            aimed = [(c, a) for c, a in candidates[:reach] if a["kind"] == entry.fix.action]
             known = self._known_fix(problem, entry) if not aimed else None
             if known is not None and _key(known[1]) not in inc.tried:
                 aimed = [known]
             if aimed:
                 (cause, action), inc.knowhow_reused = aimed[0], entry.id
         if inc.knowhow_reused is None:
+            if not candidates:
+                inc.waited += 1
+                return
+            cause, action = candidates[0]
+            if action["kind"] == "set_recipe" and not inc.actions_tried and self._during_trial(inc.onset_t):
+                # The recipe search's own doing: the optimiser has the trial's yield and has moved on.
+                inc.trial_effect, inc.resolved_unit = True, self.produced
+                with contextlib.suppress(UserError):
+                    set_status(self.ws, inc.problem_id, "resolved", note=f"effect of a recipe trial ({cause})")
+                self.log(f"{inc.problem_id}: effect of a recipe trial ({cause}); nothing to fix")
+                return
             if not self.policy.auto_apply_diagnosed:
                 return
             if not diagnosis.confident and inc.waited < self.policy.max_wait_chunks:
@@ -294,22 +321,6 @@ class ClosedLoop:
                  f"{', recalled ' + inc.knowhow_reused if inc.knowhow_reused else ''})")
 
     # -- verification and know-how -----------------------------------------------------------
-    def _scope_counts(self, problem: dict[str, Any], t_from: str, t_to: str | None) -> tuple[int, int]:
-        """(units, first-pass units) of the units through the problem's station and machine."""
-        scope = problem.get("scope") or {}
-        where, params = ["u.t_start >= ?"], [datetime.fromisoformat(t_from)]
-        if t_to:
-            where.append("u.t_start < ?")
-            params.append(datetime.fromisoformat(t_to))
-        if scope.get("machine") and scope.get("station"):
-            where.append("u.unit_id IN (SELECT unit_id FROM steps WHERE station = ? AND machine = ?)")
-            params += [scope["station"], scope["machine"]]
-        row = self.ws.query(
-            f"SELECT count(*), count(*) FILTER (WHERE u.first_pass) FROM units u WHERE {' AND '.join(where)}",
-            params).to_pylist()[0]
-        n, ok = list(row.values())
-        return int(n), int(ok)
-
     def _verify(self) -> None:
         for inc in self.state.incidents.values():
             if inc.fixed_unit is None or inc.resolved_unit is not None:
@@ -318,12 +329,14 @@ class ClosedLoop:
                 continue
             problem = self.ws.get_artifact("problem", inc.problem_id) or {}
             onset = inc.onset_t or inc.fixed_t or ""
-            incident = self._scope_counts(problem, onset, inc.fixed_t)
-            after = self._scope_counts(problem, inc.fixed_t or "", None)
-            normal = self._scope_counts(problem, self._units_before(onset, after[0]), onset)
-            better = compare_yields(incident, after).verdict == "improved"
+            incident = verify.scope_counts(self.ws, problem, onset, inc.fixed_t)
+            after = verify.scope_counts(self.ws, problem, inc.fixed_t or "", None)
+            normal_from = verify.units_before(self.ws, onset, after[0])
+            normal = verify.scope_counts(self.ws, problem, normal_from, onset)
+            symptom = verify.symptom_recovered(self.ws, problem, normal_from, onset, inc.fixed_t or onset)
+            better = compare_yields(incident, after).verdict == "improved" or symptom is True
             # Back to normal: no longer distinguishable from the units before the onset.
-            recovered = compare_yields(normal, after).verdict != "worse"
+            recovered = compare_yields(normal, after).verdict != "worse" and symptom is not False
             waited = (self.produced - inc.fixed_unit) // self.policy.chunk
             if better or (recovered and waited >= 2 * self.policy.verify_chunks):
                 inc.resolved_unit = self.produced
@@ -337,13 +350,6 @@ class ClosedLoop:
                 with contextlib.suppress(UserError):
                     set_status(self.ws, inc.problem_id, "open", note=f"{inc.action} did not help")
                 self.log(f"{inc.problem_id}: {inc.action} did not help; trying the next cause")
-
-    def _units_before(self, t: str, n: int) -> str:
-        """The start time of the `n` units before time `t` (the reference window)."""
-        row = self.ws.query("SELECT min(t_start) FROM (SELECT t_start FROM units WHERE t_start < ? "
-                            "ORDER BY t_start DESC LIMIT ?)", [datetime.fromisoformat(t), max(n, 500)])
-        first = row.column(0)[0].as_py()
-        return (first or datetime.fromisoformat(t)).isoformat()
 
     def _write_knowhow(self, inc: Incident, problem: dict[str, Any], before: tuple[int, int],
                        after: tuple[int, int]) -> None:

@@ -47,7 +47,10 @@ class EngineConfig:
     # A watch learned from know-how looks for a failure mode known to happen: it may be more
     # sensitive (an in-control ARL of 1e5 subgroups is ~1M records of one entity per false alarm).
     watch_arl0: float = 1e5
-    watch_min_shift: float = 1.0  # unit sigmas: smaller moves of one entity are its normal wear
+    # A watch alarms on a move of at least this share of the move it learned (and `watch_min_shift`
+    # unit sigmas): smaller moves of one entity are its normal wear.
+    watch_min_share: float = 0.5
+    watch_min_shift: float = 0.3
     shift: float = 1.0  # mean shift, in sigmas of single units, each CUSUM catches quickest
     persist: int = 3  # subgroups in a row above h before a measurement alarm counts
     min_trend_t: float = 3.0
@@ -118,13 +121,16 @@ class SeriesMonitor:
 
     def __init__(self, station: str, name: str, machine: str | None, cfg: EngineConfig,
                  spec: tuple[float | None, float | None, str | None],
-                 watch: tuple[str, str, str] | None = None, side: str | None = None) -> None:
+                 watch: tuple[str, str, str] | None = None, learned: float | None = None) -> None:
         self.station, self.name, self.machine = station, name, machine
         self.cfg = cfg
         # (know-how entry, factor, level): a learned watch follows one entity, more sensitively.
         self.watch = watch
         self.arl0 = cfg.watch_arl0 if watch else cfg.arl0
-        self.side = side  # "up" | "down": alarm on that side only (a known failure mode's direction)
+        # A watch's failure mode moved its measurement `learned` sigmas (signed): it alarms on that
+        # side only, for a move of a good part of that size.
+        self.side = None if not learned else "up" if learned > 0 else "down"
+        self.min_shift = max(cfg.watch_min_shift, cfg.watch_min_share * abs(learned or 0.0))
         self.lsl, self.usl, self.unit = spec
         self._ref: list[np.ndarray] = []
         self.n_ref = 0
@@ -206,7 +212,12 @@ class SeriesMonitor:
         if self.trend_key is None:
             return np.empty(0, np.int64)
         if self.trend_key.startswith("station:"):
-            return _station_events(events, self.station)
+            here = _station_events(events, self.station)
+            if self.watch:  # one part's own replacements reset its wear too
+                own = [t for key, t in events.items() if key.startswith(f"part:{self.station}:")
+                       and key.endswith(f":{self.watch[2]}")]
+                here = np.sort(np.concatenate([here, *own])) if own else here
+            return here
         return events.get(self.trend_key, np.empty(0, np.int64))
 
     def _fit_trend(self, ref: np.ndarray, t: np.ndarray, events: Events) -> np.ndarray:
@@ -370,7 +381,7 @@ class SeriesMonitor:
         hits = np.flatnonzero(alarm)
         onset_sub = int(scores.extra["onset"][hits[0]])
         found = self._alarm(onset_sub, first_sub + hits[0], first_sub + hits[-1], seq)
-        if self.watch and abs(found.effect["shift_sigma"]) < self.cfg.watch_min_shift:
+        if self.watch and abs(found.effect["shift_sigma"]) < self.min_shift:
             return None  # a small move of one entity: normal wear, not the failure the watch is for
         return found
 
@@ -898,7 +909,7 @@ class MonitorEngine:
                     # A new watch learns its reference from what follows its setting (after the fix).
                     mon = self.watched[key] = SeriesMonitor(w.station, name, None, self.config,
                                                             specs.get((w.station, name), (None, None, None)),
-                                                            watch=(w.id, w.factor, level), side=w.moves.get(name))
+                                                            watch=(w.id, w.factor, level), learned=w.moves.get(name))
                     mon.min_ref = self.config.restage_records
                     mon.ref_start_us = int(ts[idx][0])
                     machine = sub.column("machine")[int(idx[0])].as_py()
