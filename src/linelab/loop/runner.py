@@ -73,6 +73,7 @@ class Incident:
     knowhow_reused: str | None = None
     knowhow_written: str | None = None
     trial_effect: bool = False  # a recipe trial's own effect, not a problem of the line
+    rides_on: str | None = None  # fixed by the action applied for this other problem
     truth_ids: list[str] = field(default_factory=list)
     # internal bookkeeping
     waited: int = 0
@@ -262,7 +263,19 @@ class ClosedLoop:
             if not diagnosis.confident and inc.waited < self.policy.max_wait_chunks:
                 inc.waited += 1  # not sure yet: more units will sharpen the diagnosis
                 return
+        other = self._being_applied(action)
+        if other is not None:  # the same fix, just applied for another problem: judge it here too
+            inc.rides_on, inc.cause, inc.action = other.problem_id, cause, other.action
+            inc.fixed_unit, inc.fixed_t = other.fixed_unit, other.fixed_t
+            inc.tried.append(_key(action))
+            self.log(f"{inc.problem_id}: {other.action} already applied for {other.problem_id}")
+            return
         self._apply(inc, cause, action)
+
+    def _being_applied(self, action: dict[str, Any]) -> Incident | None:
+        """An incident whose fix, the same action, is under verification now."""
+        return next((i for i in self.state.incidents.values() if i.fixed_unit is not None and i.resolved_unit is None
+                     and not i.rides_on and i.tried and i.tried[-1] == _key(action)), None)
 
     @staticmethod
     def _known_fix(problem: dict[str, Any], entry: ledger.Entry) -> tuple[str, dict[str, Any]] | None:
@@ -345,8 +358,8 @@ class ClosedLoop:
                 self._write_knowhow(inc, problem, incident, after)
                 self.log(f"{inc.problem_id} resolved by {inc.action}")
             elif not recovered or waited >= 2 * self.policy.verify_chunks:
-                inc.failed_actions += 1
-                inc.fixed_unit = None
+                inc.failed_actions += 0 if inc.rides_on else 1
+                inc.fixed_unit, inc.rides_on = None, None
                 with contextlib.suppress(UserError):
                     set_status(self.ws, inc.problem_id, "open", note=f"{inc.action} did not help")
                 self.log(f"{inc.problem_id}: {inc.action} did not help; trying the next cause")
@@ -355,6 +368,8 @@ class ClosedLoop:
                        after: tuple[int, int]) -> None:
         effect = ledger.rate_effect("first-pass failure rate in scope", before[0] - before[1], before[0],
                                     after[0] - after[1], after[0])
+        if inc.rides_on:
+            return  # the problem whose fix it shared writes the entry
         if inc.knowhow_reused:
             entry = ledger.get(self.ws, inc.knowhow_reused)
             entry.reused += 1

@@ -300,6 +300,8 @@ class SeriesMonitor:
         alarm = None
         if self.last_change_us is None and len(t):
             self.last_change_us = int(t[0]) - 1  # changes before the series began do not concern it
+        if len(t):
+            self._reset_after_maintenance(events, int(t[-1]))
         # A wandering signal (ambient conditions) is watched by level; no recipe moves it.
         while changes is not None and len(t) and getattr(self, "mode", None) != "level":
             due = changes[(changes > self.last_change_us) & (changes <= t[-1])]
@@ -312,6 +314,20 @@ class SeriesMonitor:
             self.last_change_us = ref_end_us = int(due[0])
             v, units, t = v[cut:], units[cut:], t[cut:]
         return self._score(v, units, t, seq, events, ref_end_us) or alarm
+
+    def _reset_after_maintenance(self, events: Events, t_last: int) -> None:
+        """Work on this series' station and machine (a repair, a fix) starts its sums afresh: the
+        evidence gathered before it says nothing about the process after it."""
+        seen = getattr(self, "maintenance_seen_us", None)
+        self.maintenance_seen_us = t_last
+        if seen is None or self.chart is None:
+            return
+        for key, times in events.items():
+            _, station, machine, target = (key.split(":", 3) + ["", "", ""])[:4]
+            mine = machine in ("", self.machine) or bool(self.watch and target == self.watch[2])
+            if station == self.station and mine and np.any((times > seen) & (times <= t_last)):
+                self.chart.reset()
+                return
 
     def _score(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, seq: int, events: Events,
                ref_end_us: int) -> Alarm | None:

@@ -97,8 +97,13 @@ class ProblemBook:
         return (datetime.fromisoformat(t) - datetime.fromisoformat(last)).total_seconds() <= self.merge_gap_s
 
     def _open_for(self, alarm: Alarm) -> dict[str, Any] | None:
-        """The active problem this alarm belongs to: same entity, same family, or same units."""
-        active = list(reversed([p for p in self.ws.list_artifacts(KIND) if p.get("status") in ACTIVE]))
+        """The active problem this alarm belongs to: same entity, same family, or same units; or
+        the closed problem whose episode it still is (a detector's alarm outlasting the fix)."""
+        every = self.ws.list_artifacts(KIND)
+        for p in reversed(every):
+            if p.get("status") not in ACTIVE and self._same_episode(p, alarm):
+                return p
+        active = list(reversed([p for p in every if p.get("status") in ACTIVE]))
         # Only problems with recent evidence take new alarms: the same thing alarming again after a
         # quiet spell is a new incident (a returning problem), not more of an old one.
         active = [p for p in active if self._recent(p, alarm.first.t)]
@@ -125,6 +130,14 @@ class ProblemBook:
                 if len(theirs) >= 5 and len(mine & theirs) >= 0.5 * len(mine | theirs):
                     return p
         return None
+
+    @staticmethod
+    def _same_episode(p: dict[str, Any], alarm: Alarm) -> bool:
+        """The same failure-rate series, alarming from an onset no later than the problem's last
+        evidence: its moving window still holds the incident's failures after the fix."""
+        last = p["latest_evidence"].get("t")
+        return bool(alarm.kind == "defect_rate" and alarm.onset.t and last and alarm.onset.t <= last
+                    and any(s["key"] == alarm.key for s in p["signals"]))
 
     def add(self, alarm: Alarm) -> str:
         """File an alarm: extend the open problem it belongs to, or open a new one."""
