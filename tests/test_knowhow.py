@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from linelab.cli import build_app
-from linelab.knowhow import ledger, recall
+from linelab.knowhow import ledger, recall, watch
 from linelab.store import Workspace
 
 
@@ -89,3 +89,24 @@ def test_cli_lists_searches_and_exports_8d(ws: Workspace, tmp_path: Path) -> Non
     assert "data:image/png;base64" in Path(files["html"]).read_text()
     missing = runner.invoke(app, ["knowhow", "show", "KH-0099", "-w", path])
     assert missing.exit_code == 2 and "no know-how entry" in missing.stderr
+
+
+def test_solved_entity_problem_sets_a_watch_and_its_alarm_recalls_the_entry(ws: Workspace) -> None:
+    signal = {"scope": {"station": "PLACE", "measurement": "pick_vacuum_kpa", "machine": "P2"},
+              "effect": {"shift": -0.6, "shift_sigma": -1.1}}
+    vacuum = {"id": "PRB-0020", "kind": "measurement_shift", "status": "resolved",
+              "description": "pick_vacuum_kpa at PLACE on machine P2 has fallen 0.6 kPa",
+              "scope": dict(signal["scope"]), "signals": [signal]}
+    entry = ledger.record(ws, vacuum, ledger.RootCause(factor="fixture@PLACE", level="P2-N3"),
+                          ledger.Fix(action="replace_nozzle", params={"nozzle": "P2-N3"}, target_factor="nozzle"))
+    (w,) = watch.active_watches(ws)  # causes that are not an entity with measurements set none
+    assert (w.id, w.station, w.factor, w.level) == (entry.id, "PLACE", "fixture", "P2-N3")
+    assert w.moves == {"pick_vacuum_kpa": -1.1}  # the watch looks the way the symptom moved
+    caught = {**vacuum, "id": "PRB-0030", "status": "open", "watch": entry.id,
+              "scope": {"station": "PLACE", "measurement": "pick_vacuum_kpa", "fixture": "P1-N2"}}
+    top = recall.recall(ws, caught)[0]
+    assert top.entry_id == entry.id and top.score == 1.0
+    path = str(ws.path)
+    ws.close()
+    out = CliRunner().invoke(build_app(), ["knowhow", "watches", "--json", "-w", path])
+    assert [x["id"] for x in json.loads(out.stdout)["watches"]] == [entry.id]

@@ -1,4 +1,4 @@
-"""Know-how commands: list, show, search, recall, edit, export."""
+"""Know-how commands: list, show, search, recall, edit, export, watches."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.console import Console
 
 from linelab.commands import Context, Result, command
 from linelab.errors import UserError
-from linelab.knowhow import ledger, recall, report
+from linelab.knowhow import ledger, recall, report, watch
 from linelab.render import print_rows
 
 
@@ -127,3 +127,23 @@ def knowhow_export(p: ExportParams, ctx: Context) -> ExportResult:
     problems = {e.problem_id: ws.get_artifact("problem", e.problem_id) or {} for e in entries if e.problem_id}
     name = p.id or f"8D-{p.since or 'all'}-{p.until or 'now'}"
     return ExportResult(entries=len(entries), files=report.export(entries, problems, p.out, name))
+
+
+class WatchesParams(BaseModel):
+    pass
+
+
+class WatchesResult(Result):
+    watches: list[watch.Watch]
+
+    def render(self, console: Console) -> None:
+        rows = [{"entry": w.id, "station": w.station, "each": w.factor, "last at fault": w.level or "—",
+                 "measurements": ", ".join(f"{m} ({w.moves[m]:+.1f}σ)" if m in w.moves else m for m in w.measurements)}
+                for w in self.watches]
+        print_rows(console, rows, "watches (what solved problems taught the monitor to look for)")
+
+
+@command("knowhow watches", WatchesParams)
+def knowhow_watches(p: WatchesParams, ctx: Context) -> WatchesResult:
+    """The watches know-how has set: measurements the monitor follows entity by entity."""
+    return WatchesResult(watches=watch.active_watches(ctx.workspace))
