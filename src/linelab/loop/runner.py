@@ -53,6 +53,8 @@ class LoopPolicy(BaseModel):
     max_actions: int = Field(3, description="actions tried on one problem before it is left to a person")
     optimise_recipe: bool = Field(True, description="run recipe trials between incidents")
     max_trials: int = Field(24, description="recipe trials before adopting the best recipe")
+    search_share: float = Field(1 / 3, description="share of a planned run the recipe trials may take (at least "
+                                                   "6 trials): a short run adopts sooner")
     max_trial_loss: float = Field(0.01, description="yield a trial may risk below the incumbent")
 
 
@@ -132,6 +134,7 @@ class ClosedLoop:
         self.optimiser: RecipeOptimizer | None = None
         self.seed = seed
         self.trial: dict[str, float] | None = None
+        self.planned_units: int | None = None  # the run's length, when known: it bounds the search
 
     # -- one chunk -------------------------------------------------------------------------
     def step(self, n: int) -> None:
@@ -171,6 +174,13 @@ class ClosedLoop:
                 return True
         return False
 
+    @property
+    def trial_budget(self) -> int:
+        p = self.policy
+        if self.planned_units is None:
+            return p.max_trials
+        return min(p.max_trials, max(6, int(self.planned_units * p.search_share / p.chunk)))
+
     def _escalated(self, inc: Incident) -> bool:
         return inc.fixed_unit is None and len(inc.actions_tried) >= self.policy.max_actions
 
@@ -180,7 +190,7 @@ class ClosedLoop:
             return None
         if self._busy():  # an incident in progress: hold the best recipe so far
             return None
-        if len(self.state.trials) >= self.policy.max_trials:
+        if len(self.state.trials) >= self.trial_budget:
             self._adopt(opt.best())
             return None
         recipe = opt.ask()

@@ -71,6 +71,7 @@ def run_session(workspace: str | Path | None, scenario: str, seed: int, units: i
         shutil.rmtree(root)
     start = time.perf_counter()
     loop = open_loop(root, sc, seed, policy, log=log)
+    loop.planned_units = total
     try:
         while loop.produced < total:
             n = min(policy.chunk, total - loop.produced)
