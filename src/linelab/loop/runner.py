@@ -76,6 +76,7 @@ class Incident:
     knowhow_written: str | None = None
     trial_effect: bool = False  # a recipe trial's own effect, not a problem of the line
     rides_on: str | None = None  # fixed by the action applied for this other problem
+    riders: list[str] = field(default_factory=list)  # other problems judged by this one's fix
     truth_ids: list[str] = field(default_factory=list)
     # internal bookkeeping
     waited: int = 0
@@ -342,6 +343,34 @@ class ClosedLoop:
             set_status(self.ws, inc.problem_id, "fixing", note=f"applied {inc.action}")
         self.log(f"{inc.problem_id}: {inc.action} (cause {cause}"
                  f"{', recalled ' + inc.knowhow_reused if inc.knowhow_reused else ''})")
+        for problem in self._symptoms_of(cause, inc.problem_id):
+            rider = self.state.incidents.get(problem["id"]) or self.state.incidents.setdefault(
+                problem["id"], Incident(problem["id"], problem.get("description", ""), self.produced,
+                                        onset_t=(problem.get("onset") or {}).get("t")))
+            if rider.fixed_unit is None and rider.resolved_unit is None:
+                rider.rides_on, rider.cause, rider.action = inc.problem_id, cause, inc.action
+                rider.fixed_unit, rider.fixed_t = inc.fixed_unit, inc.fixed_t
+                rider.tried.append(_key(chosen))
+                inc.riders.append(rider.problem_id)
+                self.log(f"{rider.problem_id}: a symptom of the same cause; judged by {inc.action} too")
+
+    def _symptoms_of(self, cause: str, pid: str) -> list[dict[str, Any]]:
+        """Open measurement problems on the entity a cause names (the worn nozzle's machine)."""
+        factor, _, rest = cause.partition("@")
+        station, _, level = rest.partition("=")
+        if factor not in ("machine", "fixture") or not level:
+            return []
+        machines = {level} if factor == "machine" else set(self.ws.query(
+            "SELECT DISTINCT machine FROM steps WHERE station = ? AND fixture = ?", [station, level])
+            .column(0).to_pylist())
+        out = []
+        for p in self.ws.list_artifacts("problem"):
+            scope = p.get("scope") or {}
+            if (p["id"] != pid and p.get("status") in ("open", "diagnosed") and p.get("kind") == "measurement_shift"
+                    and scope.get("station") == station
+                    and (scope.get("machine") in machines or scope.get("fixture") == level)):
+                out.append(p)
+        return out
 
     # -- verification and know-how -----------------------------------------------------------
     def _verify(self) -> None:
@@ -387,6 +416,9 @@ class ClosedLoop:
             return
         kind = (inc.action or "").split(" ")[0]
         factor, _, level = (inc.cause or "").partition("=")
+        # The symptoms that rode on this fix belong to its signature (and so to its watch).
+        riders = [self.ws.get_artifact("problem", r) or {} for r in inc.riders]
+        problem = {**problem, "signals": problem.get("signals", []) + [s for r in riders for s in r.get("signals", [])]}
         entry = ledger.record(
             self.ws, problem,
             ledger.RootCause(factor=factor, level=level or None, description=f"diagnosed cause {inc.cause}"),
