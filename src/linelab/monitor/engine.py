@@ -109,6 +109,17 @@ def _age_hours(t: np.ndarray, times: np.ndarray, t_first: int) -> np.ndarray:
     return (t - np.maximum(last, t_first)) / 3.6e9
 
 
+def _series_of(tbl: pa.Table, key_col: pa.ChunkedArray | pa.Array) -> tuple[
+        list[Any], list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Split measurement rows by key: labels, row indices per label, values, units, times."""
+    codes, labels = _encode(key_col)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(labels) + 1))
+    groups = [order[bounds[k] : bounds[k + 1]] for k in range(len(labels))]
+    units = np.asarray(tbl.column("unit_id").to_pylist(), dtype=object)
+    return labels, groups, tbl.column("value").to_numpy(), units, tbl.column("t_us").to_numpy()
+
+
 def _station_events(events: Events, station: str) -> np.ndarray:
     """Times of maintenance of the whole station (work on one part excluded), sorted."""
     here = [times for key, times in events.items() if key.split(":")[1] == station and not key.startswith("part:")]
@@ -868,18 +879,12 @@ class MonitorEngine:
         key_col = pc.binary_join_element_wise(
             tbl.column("station"), tbl.column("name"), pc.fill_null(tbl.column("machine"), ""), "\x1f"
         )
-        codes, labels = _encode(key_col)
-        order = np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[order], np.arange(len(labels) + 1))
-        values = tbl.column("value").to_numpy()
-        units = np.asarray(tbl.column("unit_id").to_pylist(), dtype=object)
-        t_us = tbl.column("t_us").to_numpy()
+        labels, groups, values, units, t_us = _series_of(tbl, key_col)
         if self.t_first_us is None:
             self.t_first_us = int(t_us.min())
         ref_end = self.t_first_us + int(self.config.reference_hours * 3.6e9)
         alarms = []
-        for k, label in enumerate(labels):
-            idx = order[bounds[k] : bounds[k + 1]]
+        for label, idx in zip(labels, groups, strict=True):
             if not len(idx):
                 continue
             station, name, machine = label.split("\x1f")
@@ -910,14 +915,8 @@ class MonitorEngine:
             if sub.num_rows == 0:
                 continue
             key_col = pc.binary_join_element_wise(sub.column("name"), sub.column(w.factor), "\x1f")
-            codes, labels = _encode(key_col)
-            order = np.argsort(codes, kind="stable")
-            bounds = np.searchsorted(codes[order], np.arange(len(labels) + 1))
-            values = sub.column("value").to_numpy()
-            units = np.asarray(sub.column("unit_id").to_pylist(), dtype=object)
-            ts = sub.column("t_us").to_numpy()
-            for k, label in enumerate(labels):
-                idx = order[bounds[k] : bounds[k + 1]]
+            labels, groups, values, units, ts = _series_of(sub, key_col)
+            for label, idx in zip(labels, groups, strict=True):
                 name, level = label.split("\x1f")
                 key = (w.id, w.station, name, level)
                 mon = self.watched.get(key)
