@@ -36,12 +36,12 @@ def one_run(spec: tuple[str, int, int | None, bool]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="one short scenario and seed")
+    ap.add_argument("--quick", action="store_true", help="one short scenario with a returning problem")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at once (one per core)")
     args = ap.parse_args()
     if args.quick:
-        plan = [("nozzle_wear", 0, 30_000, False)]
+        plan = [("recurring_nozzle", 1, None, False)]  # a returning problem: recurrence and recall
     else:
         plan = [(sc, seed, None, True) for sc in ("default",) for seed in range(args.seeds)]
         plan += [("mixed", seed, None, True) for seed in range(args.seeds)]

@@ -14,23 +14,11 @@ from linelab.loop.runner import LoopPolicy
 from linelab.loop.session import run_session
 from linelab.store import Workspace
 
-RECURRING = """
-name: recurring_nozzle
-description: Nozzle wear on P2-N3, and later on P1-N2 (the same kind of problem on another nozzle).
-units: 42000
-maintenance: {nozzle_swap_every: 1000000}
-problems:
-  - {id: nozzle-1, type: nozzle_wear, onset: 8000, machine: P2, nozzle: N3, magnitude: 0.07}
-  - {id: nozzle-2, type: nozzle_wear, onset: 28000, machine: P1, nozzle: N2, magnitude: 0.07}
-"""
-
 
 @pytest.fixture(scope="module")
 def recurring_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("loop")
-    scenario = folder / "recurring.yaml"
-    scenario.write_text(RECURRING)
-    return run_session(folder / "ws", str(scenario), 1, None, LoopPolicy(optimise_recipe=False))
+    return run_session(folder / "ws", "recurring_nozzle", 1, None, LoopPolicy(optimise_recipe=False))
 
 
 def test_loop_fixes_the_problem_and_writes_know_how(recurring_run: dict) -> None:
