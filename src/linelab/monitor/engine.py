@@ -53,6 +53,9 @@ class EngineConfig:
     # unit sigmas): smaller moves of one entity are its normal wear.
     watch_min_share: float = 0.5
     watch_min_shift: float = 0.3
+    # A watch learns its entity's normal from the records right after the fix: few, so that a
+    # problem returning soon after is not learned as normal (one nozzle sees ~1/8 of the units).
+    watch_reference_records: int = 400
     shift: float = 1.0  # mean shift, in sigmas of single units, each CUSUM catches quickest
     persist: int = 3  # subgroups in a row above h before a measurement alarm counts
     min_trend_t: float = 3.0
@@ -927,7 +930,7 @@ class MonitorEngine:
                     mon = self.watched[key] = SeriesMonitor(w.station, name, None, self.config,
                                                             specs.get((w.station, name), (None, None, None)),
                                                             watch=(w.id, w.factor, level), learned=w.moves.get(name))
-                    mon.min_ref = self.config.restage_records
+                    mon.min_ref = self.config.watch_reference_records
                     mon.ref_start_us = int(ts[idx][0])
                     machine = sub.column("machine")[int(idx[0])].as_py()
                     mon.trend_from = self.series.get((w.station, name, machine))
