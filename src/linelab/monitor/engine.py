@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,7 @@ class SeriesMonitor:
         self.ref_start_us = 0  # a watch's phase I begins when it is set
         self.trend_from: SeriesMonitor | None = None  # a watch's wear model: its machine's series
         self.condition = False  # a process condition (params: settings, environment), not a product measurement
+        self.maintenance_seen_us: int | None = None  # events up to this time have been looked at
         self.stage_start_us: int | None = None  # the recorded change that began the current stage
         self.last_change_us: int | None = None
         self.stages = 1
@@ -334,7 +336,7 @@ class SeriesMonitor:
     def _reset_after_maintenance(self, events: Events, t_last: int) -> None:
         """Work on this series' station and machine (a repair, a fix) starts its sums afresh: the
         evidence gathered before it says nothing about the process after it."""
-        seen = getattr(self, "maintenance_seen_us", None)
+        seen = self.maintenance_seen_us
         self.maintenance_seen_us = t_last
         if seen is None or self.chart is None:
             return
@@ -956,25 +958,8 @@ class MonitorEngine:
             [lo, hi],
         )
         report.records["steps"] = report.records.get("steps", 0) + tbl.num_rows
-        if tbl.num_rows == 0:
-            return []
-        st_codes, st_labels = _encode(tbl.column("station"))
-        fails = tbl.column("failed").to_numpy(zero_copy_only=False).astype(bool)
-        units = np.asarray(tbl.column("unit_id").to_pylist(), dtype=object)
-        t_us = tbl.column("t_us").to_numpy()
-        alarms: list[Alarm] = []
-        for s_i, station in enumerate(st_labels):
-            rows = np.flatnonzero(st_codes == s_i)
-            sub = tbl.take(pa.array(rows))
-            for factor in factors:
-                codes, labels = _encode(sub.column("station_group" if factor == "station" else factor))
-                if all(lab is None for lab in labels):
-                    continue
-                stream = self.rates.get((factor, station))
-                if stream is None:
-                    stream = self.rates[(factor, station)] = RateStream(factor, station, self.config)
-                alarms += stream.process(codes, labels, fails[rows], units[rows], t_us[rows], hi)
-        return alarms
+        return self._feed_rates(tbl, "station", hi, lambda sub: {
+            f: sub.column("station_group" if f == "station" else f) for f in factors})
 
     def _materials(self, ws: Any, lo: int, hi: int, report: RunReport) -> list[Alarm]:
         factors = [f for f in self.config.material_factors if f in MATERIAL_FACTORS]
@@ -991,25 +976,31 @@ class MonitorEngine:
             [lo, hi],
         )
         report.records["units"] = report.records.get("units", 0) + tbl.num_rows
+        # A lot is named within its supplier: keep them apart.
+        return self._feed_rates(tbl, "material", hi, lambda sub: {
+            f: pc.binary_join_element_wise(sub.column("supplier"), sub.column("lot"), ":") if f == "lot"
+            else sub.column("supplier") for f in factors})
+
+    def _feed_rates(self, tbl: pa.Table, context: str, hi: int,
+                    columns: Callable[[pa.Table], dict[str, Any]]) -> list[Alarm]:
+        """Feed the failure-rate stream of each (factor, context) — factors per station, lots and
+        suppliers per material — with the rows of that context."""
         if tbl.num_rows == 0:
             return []
-        mat_codes, mat_labels = _encode(tbl.column("material"))
+        ctx_codes, ctx_labels = _encode(tbl.column(context))
         fails = tbl.column("failed").to_numpy(zero_copy_only=False).astype(bool)
         units = np.asarray(tbl.column("unit_id").to_pylist(), dtype=object)
         t_us = tbl.column("t_us").to_numpy()
         alarms: list[Alarm] = []
-        for m_i, material in enumerate(mat_labels):
-            rows = np.flatnonzero(mat_codes == m_i)
-            sub = tbl.take(pa.array(rows))
-            for factor in factors:
-                col = sub.column("lot") if factor == "lot" else sub.column("supplier")
-                if factor == "lot":
-                    # A lot is named within its supplier: keep them apart.
-                    col = pc.binary_join_element_wise(sub.column("supplier"), sub.column("lot"), ":")
+        for c_i, ctx in enumerate(ctx_labels):
+            rows = np.flatnonzero(ctx_codes == c_i)
+            for factor, col in columns(tbl.take(pa.array(rows))).items():
                 codes, labels = _encode(col)
-                stream = self.rates.get((factor, material))
+                if all(lab is None for lab in labels):
+                    continue
+                stream = self.rates.get((factor, ctx))
                 if stream is None:
-                    stream = self.rates[(factor, material)] = RateStream(factor, material, self.config)
+                    stream = self.rates[(factor, ctx)] = RateStream(factor, ctx, self.config)
                 alarms += stream.process(codes, labels, fails[rows], units[rows], t_us[rows], hi)
         return alarms
 
