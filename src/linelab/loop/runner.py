@@ -44,15 +44,16 @@ CLOSE_MATCH = 0.95
 class LoopPolicy(BaseModel):
     """What the loop may do on its own, and how cautiously."""
 
-    chunk: int = Field(2500, gt=0, description="units produced between two looks at the data")
+    chunk: int = Field(1000, gt=0, description="units produced between two looks at the data")
     min_lost_units: float = Field(20.0, description="act only on problems that cost at least this many units")
     auto_apply_recalled: bool = Field(True, description="apply a fix recalled from know-how with high confidence")
     auto_apply_diagnosed: bool = Field(True, description="apply the remedy of a confident diagnosis")
-    max_wait_chunks: int = Field(3, description="chunks to wait for a confident diagnosis before acting on the best")
-    verify_chunks: int = Field(2, description="chunks after a fix before judging it")
+    max_wait_units: int = Field(5000, description="units to wait for a confident diagnosis before acting on the best")
+    verify_units: int = Field(5000, description="units after a fix before judging it")
     max_actions: int = Field(3, description="actions tried on one problem before it is left to a person")
     optimise_recipe: bool = Field(True, description="run recipe trials between incidents")
     max_trials: int = Field(24, description="recipe trials before adopting the best recipe")
+    trial_units: int = Field(2500, gt=0, description="units one recipe trial runs (whole looks at the data)")
     search_share: float = Field(1 / 3, description="share of a planned run the recipe trials may take (at least "
                                                    "6 trials): a short run adopts sooner")
     max_trial_loss: float = Field(0.01, description="yield a trial may risk below the incumbent")
@@ -84,6 +85,23 @@ class Incident:
     onset_t: str | None = None
     tried: list[str] = field(default_factory=list)
     applied: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Trial:
+    """A recipe trial in progress: what it has produced so far."""
+
+    recipe: dict[str, float]
+    units: int = 0
+    passed: int = 0
+    t_from: datetime | None = None
+    t_to: datetime | None = None
+
+    def add(self, units_table: pa.Table) -> None:
+        n, passed = _first_pass(units_table)
+        t = pc.min_max(units_table.column("t_start")).as_py()
+        self.units, self.passed = self.units + n, self.passed + passed
+        self.t_from, self.t_to = self.t_from or t["min"], t["max"]
 
 
 @dataclass
@@ -134,17 +152,17 @@ class ClosedLoop:
         self.log = log or (lambda msg: None)
         self.optimiser: RecipeOptimizer | None = None
         self.seed = seed
-        self.trial: dict[str, float] | None = None
+        self.trial: Trial | None = None  # the recipe trial running now, over one or more looks
         self.planned_units: int | None = None  # the run's length, when known: it bounds the search
 
     # -- one chunk -------------------------------------------------------------------------
     def step(self, n: int) -> None:
-        trial = self._start_trial()
+        self._start_trial()
         chunk = self.line.produce(n)
         self.ws.ingest_tables(chunk.tables, source=self.source)
         self.state.curve.add(chunk["units"])
-        if trial is not None:
-            self._finish_trial(trial, chunk["units"])
+        if self.trial is not None:
+            self.trial.add(chunk["units"])
         elif self.optimiser is None and self.policy.optimise_recipe:
             units, passed = _first_pass(chunk["units"])
             self.optimiser = RecipeOptimizer(tune_bounds(), seed=self.seed, max_loss=self.policy.max_trial_loss)
@@ -152,6 +170,8 @@ class ClosedLoop:
         run_monitor(self.ws)
         self._verify()
         self._handle_open_problems()
+        if self.trial is not None and (self.trial.units >= self.policy.trial_units or self._busy()):
+            self._finish_trial()
 
     @property
     def produced(self) -> int:
@@ -169,8 +189,10 @@ class ClosedLoop:
         if not t:
             return False
         at = datetime.fromisoformat(t)
-        for trial in self.state.trials:
-            t0, t1 = datetime.fromisoformat(trial["t_from"]), datetime.fromisoformat(trial["t_to"])
+        windows = [(datetime.fromisoformat(x["t_from"]), datetime.fromisoformat(x["t_to"])) for x in self.state.trials]
+        if self.trial is not None and self.trial.t_from and self.trial.t_to:
+            windows.append((self.trial.t_from, self.trial.t_to))
+        for t0, t1 in windows:
             if t0 - (t1 - t0) / 4 <= at <= t1:
                 return True
         return False
@@ -180,32 +202,34 @@ class ClosedLoop:
         p = self.policy
         if self.planned_units is None:
             return p.max_trials
-        return min(p.max_trials, max(6, int(self.planned_units * p.search_share / p.chunk)))
+        return min(p.max_trials, max(6, int(self.planned_units * p.search_share / p.trial_units)))
 
     def _escalated(self, inc: Incident) -> bool:
         return inc.fixed_unit is None and len(inc.actions_tried) >= self.policy.max_actions
 
-    def _start_trial(self) -> dict[str, float] | None:
+    def _start_trial(self) -> None:
         opt = self.optimiser
-        if opt is None or self.state.adopted_recipe is not None:
-            return None
+        if opt is None or self.trial is not None or self.state.adopted_recipe is not None:
+            return
         if self._busy():  # an incident in progress: hold the best recipe so far
-            return None
+            return
         if len(self.state.trials) >= self.trial_budget:
             self._adopt(opt.best())
-            return None
-        recipe = opt.ask()
-        self.line.apply({"kind": "set_recipe", "params": recipe})
-        return recipe
+            return
+        self.trial = Trial(opt.ask())
+        self.line.apply({"kind": "set_recipe", "params": self.trial.recipe})
 
-    def _finish_trial(self, recipe: dict[str, float], units_table: pa.Table) -> None:
-        assert self.optimiser is not None
-        units, passed = _first_pass(units_table)
-        self.optimiser.update(recipe, units, passed)
-        t = pc.min_max(units_table.column("t_start")).as_py()
-        self.state.trials.append({"unit": self.produced, "recipe": recipe, "units": units,
-                                  "first_pass_yield": passed / units,
-                                  "t_from": t["min"].isoformat(), "t_to": t["max"].isoformat()})
+    def _finish_trial(self) -> None:
+        """Tell the optimiser what the trial yielded; an incident cuts a trial short (and a trial
+        cut to less than half its length says too little to keep)."""
+        trial, self.trial = self.trial, None
+        assert self.optimiser is not None and trial is not None and trial.t_from and trial.t_to
+        kept = trial.units >= self.policy.trial_units / 2
+        if kept:
+            self.optimiser.update(trial.recipe, trial.units, trial.passed)
+        self.state.trials.append({"unit": self.produced, "recipe": trial.recipe, "units": trial.units,
+                                  "first_pass_yield": trial.passed / trial.units, "kept": kept,
+                                  "t_from": trial.t_from.isoformat(), "t_to": trial.t_to.isoformat()})
         if self._busy():
             self.line.apply({"kind": "set_recipe", "params": self.optimiser.best()})
 
@@ -250,9 +274,11 @@ class ClosedLoop:
             entry = ledger.get(self.ws, recalled.entry_id)
             # Re-aim the known fix at a cause the diagnosis ranks first (any of its top three for a
             # near-identical symptom), or at the entity the entry's watch caught.
+            # The entity a watch caught comes first: the watch saw that very part move, while a
+            # diagnosis made on a still-small symptom may point at a neighbour.
             reach = 3 if recalled.score >= CLOSE_MATCH else 1
             aimed = [(c, a) for c, a in candidates[:reach] if a["kind"] == entry.fix.action]
-            known = self._known_fix(problem, entry) if not aimed else None
+            known = self._known_fix(problem, entry) if not aimed or problem.get("watch") == entry.id else None
             if known is not None and _key(known[1]) not in inc.tried:
                 aimed = [known]
             if aimed:
@@ -271,7 +297,7 @@ class ClosedLoop:
                 return
             if not self.policy.auto_apply_diagnosed:
                 return
-            if not diagnosis.confident and inc.waited < self.policy.max_wait_chunks:
+            if not diagnosis.confident and inc.waited * self.policy.chunk < self.policy.max_wait_units:
                 inc.waited += 1  # not sure yet: more units will sharpen the diagnosis
                 return
         other = self._being_applied(action)
@@ -377,7 +403,7 @@ class ClosedLoop:
         for inc in self.state.incidents.values():
             if inc.fixed_unit is None or inc.resolved_unit is not None:
                 continue
-            if self.produced - inc.fixed_unit < self.policy.verify_chunks * self.policy.chunk:
+            if self.produced - inc.fixed_unit < self.policy.verify_units:
                 continue
             problem = self.ws.get_artifact("problem", inc.problem_id) or {}
             onset = inc.onset_t or inc.fixed_t or ""
@@ -389,14 +415,14 @@ class ClosedLoop:
             better = compare_yields(incident, after).verdict == "improved" or symptom is True
             # Back to normal: no longer distinguishable from the units before the onset.
             recovered = compare_yields(normal, after).verdict != "worse" and symptom is not False
-            waited = (self.produced - inc.fixed_unit) // self.policy.chunk
-            if better or (recovered and waited >= 2 * self.policy.verify_chunks):
+            waited = self.produced - inc.fixed_unit
+            if better or (recovered and waited >= 2 * self.policy.verify_units):
                 inc.resolved_unit = self.produced
                 set_status(self.ws, inc.problem_id, "resolved",
                            note=f"{inc.action} verified ({'improved' if better else 'back to normal'})")
                 self._write_knowhow(inc, problem, incident, after)
                 self.log(f"{inc.problem_id} resolved by {inc.action}")
-            elif not recovered or waited >= 2 * self.policy.verify_chunks:
+            elif not recovered or waited >= 2 * self.policy.verify_units:
                 inc.failed_actions += 0 if inc.rides_on else 1
                 inc.fixed_unit, inc.rides_on = None, None
                 with contextlib.suppress(UserError):

@@ -34,7 +34,7 @@ from linelab.monitor.problems import Alarm, Evidence, ProblemBook
 from linelab.monitor.spc import CUSUMChart
 
 STATE_FILE = "monitor/engine.pkl"
-STATE_VERSION = 3
+STATE_VERSION = 4
 STEP_FACTORS = ("station", "machine", "fixture", "operator", "shift")
 MATERIAL_FACTORS = ("lot", "supplier")
 
@@ -81,6 +81,9 @@ class EngineConfig:
     # their limits are re-learned from `restage_records` records after the change.
     restage_downstream: int = 1
     restage_records: int = 1000
+    # Work on one part (a nozzle swapped) moves its machine's level, not its spread or wear:
+    # the machine's series re-learns its level from this many records after the work.
+    relevel_records: int = 300
 
 
 def _iso(t_us: int | float | None) -> str | None:
@@ -176,6 +179,8 @@ class SeriesMonitor:
         self.condition = False  # a process condition (params: settings, environment), not a product measurement
         self.maintenance_seen_us: int | None = None  # events up to this time have been looked at
         self.stage_start_us: int | None = None  # the recorded change that began the current stage
+        self.level_offset = 0.0  # how far part work has moved the level since phase I
+        self._relevel: list[np.ndarray] | None = None  # records gathered to re-learn the level
         self.last_change_us: int | None = None
         self.stages = 1
 
@@ -341,10 +346,13 @@ class SeriesMonitor:
         if seen is None or self.chart is None:
             return
         for key, times in events.items():
-            _, station, machine, target = (key.split(":", 3) + ["", "", ""])[:4]
-            mine = machine in ("", self.machine) or bool(self.watch and target == self.watch[2])
+            kind, station, machine, target = (key.split(":", 3) + ["", "", ""])[:4]
+            own_part = bool(self.watch and target == self.watch[2])
+            mine = machine in ("", self.machine) or own_part
             if station == self.station and mine and np.any((times > seen) & (times <= t_last)):
                 self.chart.reset()
+                if kind == "part" and not self.watch and not self.constant:
+                    self._relevel = []
                 return
 
     def _score(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, seq: int, events: Events,
@@ -379,7 +387,12 @@ class SeriesMonitor:
         # Spec checks use the raw values; the chart watches what normal wear does not explain.
         # One wild reading (a mis-pick, a bad contact) is a unit defect, not a process shift:
         # single values are winsorised at 4 unit-sigmas before they are averaged.
-        v = np.clip(self.detrend(v, t, events), self.centre - 4 * self.sd_unit, self.centre + 4 * self.sd_unit)
+        v = self.detrend(v, t, events) - self.level_offset
+        if self._relevel is not None:
+            v, units, t, raw = self._take_relevel(v, units, t, raw)
+            if len(v) == 0:
+                return None
+        v = np.clip(v, self.centre - 4 * self.sd_unit, self.centre + 4 * self.sd_unit)
         oos_flags = self._oos(raw).astype(float)
         pv, pu, pt, po = self._partial
         v, units, t = np.concatenate([pv, v]), np.concatenate([pu, units]), np.concatenate([pt, t])
@@ -418,6 +431,20 @@ class SeriesMonitor:
         if self.watch and abs(found.effect["shift_sigma"]) < self.min_shift:
             return None  # a small move of one entity: normal wear, not the failure the watch is for
         return found
+
+    def _take_relevel(self, v: np.ndarray, units: np.ndarray, t: np.ndarray,
+                      raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Gather records after part work; once there are enough, their mean is the new level."""
+        assert self._relevel is not None and self.chart is not None
+        need = self.cfg.relevel_records - sum(len(x) for x in self._relevel)
+        self._relevel.append(v[:need])
+        if len(v) < need:
+            return v[:0], units[:0], t[:0], raw[:0]
+        moved = float(np.concatenate(self._relevel).mean()) - self.centre
+        self.level_offset += moved
+        self._relevel = None
+        self.chart.reset()
+        return v[need:] - moved, units[need:], t[need:], raw[need:]
 
     def _push(self, means: np.ndarray, oos: np.ndarray, t: np.ndarray, unit: np.ndarray, stat: np.ndarray) -> None:
         cap = len(self._ring_mean)
