@@ -21,7 +21,7 @@ class LoopParams(BaseModel):
     scenario: str = Field("default", description="built-in scenario name or a scenario YAML file")
     seed: int = Field(0, description="random seed")
     units: int | None = Field(None, gt=0, description="units to produce [default: the scenario's length]")
-    chunk: int = Field(2500, gt=0, description="units between two looks at the data")
+    chunk: int = Field(1000, gt=0, description="units between two looks at the data")
     optimise: bool = Field(True, description="run recipe experiments between incidents")
     report: Path = Field(Path("reports"), description="folder for the HTML report")
 

@@ -192,10 +192,7 @@ class ClosedLoop:
         windows = [(datetime.fromisoformat(x["t_from"]), datetime.fromisoformat(x["t_to"])) for x in self.state.trials]
         if self.trial is not None and self.trial.t_from and self.trial.t_to:
             windows.append((self.trial.t_from, self.trial.t_to))
-        for t0, t1 in windows:
-            if t0 - (t1 - t0) / 4 <= at <= t1:
-                return True
-        return False
+        return any(t0 - (t1 - t0) / 4 <= at <= t1 for t0, t1 in windows)
 
     @property
     def trial_budget(self) -> int:
