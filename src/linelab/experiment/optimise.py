@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import pyarrow as pa
 from optuna.distributions import BaseDistribution, FloatDistribution
 from scipy.special import ndtr, ndtri
 from scipy.stats import qmc
@@ -36,6 +37,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern
 
 from linelab.errors import UserError
+from linelab.experiment.process_model import ProcessModel
 from linelab.experiment.verdict import ArmSummary, Verdict
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -48,6 +50,7 @@ class Observation:
     passed: int
     stopped_early: bool = False
     kind: str = "trial"  # "reference" for the line's own history at the starting recipe
+    readings: pa.Table | None = None  # the units' own readings and defects (see `process_model`)
 
     @property
     def yield_(self) -> float:
@@ -76,12 +79,13 @@ class YieldModel:
         self._std = 1.0
 
     def fit(self, x: np.ndarray, units: np.ndarray, passed: np.ndarray, warm: YieldModel | None = None,
-            restarts: int | None = 2) -> YieldModel:
+            restarts: int | None = 2, offset: np.ndarray | None = None) -> YieldModel:
         """Fit hyperparameters by marginal likelihood; `warm` starts from a previous fit's.
 
         `restarts=None` keeps the warm kernel's hyperparameters as they are (conditioning only).
+        `offset`: a prior prediction of each yield; the GP then learns what it misses.
         """
-        y = passed / units
+        y = passed / units - (0.0 if offset is None else offset)
         pooled = float(passed.sum() / units.sum())
         noise = max(pooled * (1 - pooled), 1e-4) / units
         self._mean = float(np.average(y, weights=units))
@@ -163,6 +167,9 @@ class RecipeOptimizer:
     fail_tol: int = 3
     n_init: int = 4
     candidates: int = 1024
+    # Learn through the process (recipe -> readings -> defects) when trials bring their readings:
+    # the GP then models only what the process model misses.
+    use_process: bool = True
     observations: list[Observation] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -191,6 +198,8 @@ class RecipeOptimizer:
         self.region = self.init_region
         self.successes = self.failures = 0
         self.model: YieldModel | None = None
+        self.process: ProcessModel | None = None
+        self._offset_was_none = True
         self._pending: dict[int, optuna.trial.Trial] = {}
         base = None
         if self.sampler == "tpe":
@@ -204,7 +213,8 @@ class RecipeOptimizer:
             centre = np.array([float(rec.get(n, c)) for n, c in zip(self.names, centre, strict=True)])
             if reference.get("units"):
                 self.observations.append(Observation(self._clip_dict(rec), int(reference["units"]),
-                                                     int(reference["passed"]), kind="reference"))
+                                                     int(reference["passed"]), kind="reference",
+                                                     readings=reference.get("readings")))
         self.centre_u = self._normalise(np.clip(centre, self.lo, self.hi))
         self.best_value: float | None = None
         if self.observations:
@@ -220,11 +230,12 @@ class RecipeOptimizer:
         return recipe
 
     def update(self, recipe: Mapping[str, float], units: int, passed: int, stopped_early: bool = False,
-               trial: int | None = None) -> RecipeOptimizer:
-        """Tell the outcome of a trial (or of any production at a recipe)."""
+               trial: int | None = None, readings: pa.Table | None = None) -> RecipeOptimizer:
+        """Tell the outcome of a trial (or of any production at a recipe), with the units'
+        readings (`process_model.unit_readings`) where they are known."""
         if units <= 0:
             raise ValueError("a trial needs at least one unit")
-        obs = Observation(self._clip_dict(recipe), int(units), int(passed), stopped_early)
+        obs = Observation(self._clip_dict(recipe), int(units), int(passed), stopped_early, readings=readings)
         self.observations.append(obs)
         number = self._last_trial if trial is None and self._pending else trial
         if number is not None and number in self._pending:
@@ -337,20 +348,40 @@ class RecipeOptimizer:
         # trials (a multi-start search now and then in case they should move a lot), and in
         # between only condition the last fit's GP on the new data
         k = len(self.observations)
-        cold = self.model is None or k % 6 == 0
+        self._fit_process(x)
+        offset = self.process.predict(x) if self.process is not None else None
+        cold = self.model is None or k % 6 == 0 or (offset is not None and self._offset_was_none)
+        self._offset_was_none = offset is None
         restarts = 2 if cold else 0 if k % 2 == 0 or k < 8 else None
         self.model = YieldModel(len(self.names), self.seed).fit(
-            x, units, passed, warm=None if cold else self.model, restarts=restarts
+            x, units, passed, warm=None if cold else self.model, restarts=restarts, offset=offset
         )
         i, mu, _ = self._incumbent()
         self.best_value = mu
         self.centre_u = x[i]
 
+    def _fit_process(self, x: np.ndarray) -> None:
+        with_readings = [i for i, o in enumerate(self.observations) if o.readings is not None]
+        self.process = None
+        if not self.use_process or len(with_readings) < len(self.names) + 1:
+            return
+        model = ProcessModel(seed=self.seed).fit(x[with_readings],
+                                                 [self.observations[i].readings for i in with_readings])
+        self.process = model if model.ready else None
+
+    def _predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and sd of yield: the GP, on top of the process model where there is one."""
+        assert self.model is not None
+        mu, sd = self.model.predict(x)
+        if self.process is not None:
+            mu = mu + self.process.predict(x)
+        return mu, sd
+
     def _incumbent(self) -> tuple[int, float, float]:
         if self.model is None or not self.observations:
             return 0, float("nan"), float("nan")
         x, units, _ = self._xy()
-        mu, sd = self.model.predict(x)
+        mu, sd = self._predict(x)
         # a recipe seen for only a few hundred units (a stopped trial) must not win on luck:
         # rank by a lower bound that shrinks with the units behind it
         score = mu - 0.5 * sd
@@ -387,14 +418,14 @@ class RecipeOptimizer:
         mask = self.rng.random((k, len(self.names))) < max(0.2, 1 / len(self.names))
         local = np.where(mask, lo + self.rng.random((k, len(self.names))) * (hi - lo), self.centre_u)
         cand = np.vstack([cand, local])
-        mu, sd = self.model.predict(cand)
+        mu, sd = self._predict(cand)
         best = self.best_value if self.best_value is not None else float(mu.max())
         z = (mu - best) / np.maximum(sd, 1e-9)
         ei = (mu - best) * ndtr(z) + sd * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
         # safe expansion: a candidate must lie within `max_step` of a tried recipe the model
         # believes is above the floor — the model is trusted near its data, not in far corners
         x, _, _ = self._xy()
-        mu_x, _ = self.model.predict(x)
+        mu_x, _ = self._predict(x)
         known = x[mu_x >= best - self.max_loss]
         if known.size:
             near = (np.abs(cand[:, None, :] - known[None, :, :]).max(axis=2) <= self.max_step).any(axis=1)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, Field
@@ -27,7 +28,8 @@ from linelab.act.effect import compare_yields
 from linelab.diagnose.model import Diagnosis
 from linelab.diagnose.workspace import diagnose_problem
 from linelab.errors import UserError
-from linelab.experiment.optimise import RecipeOptimizer, tune_bounds
+from linelab.experiment.optimise import RecipeOptimizer, trial_guardrail, tune_bounds
+from linelab.experiment.process_model import unit_readings
 from linelab.knowhow import ledger, recall
 from linelab.loop import verify
 from linelab.loop.curve import Curve
@@ -154,6 +156,7 @@ class ClosedLoop:
         self.seed = seed
         self.trial: Trial | None = None  # the recipe trial running now, over one or more looks
         self.planned_units: int | None = None  # the run's length, when known: it bounds the search
+        self._reference_readings: pa.Table | None = None  # the units at the starting recipe
 
     # -- one chunk -------------------------------------------------------------------------
     def step(self, n: int) -> None:
@@ -165,13 +168,20 @@ class ClosedLoop:
             self.trial.add(chunk["units"])
         elif self.optimiser is None and self.policy.optimise_recipe:
             units, passed = _first_pass(chunk["units"])
+            t = pc.min_max(chunk["units"].column("t_start")).as_py()
             self.optimiser = RecipeOptimizer(tune_bounds(), seed=self.seed, max_loss=self.policy.max_trial_loss)
-            self.optimiser.fit({"recipe": dict(self.line.recipe), "units": units, "passed": passed})
+            self._reference_readings = unit_readings(self.ws, t["min"], t["max"])
+            self.optimiser.fit({"recipe": dict(self.line.recipe), "units": units, "passed": passed,
+                                "readings": self._reference_readings})
         run_monitor(self.ws)
         self._verify()
         self._handle_open_problems()
-        if self.trial is not None and (self.trial.units >= self.policy.trial_units or self._busy()):
-            self._finish_trial()
+        if self.trial is not None:
+            floor = self.optimiser.floor() if self.optimiser else None
+            # A trial surely below the incumbent by more than it may risk stops at once.
+            stop = floor is not None and trial_guardrail(self.trial.units, self.trial.passed, floor)
+            if stop or self.trial.units >= self.policy.trial_units or self._busy():
+                self._finish_trial(stopped=stop)
 
     @property
     def produced(self) -> int:
@@ -184,15 +194,30 @@ class ClosedLoop:
                    and not (i.action or "").startswith("set_recipe")  # the search's own side effects
                    for i in self.state.incidents.values())
 
-    def _during_trial(self, t: str | None) -> bool:
-        """Whether time `t` falls in a recipe trial (or the quarter of one before it: onsets are estimates)."""
+    def _trial_at(self, t: str | None) -> tuple[datetime, datetime] | None:
+        """The recipe trial time `t` falls in (or in the quarter of one before it: onsets are estimates)."""
         if not t:
-            return False
+            return None
         at = datetime.fromisoformat(t)
         windows = [(datetime.fromisoformat(x["t_from"]), datetime.fromisoformat(x["t_to"])) for x in self.state.trials]
         if self.trial is not None and self.trial.t_from and self.trial.t_to:
             windows.append((self.trial.t_from, self.trial.t_to))
-        return any(t0 - (t1 - t0) / 4 <= at <= t1 for t0, t1 in windows)
+        return next(((t0, t1) for t0, t1 in windows if t0 - (t1 - t0) / 4 <= at <= t1), None)
+
+    def _moved_by_trial(self, window: tuple[datetime, datetime]) -> set[str]:
+        """Readings (station.name) a trial's recipe moved by more than one unit-sd from the start."""
+        ref = self._reference_readings
+        if ref is None:
+            return set()
+        trial = unit_readings(self.ws, *window)
+        moved = set()
+        for name in set(ref.column_names) & set(trial.column_names) - {"code", "first_pass"}:
+            r = ref.column(name).to_numpy(zero_copy_only=False).astype(float)
+            v = trial.column(name).to_numpy(zero_copy_only=False).astype(float)
+            sd = np.nanstd(r)
+            if sd > 0 and abs(np.nanmean(v) - np.nanmean(r)) > sd:
+                moved.add(name)
+        return moved
 
     @property
     def trial_budget(self) -> int:
@@ -216,18 +241,19 @@ class ClosedLoop:
         self.trial = Trial(opt.ask())
         self.line.apply({"kind": "set_recipe", "params": self.trial.recipe})
 
-    def _finish_trial(self) -> None:
+    def _finish_trial(self, stopped: bool = False) -> None:
         """Tell the optimiser what the trial yielded; an incident cuts a trial short (and a trial
-        cut to less than half its length says too little to keep)."""
+        cut to less than half its length says too little to keep), the guardrail stops a bad one."""
         trial, self.trial = self.trial, None
         assert self.optimiser is not None and trial is not None and trial.t_from and trial.t_to
-        kept = trial.units >= self.policy.trial_units / 2
-        if kept:
-            self.optimiser.update(trial.recipe, trial.units, trial.passed)
+        kept = stopped or trial.units >= self.policy.trial_units / 2
+        if kept:  # with the units' readings: the optimiser learns through the process
+            self.optimiser.update(trial.recipe, trial.units, trial.passed, stopped_early=stopped,
+                                  readings=unit_readings(self.ws, trial.t_from, trial.t_to))
         self.state.trials.append({"unit": self.produced, "recipe": trial.recipe, "units": trial.units,
                                   "first_pass_yield": trial.passed / trial.units, "kept": kept,
                                   "t_from": trial.t_from.isoformat(), "t_to": trial.t_to.isoformat()})
-        if self._busy():
+        if self._busy() or stopped:
             self.line.apply({"kind": "set_recipe", "params": self.optimiser.best()})
 
     def _adopt(self, recipe: dict[str, float]) -> None:
@@ -285,8 +311,11 @@ class ClosedLoop:
                 inc.waited += 1
                 return
             cause, action = candidates[0]
-            if action["kind"] == "set_recipe" and not inc.actions_tried and self._during_trial(inc.onset_t):
-                # The recipe search's own doing: the optimiser has the trial's yield and has moved on.
+            window = self._trial_at(inc.onset_t) if not inc.actions_tried else None
+            reading = ".".join(reversed(cause.split("@", 1))) if "@" in cause and "=" not in cause else None
+            if window and (action["kind"] == "set_recipe" or reading in self._moved_by_trial(window)):
+                # The recipe search's own doing (a recipe parameter, or a reading the trial's recipe
+                # moved): the optimiser has the trial's yield and has moved on.
                 inc.trial_effect, inc.resolved_unit = True, self.produced
                 with contextlib.suppress(UserError):
                     set_status(self.ws, inc.problem_id, "resolved", note=f"effect of a recipe trial ({cause})")
