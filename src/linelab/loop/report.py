@@ -24,11 +24,13 @@ def _smooth(y: list[float], w: int) -> np.ndarray:
 
 def learning_figure(result: dict[str, Any]) -> go.Figure:
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=("First-pass yield (moving average of 4 chunks)",
+                        subplot_titles=("First-pass yield (moving average of 10,000 units)",
                                         "Cumulative cost of poor quality (board equivalents)"))
     for name, c in result["curves"].items():
         units = c["units"]
-        fig.add_trace(go.Scatter(x=units, y=_smooth(c["yield"], 4), name=NAMES[name], mode="lines",
+        per_point = max(1, int(np.median(np.diff(np.r_[0, units])))) if units else 1
+        smooth = _smooth(c["yield"], max(1, 10000 // per_point))
+        fig.add_trace(go.Scatter(x=units, y=smooth, name=NAMES[name], mode="lines",
                                  line={"color": COLOURS[name]}), row=1, col=1)
         cost = np.cumsum(np.asarray(c["copq"]) * np.diff(np.r_[0, units]))
         fig.add_trace(go.Scatter(x=units, y=cost, name=NAMES[name], mode="lines", showlegend=False,
