@@ -76,6 +76,7 @@ class Incident:
     actions_tried: list[str] = field(default_factory=list)
     failed_actions: int = 0
     knowhow_reused: str | None = None
+    recalled: str | None = None  # the top know-how match when the loop acted, applied or not
     knowhow_written: str | None = None
     trial_effect: bool = False  # a recipe trial's own effect, not a problem of the line
     rides_on: str | None = None  # fixed by the action applied for this other problem
@@ -282,6 +283,7 @@ class ClosedLoop:
             return  # a fix is being verified, or the loop has done what it may
         matches = recall.recall(self.ws, problem, top=3) if self.policy.auto_apply_recalled else []
         recalled = matches[0] if matches and matches[0].score >= recall.AUTO_APPLY else None
+        inc.recalled = matches[0].entry_id if matches else None
         try:
             diagnosis, _, _ = diagnose_problem(self.ws, inc.problem_id, plot=None)
         except UserError:

@@ -4,7 +4,8 @@ Figures (also what `bench/loop.py` aggregates):
 - yield_gap_closed = (loop - none) / (oracle - none), on unit-weighted first-pass yield;
 - recurrence_ratio = time-to-fix of a returning problem / time-to-fix of its first occurrence
   (time-to-fix: units from the problem's onset until the action that fixed it);
-- recall_accuracy = share of returning problems whose recalled know-how entry had the right fix;
+- recall_accuracy = share of returning problems whose top recalled know-how entry had the right fix
+  (whether or not its score was high enough to apply it without a diagnosis);
 - mistakes: actions that did not help, and problems acted on that no injected problem explains.
 """
 
@@ -44,8 +45,8 @@ def score(loop: ClosedLoop, units: int) -> dict[str, Any]:
         ratios.append(_time_to_fix(t, units) / max(_time_to_fix(first, units), 1))
         inc = by_truth.get(t["id"])
         right_fix = {a["kind"] for a in t.get("fix_actions", [])}
-        reused = inc.knowhow_reused if inc else None
-        recalls.append(bool(reused) and ledger.get(loop.ws, reused).fix.action in right_fix)
+        top = (inc.knowhow_reused or inc.recalled) if inc else None
+        recalls.append(bool(top) and ledger.get(loop.ws, top).fix.action in right_fix)
     acted = [i for i in loop.state.incidents.values() if i.actions_tried]
     return {
         "problems_injected": len(truth),
