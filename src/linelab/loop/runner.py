@@ -158,6 +158,7 @@ class ClosedLoop:
         self.trial: Trial | None = None  # the recipe trial running now, over one or more looks
         self.planned_units: int | None = None  # the run's length, when known: it bounds the search
         self._reference_readings: pa.Table | None = None  # the units at the starting recipe
+        self._moved: dict[tuple[datetime, datetime], set[str]] = {}  # readings each ended trial moved
 
     # -- one chunk -------------------------------------------------------------------------
     def step(self, n: int) -> None:
@@ -210,6 +211,8 @@ class ClosedLoop:
         ref = self._reference_readings
         if ref is None:
             return set()
+        if window in self._moved:  # asked at every look while the problem waits: read the trial once
+            return self._moved[window]
         trial = unit_readings(self.ws, *window)
         moved = set()
         for name in set(ref.column_names) & set(trial.column_names) - {"code", "first_pass"}:
@@ -218,6 +221,8 @@ class ClosedLoop:
             sd = np.nanstd(r)
             if sd > 0 and abs(np.nanmean(v) - np.nanmean(r)) > sd:
                 moved.add(name)
+        if self.trial is None or window[0] != self.trial.t_from:  # a running trial still grows
+            self._moved[window] = moved
         return moved
 
     @property
