@@ -10,7 +10,8 @@ import pytest
 from scipy.stats import spearmanr
 
 from linelab.experiment.optimise import RecipeOptimizer, tune_bounds
-from linelab.experiment.process_model import ProcessModel, unit_readings
+from linelab.experiment.process_model import ProcessModel, readings_of, unit_readings
+from linelab.experiment.runner import run_search
 from linelab.store import Workspace
 from linelab.twin import Line
 
@@ -102,3 +103,26 @@ def test_optimiser_learning_through_the_process_finds_a_better_recipe(tmp_path: 
     start, found, best = (t.line.expected_yield(r) for r in (first, opt.best(), t.line.optimal_recipe()))
     # six trials close most of the way from the start (~95.5%) to the optimum (~98.1%)
     assert found - start > 0.75 * (best - start)
+
+
+def test_readings_of_just_produced_tables_equal_the_stored_ones(tmp_path: Path) -> None:
+    t = Trials(tmp_path, seed=3)
+    chunk = t.line.produce(500)
+    t.ws.ingest_tables(chunk.tables, source="test")
+    span = pc.min_max(chunk["units"].column("t_start")).as_py()
+    stored, fresh = unit_readings(t.ws, span["min"], span["max"]), readings_of(chunk.tables)
+    assert stored.column_names == fresh.column_names and stored.num_rows == fresh.num_rows == 500
+    for name in stored.column_names:
+        a, b = stored.column(name).to_pylist(), fresh.column(name).to_pylist()
+        assert a == b or np.allclose(np.array(a, float), np.array(b, float), equal_nan=True), name
+
+
+def test_a_recipe_search_run_off_the_loop_learns_through_the_process() -> None:
+    """`experiment design --kind optimise` runs `run_search` on a line with no workspace under it:
+    its optimiser is told each trial's readings all the same, and so builds its process model."""
+    line = Line("clean", seed=4)
+    opt = RecipeOptimizer(BOUNDS, seed=4).fit({"recipe": dict(line.recipe)})
+    res = run_search(line, opt, budget_units=6 * 1500, units_per_trial=1500, guardrail=False)
+    assert len(res.steps) == 6
+    assert all(o.readings is not None and o.readings.num_rows == 1500 for o in opt.observations[1:])
+    assert opt.process is not None and opt.process.ready

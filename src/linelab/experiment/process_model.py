@@ -21,10 +21,12 @@ readings shifted to the new recipe, of the chance that no defect fires. `fit(rec
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,22 +39,38 @@ CODE, PASSED = "code", "first_pass"
 def unit_readings(ws: Any, t_from: datetime, t_to: datetime) -> pa.Table:
     """One row per unit started in [t_from, t_to]: every reading (station.name, mean of visits),
     whether it passed first time, and the defect code of its first failure."""
-    long = ws.query(
-        """WITH u AS (SELECT unit_id FROM units WHERE t_start BETWEEN ? AND ? AND first_pass IS NOT NULL)
+    return _readings(ws.query, "t_start BETWEEN ? AND ? AND", [t_from, t_to])
+
+
+def readings_of(tables: Mapping[str, pa.Table]) -> pa.Table:
+    """`unit_readings` of record tables just produced (`units`, `measurements`, `params`, `steps`),
+    before or without their landing in a workspace: a recipe search run off the loop learns too."""
+    con = duckdb.connect()
+    try:
+        for name in ("units", "measurements", "params", "steps"):
+            con.register(name, tables[name])
+        return _readings(lambda sql, params: con.sql(sql, params=params or None).to_arrow_table(), "", [])
+    finally:
+        con.close()
+
+
+def _readings(query: Callable[[str, list[Any]], pa.Table], where: str, params: list[Any]) -> pa.Table:
+    long = query(
+        f"""WITH u AS (SELECT unit_id FROM units WHERE {where} first_pass IS NOT NULL)
            SELECT m.unit_id, m.station || '.' || m.name AS feature, avg(m.value) AS value
            FROM measurements m JOIN u USING (unit_id) GROUP BY ALL
            UNION ALL
            SELECT p.unit_id, p.station || '.' || p.name, avg(p.value)
            FROM params p JOIN u USING (unit_id) GROUP BY ALL""",
-        [t_from, t_to],
+        params,
     )
-    outcome = ws.query(
-        """SELECT u.unit_id, u.first_pass, f.code
+    outcome = query(
+        f"""SELECT u.unit_id, u.first_pass, f.code
            FROM units u LEFT JOIN (SELECT unit_id, arg_min(defect_code, t_in) AS code FROM steps
                                    WHERE result <> 'pass' AND defect_code IS NOT NULL GROUP BY unit_id) f
                 USING (unit_id)
-           WHERE u.t_start BETWEEN ? AND ? AND u.first_pass IS NOT NULL ORDER BY u.unit_id""",
-        [t_from, t_to],
+           WHERE {where} u.first_pass IS NOT NULL ORDER BY u.unit_id""",
+        params,
     )
     # Pivot: one column per reading, NaN where a unit has none.
     names = sorted(pc.unique(long.column("feature")).to_pylist())

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from linelab.experiment.analysis import DesignedExperiment
 from linelab.experiment.designs import Design
 from linelab.experiment.optimise import trial_guardrail
+from linelab.experiment.process_model import readings_of
 from linelab.experiment.sequential import SplitRunTest
 from linelab.experiment.verdict import Verdict
 
@@ -134,10 +135,12 @@ def run_search(
     The search's `ask()` gives the next recipe (None: nothing left), the trial runs on the
     line (stopped early below the search's `floor()` when it has one and `guardrail` is on),
     and `update` tells the search what happened. The line's other parameters stay as they are.
+    A search that learns through the process (`use_process`) is told each trial's unit readings.
     """
     out = SearchResult()
     spent = 0
     base = line.recipe
+    with_readings = bool(getattr(search, "use_process", False))
     while spent < budget_units:
         proposal = search.ask()
         if proposal is None:
@@ -145,9 +148,19 @@ def run_search(
         n = min(units_per_trial, budget_units - spent)
         floor = search.floor() if guardrail and hasattr(search, "floor") else None
         recipe = {**base, **proposal}
-        res = run_trial(line, recipe, n, floor=floor, sink=sink,
+        produced: list[Mapping[str, pa.Table]] = []
+
+        def keep(chunk: Mapping[str, pa.Table], produced: list[Mapping[str, pa.Table]] = produced) -> None:
+            produced.append(chunk)
+            if sink is not None:
+                sink(chunk)
+
+        res = run_trial(line, recipe, n, floor=floor, sink=keep if with_readings else sink,
                         label=f"{label}:trial-{len(out.steps) + 1}" if label else None)
-        search.update(proposal, res.units, res.passed, stopped_early=res.stopped_early)
+        names = ("units", "measurements", "params", "steps")
+        extra = {"readings": readings_of({name: pa.concat_tables([c[name] for c in produced]) for name in names})} \
+            if produced and all(name in produced[0] for name in names) else {}
+        search.update(proposal, res.units, res.passed, stopped_early=res.stopped_early, **extra)
         spent += res.units
         step = SearchStep(len(out.steps) + 1, dict(proposal), res.units, res.passed, res.stopped_early, spent,
                           search.best())
