@@ -193,3 +193,72 @@ def test_recorded_recipe_change_starts_a_new_stage_instead_of_a_problem(tmp_path
     moved = [p for p in ws.list_artifacts("problem") if p["scope"].get("measurement") == "peak_temp_c"]
     assert moved == []
     ws.close()
+
+
+def _worn(hours: np.ndarray, rng: np.random.Generator, since: float = 0.0) -> np.ndarray:
+    """Pick vacuum of one nozzle: 62 kPa new, falling 0.005 kPa an hour of wear, sd 0.6."""
+    return 62.0 - 0.005 * (hours - since) + 0.6 * rng.standard_normal(len(hours))
+
+
+def test_a_watch_relearns_its_level_after_station_maintenance_and_still_catches_the_failure():
+    """A watch learns its part's level long after the last nozzle swap, through a wear slope that
+    is never exact; after the next swap of all nozzles the part is new again. Found on the twin:
+    with the level kept, a slope 40% too steep read every fresh nozzle as 'vacuum has fallen'
+    (four false problems acted on in one run). The watch re-learns its level after such work
+    and still catches the failure it watches for while it ramps up."""
+    from linelab.monitor.engine import SeriesMonitor
+
+    rng = np.random.default_rng(7)
+    cfg = EngineConfig()
+    us = lambda h: (h * 3.6e9).astype(np.int64) + 1_700_000_000_000_000  # noqa: E731
+    swap = float(us(np.array([250.0]))[0])  # nozzles are swapped every 250 hours
+    events = {"maintenance:PLACE::all nozzles": np.array([swap], dtype=np.int64)}
+    machine = SeriesMonitor("PLACE", "pick_vacuum_kpa", "P2", cfg, (None, None, None))
+    h = np.arange(0, 44, 0.008)  # 40 hours of phase I (120 records an hour), then the first it scores
+    machine.process(_worn(h, rng), np.array([f"u{i}" for i in range(len(h))], dtype=object), us(h), 1, {},
+                    int(us(np.array([40.0]))[0]))
+    assert machine.trend_key == "station:PLACE"
+    machine.trend_slope = -0.007  # 40% too steep, as estimated on one seed of the twin from 40 hours
+
+    watch = SeriesMonitor("PLACE", "pick_vacuum_kpa", None, cfg, (None, None, None),
+                          watch=("KH-0001", "fixture", "P2-N2"), learned=-0.8)
+    watch.min_ref, watch.trend_from = cfg.watch_reference_records, machine
+
+    def feed(h0: float, h1: float, fail_from: float | None = None) -> list[float]:
+        alarms = []
+        for lo in np.arange(h0, h1, 4.0):  # a look every four hours, a record every ~7 minutes
+            hh = np.arange(lo, min(lo + 4.0, h1), 0.12)
+            v = _worn(hh, rng, since=250.0 if lo >= 250 else 0.0)
+            if fail_from is not None:  # the failure: vacuum falls 10 kPa over 33 hours
+                v -= 10.0 * np.clip((hh - fail_from) / 33.0, 0, 1)
+            a = watch.process(v, np.array([f"w{x}" for x in hh], dtype=object), us(hh), 2, events, int(us(hh)[0]))
+            if a is not None:
+                alarms.append(float(hh[-1]))
+        return alarms
+
+    assert feed(190.0, 250.0) == []  # phase I late in the nozzles' life
+    assert feed(250.0, 400.0) == []  # new nozzles: no false "fallen" alarm
+    caught = feed(400.0, 440.0, fail_from=400.0)
+    assert caught and caught[0] - 400.0 <= 12.0  # within three looks of the onset
+
+
+def test_an_alarm_after_a_restage_dates_its_onset_where_the_shift_began():
+    """Found on the twin: after a recipe change re-learned a series' limits, its next alarm dated
+    the onset 38,000 units too early (the new chart counted its subgroups from zero), and the
+    loop judged the fix against a window that was mostly normal production."""
+    from linelab.monitor.engine import SeriesMonitor
+
+    rng = np.random.default_rng(3)
+    us = lambda i: (np.asarray(i) * 15e6).astype(np.int64) + 1_700_000_000_000_000  # noqa: E731
+    mon = SeriesMonitor("REFLOW", "zone7_temp_c", "R1", EngineConfig(), (None, None, None))
+    units = lambda i: np.array([f"u{x}" for x in i], dtype=object)  # noqa: E731
+    onsets = []
+    for lo in range(0, 30000, 1000):
+        i = np.arange(lo, lo + 1000)
+        if lo == 10000:  # a recipe change: the series learns its limits again
+            mon.restage(int(us(lo)))
+        v = 248.0 + 0.6 * rng.standard_normal(1000) - np.where(i >= 25000, 2.0, 0.0)
+        a = mon.process(v, units(i), us(i), lo, {}, int(us(4000)))
+        if a is not None:
+            onsets.append(int(a.onset.unit[1:]))
+    assert onsets and abs(onsets[0] - 25000) < 200

@@ -34,7 +34,7 @@ from linelab.monitor.problems import Alarm, Evidence, ProblemBook
 from linelab.monitor.spc import CUSUMChart
 
 STATE_FILE = "monitor/engine.pkl"
-STATE_VERSION = 4
+STATE_VERSION = 5
 STEP_FACTORS = ("station", "machine", "fixture", "operator", "shift")
 MATERIAL_FACTORS = ("lot", "supplier")
 
@@ -54,6 +54,10 @@ class EngineConfig:
     # unit sigmas): smaller moves of one entity are its normal wear.
     watch_min_share: float = 0.5
     watch_min_shift: float = 0.3
+    # A watch's CUSUM is tuned to catch a move of this many unit-sigmas quickest: a known failure
+    # mode is caught while it is still ramping up, well below the 1-sigma shifts the line's own
+    # charts are tuned to.
+    watch_shift: float = 0.5
     # A watch learns its entity's normal from the records right after the fix: few, so that a
     # problem returning soon after is not learned as normal (one nozzle sees ~1/8 of the units).
     watch_reference_records: int = 400
@@ -313,7 +317,7 @@ class SeriesMonitor:
         inflation = float(np.clip(np.sqrt((1 + max(phi, 0)) / max(1 - phi, 1e-3)), 1, self.cfg.max_inflation))
         self.sigma_chart = sd_sub * inflation
         # Tuned to a shift of `shift` unit-sigmas: k is half of it, in chart sigmas.
-        k = 0.5 * self.cfg.shift * self.sd_unit / self.sigma_chart
+        k = 0.5 * (self.cfg.watch_shift if self.watch else self.cfg.shift) * self.sd_unit / self.sigma_chart
         self.chart = CUSUMChart(mu=self.centre, sigma=self.sigma_chart, k=k, arl0=self.arl0, clip=4.0).fit()
         self.mode = "cusum"
 
@@ -351,7 +355,15 @@ class SeriesMonitor:
             mine = machine in ("", self.machine) or own_part
             if station == self.station and mine and np.any((times > seen) & (times <= t_last)):
                 self.chart.reset()
-                if kind == "part" and not self.watch and not self.constant:
+                if self.constant:
+                    return
+                if kind != "part" and not self.watch:
+                    # Work on the whole station (every nozzle swapped) brings back the reference's
+                    # state: level moves learned from work on single parts no longer apply.
+                    self.level_offset, self._relevel = 0.0, None
+                elif kind == "part" or self.watch:
+                    # One part's work moves its machine's level; a watch's level was learned at
+                    # another age of its part, where an imprecise wear slope leaves a bias.
                     self._relevel = []
                 return
 
@@ -410,6 +422,7 @@ class SeriesMonitor:
         oos = oos_flags[: k * m].reshape(k, m).sum(axis=1)
         last_unit = units[m - 1 : k * m : m]
         last_t = t[m - 1 : k * m : m]
+        seen = self.chart.n_seen_  # the chart counts its own subgroups from its (re)fit on
         scores = self.chart.update(means)
         if self.side is not None:  # one-sided: the other side's excursions are not this failure mode
             c = scores.extra["c_plus" if self.side == "up" else "c_minus"]
@@ -426,7 +439,7 @@ class SeriesMonitor:
             return None
         self.alarms += int(alarm.sum())
         hits = np.flatnonzero(alarm)
-        onset_sub = int(scores.extra["onset"][hits[0]])
+        onset_sub = first_sub + int(scores.extra["onset"][hits[0]]) - seen
         found = self._alarm(onset_sub, first_sub + hits[0], first_sub + hits[-1], seq)
         if self.watch and abs(found.effect["shift_sigma"]) < self.min_shift:
             return None  # a small move of one entity: normal wear, not the failure the watch is for
@@ -517,7 +530,7 @@ class SeriesMonitor:
             units_affected=n_since,
             yield_lost_units=round(lost, 2),
             effect={"shift": shift, "shift_sigma": shift / self.sd_unit, "out_of_spec_now": oos_now,
-                    "out_of_spec_reference": self.reference_oos, "unit": self.unit},
+                    "out_of_spec_reference": self.reference_oos, "unit": self.unit, "condition": self.condition},
             description=text + ".",
             chart=chart,
             units=self._tail_units(n_since, shift),
