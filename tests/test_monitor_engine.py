@@ -262,3 +262,19 @@ def test_an_alarm_after_a_restage_dates_its_onset_where_the_shift_began():
         if a is not None:
             onsets.append(int(a.onset.unit[1:]))
     assert onsets and abs(onsets[0] - 25000) < 200
+
+
+def test_a_set_point_read_back_raises_no_alarm():
+    """A recipe value read back is constant, but the float mean of many copies of 247.0915715626328
+    is not exactly it: charted as a wandering level, its 'spread' of 1e-13 raised a problem that
+    then swallowed the real oven problem's signals for 140,000 units."""
+    from linelab.monitor.engine import SeriesMonitor
+
+    us = lambda i: (np.asarray(i) * 15e6).astype(np.int64) + 1_700_000_000_000_000  # noqa: E731
+    mon = SeriesMonitor("REFLOW", "peak_temp_setpoint", "R1", EngineConfig(), (None, None, None))
+    alarms = []
+    for lo in range(0, 12000, 1000):
+        i = np.arange(lo, lo + 1000)
+        v = np.full(1000, 247.0915715626328)
+        alarms.append(mon.process(v, np.array([f"u{x}" for x in i], dtype=object), us(i), lo, {}, int(us(4000))))
+    assert mon.constant and alarms == [None] * 12

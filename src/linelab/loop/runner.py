@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from linelab.act import actions as act
 from linelab.act.control import TwinControl
 from linelab.act.effect import compare_yields
-from linelab.diagnose.model import Diagnosis
+from linelab.diagnose.model import Cause, Diagnosis
 from linelab.diagnose.workspace import diagnose_problem
 from linelab.errors import UserError
 from linelab.experiment.optimise import RecipeOptimizer, trial_guardrail, tune_bounds
@@ -272,8 +272,7 @@ class ClosedLoop:
     def _handle_open_problems(self) -> None:
         for problem in self.ws.list_artifacts("problem", status="open"):
             pid = problem["id"]
-            lost = (problem.get("severity") or {}).get("yield_lost_units", 0.0)
-            if lost < self.policy.min_lost_units and not problem.get("watch"):
+            if self._cost(problem) < self.policy.min_lost_units and not problem.get("watch"):
                 continue  # watched, not worth an intervention yet (a known failure mode is, at once)
             inc = self.state.incidents.get(pid)
             if inc is None:
@@ -282,6 +281,22 @@ class ClosedLoop:
                     onset_t=(problem.get("onset") or {}).get("t"))
                 self.log(f"{pid} detected: {inc.description}")
             self._act_on(problem, inc)
+
+    def _cost(self, problem: dict[str, Any]) -> float:
+        """Units a problem has cost so far. A process condition out of its window (a cold oven zone)
+        fails no unit by itself, so its detector counts none: its cost is what the units through
+        its entity have failed since its onset beyond the units just before it, when surely worse."""
+        lost = float((problem.get("severity") or {}).get("yield_lost_units", 0.0))
+        onset = (problem.get("onset") or {}).get("t")
+        condition = any((s.get("effect") or {}).get("condition") for s in problem.get("signals") or [])
+        # A recipe trial moves conditions and yield together on purpose: not a cost of the line's.
+        if lost >= self.policy.min_lost_units or not condition or not onset or self._trial_at(onset):
+            return lost
+        after = verify.scope_counts(self.ws, problem, onset, None)
+        before = verify.scope_counts(self.ws, problem, verify.units_before(self.ws, onset, after[0]), onset)
+        if not before[0] or compare_yields(before, after).verdict != "worse":
+            return lost
+        return max(lost, ((after[0] - after[1]) / after[0] - (before[0] - before[1]) / before[0]) * after[0])
 
     def _act_on(self, problem: dict[str, Any], inc: Incident) -> None:
         if inc.fixed_unit is not None or len(inc.actions_tried) >= self.policy.max_actions:
@@ -299,6 +314,10 @@ class ClosedLoop:
             return
         inc.diagnosed_unit = inc.diagnosed_unit or self.produced
         candidates = self._candidates(diagnosis, inc)
+        own = self._own_condition(problem)
+        if own is not None and _key(own[1]) not in inc.tried:
+            # A process condition out of its window (a cold oven zone) is its own cause: restore it.
+            candidates = [own] + [c for c in candidates if _key(c[1]) != _key(own[1])]
         inc.knowhow_reused = None  # each attempt says where its fix came from
         if recalled is not None:
             entry = ledger.get(self.ws, recalled.entry_id)
@@ -330,7 +349,8 @@ class ClosedLoop:
                 return
             if not self.policy.auto_apply_diagnosed:
                 return
-            if not diagnosis.confident and inc.waited * self.policy.chunk < self.policy.max_wait_units:
+            sure = diagnosis.confident or (own is not None and candidates[0] == own)
+            if not sure and inc.waited * self.policy.chunk < self.policy.max_wait_units:
                 inc.waited += 1  # not sure yet: more units will sharpen the diagnosis
                 return
         other = self._being_applied(action)
@@ -365,6 +385,20 @@ class ClosedLoop:
         if scope.get("station") == sig.station and sig.scope and all(rest.get(k) == v for k, v in sig.scope.items()):
             return f"{entry.root_cause.factor}={old}", {"kind": entry.fix.action, **entry.fix.params}
         return None
+
+    @staticmethod
+    def _own_condition(problem: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """A process condition's problem as its own cause, with its remedy (None for a product
+        measurement, or a condition nothing in the catalogue restores)."""
+        scope = problem.get("scope") or {}
+        name, station = scope.get("measurement"), scope.get("station")
+        condition = any((s.get("effect") or {}).get("condition") for s in problem.get("signals") or [])
+        if not condition or not name or not station:
+            return None
+        cause = Cause(factor=f"{name}@{station}", kind="environment", effect=0.0,
+                      details={"entity": {"type": "param", "station": station, "name": name}})
+        action = remedy(cause)
+        return (cause.label, action) if action is not None else None
 
     def _candidates(self, diagnosis: Diagnosis, inc: Incident) -> list[tuple[str, dict[str, Any]]]:
         out = []
