@@ -278,3 +278,44 @@ def test_a_set_point_read_back_raises_no_alarm():
         v = np.full(1000, 247.0915715626328)
         alarms.append(mon.process(v, np.array([f"u{x}" for x in i], dtype=object), us(i), lo, {}, int(us(4000))))
     assert mon.constant and alarms == [None] * 12
+
+
+def _watch_of(learned: float) -> object:
+    from linelab.monitor.engine import SeriesMonitor
+
+    w = SeriesMonitor("PLACE", "pick_vacuum_kpa", None, EngineConfig(), (None, None, None),
+                      watch=("KH-0001", "fixture", "P2-N2"), learned=learned)
+    w.min_ref = 400
+    return w
+
+
+def _feed(w: object, lo: int, hi: int, events: dict, shift: float = 0.0, seed: int = 0) -> list:
+    rng = np.random.default_rng(seed)
+    us = lambda i: (np.asarray(i) * 60e6).astype(np.int64) + 1_700_000_000_000_000  # noqa: E731
+    out = []
+    for a in range(lo, hi, 100):
+        i = np.arange(a, a + 100)
+        v = 62.0 + 0.6 * rng.standard_normal(100) + shift
+        out.append(w.process(v, np.array([f"u{x}" for x in i], dtype=object), us(i), a, events, int(us(lo))))
+    return [x for x in out if x is not None]
+
+
+def test_a_one_sided_watch_ignores_a_move_the_other_way():
+    """A nozzle watch looks for vacuum falling; fresh nozzles read higher. Its onset and the size of
+    its move are taken on the watched side (a rise must never pass as the failure)."""
+    w = _watch_of(learned=-0.8)
+    assert _feed(w, 0, 1000, {}) == []
+    assert _feed(w, 1000, 4000, {}, shift=+0.45, seed=1) == []
+    assert _feed(w, 4000, 5000, {}, shift=-1.5, seed=2)  # the failure itself is still caught
+
+
+def test_work_recorded_after_the_readings_around_it_still_relevels_a_watch():
+    """Scheduled work can land in a later batch than the readings made around it; counted by
+    time seen, it was missed, and the fresh part read as a move of its level."""
+    us = lambda i: int(i * 60e6) + 1_700_000_000_000_000  # noqa: E731
+    w = _watch_of(learned=0.8)  # watching for a rise: the renewed part reads higher
+    assert _feed(w, 0, 1000, {}) == []
+    assert _feed(w, 1000, 2000, {}) == []  # the part is renewed at 1500, not yet recorded
+    late = {"maintenance:PLACE::all nozzles": np.array([us(1500)], dtype=np.int64)}
+    assert _feed(w, 2000, 5000, late, shift=+0.6, seed=3) == []  # its new level is learned, not alarmed
+    assert w.level_offset > 0.4

@@ -34,7 +34,7 @@ from linelab.monitor.problems import Alarm, Evidence, ProblemBook
 from linelab.monitor.spc import CUSUMChart
 
 STATE_FILE = "monitor/engine.pkl"
-STATE_VERSION = 5
+STATE_VERSION = 6
 STEP_FACTORS = ("station", "machine", "fixture", "operator", "shift")
 MATERIAL_FACTORS = ("lot", "supplier")
 
@@ -181,10 +181,11 @@ class SeriesMonitor:
         self.ref_start_us = 0  # a watch's phase I begins when it is set
         self.trend_from: SeriesMonitor | None = None  # a watch's wear model: its machine's series
         self.condition = False  # a process condition (params: settings, environment), not a product measurement
-        self.maintenance_seen_us: int | None = None  # events up to this time have been looked at
+        self._events_done: dict[str, int] = {}  # maintenance events already acted on, per key
         self.stage_start_us: int | None = None  # the recorded change that began the current stage
         self.level_offset = 0.0  # how far part work has moved the level since phase I
         self._relevel: list[np.ndarray] | None = None  # records gathered to re-learn the level
+        self._relevel_from = 0  # ... from the time of the work that moved it
         self.last_change_us: int | None = None
         self.stages = 1
 
@@ -344,16 +345,24 @@ class SeriesMonitor:
 
     def _reset_after_maintenance(self, events: Events, t_last: int) -> None:
         """Work on this series' station and machine (a repair, a fix) starts its sums afresh: the
-        evidence gathered before it says nothing about the process after it."""
-        seen = self.maintenance_seen_us
-        self.maintenance_seen_us = t_last
-        if seen is None or self.chart is None:
+        evidence gathered before it says nothing about the process after it.
+
+        Work is counted once, when it is first known: a record of scheduled work may land in a
+        later batch than the readings made around it."""
+        first = self.chart is None or not hasattr(self, "_events_done")
+        done: dict[str, int] = getattr(self, "_events_done", {})
+        self._events_done = {key: int(np.searchsorted(times, t_last, side="right")) for key, times in events.items()}
+        if first:
             return
         for key, times in events.items():
+            new = times[done.get(key, 0) : self._events_done[key]]
+            if not len(new):
+                continue
             kind, station, machine, target = (key.split(":", 3) + ["", "", ""])[:4]
             own_part = bool(self.watch and target == self.watch[2])
             mine = machine in ("", self.machine) or own_part
-            if station == self.station and mine and np.any((times > seen) & (times <= t_last)):
+            if station == self.station and mine:
+                assert self.chart is not None
                 self.chart.reset()
                 if self.constant:
                     return
@@ -365,6 +374,8 @@ class SeriesMonitor:
                     # One part's work moves its machine's level; a watch's level was learned at
                     # another age of its part, where an imprecise wear slope leaves a bias.
                     self._relevel = []
+                    # Scheduled work falls inside a chunk: records before it are of the old part.
+                    self._relevel_from = int(new.max())
                 return
 
     def _score(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, seq: int, events: Events,
@@ -429,6 +440,7 @@ class SeriesMonitor:
         if self.side is not None:  # one-sided: the other side's excursions are not this failure mode
             c = scores.extra["c_plus" if self.side == "up" else "c_minus"]
             scores.statistic, scores.alarm = c, c > self.chart.h_
+            scores.extra["onset"] = scores.extra["onset_plus" if self.side == "up" else "onset_minus"]
         first_sub = self.n_sub
         self._chunk = (first_sub, last_unit, last_t)  # evidence even if the ring is too short
         self._push(means, oos, last_t, last_unit, scores.statistic)
@@ -443,14 +455,21 @@ class SeriesMonitor:
         hits = np.flatnonzero(alarm)
         onset_sub = first_sub + int(scores.extra["onset"][hits[0]]) - seen
         found = self._alarm(onset_sub, first_sub + hits[0], first_sub + hits[-1], seq)
-        if self.watch and abs(found.effect["shift_sigma"]) < self.min_shift:
-            return None  # a small move of one entity: normal wear, not the failure the watch is for
+        toward = found.effect["shift_sigma"] * (-1.0 if self.side == "down" else 1.0) if self.side \
+            else abs(found.effect["shift_sigma"])
+        if self.watch and toward < self.min_shift:
+            # a small move of one entity (normal wear), or a move the other way since the estimated
+            # onset: not the failure the watch is for
+            return None
         return found
 
     def _take_relevel(self, v: np.ndarray, units: np.ndarray, t: np.ndarray,
                       raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Gather records after part work; once there are enough, their mean is the new level."""
         assert self._relevel is not None and self.chart is not None
+        after = t >= getattr(self, "_relevel_from", 0)
+        if not after.all():  # the last records before the work: left out, the chart starts afresh
+            v, units, t, raw = v[after], units[after], t[after], raw[after]
         need = self.cfg.relevel_records - sum(len(x) for x in self._relevel)
         self._relevel.append(v[:need])
         if len(v) < need:

@@ -328,7 +328,8 @@ class CUSUMChart(_Standardised):
             alarm=np.array([stat > self.h_]),
             lower=np.zeros(1),
             upper=np.array([self.h_]),
-            extra={"c_plus": np.array([cp]), "c_minus": np.array([cm]), "onset": np.array([float(onset)])},
+            extra={"c_plus": np.array([cp]), "c_minus": np.array([cm]), "onset": np.array([float(onset)]),
+                   "onset_plus": np.array([self._zero_plus + 1.0]), "onset_minus": np.array([self._zero_minus + 1.0])},
         )
 
     def _last_zero(self, c: np.ndarray, carried: int) -> np.ndarray:
@@ -354,7 +355,8 @@ class CUSUMChart(_Standardised):
             alarm=stat > self.h_,
             lower=np.zeros(n),
             upper=np.full(n, self.h_),
-            extra={"c_plus": cp, "c_minus": cm, "onset": onset.astype(float)},
+            extra={"c_plus": cp, "c_minus": cm, "onset": onset.astype(float),
+                   "onset_plus": (zp + 1).astype(float), "onset_minus": (zm + 1).astype(float)},
         )
 
 
