@@ -52,7 +52,7 @@ class EngineConfig:
     watch_arl0: float = 1e5
     # A watch alarms on a move of at least this share of the move it learned (and `watch_min_shift`
     # unit sigmas): smaller moves of one entity are its normal wear.
-    watch_min_share: float = 0.5
+    watch_min_share: float = 0.4
     watch_min_shift: float = 0.3
     # A watch's CUSUM is tuned to catch a move of this many unit-sigmas quickest: a known failure
     # mode is caught while it is still ramping up, well below the 1-sigma shifts the line's own
