@@ -126,3 +126,19 @@ def test_a_recipe_search_run_off_the_loop_learns_through_the_process() -> None:
     assert len(res.steps) == 6
     assert all(o.readings is not None and o.readings.num_rows == 1500 for o in opt.observations[1:])
     assert opt.process is not None and opt.process.ready
+
+
+def test_prediction_recomputes_only_what_the_recipe_moves_and_stays_exact(trials: tuple) -> None:
+    """`predict` keeps each defect's logit from the readings no recipe moves and recomputes only
+    the moved readings' share: it must equal scoring every unit's whole basis with each model."""
+    t, recipes, tables = trials
+    model = ProcessModel(seed=0).fit(recipes, tables)
+    probe = np.clip(recipes[0] + np.random.default_rng(2).uniform(-0.3, 0.3, (5, 4)), 0, 1)
+    direct = []
+    for r in probe:
+        x = model._sample_x.copy()
+        x[:, model._driven_idx] += (r - model._sample_u) @ model._map
+        basis = model._basis(x)
+        log_survive = model._plain + sum(np.log1p(-m.predict_proba(basis)[:, 1]) for m in model._models.values())
+        direct.append(np.exp(log_survive).mean())
+    assert np.allclose(model.predict(probe), direct, atol=1e-12)

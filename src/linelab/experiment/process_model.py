@@ -124,7 +124,15 @@ class ProcessModel:
         between = np.nanstd(np.array([np.nanmean(b, axis=0) for b in blocks]), axis=0)
         self._set_like = np.flatnonzero(within < 0.25 * between)
         self._free = np.setdiff1d(np.arange(len(self.features)), self._set_like)
-        self._splines = SplineTransformer(n_knots=4, degree=2, extrapolation="linear").fit(self._z(x)[:, self._free])
+        z = self._z(x)
+        # One spline per reading (the knots a joint transformer would place): each reading's share
+        # of a defect's logit is its own, so a prediction recomputes only what a recipe moves.
+        self._splines = {int(j): SplineTransformer(n_knots=4, degree=2, extrapolation="linear").fit(z[:, [j]])
+                         for j in self._free}
+        # which reading each basis column belongs to
+        self._column_reading = np.concatenate(
+            [np.full(self._splines[j].n_features_out_ if j in self._splines else 1, j)
+             for j in np.concatenate([self._free, self._set_like]).astype(int)])
         basis = self._basis(x)
         self._models: dict[str, LogisticRegression] = {}
         self._plain = 0.0  # summed log-survival of the rare codes
@@ -140,6 +148,12 @@ class ProcessModel:
         pick = rng.choice(len(x), size=min(self.sample_size, len(x)), replace=False)
         self._sample_x, self._sample_u = x[pick], u[pick]
         self.ready = self._map is not None
+        if self.ready and self._models:
+            coef = np.array([m.coef_[0] for m in self._models.values()]).T  # basis columns x codes
+            moved = np.isin(self._column_reading, self._driven_idx)
+            self._coef_moved = coef[moved]
+            self._logit_fixed = (self._basis(self._sample_x)[:, ~moved] @ coef[~moved]
+                                 + np.array([m.intercept_[0] for m in self._models.values()]))
         return self
 
     def predict(self, recipes: np.ndarray, block: int = 32) -> np.ndarray:
@@ -155,10 +169,10 @@ class ProcessModel:
             if self._driven_idx.size:
                 du = np.repeat(r, n, axis=0) - np.tile(self._sample_u, (len(r), 1))
                 x[:, self._driven_idx] += du @ self._map
-            basis = self._basis(x)
             log_survive = np.full(len(x), self._plain)
-            for m in self._models.values():
-                log_survive += np.log1p(-m.predict_proba(basis)[:, 1])
+            if self._models:
+                logit = np.tile(self._logit_fixed, (len(r), 1)) + self._basis(x, self._driven_idx) @ self._coef_moved
+                log_survive -= np.logaddexp(0.0, logit).sum(axis=1)  # log(1 - expit(logit)), summed over codes
             out[start:start + len(r)] = np.exp(log_survive).reshape(len(r), n).mean(axis=1)
         return out
 
@@ -166,9 +180,14 @@ class ProcessModel:
     def _matrix(self, t: pa.Table) -> np.ndarray:
         return np.column_stack([t.column(n).to_numpy(zero_copy_only=False).astype(float) for n in self.features])
 
-    def _basis(self, x: np.ndarray) -> np.ndarray:
+    def _basis(self, x: np.ndarray, readings: np.ndarray | None = None) -> np.ndarray:
+        """Spline columns of each free reading, then the set-point-like readings as they are;
+        with `readings`, only those readings' columns."""
         z = self._z(x)
-        return np.hstack([self._splines.transform(z[:, self._free]), z[:, self._set_like]])
+        order = [int(j) for j in np.concatenate([self._free, self._set_like])
+                 if readings is None or j in readings]
+        return np.hstack([self._splines[j].transform(z[:, [j]]) if j in self._splines else z[:, [j]]
+                          for j in order])
 
     def _z(self, x: np.ndarray) -> np.ndarray:
         return np.clip((x - self._centre) / self._scale, -50, 50)
