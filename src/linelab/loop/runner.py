@@ -139,6 +139,14 @@ def _key(action: dict[str, Any]) -> str:
     return f"{action['kind']}:{sorted((k, str(v)) for k, v in action.items() if k != 'kind')}"
 
 
+def _is_condition(problem: dict[str, Any]) -> bool:
+    """Whether the problem's own measurement is a process condition (a zone temperature, the
+    humidity), not a product measurement: grouped signals of other readings do not count."""
+    name = (problem.get("scope") or {}).get("measurement")
+    return bool(name) and any((s.get("effect") or {}).get("condition") and (s.get("scope") or {}).get("measurement")
+                              == name for s in problem.get("signals") or [])
+
+
 def _first_pass(units: pa.Table) -> tuple[int, int]:
     return units.num_rows, int(pc.sum(units.column("first_pass").cast(pa.int64())).as_py() or 0)
 
@@ -288,9 +296,8 @@ class ClosedLoop:
         its entity have failed since its onset beyond the units just before it, when surely worse."""
         lost = float((problem.get("severity") or {}).get("yield_lost_units", 0.0))
         onset = (problem.get("onset") or {}).get("t")
-        condition = any((s.get("effect") or {}).get("condition") for s in problem.get("signals") or [])
         # A recipe trial moves conditions and yield together on purpose: not a cost of the line's.
-        if lost >= self.policy.min_lost_units or not condition or not onset or self._trial_at(onset):
+        if lost >= self.policy.min_lost_units or not _is_condition(problem) or not onset or self._trial_at(onset):
             return lost
         after = verify.scope_counts(self.ws, problem, onset, None)
         before = verify.scope_counts(self.ws, problem, verify.units_before(self.ws, onset, after[0]), onset)
@@ -392,8 +399,7 @@ class ClosedLoop:
         measurement, or a condition nothing in the catalogue restores)."""
         scope = problem.get("scope") or {}
         name, station = scope.get("measurement"), scope.get("station")
-        condition = any((s.get("effect") or {}).get("condition") for s in problem.get("signals") or [])
-        if not condition or not name or not station:
+        if not _is_condition(problem) or not name or not station:
             return None
         cause = Cause(factor=f"{name}@{station}", kind="environment", effect=0.0,
                       details={"entity": {"type": "param", "station": station, "name": name}})
