@@ -149,13 +149,7 @@ def run_search(
         floor = search.floor() if guardrail and hasattr(search, "floor") else None
         recipe = {**base, **proposal}
         produced: list[Mapping[str, pa.Table]] = []
-
-        def keep(chunk: Mapping[str, pa.Table], produced: list[Mapping[str, pa.Table]] = produced) -> None:
-            produced.append(chunk)
-            if sink is not None:
-                sink(chunk)
-
-        res = run_trial(line, recipe, n, floor=floor, sink=keep if with_readings else sink,
+        res = run_trial(line, recipe, n, floor=floor, sink=_keeping(produced, sink) if with_readings else sink,
                         label=f"{label}:trial-{len(out.steps) + 1}" if label else None)
         names = ("units", "measurements", "params", "steps")
         extra = {"readings": readings_of({name: pa.concat_tables([c[name] for c in produced]) for name in names})} \
@@ -168,6 +162,15 @@ def run_search(
         if on_step is not None:
             on_step(step)
     return out
+
+
+def _keeping(produced: list[Mapping[str, pa.Table]], sink: Sink | None) -> Sink:
+    """A sink that also keeps each chunk (a trial's readings are read from them)."""
+    def keep(chunk: Mapping[str, pa.Table]) -> None:
+        produced.append(chunk)
+        if sink is not None:
+            sink(chunk)
+    return keep
 
 
 @dataclass

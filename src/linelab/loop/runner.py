@@ -29,7 +29,7 @@ from linelab.diagnose.model import Cause, Diagnosis
 from linelab.diagnose.workspace import diagnose_problem
 from linelab.errors import UserError
 from linelab.experiment.optimise import RecipeOptimizer, trial_guardrail, tune_bounds
-from linelab.experiment.process_model import unit_readings
+from linelab.experiment.process_model import CODE, PASSED, unit_readings
 from linelab.knowhow import ledger, recall
 from linelab.loop import verify
 from linelab.loop.curve import Curve
@@ -216,21 +216,21 @@ class ClosedLoop:
 
     def _moved_by_trial(self, window: tuple[datetime, datetime]) -> set[str]:
         """Readings (station.name) a trial's recipe moved by more than one unit-sd from the start."""
+        if window in self._moved:  # an ended trial's, kept when it ended
+            return self._moved[window]
+        return self._moved_of(unit_readings(self.ws, *window))  # the running trial's: it still grows
+
+    def _moved_of(self, trial: pa.Table) -> set[str]:
         ref = self._reference_readings
         if ref is None:
             return set()
-        if window in self._moved:  # asked at every look while the problem waits: read the trial once
-            return self._moved[window]
-        trial = unit_readings(self.ws, *window)
         moved = set()
-        for name in set(ref.column_names) & set(trial.column_names) - {"code", "first_pass"}:
+        for name in set(ref.column_names) & set(trial.column_names) - {CODE, PASSED}:
             r = ref.column(name).to_numpy(zero_copy_only=False).astype(float)
             v = trial.column(name).to_numpy(zero_copy_only=False).astype(float)
             sd = np.nanstd(r)
             if sd > 0 and abs(np.nanmean(v) - np.nanmean(r)) > sd:
                 moved.add(name)
-        if self.trial is None or window[0] != self.trial.t_from:  # a running trial still grows
-            self._moved[window] = moved
         return moved
 
     @property
@@ -261,9 +261,10 @@ class ClosedLoop:
         trial, self.trial = self.trial, None
         assert self.optimiser is not None and trial is not None and trial.t_from and trial.t_to
         kept = stopped or trial.units >= self.policy.trial_units / 2
+        readings = unit_readings(self.ws, trial.t_from, trial.t_to)  # read once: optimiser and trial effects
+        self._moved[(trial.t_from, trial.t_to)] = self._moved_of(readings)
         if kept:  # with the units' readings: the optimiser learns through the process
-            self.optimiser.update(trial.recipe, trial.units, trial.passed, stopped_early=stopped,
-                                  readings=unit_readings(self.ws, trial.t_from, trial.t_to))
+            self.optimiser.update(trial.recipe, trial.units, trial.passed, stopped_early=stopped, readings=readings)
         self.state.trials.append({"unit": self.produced, "recipe": trial.recipe, "units": trial.units,
                                   "first_pass_yield": trial.passed / trial.units, "kept": kept,
                                   "t_from": trial.t_from.isoformat(), "t_to": trial.t_to.isoformat()})

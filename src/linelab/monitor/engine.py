@@ -349,10 +349,9 @@ class SeriesMonitor:
 
         Work is counted once, when it is first known: a record of scheduled work may land in a
         later batch than the readings made around it."""
-        first = self.chart is None or not hasattr(self, "_events_done")
-        done: dict[str, int] = getattr(self, "_events_done", {})
+        done = self._events_done
         self._events_done = {key: int(np.searchsorted(times, t_last, side="right")) for key, times in events.items()}
-        if first:
+        if self.chart is None:  # phase I: work before the chart is part of what it learns from
             return
         for key, times in events.items():
             new = times[done.get(key, 0) : self._events_done[key]]
@@ -370,7 +369,7 @@ class SeriesMonitor:
                     # Work on the whole station (every nozzle swapped) brings back the reference's
                     # state: level moves learned from work on single parts no longer apply.
                     self.level_offset, self._relevel = 0.0, None
-                elif kind == "part" or self.watch:
+                else:
                     # One part's work moves its machine's level; a watch's level was learned at
                     # another age of its part, where an imprecise wear slope leaves a bias.
                     self._relevel = []
@@ -455,8 +454,8 @@ class SeriesMonitor:
         hits = np.flatnonzero(alarm)
         onset_sub = first_sub + int(scores.extra["onset"][hits[0]]) - seen
         found = self._alarm(onset_sub, first_sub + hits[0], first_sub + hits[-1], seq)
-        toward = found.effect["shift_sigma"] * (-1.0 if self.side == "down" else 1.0) if self.side \
-            else abs(found.effect["shift_sigma"])
+        shift = found.effect["shift_sigma"]
+        toward = {"up": shift, "down": -shift}.get(self.side or "", abs(shift))
         if self.watch and toward < self.min_shift:
             # a small move of one entity (normal wear), or a move the other way since the estimated
             # onset: not the failure the watch is for
@@ -467,7 +466,7 @@ class SeriesMonitor:
                       raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Gather records after part work; once there are enough, their mean is the new level."""
         assert self._relevel is not None and self.chart is not None
-        after = t >= getattr(self, "_relevel_from", 0)
+        after = t >= self._relevel_from
         if not after.all():  # the last records before the work: left out, the chart starts afresh
             v, units, t, raw = v[after], units[after], t[after], raw[after]
         need = self.cfg.relevel_records - sum(len(x) for x in self._relevel)
