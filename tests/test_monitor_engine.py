@@ -319,3 +319,67 @@ def test_work_recorded_after_the_readings_around_it_still_relevels_a_watch():
     late = {"maintenance:PLACE::all nozzles": np.array([us(1500)], dtype=np.int64)}
     assert _feed(w, 2000, 5000, late, shift=+0.6, seed=3) == []  # its new level is learned, not alarmed
     assert w.level_offset > 0.4
+
+
+def _tested_batch(first: int, n: int, seed: int, t1_bias: float = 0.05,
+                  t2_high: tuple[int, int] = (0, 0)) -> dict[str, pa.Table]:
+    """Units tested on T1 or T2, a fifth retested on the other; T1 reads `t1_bias` V high, T2 reads
+    0.05 V high for the units numbered in `t2_high`."""
+    rng = np.random.default_rng(seed)
+    idx = np.arange(first, first + n)
+    t = np.array([T0 + timedelta(seconds=15 * int(i)) for i in idx], dtype="datetime64[us]")
+    serial = np.array([f"SN{i + 1:08d}" for i in idx])
+    tester = np.where(rng.random(n) < 0.5, "T1", "T2")
+    again = rng.random(n) < 0.2
+    other = np.where(tester == "T1", "T2", "T1")
+    visits_unit = np.concatenate([serial, serial[again]])
+    visits_tester = np.concatenate([tester, other[again]])
+    t_in = np.concatenate([t, t[again] + np.timedelta64(120, "s")])
+    visits_idx = np.concatenate([idx, idx[again]])
+    drifted = (visits_tester == "T2") & (visits_idx >= t2_high[0]) & (visits_idx < t2_high[1])
+    vout = 5.0 + rng.normal(0, 0.03, visits_unit.size) + np.where(visits_tester == "T1", t1_bias, 0.0) + 0.05 * drifted
+    k = visits_unit.size
+    units = pa.table({
+        "unit_id": serial, "product": ["PSU"] * n, "line": ["L1"] * n, "work_order": ["WO1"] * n,
+        "t_start": pa.array(t), "t_end": pa.array(t + np.timedelta64(200, "s")),
+        "result": ["pass"] * n, "first_pass": [True] * n,
+    })
+    steps = pa.table({
+        "unit_id": visits_unit, "station": ["TEST"] * k, "machine": visits_tester, "fixture": [None] * k,
+        "operator": [None] * k, "shift": ["A"] * k, "recipe_id": ["R1"] * k,
+        "t_in": pa.array(t_in), "t_out": pa.array(t_in + np.timedelta64(30, "s")),
+        "result": ["pass"] * k, "defect_code": [None] * k,
+    })
+    meas = pa.table({"unit_id": visits_unit, "station": ["TEST"] * k, "name": ["vout_v"] * k, "value": vout,
+                     "t": pa.array(t_in + np.timedelta64(30, "s"))})
+    return {"units": units, "steps": steps, "measurements": meas}
+
+
+def test_a_retest_reading_is_charted_on_the_tester_that_made_it(tmp_path):
+    ws = Workspace.open(tmp_path / "ws")
+    batches = [_tested_batch(first, 2000, seed=i) for i, first in enumerate(range(0, 12000, 2000))]
+    for i, b in enumerate(batches):
+        ws.ingest_tables(b, source=f"test:{i}")
+    run_monitor(ws, CONFIG)
+    engine = MonitorEngine.load(ws)
+    steps = pa.concat_tables([b["steps"] for b in batches]).column("machine").to_numpy(zero_copy_only=False)
+    for tester in ("T1", "T2"):
+        mon = engine.series[("TEST", "vout_v", tester)]
+        assert mon.records == int((steps == tester).sum())
+    # T2 reads true: none of T1's high retest readings were charted as T2's.
+    assert abs(engine.series[("TEST", "vout_v", "T2")].centre - 5.0) < 0.004
+    assert list_problems(ws) == []
+    ws.close()
+
+
+def test_a_fix_is_judged_on_the_readings_its_tester_made(tmp_path):
+    from linelab.loop.verify import symptom_recovered
+
+    ws = Workspace.open(tmp_path / "ws")
+    for i, first in enumerate(range(0, 9000, 3000)):  # T2 high for units 3000-5999, then fixed
+        ws.ingest_tables(_tested_batch(first, 3000, seed=i, t1_bias=0.2, t2_high=(3000, 6000)), source=f"test:{i}")
+    at = [(T0 + timedelta(seconds=15 * u)).isoformat() for u in (0, 3000, 6000)]
+    problem = {"scope": {"station": "TEST", "measurement": "vout_v", "machine": "T2"}, "chart": {"centre": 5.0}}
+    # Units once tested on T2 and retested on T1 (0.2 V high) must not make T2 look still high.
+    assert symptom_recovered(ws, problem, *at) is True
+    ws.close()

@@ -54,7 +54,9 @@ def symptom_recovered(ws: Any, problem: dict[str, Any], normal_from: str, onset:
     if not name or not station:
         return None
     entity = _entity(scope)
-    join = f"JOIN steps s ON s.unit_id = m.unit_id AND s.station = m.station AND s.{entity[0]} = ?" if entity else ""
+    # A reading belongs to the visit it was made in: a unit retested on another tester is not this one's.
+    join = (f"ASOF JOIN steps s ON s.unit_id = m.unit_id AND s.station = m.station AND m.t >= s.t_in "
+            f"WHERE s.{entity[0]} = ?" if entity else "")
     rows = ws.query(
         f"""WITH m AS (SELECT unit_id, station, value, t FROM measurements WHERE station = ? AND name = ? AND t >= ?
                        UNION ALL

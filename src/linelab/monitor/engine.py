@@ -931,12 +931,13 @@ class MonitorEngine:
                        WHERE batch > ? AND batch <= ?
                        UNION ALL
                        SELECT unit_id, station, name, value, t, batch, true FROM params WHERE batch > ? AND batch <= ?),
-                 s AS (SELECT unit_id, station, any_value(machine) AS machine, any_value(fixture) AS fixture
-                       FROM steps WHERE unit_id IN (SELECT unit_id FROM m) GROUP BY ALL)
+                 s AS (SELECT unit_id, station, machine, fixture, t_in
+                       FROM steps WHERE unit_id IN (SELECT unit_id FROM m))
             SELECT m.batch, m.unit_id, m.station, m.name, s.machine, s.fixture, m.value, epoch_us(m.t) AS t_us,
                    m.is_param
-            FROM m LEFT JOIN s USING (unit_id, station)
-            ORDER BY m.batch, m.t, m.unit_id
+            -- a reading belongs to the visit it was made in (a retest is read on the other tester)
+            FROM m ASOF LEFT JOIN s ON m.unit_id = s.unit_id AND m.station = s.station AND m.t >= s.t_in
+            ORDER BY m.batch, m.t, m.unit_id, m.name
             """,
             [lo, hi, lo, hi],
         )
