@@ -304,9 +304,9 @@ def test_a_one_sided_watch_ignores_a_move_the_other_way():
     """A nozzle watch looks for vacuum falling; fresh nozzles read higher. Its onset and the size of
     its move are taken on the watched side (a rise must never pass as the failure)."""
     w = _watch_of(learned=-0.8)
-    assert _feed(w, 0, 1000, {}) == []
-    assert _feed(w, 1000, 4000, {}, shift=+0.45, seed=1) == []
-    assert _feed(w, 4000, 5000, {}, shift=-1.5, seed=2)  # the failure itself is still caught
+    assert _feed(w, 0, 3000, {}) == []  # phase I: a part that does not wear learns from 2,500 records
+    assert _feed(w, 3000, 6000, {}, shift=+0.45, seed=1) == []
+    assert _feed(w, 6000, 7000, {}, shift=-1.5, seed=2)  # the failure itself is still caught
 
 
 def test_work_recorded_after_the_readings_around_it_still_relevels_a_watch():
@@ -314,10 +314,10 @@ def test_work_recorded_after_the_readings_around_it_still_relevels_a_watch():
     time seen, it was missed, and the fresh part read as a move of its level."""
     us = lambda i: int(i * 60e6) + 1_700_000_000_000_000  # noqa: E731
     w = _watch_of(learned=0.8)  # watching for a rise: the renewed part reads higher
-    assert _feed(w, 0, 1000, {}) == []
-    assert _feed(w, 1000, 2000, {}) == []  # the part is renewed at 1500, not yet recorded
-    late = {"maintenance:PLACE::all nozzles": np.array([us(1500)], dtype=np.int64)}
-    assert _feed(w, 2000, 5000, late, shift=+0.6, seed=3) == []  # its new level is learned, not alarmed
+    assert _feed(w, 0, 3000, {}) == []
+    assert _feed(w, 3000, 4000, {}) == []  # the part is renewed at 3500, not yet recorded
+    late = {"maintenance:PLACE::all nozzles": np.array([us(3500)], dtype=np.int64)}
+    assert _feed(w, 4000, 8000, late, shift=+0.6, seed=3) == []  # its new level is learned, not alarmed
     assert w.level_offset > 0.4
 
 
@@ -383,3 +383,30 @@ def test_a_fix_is_judged_on_the_readings_its_tester_made(tmp_path):
     # Units once tested on T2 and retested on T1 (0.2 V high) must not make T2 look still high.
     assert symptom_recovered(ws, problem, *at) is True
     ws.close()
+
+
+def test_a_tester_watch_catches_its_drift_returning_within_two_thousand_units():
+    """A tester does not wear, so its watch has no slope error to guard against: tuned to a fifth
+    of a sigma, it catches the drift it knows (0.05 V over 10,000 units, 0.15 sigma per 1,000
+    units) within two looks of 1,000 units. Tuned to half a sigma behind a size gate it took
+    three to four looks on the twin. A calibration that leaves the level where it was must not
+    re-learn it from a few hundred readings (0.06 sigma off, enough to alarm in weeks)."""
+    from linelab.monitor.engine import SeriesMonitor
+
+    us = lambda i: (np.asarray(i) * 15e6).astype(np.int64) + 1_700_000_000_000_000  # noqa: E731
+    calibrated = {"calibration:TEST::T1,T2": us(np.array([60_000]))}
+    caught = []
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        w = SeriesMonitor("TEST", "vout_v", None, EngineConfig(), (4.9, 5.1, "V"),
+                          watch=("KH-0003", "machine", "T2"), learned=0.9)
+        w.min_ref = 400
+        found = []
+        for lo in range(0, 130_000, 1000):  # a look every 1,000 units; T2 tests every other unit
+            i = np.arange(lo, lo + 1000, 2)
+            v = 5.0 + 0.0347 * rng.standard_normal(len(i)) + 0.05 * np.clip((i - 120_000) / 10_000, 0, 1)
+            if w.process(v, np.array([f"u{x}" for x in i], dtype=object), us(i), lo, calibrated, int(us(0))):
+                found.append(lo + 1000)
+        assert not found or found[0] > 120_000, found  # no false alarm, before or after the calibration
+        caught.append(found[0] - 120_000)
+    assert max(caught) <= 3000 and sorted(caught)[2] <= 2000, caught

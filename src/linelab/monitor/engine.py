@@ -34,7 +34,7 @@ from linelab.monitor.problems import Alarm, Evidence, ProblemBook
 from linelab.monitor.spc import CUSUMChart
 
 STATE_FILE = "monitor/engine.pkl"
-STATE_VERSION = 6
+STATE_VERSION = 7
 STEP_FACTORS = ("station", "machine", "fixture", "operator", "shift")
 MATERIAL_FACTORS = ("lot", "supplier")
 
@@ -50,14 +50,18 @@ class EngineConfig:
     # A watch learned from know-how looks for a failure mode known to happen: it may be more
     # sensitive (an in-control ARL of 1e5 subgroups is ~1M records of one entity per false alarm).
     watch_arl0: float = 1e5
-    # A watch alarms on a move of at least this share of the move it learned (and `watch_min_shift`
-    # unit sigmas): smaller moves of one entity are its normal wear.
+    # A watch on a wearing part alarms on a move of at least this share of the move it learned
+    # (and `watch_min_shift` unit sigmas): smaller moves are what an imprecise wear slope leaves.
     watch_min_share: float = 0.4
     watch_min_shift: float = 0.3
     # A watch's CUSUM is tuned to catch a move of this many unit-sigmas quickest: a known failure
     # mode is caught while it is still ramping up, well below the 1-sigma shifts the line's own
     # charts are tuned to.
     watch_shift: float = 0.5
+    # ... and where the entity does not wear (a tester's reading), no slope error can pass for the
+    # failure: the watch is tuned to a fifth of a sigma and its chart alone decides. A tester
+    # drifting 0.15 sigma per 1,000 units is caught within 2,000 units 8 times in 10 (1 in 4 at 0.5).
+    watch_steady_shift: float = 0.2
     # A watch learns its entity's normal from the records right after the fix: few, so that a
     # problem returning soon after is not learned as normal (one nozzle sees ~1/8 of the units).
     watch_reference_records: int = 400
@@ -86,8 +90,12 @@ class EngineConfig:
     restage_downstream: int = 1
     restage_records: int = 1000
     # Work on one part (a nozzle swapped) moves its machine's level, not its spread or wear:
-    # the machine's series re-learns its level from this many records after the work.
+    # the machine's series re-learns its level from this many records after the work, where they
+    # show it moved (|z| above `relevel_z`); a calibration that restores the level keeps the one
+    # learned from many more records (300 records miss it by 0.06 sigma, which a watch tuned to
+    # 0.2 sigma would alarm on within weeks).
     relevel_records: int = 300
+    relevel_z: float = 3.0
 
 
 def _iso(t_us: int | float | None) -> str | None:
@@ -210,6 +218,26 @@ class SeriesMonitor:
         return s
 
     @property
+    def wears(self) -> bool:
+        """Whether normal wear (a trend since maintenance) is modelled for this series (a watch not
+        yet fitted takes its machine's word)."""
+        if self.chart is None and self.trend_from is not None:
+            return self.trend_from.wears
+        return self.trend_key is not None
+
+    @property
+    def tuned_shift(self) -> float:
+        """The move, in unit sigmas, this series' CUSUM is tuned to catch quickest."""
+        if not self.watch:
+            return self.cfg.shift
+        return self.cfg.watch_shift if self.wears else self.cfg.watch_steady_shift
+
+    def _records_for(self, base: int) -> int:
+        """Records to learn a level to the same share of the move the chart is tuned to (a watch
+        tuned to 0.2 sigma needs (0.5 / 0.2)^2 = 6.25 times the records of one tuned to 0.5)."""
+        return round(base * (self.cfg.watch_shift / self.tuned_shift) ** 2) if self.watch else base
+
+    @property
     def entity(self) -> str:
         if self.watch:
             return f"{self.station}/{self.watch[2]}"
@@ -318,7 +346,7 @@ class SeriesMonitor:
         inflation = float(np.clip(np.sqrt((1 + max(phi, 0)) / max(1 - phi, 1e-3)), 1, self.cfg.max_inflation))
         self.sigma_chart = sd_sub * inflation
         # Tuned to a shift of `shift` unit-sigmas: k is half of it, in chart sigmas.
-        k = 0.5 * (self.cfg.watch_shift if self.watch else self.cfg.shift) * self.sd_unit / self.sigma_chart
+        k = 0.5 * self.tuned_shift * self.sd_unit / self.sigma_chart
         self.chart = CUSUMChart(mu=self.centre, sigma=self.sigma_chart, k=k, arl0=self.arl0, clip=4.0).fit()
         self.mode = "cusum"
 
@@ -386,7 +414,7 @@ class SeriesMonitor:
         raw = v
         if self.chart is None:
             phase1 = t < ref_end_us
-            phase1[: max(0, self.min_ref - self.n_ref)] = True
+            phase1[: max(0, self._records_for(self.min_ref) - self.n_ref)] = True
             need = len(v) if phase1.all() else int(np.argmin(phase1))
             self._ref.append(v[:need])
             self._ref_t.append(t[:need])
@@ -456,9 +484,9 @@ class SeriesMonitor:
         found = self._alarm(onset_sub, first_sub + hits[0], first_sub + hits[-1], seq)
         shift = found.effect["shift_sigma"]
         toward = {"up": shift, "down": -shift}.get(self.side or "", abs(shift))
-        if self.watch and toward < self.min_shift:
-            # a small move of one entity (normal wear), or a move the other way since the estimated
-            # onset: not the failure the watch is for
+        if self.watch and (toward <= 0 or (self.wears and toward < self.min_shift)):
+            # a move the other way since the estimated onset, or a small move of a wearing part
+            # (what the wear model's extrapolation leaves): not the failure the watch is for
             return None
         return found
 
@@ -469,11 +497,14 @@ class SeriesMonitor:
         after = t >= self._relevel_from
         if not after.all():  # the last records before the work: left out, the chart starts afresh
             v, units, t, raw = v[after], units[after], t[after], raw[after]
-        need = self.cfg.relevel_records - sum(len(x) for x in self._relevel)
+        need = self._records_for(self.cfg.relevel_records) - sum(len(x) for x in self._relevel)
         self._relevel.append(v[:need])
         if len(v) < need:
             return v[:0], units[:0], t[:0], raw[:0]
-        moved = float(np.concatenate(self._relevel).mean()) - self.centre
+        gathered = np.concatenate(self._relevel)
+        moved = float(gathered.mean()) - self.centre
+        if abs(moved) < self.cfg.relevel_z * self.sd_unit / np.sqrt(len(gathered)):
+            moved = 0.0  # the level did not move: keep the one learned from more records
         self.level_offset += moved
         self._relevel = None
         self.chart.reset()
