@@ -209,3 +209,17 @@ def test_cold_oven_zone_outranks_the_measurements_it_moves():
         assert "passes on the shift of zone6" in m.evidence
     paste = next(c for c in dx.causes_ if c.factor == "paste_volume")
     assert paste.explained_by is None and paste.rank > top.rank
+
+
+def test_a_set_point_compares_without_precision_warnings() -> None:
+    """A recipe value read back carries float noise of 1e-13; comparing it between two windows made
+    scipy warn of precision loss on the main job's console, once per diagnosis."""
+    import warnings
+
+    from linelab.diagnose.stats import welch_p
+
+    same = np.full(500, 247.0915715626328) + np.repeat([0.0, 2.8e-14], 250)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert welch_p(same, same[::-1].copy()) == 1.0
+        assert welch_p(same, same + 1.0) == 0.0
