@@ -34,7 +34,7 @@ from linelab.monitor.problems import Alarm, Evidence, ProblemBook
 from linelab.monitor.spc import CUSUMChart
 
 STATE_FILE = "monitor/engine.pkl"
-STATE_VERSION = 7
+STATE_VERSION = 8
 STEP_FACTORS = ("station", "machine", "fixture", "operator", "shift")
 MATERIAL_FACTORS = ("lot", "supplier")
 
