@@ -410,26 +410,3 @@ def test_a_tester_watch_catches_its_drift_returning_within_two_thousand_units():
         assert not found or found[0] > 120_000, found  # no false alarm, before or after the calibration
         caught.append(found[0] - 120_000)
     assert max(caught) <= 3000 and sorted(caught)[2] <= 2000, caught
-
-
-def test_a_watch_reads_a_tester_offset_from_units_retested_on_the_other_one(tmp_path):
-    """A unit retested on the other tester gives that tester's offset without the unit's own
-    spread: the watch follows those differences too, in the readings' own sigma."""
-    from linelab.knowhow.watch import KIND, Watch
-
-    ws = Workspace.open(tmp_path / "ws")
-    watch = Watch(id="KH-0003", station="TEST", factor="machine", measurements=["vout_v"], moves={"vout_v": 0.9})
-    ws.put_artifact(KIND, watch.id, watch.model_dump(mode="json"), status="active")
-    for i, first in enumerate(range(0, 40_000, 2000)):  # T2 reads 0.05 V high from unit 34,000 on
-        ws.ingest_tables(_tested_batch(first, 2000, seed=i, t1_bias=0.0, t2_high=(34_000, 40_000)), source=f"t:{i}")
-        run_monitor(ws, CONFIG)
-    engine = MonitorEngine.load(ws)
-    paired = engine.watched[("KH-0003", "TEST", "vout_v|retest", "T2")]
-    assert paired.chart is not None and paired.sd_tune == engine.watched[("KH-0003", "TEST", "vout_v", "T2")].sd_unit
-    problems = [p for p in list_problems(ws) if p.get("watch") == "KH-0003"]
-    assert len(problems) == 1 and problems[0]["entity"] == "TEST/T2"
-    retest = [s for s in problems[0]["signals"] if s["detector"] == "knowhow_retest_watch"]
-    assert retest and retest[0]["scope"]["machine"] == "T2" and 1.0 < retest[0]["effect"]["shift_sigma"] < 2.0
-    assert "than its usual offset on the same units read on another machine" in retest[0]["description"]
-    assert retest[0]["onset"]["unit"] >= "SN00033000"
-    ws.close()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +62,6 @@ class EngineConfig:
     # failure: the watch is tuned to a fifth of a sigma and its chart alone decides. A tester
     # drifting 0.15 sigma per 1,000 units is caught within 2,000 units 8 times in 10 (1 in 4 at 0.5).
     watch_steady_shift: float = 0.2
-    # Units read twice on two entities (a failed unit retested on the other tester): the difference
-    # of their readings is the entity's offset without the unit's own spread (0.0055 V against
-    # 0.035 V of vout on the twin), so a few retests weigh as much as hundreds of readings. Each
-    # pair is one CUSUM point; on the twin one unit in ~170 is retested, so an in-control ARL of
-    # 1e4 pairs is about the false-alarm rate of the readings' watch.
-    retest_arl0: float = 1e4
-    retest_reference: int = 100  # pairs a retest watch learns its entity's offset from
     # A watch learns its entity's normal from the records right after the fix: few, so that a
     # problem returning soon after is not learned as normal (one nozzle sees ~1/8 of the units).
     watch_reference_records: int = 400
@@ -195,9 +188,6 @@ class SeriesMonitor:
         self.min_ref = 200  # records phase I needs at the least
         self.ref_start_us = 0  # a watch's phase I begins when it is set
         self.trend_from: SeriesMonitor | None = None  # a watch's wear model: its machine's series
-        # A retest watch (differences of one unit's two readings) is tuned and sized in the sigma of
-        # the readings themselves, which its sibling watch has learned.
-        self.paired_with: SeriesMonitor | None = None
         self.condition = False  # a process condition (params: settings, environment), not a product measurement
         self._events_done: dict[str, int] = {}  # maintenance events already acted on, per key
         self.stage_start_us: int | None = None  # the recorded change that began the current stage
@@ -242,25 +232,10 @@ class SeriesMonitor:
             return self.cfg.shift
         return self.cfg.watch_shift if self.wears else self.cfg.watch_steady_shift
 
-    @property
-    def sd_tune(self) -> float:
-        """The sigma moves are tuned and stated in: the readings' own (a retest watch borrows it)."""
-        if self.paired_with is not None and self.paired_with.chart is not None:
-            return self.paired_with.sd_unit
-        return self.sd_unit
-
     def _records_for(self, base: int) -> int:
         """Records to learn a level to the same share of the move the chart is tuned to (a watch
-        tuned to 0.2 sigma needs (0.5 / 0.2)^2 = 6.25 times the records of one tuned to 0.5;
-        a retest watch's differences are that much more precise than single readings)."""
-        if not self.watch:
-            return base
-        n = base * (self.cfg.watch_shift / self.tuned_shift) ** 2
-        if self.paired_with is not None:
-            if self.chart is None:
-                return self.cfg.retest_reference
-            n *= (self.sd_unit / self.sd_tune) ** 2
-        return max(round(n), 30)
+        tuned to 0.2 sigma needs (0.5 / 0.2)^2 = 6.25 times the records of one tuned to 0.5)."""
+        return round(base * (self.cfg.watch_shift / self.tuned_shift) ** 2) if self.watch else base
 
     @property
     def entity(self) -> str:
@@ -371,7 +346,7 @@ class SeriesMonitor:
         inflation = float(np.clip(np.sqrt((1 + max(phi, 0)) / max(1 - phi, 1e-3)), 1, self.cfg.max_inflation))
         self.sigma_chart = sd_sub * inflation
         # Tuned to a shift of `shift` unit-sigmas: k is half of it, in chart sigmas.
-        k = 0.5 * self.tuned_shift * self.sd_tune / self.sigma_chart
+        k = 0.5 * self.tuned_shift * self.sd_unit / self.sigma_chart
         self.chart = CUSUMChart(mu=self.centre, sigma=self.sigma_chart, k=k, arl0=self.arl0, clip=4.0).fit()
         self.mode = "cusum"
 
@@ -440,8 +415,6 @@ class SeriesMonitor:
         if self.chart is None:
             phase1 = t < ref_end_us
             phase1[: max(0, self._records_for(self.min_ref) - self.n_ref)] = True
-            if self.paired_with is not None and self.paired_with.chart is None:
-                phase1[:] = True  # its tuning is in the readings' sigma, not known yet
             need = len(v) if phase1.all() else int(np.argmin(phase1))
             self._ref.append(v[:need])
             self._ref_t.append(t[:need])
@@ -569,18 +542,13 @@ class SeriesMonitor:
         oos_now = float(self._ring_oos[since].sum() / max(n_since, 1))
         # A process condition out of its window (a setting, the weather) fails no unit by itself:
         # what it costs shows in failure rates, which are problems of their own.
-        lost = 0.0 if self.condition or self.paired_with else max(oos_now - self.reference_oos, 0.0) * n_since
+        lost = 0.0 if self.condition else max(oos_now - self.reference_oos, 0.0) * n_since
         direction = "risen" if shift > 0 else "fallen"
         unit = f" {self.unit}" if self.unit else ""
         where = f" at {self.station}" + (f" on {self.watch[1]} {self.watch[2]}" if self.watch
                                          else f" on machine {self.machine}" if self.machine else "")
         text = (f"{self.name}{where} has {direction} {_fmt(abs(shift))}{unit} "
-                f"({abs(shift) / self.sd_tune:.1f} sigma) over the last {n_since:,} units")
-        if self.paired_with is not None:
-            text = (f"{self.name}{where} reads {_fmt(abs(shift))}{unit} {'higher' if shift > 0 else 'lower'} "
-                    f"({abs(shift) / self.sd_tune:.1f} sigma) than its usual offset on the same units read "
-                    f"on another {self.watch[1] if self.watch else 'machine'}, over the last {n_since:,} "
-                    f"units read twice")
+                f"({abs(shift) / self.sd_unit:.1f} sigma) over the last {n_since:,} units")
         if self.lsl is not None or self.usl is not None:
             text += (f"; {oos_now:.1%} of units are now out of spec, up from {self.reference_oos:.1%}"
                      if oos_now > self.reference_oos else "; units are still within spec")
@@ -600,12 +568,10 @@ class SeriesMonitor:
             "onset_t": self._ev(onset_sub, None).t,
             "lsl": self.lsl,
             "usl": self.usl,
-            "label": (f"{self.name}: this reading minus the unit's other one" if self.paired_with is not None
-                      else f"{self.name} (mean of {m} units)"),
+            "label": f"{self.name} (mean of {m} units)",
         }
         return Alarm(
-            detector=("knowhow_retest_watch" if self.paired_with is not None else "knowhow_watch") if self.watch
-            else "measurement_cusum",
+            detector="knowhow_watch" if self.watch else "measurement_cusum",
             kind="measurement_shift",
             entity=self.entity,
             scope=self.scope,
@@ -614,7 +580,7 @@ class SeriesMonitor:
             latest=self._ev(last_sub, seq),
             units_affected=n_since,
             yield_lost_units=round(lost, 2),
-            effect={"shift": shift, "shift_sigma": shift / self.sd_tune, "out_of_spec_now": oos_now,
+            effect={"shift": shift, "shift_sigma": shift / self.sd_unit, "out_of_spec_now": oos_now,
                     "out_of_spec_reference": self.reference_oos, "unit": self.unit, "condition": self.condition},
             description=text + ".",
             chart=chart,
@@ -1065,48 +1031,6 @@ class MonitorEngine:
                 a = mon.process(values[idx], units[idx], ts[idx], hi, events, mon.ref_start_us, changes.get(w.station))
                 if a is not None:
                     alarms.append(a)
-            alarms += self._retests(w, sub, hi, events, changes)
-        return alarms
-
-    def _retests(self, w: Any, sub: pa.Table, hi: int, events: Events,
-                 changes: dict[str, np.ndarray]) -> list[Alarm]:
-        """Follow each entity's offset on units read twice, once on it and once on another."""
-        alarms = []
-        for name in w.measurements:
-            rows = sub.filter(pc.equal(sub.column("name"), name))
-            if rows.num_rows < 2:
-                continue
-            unit_code, _ = _encode(rows.column("unit_id"))
-            level = np.asarray(rows.column(w.factor).to_pylist(), dtype=object)
-            v, t = rows.column("value").to_numpy(), rows.column("t_us").to_numpy()
-            units = np.asarray(rows.column("unit_id").to_pylist(), dtype=object)
-            o = np.lexsort((t, unit_code))
-            # consecutive readings of one unit on two entities (a retest on the other tester)
-            pos = np.flatnonzero((unit_code[o[1:]] == unit_code[o[:-1]]) & (level[o[1:]] != level[o[:-1]]))
-            if not len(pos):
-                continue
-            a, b = o[pos], o[pos + 1]
-            diff, when = v[b] - v[a], t[b]
-            for lv in np.unique(np.concatenate([level[a], level[b]])):
-                sibling = self.watched.get((w.id, w.station, name, str(lv)))
-                if sibling is None:
-                    continue  # no readings' watch to state its moves in yet
-                mine = np.concatenate([diff[level[b] == lv], -diff[level[a] == lv]])
-                at = np.concatenate([when[level[b] == lv], when[level[a] == lv]])
-                who = np.concatenate([units[b][level[b] == lv], units[a][level[a] == lv]])
-                order = np.argsort(at, kind="stable")
-                key = (w.id, w.station, f"{name}|retest", str(lv))
-                mon = self.watched.get(key)
-                if mon is None:
-                    cfg = replace(self.config, subgroup=1, persist=1, watch_arl0=self.config.retest_arl0)
-                    mon = self.watched[key] = SeriesMonitor(w.station, name, None, cfg, (None, None, sibling.unit),
-                                                            watch=(w.id, w.factor, str(lv)), learned=w.moves.get(name))
-                    mon.ref_start_us = int(at.min())
-                    mon.paired_with = mon.trend_from = sibling
-                found = mon.process(mine[order], who[order], at[order], hi, events, mon.ref_start_us,
-                                    changes.get(w.station))
-                if found is not None:
-                    alarms.append(found)
         return alarms
 
     def _steps(self, ws: Any, lo: int, hi: int, report: RunReport) -> list[Alarm]:
