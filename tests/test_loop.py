@@ -67,3 +67,8 @@ def test_a_cold_oven_zone_is_its_own_cause_and_is_restored_at_once(tmp_path: Pat
     fixed = next(i for i in r["incidents"] if "oven-1" in i["truth_ids"])
     assert fixed["cause"] == "zone7_temp_c@REFLOW" and fixed["actions_tried"] == ["service_oven"]
     assert r["false_problems_acted_on"] == 0
+    # The problem itself says what it cost, for `linelab problems` and the dashboard too.
+    ws = Workspace.open(tmp_path / "ws")
+    zone = next(p for p in ws.list_artifacts("problem") if p["id"] == fixed["problem_id"])
+    ws.close()
+    assert zone["scope"]["measurement"] == "zone7_temp_c" and zone["severity"]["yield_lost_units"] > 0

@@ -34,6 +34,7 @@ from linelab.knowhow import ledger, recall
 from linelab.loop import verify
 from linelab.loop.curve import Curve
 from linelab.loop.remedies import remedy, target_of
+from linelab.monitor import cost
 from linelab.monitor.engine import run_monitor
 from linelab.monitor.problems import set_status
 from linelab.store import Workspace
@@ -292,19 +293,14 @@ class ClosedLoop:
             self._act_on(problem, inc)
 
     def _cost(self, problem: dict[str, Any]) -> float:
-        """Units a problem has cost so far. A process condition out of its window (a cold oven zone)
-        fails no unit by itself, so its detector counts none: its cost is what the units through
-        its entity have failed since its onset beyond the units just before it, when surely worse."""
+        """Units a problem has cost so far (a process condition's: what its units lost since its
+        onset, counted by the problem book)."""
         lost = float((problem.get("severity") or {}).get("yield_lost_units", 0.0))
-        onset = (problem.get("onset") or {}).get("t")
-        # A recipe trial moves conditions and yield together on purpose: not a cost of the line's.
-        if lost >= self.policy.min_lost_units or not _is_condition(problem) or not onset or self._trial_at(onset):
-            return lost
-        after = verify.scope_counts(self.ws, problem, onset, None)
-        before = verify.scope_counts(self.ws, problem, verify.units_before(self.ws, onset, after[0]), onset)
-        if not before[0] or compare_yields(before, after).verdict != "worse":
-            return lost
-        return max(lost, ((after[0] - after[1]) / after[0] - (before[0] - before[1]) / before[0]) * after[0])
+        if _is_condition(problem) and self._trial_at((problem.get("onset") or {}).get("t")):
+            # A recipe trial moves conditions and yield together on purpose: not a cost of the line's.
+            return max((float(s.get("yield_lost_units") or 0.0) for s in problem.get("signals") or []
+                        if not (s.get("effect") or {}).get("condition")), default=0.0)
+        return lost
 
     def _act_on(self, problem: dict[str, Any], inc: Incident) -> None:
         if inc.fixed_unit is not None or len(inc.actions_tried) >= self.policy.max_actions:
@@ -480,11 +476,12 @@ class ClosedLoop:
             if self.produced - inc.fixed_unit < self.policy.verify_units:
                 continue
             problem = self.ws.get_artifact("problem", inc.problem_id) or {}
+            scope = problem.get("scope") or {}
             onset = inc.onset_t or inc.fixed_t or ""
-            incident = verify.scope_counts(self.ws, problem, onset, inc.fixed_t)
-            after = verify.scope_counts(self.ws, problem, inc.fixed_t or "", None)
-            normal_from = verify.units_before(self.ws, onset, after[0])
-            normal = verify.scope_counts(self.ws, problem, normal_from, onset)
+            incident = cost.scope_counts(self.ws, scope, onset, inc.fixed_t)
+            after = cost.scope_counts(self.ws, scope, inc.fixed_t or "", None)
+            normal_from = cost.units_before(self.ws, onset, after[0])
+            normal = cost.scope_counts(self.ws, scope, normal_from, onset)
             symptom = verify.symptom_recovered(self.ws, problem, normal_from, onset, inc.fixed_t or onset)
             better = compare_yields(incident, after).verdict == "improved" or symptom is True
             # Back to normal: no longer distinguishable from the units before the onset.

@@ -541,7 +541,7 @@ class SeriesMonitor:
         n_since = len(since) * m
         oos_now = float(self._ring_oos[since].sum() / max(n_since, 1))
         # A process condition out of its window (a setting, the weather) fails no unit by itself:
-        # what it costs shows in failure rates, which are problems of their own.
+        # the problem book counts what its units have lost since the onset (`monitor.cost`).
         lost = 0.0 if self.condition else max(oos_now - self.reference_oos, 0.0) * n_since
         direction = "risen" if shift > 0 else "fallen"
         unit = f" {self.unit}" if self.unit else ""

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from linelab.errors import NotFound, UserError
+from linelab.monitor.cost import condition_cost
 
 KIND = "problem"
 STATUSES = ("open", "diagnosed", "fixing", "resolved", "false_alarm")
@@ -182,6 +183,11 @@ class ProblemBook:
             f" ({others} related signal{'s' if others > 1 else ''} grouped here.)" if others else "")
         problem["chart"] = lead["chart"]
         problem["severity"] = _severity(signals)
+        if lead["kind"] == "measurement_shift" and (lead.get("effect") or {}).get("condition"):
+            # A process condition out of its window fails no unit by itself: its cost is what its
+            # units have lost since the onset.
+            lost = condition_cost(self.ws, lead["scope"], problem["onset"].get("t"))
+            problem["severity"]["yield_lost_units"] = round(max(problem["severity"]["yield_lost_units"], lost), 2)
         problem["updated"] = _now()
         self.ws.put_artifact(KIND, problem["id"], problem)
         self.updated.add(problem["id"])
