@@ -216,10 +216,13 @@ def test_a_set_point_compares_without_precision_warnings() -> None:
     scipy warn of precision loss on the main job's console, once per diagnosis."""
     import warnings
 
-    from linelab.diagnose.stats import welch_p
+    from linelab.diagnose.stats import spread_p, welch_p
 
     same = np.full(500, 247.0915715626328) + np.repeat([0.0, 2.8e-14], 250)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert welch_p(same, same[::-1].copy()) == 1.0
         assert welch_p(same, same + 1.0) == 0.0
+        # one window at one set-point, the other across a recipe change
+        assert welch_p(same, np.concatenate([same, same + 1.0])) < 1e-6
+        assert spread_p(same, np.concatenate([same, same + 1.0])) < 1e-6

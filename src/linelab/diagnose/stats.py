@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
@@ -44,16 +48,33 @@ def neglog10(p: float | np.ndarray) -> np.ndarray:
     return -np.log10(np.clip(p, P_FLOOR, 1.0))
 
 
+def _set_points(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Samples with a set-point read back (float noise of 1e-13 at most) made exactly constant:
+    scipy warns of precision loss on nearly identical data, once per such column of a diagnosis."""
+    tol = 1e-9 * max(1.0, abs(float(a[0])), abs(float(b[0])))
+    snap = [np.full(x.shape, float(x.mean())) if np.ptp(x) <= tol else x for x in (a, b)]
+    return snap[0], snap[1], tol
+
+
+@contextmanager
+def _exact_constants(a: np.ndarray, b: np.ndarray) -> Iterator[None]:
+    """scipy's precision warning is about data nearly identical by accident; a sample that is
+    exactly constant (a set-point, see `_set_points`) is computed exactly, so it is not warned of."""
+    with warnings.catch_warnings():
+        if np.ptp(a) == 0 or np.ptp(b) == 0:
+            warnings.filterwarnings("ignore", message="Precision loss occurred", category=RuntimeWarning)
+        yield
+
+
 def welch_p(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sided Welch t-test p-value of a difference in means."""
     if a.size < 2 or b.size < 2:
         return 1.0
-    # Set-points read back (float noise of 1e-13 at most): no spread to test against, and scipy
-    # warns of precision loss on every such column of a diagnosis.
-    tol = 1e-9 * max(1.0, abs(float(a[0])), abs(float(b[0])))
-    if np.ptp(a) <= tol and np.ptp(b) <= tol:
-        return 0.0 if abs(float(a.mean()) - float(b.mean())) > tol else 1.0
-    res = stats.ttest_ind(a, b, equal_var=False)
+    a, b, tol = _set_points(a, b)
+    if np.ptp(a) == 0 and np.ptp(b) == 0:  # two set-points: no spread to test against
+        return 0.0 if abs(float(a[0]) - float(b[0])) > tol else 1.0
+    with _exact_constants(a, b):
+        res = stats.ttest_ind(a, b, equal_var=False)
     p = float(res.pvalue)
     return p if np.isfinite(p) else 1.0
 
@@ -62,9 +83,11 @@ def spread_p(a: np.ndarray, b: np.ndarray) -> float:
     """Brown–Forsythe test (Levene around the median): robust test of a change of spread."""
     if a.size < 3 or b.size < 3:
         return 1.0
+    a, b, _ = _set_points(a, b)
     if np.ptp(a) == 0 and np.ptp(b) == 0:
         return 1.0
-    p = float(stats.levene(a, b, center="median").pvalue)
+    with _exact_constants(a, b):
+        p = float(stats.levene(a, b, center="median").pvalue)
     return p if np.isfinite(p) else 1.0
 
 
