@@ -72,3 +72,10 @@ def test_a_cold_oven_zone_is_its_own_cause_and_is_restored_at_once(tmp_path: Pat
     zone = next(p for p in ws.list_artifacts("problem") if p["id"] == fixed["problem_id"])
     ws.close()
     assert zone["scope"]["measurement"] == "zone7_temp_c" and zone["severity"]["yield_lost_units"] > 0
+
+
+def test_a_short_run_ends_before_a_bad_lot_is_loaded(tmp_path: Path) -> None:
+    """`linelab loop --units N` on the default scenario crashed when the run ended before its bad
+    lot reached a machine (the lot's problem has no onset yet)."""
+    r = run_session(tmp_path / "ws", "default", 0, 3000, LoopPolicy(optimise_recipe=False))
+    assert r["problems_injected"] == 0 and r["units"] == 3000

@@ -33,7 +33,8 @@ def _time_to_fix(truth: dict[str, Any], units: int) -> int:
 
 def score(loop: ClosedLoop, units: int) -> dict[str, Any]:
     """Recurrence, recall and mistakes, judged against the twin's ground truth."""
-    truth = [t for t in loop.line.truth if t["onset_unit"] < units]
+    # A bad lot has no onset until a machine loads it: problems not started yet are not judged.
+    truth = [t for t in loop.line.truth if t["onset_unit"] is not None and t["onset_unit"] < units]
     by_truth = {tid: inc for inc in loop.state.incidents.values() for tid in inc.truth_ids}
     first_seen: dict[str, dict[str, Any]] = {}
     ratios, recalls = [], []
