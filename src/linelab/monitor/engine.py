@@ -219,8 +219,12 @@ class SeriesMonitor:
 
     @property
     def wears(self) -> bool:
-        """Whether normal wear (a trend since maintenance) is modelled for this series (a watch not
-        yet fitted takes its machine's word)."""
+        """Whether this series' entity wears: a part (a nozzle, a test fixture) wears and is renewed,
+        whether or not 40 hours showed its machine's wear; a machine's reading (a tester's offset)
+        wears where a trend since maintenance is modelled for it (a watch not yet fitted takes its
+        machine's word)."""
+        if self.watch and self.watch[1] != "machine":
+            return True
         if self.chart is None and self.trend_from is not None:
             return self.trend_from.wears
         return self.trend_key is not None
