@@ -59,8 +59,9 @@ class EngineConfig:
     # charts are tuned to.
     watch_shift: float = 0.5
     # ... and where the entity does not wear (a tester's reading), no slope error can pass for the
-    # failure: the watch is tuned to a fifth of a sigma and its chart alone decides. A tester
-    # drifting 0.15 sigma per 1,000 units is caught within 2,000 units 8 times in 10 (1 in 4 at 0.5).
+    # failure: the watch is tuned to a fifth of a sigma and its chart alone decides. Simulated, a
+    # tester drifting 0.15 sigma per 1,000 units is caught within 2,000 units 8 times in 10 (1 in 4
+    # tuned to 0.5); on the twin's default scenario, 2 seeds in 4.
     watch_steady_shift: float = 0.2
     # A watch learns its entity's normal from the records right after the fix: few, so that a
     # problem returning soon after is not learned as normal (one nozzle sees ~1/8 of the units).
