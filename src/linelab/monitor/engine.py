@@ -91,10 +91,11 @@ class EngineConfig:
     restage_downstream: int = 1
     restage_records: int = 1000
     # Work on one part (a nozzle swapped) moves its machine's level, not its spread or wear:
-    # the machine's series re-learns its level from this many records after the work, where they
-    # show it moved (|z| above `relevel_z`); a calibration that restores the level keeps the one
-    # learned from many more records (300 records miss it by 0.06 sigma, which a watch tuned to
-    # 0.2 sigma would alarm on within weeks).
+    # the machine's series re-learns its level from this many records after the work. A watch on
+    # a machine that does not wear re-learns only where they show the level moved (|z| above
+    # `relevel_z`): a calibration that restores the level keeps the one learned from many more
+    # records (300 records miss it by 0.06 sigma, which a watch tuned to 0.2 sigma alarms on
+    # within weeks).
     relevel_records: int = 300
     relevel_z: float = 3.0
 
@@ -508,8 +509,11 @@ class SeriesMonitor:
             return v[:0], units[:0], t[:0], raw[:0]
         gathered = np.concatenate(self._relevel)
         moved = float(gathered.mean()) - self.centre
-        if abs(moved) < self.cfg.relevel_z * self.sd_unit / np.sqrt(len(gathered)):
-            moved = 0.0  # the level did not move: keep the one learned from more records
+        if self.watch and not self.wears and abs(moved) < self.cfg.relevel_z * self.sd_unit / np.sqrt(len(gathered)):
+            # A calibration that did not move the level: keep the one learned from more records.
+            # (A wearing part always re-learns: its level was learned at another age, through a
+            # wear slope that is never exact.)
+            moved = 0.0
         self.level_offset += moved
         self._relevel = None
         self.chart.reset()
