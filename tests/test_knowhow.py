@@ -110,3 +110,24 @@ def test_solved_entity_problem_sets_a_watch_and_its_alarm_recalls_the_entry(ws: 
     ws.close()
     out = CliRunner().invoke(build_app(), ["knowhow", "watches", "--json", "-w", path])
     assert [x["id"] for x in json.loads(out.stdout)["watches"]] == [entry.id]
+
+
+def test_a_watch_follows_what_moved_with_the_failure_not_what_was_grouped_with_it(ws: Workspace) -> None:
+    """A nozzle's problem grouped in its placement offsets: x moved 0.56 sigma with the vacuum's
+    0.98, y only 0.32. Watched on every nozzle, y's small moves raised five false problems on the
+    twin (default seed 2); a watch follows the lead and what moved at least half as much."""
+    def signal(name: str, sigma: float) -> dict:
+        return {"scope": {"station": "PLACE", "measurement": name, "machine": "P2"},
+                "effect": {"shift": sigma, "shift_sigma": sigma}}
+
+    worn = {"id": "PRB-0021", "kind": "measurement_shift", "status": "resolved",
+            "description": "pick_vacuum_kpa at PLACE on machine P2 has fallen",
+            "scope": {"station": "PLACE", "measurement": "pick_vacuum_kpa", "machine": "P2"},
+            "signals": [signal("pick_vacuum_kpa", -0.98), signal("place_offset_x_mm", 0.56),
+                        signal("place_offset_y_mm", 0.32)]}
+    entry = ledger.record(ws, worn, ledger.RootCause(factor="fixture@PLACE", level="P2-N3"),
+                          ledger.Fix(action="replace_nozzle", params={"nozzle": "P2-N3"}, target_factor="nozzle"))
+    assert set(entry.signature.measurements) == {"pick_vacuum_kpa", "place_offset_x_mm", "place_offset_y_mm"}
+    (w,) = watch.active_watches(ws)
+    assert sorted(w.measurements) == ["pick_vacuum_kpa", "place_offset_x_mm"]
+    assert set(w.moves) == {"pick_vacuum_kpa", "place_offset_x_mm"}

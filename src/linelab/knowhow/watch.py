@@ -27,14 +27,24 @@ class Watch(BaseModel):
     level: str | None = Field(None, description="the entity that was at fault when the entry was written")
 
 
+# A measurement grouped into the problem is part of the failure's signature when it moved at
+# least this share of the lead measurement's move; one that barely moved came with the grouping
+# (default seed 2: a nozzle's 0.3-sigma placement offset, watched, raised five false problems).
+SIGNATURE_SHARE = 0.5
+
+
 def watch_of(entry: Any) -> Watch | None:
     """The watch a know-how entry sets, or None when its cause is not an entity with measurements."""
     factor, _, station = entry.root_cause.factor.partition("@")
     station = station or entry.signature.station
-    if factor not in WATCHABLE or not station or not entry.signature.measurements:
+    sig = entry.signature
+    if factor not in WATCHABLE or not station or not sig.measurements:
         return None
-    return Watch(id=entry.id, station=station, factor=factor, measurements=list(entry.signature.measurements),
-                 moves=dict(entry.signature.moves), level=entry.root_cause.level)
+    lead = abs(sig.moves.get(sig.measurement or "", 0.0))
+    names = [m for m in sig.measurements
+             if m == sig.measurement or not lead or abs(sig.moves.get(m, 0.0)) >= SIGNATURE_SHARE * lead]
+    return Watch(id=entry.id, station=station, factor=factor, measurements=names,
+                 moves={m: v for m, v in sig.moves.items() if m in names}, level=entry.root_cause.level)
 
 
 def save_watch(ws: Any, entry: Any) -> Watch | None:
