@@ -36,7 +36,7 @@ from linelab.loop.curve import Curve
 from linelab.loop.remedies import remedy, target_of
 from linelab.monitor import cost
 from linelab.monitor.engine import run_monitor
-from linelab.monitor.problems import set_status
+from linelab.monitor.problems import is_condition, set_status
 from linelab.store import Workspace
 from linelab.twin import Line, Scenario, load_scenario
 
@@ -138,14 +138,6 @@ def run_baseline(scenario: Scenario, seed: int, units: int, chunk: int, oracle: 
 
 def _key(action: dict[str, Any]) -> str:
     return f"{action['kind']}:{sorted((k, str(v)) for k, v in action.items() if k != 'kind')}"
-
-
-def _is_condition(problem: dict[str, Any]) -> bool:
-    """Whether the problem's own measurement is a process condition (a zone temperature, the
-    humidity), not a product measurement: grouped signals of other readings do not count."""
-    name = (problem.get("scope") or {}).get("measurement")
-    return bool(name) and any((s.get("effect") or {}).get("condition") and (s.get("scope") or {}).get("measurement")
-                              == name for s in problem.get("signals") or [])
 
 
 def _first_pass(units: pa.Table) -> tuple[int, int]:
@@ -296,7 +288,7 @@ class ClosedLoop:
         """Units a problem has cost so far (a process condition's: what its units lost since its
         onset, counted by the problem book)."""
         lost = float((problem.get("severity") or {}).get("yield_lost_units", 0.0))
-        if _is_condition(problem) and self._trial_at((problem.get("onset") or {}).get("t")):
+        if is_condition(problem) and self._trial_at((problem.get("onset") or {}).get("t")):
             # A recipe trial moves conditions and yield together on purpose: not a cost of the line's.
             return max((float(s.get("yield_lost_units") or 0.0) for s in problem.get("signals") or []
                         if not (s.get("effect") or {}).get("condition")), default=0.0)
@@ -396,7 +388,7 @@ class ClosedLoop:
         measurement, or a condition nothing in the catalogue restores)."""
         scope = problem.get("scope") or {}
         name, station = scope.get("measurement"), scope.get("station")
-        if not _is_condition(problem) or not name or not station:
+        if not is_condition(problem) or not name or not station:
             return None
         cause = Cause(factor=f"{name}@{station}", kind="environment", effect=0.0,
                       details={"entity": {"type": "param", "station": station, "name": name}})

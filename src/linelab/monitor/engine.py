@@ -395,7 +395,6 @@ class SeriesMonitor:
             own_part = bool(self.watch and target == self.watch[2])
             mine = machine in ("", self.machine) or own_part
             if station == self.station and mine:
-                assert self.chart is not None
                 self.chart.reset()
                 if self.constant:
                     return

@@ -183,7 +183,7 @@ class ProblemBook:
             f" ({others} related signal{'s' if others > 1 else ''} grouped here.)" if others else "")
         problem["chart"] = lead["chart"]
         problem["severity"] = _severity(signals)
-        if lead["kind"] == "measurement_shift" and (lead.get("effect") or {}).get("condition"):
+        if is_condition(problem):
             # A process condition out of its window fails no unit by itself: its cost is what its
             # units have lost since the onset.
             lost = condition_cost(self.ws, lead["scope"], problem["onset"].get("t"))
@@ -192,6 +192,14 @@ class ProblemBook:
         self.ws.put_artifact(KIND, problem["id"], problem)
         self.updated.add(problem["id"])
         return problem["id"]
+
+
+def is_condition(problem: dict[str, Any]) -> bool:
+    """Whether the problem's own measurement is a process condition (a zone temperature, the
+    humidity), not a product measurement: grouped signals of other readings do not count."""
+    name = (problem.get("scope") or {}).get("measurement")
+    return bool(name) and any((s.get("effect") or {}).get("condition") and (s.get("scope") or {}).get("measurement")
+                              == name for s in problem.get("signals") or [])
 
 
 def list_problems(ws: Any, status: str | None = None) -> list[dict[str, Any]]:
