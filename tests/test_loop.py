@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from linelab.cli import build_app
+from linelab.knowhow import ledger
 from linelab.loop.runner import LoopPolicy
 from linelab.loop.session import run_session
 from linelab.store import Workspace
@@ -26,6 +27,14 @@ def test_loop_fixes_the_problem_and_writes_know_how(recurring_run: dict) -> None
     first = next(i for i in r["incidents"] if "nozzle-1" in i["truth_ids"])
     assert first["action"].startswith("replace_nozzle") and "P2-N3" in first["action"]
     assert first["resolved_unit"] is not None and first["knowhow_written"]
+    # When it began is the monitor's own estimate; the know-how entry keeps time-to-detect from it.
+    onset = next(t["onset_unit"] for t in r["truth"] if t["id"] == "nozzle-1")
+    assert onset <= first["onset_unit"] < onset + 2500 < first["detected_unit"]
+    ws = Workspace.open(r["workspace"])
+    entry = ledger.get(ws, first["knowhow_written"])
+    ws.close()
+    assert entry.time_to_detect_units == first["detected_unit"] - first["onset_unit"]
+    assert entry.time_to_fix_units == first["fixed_unit"] - first["detected_unit"] and entry.fixed_at
     assert r["first_pass_yield"]["none"] < r["first_pass_yield"]["loop"] <= r["first_pass_yield"]["oracle"] + 0.002
     assert r["yield_gap_closed"] > 0.1  # no recipe search here, while the oracle runs at the optimum
 
@@ -54,7 +63,11 @@ def test_loop_command_json_and_report(tmp_path: Path) -> None:
     page = Path(body["report"]).read_text()
     assert "Yield gap closed" in page and "plotly" in page.lower()
     learning = CliRunner().invoke(build_app(), ["learning", "--json", "-w", str(tmp_path / "ws")])
-    assert set(json.loads(learning.stdout)["curves"]) == {"none", "loop", "oracle"}
+    shown = json.loads(learning.stdout)
+    assert set(shown["curves"]) == {"none", "loop", "oracle"}
+    # The dashboard's incident table: when each problem began, was detected and fixed.
+    assert shown["incidents"] == body["incidents"] and body["incidents"]
+    assert all(i["onset_unit"] is None or i["onset_unit"] <= i["detected_unit"] for i in body["incidents"])
 
 
 def test_a_cold_oven_zone_is_its_own_cause_and_is_restored_at_once(tmp_path: Path) -> None:

@@ -55,8 +55,9 @@ class LoopResult(Result):
         console.print(f"yield gap closed [bold]{self.yield_gap_closed:.2f}[/bold]; learning rate "
                       f"{self.learning_rate['loop']:.1%} per doubling (no loop {self.learning_rate['none']:.1%}); "
                       f"recurrence time-to-fix ratio {self.recurrence_ratio}; recall accuracy {self.recall_accuracy}")
-        print_rows(console, [{k: i[k] for k in ("problem_id", "detected_unit", "fixed_unit", "resolved_unit", "cause",
-                                                 "action", "knowhow_reused")} for i in self.incidents], "incidents")
+        cols = ("problem_id", "onset_unit", "detected_unit", "fixed_unit", "resolved_unit", "cause", "action",
+                "knowhow_reused")
+        print_rows(console, [{k: i[k] for k in cols} for i in self.incidents], "incidents")
         console.print(f"actions applied {self.actions_applied}, did not help {self.actions_that_did_not_help}, "
                       f"false problems acted on {self.false_problems_acted_on}")
         console.print(f"report: [bold]{self.report}[/bold]")
@@ -85,7 +86,9 @@ class LearningParams(BaseModel):
 class LearningResult(Result):
     scenario: str
     yield_gap_closed: float
+    recurrence_ratio: float | None = None
     curves: dict[str, dict[str, list[float]]]
+    incidents: list[dict[str, Any]] = Field(default_factory=list, description="the run's incident table")
 
 
 @command("learning", LearningParams)
@@ -94,4 +97,6 @@ def learning(p: LearningParams, ctx: Context) -> LearningResult:
     last = ctx.workspace.get_artifact(RUN_KIND, "latest")
     if last is None:
         raise UserError("no loop has run in this workspace yet (run `linelab loop`)")
-    return LearningResult(scenario=last["scenario"], yield_gap_closed=last["yield_gap_closed"], curves=last["curves"])
+    return LearningResult(scenario=last["scenario"], yield_gap_closed=last["yield_gap_closed"],
+                          recurrence_ratio=last.get("recurrence_ratio"), curves=last["curves"],
+                          incidents=last.get("incidents", []))

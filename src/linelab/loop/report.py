@@ -79,9 +79,9 @@ def write_report(result: dict[str, Any], out_dir: Path) -> Path:
         "padding:4px 6px;text-align:left}</style></head><body>"
         "<h1>LineLab: the line learning</h1>" + summary + figure
         + "<h2>Incidents</h2>"
-        + _table(result["incidents"], ["problem_id", "description", "detected_unit", "diagnosed_unit", "fixed_unit",
-                                       "resolved_unit", "cause", "action", "failed_actions", "knowhow_reused",
-                                       "knowhow_written", "truth_ids"])
+        + _table(result["incidents"], ["problem_id", "description", "onset_unit", "detected_unit", "diagnosed_unit",
+                                       "fixed_unit", "resolved_unit", "cause", "action", "failed_actions",
+                                       "knowhow_reused", "knowhow_written", "truth_ids"])
         + "<h2>Injected micro-problems (ground truth)</h2>"
         + _table(result["truth"], ["id", "type", "onset_unit", "fixed_by", "end_unit", "time_to_fix_units"])
         + "<h2>Know-how written</h2>" + _table(result["knowhow"], ["id", "title", "reused"])

@@ -69,6 +69,7 @@ class Incident:
     problem_id: str
     description: str
     detected_unit: int
+    onset_unit: int | None = None  # the monitor's estimate of when it began (units since then counted)
     diagnosed_unit: int | None = None
     fixed_unit: int | None = None
     resolved_unit: int | None = None
@@ -278,9 +279,10 @@ class ClosedLoop:
                 continue  # watched, not worth an intervention yet (a known failure mode is, at once)
             inc = self.state.incidents.get(pid)
             if inc is None:
+                onset_t = (problem.get("onset") or {}).get("t")
                 inc = self.state.incidents[pid] = Incident(
-                    pid, problem.get("description", ""), self.produced,
-                    onset_t=(problem.get("onset") or {}).get("t"))
+                    pid, problem.get("description", ""), self.produced, onset_t=onset_t,
+                    onset_unit=self.produced - cost.scope_counts(self.ws, {}, onset_t, None)[0] if onset_t else None)
                 self.log(f"{pid} detected: {inc.description}")
             self._act_on(problem, inc)
 
@@ -514,8 +516,9 @@ class ClosedLoop:
             ledger.Fix(action=kind, params={k: v for k, v in inc.applied.items() if k != "kind"},
                        target_factor=target_of({"kind": kind}), description=inc.action or ""),
             effect,
-            time_to_detect_units=None,
+            time_to_detect_units=None if inc.onset_unit is None else inc.detected_unit - inc.onset_unit,
             time_to_fix_units=(inc.fixed_unit or self.produced) - inc.detected_unit,
+            fixed_at=inc.fixed_t,
         )
         inc.knowhow_written = entry.id
 
