@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench serve clean
+.PHONY: install run test lint browser bench serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,15 @@ run: install
 lint: install
 	$(BIN)/ruff check src tests bench
 
-test: lint
+# The dashboard's browser test drives Debian's chromium; installed here when it is missing.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q chromium >/dev/null || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+	  elif command -v sudo >/dev/null; then sudo apt-get install -y -q chromium; \
+	  else echo "chromium is not installed: the dashboard's browser test will be skipped"; fi
+
+test: lint browser
 	$(BIN)/pytest
 
 bench: install
