@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from linelab.cli import build_app
 from linelab.knowhow import ledger
-from linelab.loop.runner import LoopPolicy
+from linelab.loop.runner import LoopPolicy, open_loop
+from linelab.monitor.problems import Alarm, Evidence, ProblemBook
 from linelab.loop.session import run_session
 from linelab.store import Workspace
 
@@ -92,3 +93,32 @@ def test_a_short_run_ends_before_a_bad_lot_is_loaded(tmp_path: Path) -> None:
     lot reached a machine (the lot's problem has no onset yet)."""
     r = run_session(tmp_path / "ws", "default", 0, 3000, LoopPolicy(optimise_recipe=False))
     assert r["problems_injected"] == 0 and r["units"] == 3000
+
+
+def test_a_condition_with_no_remedy_of_its_own_is_left_to_a_person(tmp_path: Path) -> None:
+    """The room warming up at PRINT was diagnosed like a product problem: the failures of its
+    units pointed at whatever else was wrong (a bad lot, a shift), and the loop held lots and
+    dehumidified for a temperature (default seed 2: four actions on two such problems). A lot does
+    not move the room's temperature; with no remedy of its own the condition is a person's call."""
+    loop = open_loop(tmp_path / "ws", "bad_lot", 0, LoopPolicy(optimise_recipe=False))
+    try:
+        chunk = loop.line.produce(14_000)  # a bad SANWA lot from unit 10,000, not looked at yet
+        loop.ws.ingest_tables(chunk.tables, source=loop.source)
+        t = chunk["units"].column("t_start")
+        onset = Evidence(unit=None, t=t[10_000].as_py().isoformat())
+        latest = Evidence(unit=None, t=t[-1].as_py().isoformat())
+        scope = {"station": "PRINT", "machine": "SP1", "measurement": "ambient_temp_c"}
+        warm = ProblemBook(loop.ws).add(Alarm(
+            detector="measurement_cusum", kind="measurement_shift", entity="PRINT/SP1", scope=scope,
+            onset=onset, first=onset, latest=latest, units_affected=4000, yield_lost_units=300.0,
+            effect={"condition": True, "shift": 1.5}, description="ambient_temp_c at PRINT has risen 1.5 degC"))
+        loop.step(1000)
+        inc = loop.state.incidents[warm]
+        assert inc.actions_tried == [] and inc.left_to_person
+        assert "left to a person" in loop.ws.get_artifact("problem", warm)["history"][-1]["note"]
+        # The lot's own problem is still diagnosed and fixed.
+        for _ in range(6):
+            loop.step(1000)
+        assert any(a.startswith("hold_lot") for i in loop.state.incidents.values() for a in i.actions_tried)
+    finally:
+        loop.ws.close()

@@ -82,6 +82,7 @@ class Incident:
     knowhow_written: str | None = None
     trial_effect: bool = False  # a recipe trial's own effect, not a problem of the line
     rides_on: str | None = None  # fixed by the action applied for this other problem
+    left_to_person: str | None = None  # why the loop will not act on it
     riders: list[str] = field(default_factory=list)  # other problems judged by this one's fix
     truth_ids: list[str] = field(default_factory=list)
     # internal bookkeeping
@@ -235,7 +236,8 @@ class ClosedLoop:
         return min(p.max_trials, max(6, int(self.planned_units * p.search_share / p.trial_units)))
 
     def _escalated(self, inc: Incident) -> bool:
-        return inc.fixed_unit is None and len(inc.actions_tried) >= self.policy.max_actions
+        return inc.fixed_unit is None and (len(inc.actions_tried) >= self.policy.max_actions
+                                           or inc.left_to_person is not None)
 
     def _start_trial(self) -> None:
         opt = self.optimiser
@@ -297,7 +299,7 @@ class ClosedLoop:
         return lost
 
     def _act_on(self, problem: dict[str, Any], inc: Incident) -> None:
-        if inc.fixed_unit is not None or len(inc.actions_tried) >= self.policy.max_actions:
+        if inc.fixed_unit is not None or self._escalated(inc):
             return  # a fix is being verified, or the loop has done what it may
         matches = recall.recall(self.ws, problem, top=3) if self.policy.auto_apply_recalled else []
         recalled = matches[0] if matches and matches[0].score >= recall.AUTO_APPLY else None
@@ -345,12 +347,18 @@ class ClosedLoop:
                     set_status(self.ws, inc.problem_id, "resolved", note=f"effect of a recipe trial ({cause})")
                 self.log(f"{inc.problem_id}: effect of a recipe trial ({cause}); nothing to fix")
                 return
+            if self._not_its_remedy(problem, own, action):
+                self._leave_to_person(inc, problem, "a process condition with no remedy of its own left to try")
+                return
             if not self.policy.auto_apply_diagnosed:
                 return
             sure = diagnosis.confident or (own is not None and candidates[0] == own)
             if not sure and inc.waited * self.policy.chunk < self.policy.max_wait_units:
                 inc.waited += 1  # not sure yet: more units will sharpen the diagnosis
                 return
+        if self._not_its_remedy(problem, own, action):
+            self._leave_to_person(inc, problem, "a process condition with no remedy of its own left to try")
+            return
         other = self._being_applied(action)
         if other is not None:  # the same fix, just applied for another problem: judge it here too
             inc.rides_on, inc.cause, inc.action = other.problem_id, cause, other.action
@@ -359,6 +367,20 @@ class ClosedLoop:
             self.log(f"{inc.problem_id}: {other.action} already applied for {other.problem_id}")
             return
         self._apply(inc, cause, action)
+
+    @staticmethod
+    def _not_its_remedy(problem: dict[str, Any], own: tuple[str, dict[str, Any]] | None,
+                        action: dict[str, Any]) -> bool:
+        """A condition out of its window (the room's temperature) is moved by what is off the
+        product's path: the lots, shifts and parts a diagnosis ranks explain its units' failures,
+        not the condition. Only its own remedy restores it; any other action is a person's call."""
+        return is_condition(problem) and (own is None or _key(action) != _key(own[1]))
+
+    def _leave_to_person(self, inc: Incident, problem: dict[str, Any], why: str) -> None:
+        inc.left_to_person = why
+        with contextlib.suppress(UserError):
+            set_status(self.ws, inc.problem_id, problem.get("status", "open"), note=f"left to a person: {why}")
+        self.log(f"{inc.problem_id}: left to a person ({why})")
 
     def _being_applied(self, action: dict[str, Any]) -> Incident | None:
         """An incident whose fix, the same action, is under verification now."""
