@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from linelab.cli import build_app
 from linelab.knowhow import ledger
 from linelab.loop.runner import LoopPolicy, open_loop
-from linelab.monitor.problems import Alarm, Evidence, ProblemBook
 from linelab.loop.session import run_session
+from linelab.monitor.problems import Alarm, Evidence, ProblemBook
 from linelab.store import Workspace
 
 
