@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from linelab.monitor.problems import Alarm, Evidence, ProblemBook, list_problems
 from linelab.store import Workspace
+from linelab.twin import Line, load_scenario
 
 T0 = datetime(2025, 1, 6, 6, 0)
 
@@ -40,4 +41,22 @@ def test_a_spell_of_weather_does_not_swallow_a_small_problem_inside_it(tmp_path)
     assert nozzle != humid
     # Two detectors seeing the same units are one incident.
     assert book.add(alarm("AOI/A1", "AOI", "solder_fillet", 11, spell[100:170])) == nozzle
+    ws.close()
+
+
+def test_failures_a_problem_already_holds_are_its_echo_not_a_new_problem(tmp_path):
+    """A bad capacitor lot raised ripple (one problem), and its failing units, tested by one
+    operator, rose that operator's failure rate: a second problem that the loop diagnosed on its
+    own and "fixed" by dehumidifying (bad_lot scenario, seed 1). Its units lay all inside the
+    first problem's, far beyond chance; a spell of weather spans every unit and swallows nothing."""
+    ws = Workspace.open(tmp_path / "ws")
+    line = Line(load_scenario("clean"), seed=0)
+    ws.ingest_tables(line.produce(3000).tables, source="twin")
+    serials = ws.query("SELECT unit_id FROM units ORDER BY t_start").column(0).to_pylist()
+    book = ProblemBook(ws)
+    ripple = book.add(alarm("TEST/T2", "TEST", "ripple_mv", 1, serials[1000:2500:5]))  # every 5th unit
+    echo = alarm("TEST/OP-A1", "TEST", "first_pass", 2, serials[1000:2500:20][:40], family="TEST/operator")
+    assert book.add(echo) == ripple
+    chance = alarm("TEST/OP-B1", "TEST", "first_pass", 2, serials[1003:2500:37][:40], family="TEST/shift")
+    assert book.add(chance) != ripple
     ws.close()

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from scipy.stats import binomtest
+
 from linelab.errors import NotFound, UserError
 from linelab.monitor.cost import condition_cost
 
@@ -130,7 +132,24 @@ class ProblemBook:
                 # weather) must not swallow a small problem that happens inside it.
                 if len(theirs) >= 5 and len(mine & theirs) >= 0.5 * len(mine | theirs):
                     return p
+                if len(mine & theirs) >= 0.8 * len(mine) and self._echo(mine, theirs):
+                    return p
         return None
+
+    def _echo(self, mine: set[str], theirs: set[str]) -> bool:
+        """Whether `mine` lie inside `theirs` far beyond chance: the failures a bad lot causes, seen
+        again through the operators who tested them. Chance is the share of all units built over
+        `theirs`' span that are theirs, so a spell of weather that spans every unit swallows nothing."""
+        row = self.ws.query(
+            "WITH s AS (SELECT min(t_start) AS t0, max(t_start) AS t1, count(*) AS k FROM units "
+            "WHERE unit_id IN (SELECT unnest(?::VARCHAR[]))) "
+            "SELECT any_value(s.k), count(u.unit_id) FROM s, units u WHERE u.t_start BETWEEN s.t0 AND s.t1",
+            [sorted(theirs)]).to_pylist()[0]
+        k, n = (int(v or 0) for v in row.values())
+        if not k or not n or k >= n:
+            return False
+        shared = len(mine & theirs)
+        return float(binomtest(shared, len(mine), k / n, alternative="greater").pvalue) < 1e-6
 
     @staticmethod
     def _same_episode(p: dict[str, Any], alarm: Alarm) -> bool:
