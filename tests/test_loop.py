@@ -122,3 +122,28 @@ def test_a_condition_with_no_remedy_of_its_own_is_left_to_a_person(tmp_path: Pat
         assert any(a.startswith("hold_lot") for i in loop.state.incidents.values() for a in i.actions_tried)
     finally:
         loop.ws.close()
+
+
+def test_a_problem_that_began_before_its_fix_was_applied_is_judged_by_that_fix(tmp_path: Path) -> None:
+    """A bad lot's ripple seen late on the other tester (its units built before the hold) was a
+    new problem, diagnosed to the same lot and held a second time, counted as a false problem
+    acted on (default seed 1: twice). It began before the hold: the hold is its fix too."""
+    loop = open_loop(tmp_path / "ws", "bad_lot", 1, LoopPolicy(optimise_recipe=False))
+    try:
+        while loop.produced < 40_000 and not any(i.resolved_unit for i in loop.state.incidents.values()):
+            loop.step(1000)
+        (held,) = [i for i in loop.state.incidents.values() if i.resolved_unit]
+        assert held.actions_tried[0].startswith("hold_lot")
+        t = loop.ws.query("SELECT max(t_start) FROM units").column(0)
+        onset, latest = Evidence(unit=None, t=held.onset_t), Evidence(unit=None, t=t[0].as_py().isoformat())
+        late = ProblemBook(loop.ws).add(Alarm(
+            detector="measurement_cusum", kind="measurement_shift", entity="TEST/T1", scope={
+                "station": "TEST", "machine": "T1", "measurement": "ripple_mv"}, onset=onset, first=latest,
+            latest=latest, units_affected=5000, yield_lost_units=200.0, effect={"shift": 3.0, "shift_sigma": 0.8},
+            description="ripple_mv at TEST on machine T1 has risen 3 mV"))
+        loop.step(1000)
+        inc = loop.state.incidents[late]
+        assert inc.rides_on == held.problem_id and inc.actions_tried == []
+        assert sum(a.startswith("hold_lot") for i in loop.state.incidents.values() for a in i.actions_tried) == 1
+    finally:
+        loop.ws.close()

@@ -359,7 +359,7 @@ class ClosedLoop:
         if self._not_its_remedy(problem, own, action):
             self._leave_to_person(inc, problem, "a process condition with no remedy of its own left to try")
             return
-        other = self._being_applied(action)
+        other = self._being_applied(action, inc.onset_t)
         if other is not None:  # the same fix, just applied for another problem: judge it here too
             inc.rides_on, inc.cause, inc.action = other.problem_id, cause, other.action
             inc.fixed_unit, inc.fixed_t = other.fixed_unit, other.fixed_t
@@ -382,10 +382,15 @@ class ClosedLoop:
             set_status(self.ws, inc.problem_id, problem.get("status", "open"), note=f"left to a person: {why}")
         self.log(f"{inc.problem_id}: left to a person ({why})")
 
-    def _being_applied(self, action: dict[str, Any]) -> Incident | None:
-        """An incident whose fix, the same action, is under verification now."""
-        return next((i for i in self.state.incidents.values() if i.fixed_unit is not None and i.resolved_unit is None
-                     and not i.rides_on and i.tried and i.tried[-1] == _key(action)), None)
+    def _being_applied(self, action: dict[str, Any], onset_t: str | None) -> Incident | None:
+        """An incident whose fix, the same action, is under verification now, or was applied after
+        `onset_t`: a problem that began before that fix is the same incident seen late (the units
+        of a held lot still reaching the tester), judged by that fix, not fixed a second time."""
+        def covers(i: Incident) -> bool:
+            return i.resolved_unit is None or bool(onset_t and i.fixed_t and datetime.fromisoformat(i.fixed_t)
+                                                    >= datetime.fromisoformat(onset_t))
+        return next((i for i in self.state.incidents.values() if i.fixed_unit is not None and not i.rides_on
+                     and i.tried and i.tried[-1] == _key(action) and covers(i)), None)
 
     @staticmethod
     def _known_fix(problem: dict[str, Any], entry: ledger.Entry) -> tuple[str, dict[str, Any]] | None:
