@@ -60,3 +60,29 @@ def test_failures_a_problem_already_holds_are_its_echo_not_a_new_problem(tmp_pat
     chance = alarm("TEST/OP-B1", "TEST", "first_pass", 2, serials[1003:2500:37][:40], family="TEST/shift")
     assert book.add(chance) != ripple
     ws.close()
+
+
+def test_failures_starting_with_a_reading_shift_join_it_only_if_they_are_its_units(tmp_path):
+    """Handling damage on shift C began the day paste volume drifted; the failures were filed under
+    the paste problem by time alone, the loop tried recipe, dehumidifying and a lot hold, and the
+    shift was never retrained (default seed 0). Failures join a product reading's problem only when
+    they are its off-centre units; a condition's spell holds every unit, so time decides there."""
+    ws = Workspace.open(tmp_path / "ws")
+    line = Line(load_scenario("clean"), seed=0)
+    ws.ingest_tables(line.produce(3000).tables, source="twin")
+    serials = ws.query("SELECT unit_id FROM units ORDER BY t_start").column(0).to_pylist()
+    book = ProblemBook(ws)
+    paste = book.add(alarm("SPI/SPI1", "SPI", "paste_volume_pct", 1, serials[1000:2500:5]))
+    handling = failures("AOI/shift=C", 1.5, serials[1003:2500:37][:40])
+    assert book.add(handling) != paste
+    insufficient = failures("AOI/solder", 1.5, serials[1000:2500:20][:40])
+    assert book.add(insufficient) == paste
+    ws.close()
+
+
+def failures(entity: str, hours: float, units: list[str]) -> Alarm:
+    t = (T0 + timedelta(hours=hours)).isoformat()
+    ev = Evidence(units[0], t)
+    return Alarm(detector="defect_rate", kind="defect_rate", entity=entity, scope={"station": "AOI"}, onset=ev,
+                 first=ev, latest=ev, units_affected=len(units), yield_lost_units=30.0, effect={"ratio": 3.0},
+                 description="first-pass failures rose", units=units, family=entity)

@@ -117,14 +117,18 @@ class ProblemBook:
             for p in active:
                 if any(s.get("family") == alarm.family for s in p["signals"]):
                     return p
+        mine = set(alarm.units)
         if alarm.kind == "defect_rate" and alarm.onset.t:
-            # Failures that start rising together with an open problem are its consequence.
+            # Failures that start rising together with an open problem are its consequence: with a
+            # condition (every unit of its spell is its unit), by time alone; with a product
+            # reading, only when the failing units are that problem's off-centre units beyond
+            # chance (handling damage on shift C is not a paste-volume shift starting that day).
             t0 = datetime.fromisoformat(alarm.onset.t)
             for p in active:
                 onset = p["onset"].get("t")
-                if onset and abs((t0 - datetime.fromisoformat(onset)).total_seconds()) <= self.coincide_s:
+                if onset and abs((t0 - datetime.fromisoformat(onset)).total_seconds()) <= self.coincide_s and (
+                        is_condition(p) or self._echo(mine, {u for s in p["signals"] for u in s.get("units", [])})):
                     return p
-        mine = set(alarm.units)
         if len(mine) >= 5:
             for p in active:
                 theirs = {u for s in p["signals"] for u in s.get("units", [])}
@@ -138,13 +142,15 @@ class ProblemBook:
 
     def _echo(self, mine: set[str], theirs: set[str]) -> bool:
         """Whether `mine` lie inside `theirs` far beyond chance: the failures a bad lot causes, seen
-        again through the operators who tested them. Chance is the share of all units built over
-        `theirs`' span that are theirs, so a spell of weather that spans every unit swallows nothing."""
+        again through the operators who tested them. Chance is the share of the units built over
+        `mine`'s span that are theirs, so a problem holding every unit of a spell (the weather, a
+        burst of off-centre prints) swallows nothing that falls inside that spell."""
         row = self.ws.query(
-            "WITH s AS (SELECT min(t_start) AS t0, max(t_start) AS t1, count(*) AS k FROM units "
+            "WITH s AS (SELECT min(t_start) AS t0, max(t_start) AS t1 FROM units "
             "WHERE unit_id IN (SELECT unnest(?::VARCHAR[]))) "
-            "SELECT any_value(s.k), count(u.unit_id) FROM s, units u WHERE u.t_start BETWEEN s.t0 AND s.t1",
-            [sorted(theirs)]).to_pylist()[0]
+            "SELECT count(*) FILTER (WHERE u.unit_id IN (SELECT unnest(?::VARCHAR[]))), count(*) "
+            "FROM s, units u WHERE u.t_start BETWEEN s.t0 AND s.t1",
+            [sorted(mine), sorted(theirs)]).to_pylist()[0]
         k, n = (int(v or 0) for v in row.values())
         if not k or not n or k >= n:
             return False
