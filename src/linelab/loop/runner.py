@@ -42,6 +42,7 @@ from linelab.twin import Line, Scenario, load_scenario
 
 # A recalled entry this close to the new symptom may aim its fix at any of the diagnosis' top three.
 CLOSE_MATCH = 0.95
+NO_OWN_REMEDY = "a process condition with no remedy of its own left to try"
 
 
 class LoopPolicy(BaseModel):
@@ -348,7 +349,7 @@ class ClosedLoop:
                 self.log(f"{inc.problem_id}: effect of a recipe trial ({cause}); nothing to fix")
                 return
             if self._not_its_remedy(problem, own, action):
-                self._leave_to_person(inc, problem, "a process condition with no remedy of its own left to try")
+                self._leave_to_person(inc, problem, NO_OWN_REMEDY)
                 return
             if not self.policy.auto_apply_diagnosed:
                 return
@@ -357,7 +358,7 @@ class ClosedLoop:
                 inc.waited += 1  # not sure yet: more units will sharpen the diagnosis
                 return
         if self._not_its_remedy(problem, own, action):
-            self._leave_to_person(inc, problem, "a process condition with no remedy of its own left to try")
+            self._leave_to_person(inc, problem, NO_OWN_REMEDY)
             return
         other = self._being_applied(action, inc.onset_t)
         if other is not None:  # the same fix, just applied for another problem: judge it here too
