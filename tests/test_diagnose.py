@@ -71,6 +71,30 @@ def test_aliased_pair_is_flagged_as_confounded_with_a_separating_experiment():
     assert "P2" in conf.experiment and "L7" in conf.experiment
 
 
+def test_a_new_lot_is_named_not_confounded_with_its_own_supplier():
+    """A bad capacitor lot was the only lot of its supplier in the incident, so lot and supplier
+    held the very same units and were flagged as confounded: the loop waited 5,000 units for a
+    confident diagnosis before holding the lot (bad_lot scenario, seed 0). A lot lies within its
+    supplier; a machine and a lot that happen to coincide stay confounded (the test above)."""
+    def units(n: int, seed: int, new_lot: bool) -> pd.DataFrame:
+        rng = np.random.default_rng(seed)
+        supplier = rng.choice(["SANWA", "NORTH"], n)
+        lot = np.where(supplier == "SANWA", rng.choice(["S1", "S2"], n), rng.choice(["N1", "N2"], n))
+        if new_lot:
+            lot = np.where(supplier == "SANWA", "S3", lot)
+        p = np.where(lot == "S3", 0.10, 0.02)
+        return pd.DataFrame({"lot": lot, "supplier": supplier, "machine": rng.choice(["P1", "P2"], n),
+                             "fail": (rng.random(n) < p).astype(int)})
+
+    ref, inc = units(6000, 1, False), units(4000, 2, True)
+    plain = Diagnoser().fit(ref, inc, target="fail")
+    assert not plain.report_.confident  # lot S3 and supplier SANWA: the same units
+    dx = Diagnoser(nested={"lot": "supplier"}).fit(ref, inc, target="fail")
+    assert (dx.causes_[0].factor, dx.causes_[0].level) == ("lot", "S3")
+    assert dx.report_.confident
+    assert next(c for c in dx.causes_ if c.factor == "supplier").explained_by == "lot=S3"
+
+
 def test_root_cause_ranks_above_its_dag_descendant():
     rng = np.random.default_rng(7)
 

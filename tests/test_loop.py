@@ -147,3 +147,12 @@ def test_a_problem_that_began_before_its_fix_was_applied_is_judged_by_that_fix(t
         assert sum(a.startswith("hold_lot") for i in loop.state.incidents.values() for a in i.actions_tried) == 1
     finally:
         loop.ws.close()
+
+
+def test_a_bad_lot_is_held_when_first_seen(tmp_path: Path) -> None:
+    """The bad lot was the only lot of its supplier in the incident; lot and supplier were called
+    confounded and the loop waited 5,000 units for a confident diagnosis before holding it."""
+    r = run_session(tmp_path / "ws", "bad_lot", 0, 24_000, LoopPolicy(optimise_recipe=False))
+    (lot,) = [i for i in r["incidents"] if "lot-1" in i["truth_ids"]]
+    assert lot["fixed_unit"] == lot["detected_unit"] and lot["actions_tried"][0].startswith("hold_lot")
+    assert r["false_problems_acted_on"] == 0

@@ -52,6 +52,9 @@ class Diagnoser:
     time_column: column ordering the rows in time, for onset estimation.
     events: events to match with the onset: dicts with at least `t` (and kind/machine/target).
     exclude: columns that are not candidates (identifiers, other symptoms).
+    nested: {inner: outer} columns whose levels lie within another's (a material's lot within its
+        supplier): where an inner level holds the very same incident units as an outer one, the
+        inner level is the cause the data can name, not a rival to it.
     alpha: false-discovery rate for calling a candidate supported.
     symptom: "auto", "rate", "mean" or "spread": how the target's change is measured.
     attribution: fit the gradient-boosting attribution model for continuous factors.
@@ -66,6 +69,7 @@ class Diagnoser:
         time_column: str | None = None,
         events: Sequence[Mapping[str, Any]] | None = None,
         exclude: Sequence[str] = (),
+        nested: Mapping[str, str] | None = None,
         alpha: float = 0.05,
         symptom: str = "auto",
         attribution: bool = True,
@@ -78,6 +82,7 @@ class Diagnoser:
         self.time_column = time_column
         self.events = [dict(e) for e in (events or [])]
         self.exclude = list(exclude)
+        self.nested = dict(nested or {})
         self.alpha = alpha
         self.symptom = symptom
         self.attribution = attribution
@@ -448,6 +453,16 @@ class Diagnoser:
                     c.details["attributed_with"] = together
                 c.share = float(np.clip(raw, 0.0, 1.0))
 
+    def _inner_of(self, a: Cause, b: Cause, ga: Group, gb: Group) -> Cause | None:
+        """The inner level of a nested pair holding the very same incident units (a lot, its supplier)."""
+        if not ga.inc.any() or not np.array_equal(ga.inc, gb.inc):
+            return None
+        if self.nested.get(a.factor) == b.factor:
+            return a
+        if self.nested.get(b.factor) == a.factor:
+            return b
+        return None
+
     def _relations(
         self, causes: list[Cause], groups: dict[str, Group], sym: Symptom, prep: Prepared
     ) -> list[Confounding]:
@@ -459,6 +474,13 @@ class Diagnoser:
                 if a.factor == b.factor:
                     continue
                 ga, gb = groups[a.label], groups[b.label]
+                inner = self._inner_of(a, b, ga, gb)
+                if inner is not None:
+                    outer = b if inner is a else a
+                    if outer.explained_by is None:
+                        outer.explained_by = inner.label
+                        outer.details["explained_by_evidence"] = f"its units in the incident are all {inner.label}'s"
+                    continue
                 rel = relate(ga, gb, sym)
                 if rel.verdict == "a_explains_b" and b.explained_by is None:
                     b.explained_by = a.label

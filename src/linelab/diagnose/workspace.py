@@ -314,9 +314,9 @@ def diagnose_spec(ws: Any, spec: SymptomSpec) -> Diagnosis:
         + (f" at {spec.station}" if spec.station and not spec.any_failure else "")
         + (f" ({', '.join(spec.defect_codes)})" if spec.defect_codes else "")
     )
-    dx = Diagnoser(
-        dag=dag or None, time_column="t_start", events=events, kinds=kinds, max_levels=200, target_label=label
-    )
+    nested = {c: "supplier@" + meta[c]["material"] for c in meta if meta[c]["type"] == "lot"}
+    dx = Diagnoser(dag=dag or None, time_column="t_start", events=events, kinds=kinds, nested=nested,
+                   max_levels=200, target_label=label)
     report = dx.fit(ref, inc, "symptom").report_
     for c in report.causes:
         m = meta.get(c.factor, {})
