@@ -455,13 +455,8 @@ class Diagnoser:
 
     def _inner_of(self, a: Cause, b: Cause, ga: Group, gb: Group) -> Cause | None:
         """The inner level of a nested pair holding the very same incident units (a lot, its supplier)."""
-        if not ga.inc.any() or not np.array_equal(ga.inc, gb.inc):
-            return None
-        if self.nested.get(a.factor) == b.factor:
-            return a
-        if self.nested.get(b.factor) == a.factor:
-            return b
-        return None
+        inner = a if self.nested.get(a.factor) == b.factor else b if self.nested.get(b.factor) == a.factor else None
+        return inner if inner is not None and ga.inc.any() and np.array_equal(ga.inc, gb.inc) else None
 
     def _relations(
         self, causes: list[Cause], groups: dict[str, Group], sym: Symptom, prep: Prepared
