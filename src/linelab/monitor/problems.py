@@ -127,11 +127,11 @@ class ProblemBook:
             for p in active:
                 onset = p["onset"].get("t")
                 if onset and abs((t0 - datetime.fromisoformat(onset)).total_seconds()) <= self.coincide_s and (
-                        is_condition(p) or self._echo(mine, {u for s in p["signals"] for u in s.get("units", [])})):
+                        is_condition(p) or self._echo(mine, _units(p))):
                     return p
         if len(mine) >= 5:
             for p in active:
-                theirs = {u for s in p["signals"] for u in s.get("units", [])}
+                theirs = _units(p)
                 # Most units shared both ways: a problem spanning every unit of a spell (the
                 # weather) must not swallow a small problem that happens inside it.
                 if len(theirs) >= 5 and len(mine & theirs) >= 0.5 * len(mine | theirs):
@@ -217,6 +217,11 @@ class ProblemBook:
         self.ws.put_artifact(KIND, problem["id"], problem)
         self.updated.add(problem["id"])
         return problem["id"]
+
+
+def _units(problem: dict[str, Any]) -> set[str]:
+    """The units that carry a problem's evidence, over all its signals."""
+    return {u for s in problem["signals"] for u in s.get("units", [])}
 
 
 def is_condition(problem: dict[str, Any]) -> bool:
