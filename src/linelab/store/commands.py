@@ -1,15 +1,13 @@
-"""Workspace commands: init, ingest, yield, pareto, trace, quarantine."""
+"""Workspace commands: init, yield, pareto, trace, quarantine (ingest is the connect stage's)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 from rich.console import Console
 
 from linelab.commands import Context, Result, command
-from linelab.connect.files import expand, ingest_file
 from linelab.errors import UserError
 from linelab.render import bar, fmt, print_rows
 from linelab.store import queries
@@ -36,65 +34,6 @@ def init(p: InitParams, ctx: Context) -> InitResult:
     """Create (or open) the workspace and show its tables."""
     ws = ctx.workspace
     return InitResult(workspace=str(ws.path), tables={t: ws.count(t) for t in RECORD_TABLES})
-
-
-class IngestParams(BaseModel):
-    paths: list[Path] = Field(..., description="CSV or Parquet files, or folders of them",
-                              json_schema_extra={"argument": True})
-    table: str | None = Field(None, description=f"table the files hold ({', '.join(RECORD_TABLES)}); "
-                              "default: from the file name or its columns")
-
-
-class FileIngest(BaseModel):
-    path: str
-    table: str
-    received: int
-    stored: int
-    updated: int
-    duplicates: int
-    quarantined: int
-    already_ingested: bool
-
-
-class IngestResult(Result):
-    files: list[FileIngest]
-    stored: int
-    quarantined: int
-    quarantine: Rows = Field(description="first quarantined rows of each file, with file, row, field and reason")
-
-    def render(self, console: Console) -> None:
-        print_rows(console, [f.model_dump() for f in self.files], "ingest")
-        if self.quarantine:
-            print_rows(console, self.quarantine, "quarantined rows (first of each file)", limit=30)
-            console.print(f"[yellow]{self.quarantined:,} row(s) quarantined[/yellow]; "
-                          "see `linelab quarantine` for all of them")
-        console.print(f"{self.stored:,} row(s) stored")
-
-    def exit_code(self) -> int:
-        return 1 if self.quarantined else 0
-
-
-@command("ingest", IngestParams)
-def ingest(p: IngestParams, ctx: Context) -> IngestResult:
-    """Ingest CSV/Parquet files: bad rows are quarantined with reasons; re-ingest adds nothing."""
-    if p.table and p.table not in RECORD_TABLES:
-        raise UserError(f"unknown table {p.table!r}; known: {', '.join(RECORD_TABLES)}")
-    files = expand(p.paths)
-    if not files:
-        raise UserError("no CSV or Parquet files found in " + ", ".join(map(str, p.paths)))
-    done: list[FileIngest] = []
-    quarantine: Rows = []
-    with ctx.progress(len(files), "ingesting") as advance:
-        for path in files:
-            rep = ingest_file(ctx.workspace, path, p.table)
-            t = rep.tables[0]
-            done.append(FileIngest(path=str(path), table=t.table, received=t.received, stored=t.stored,
-                                   updated=t.updated, duplicates=t.duplicates, quarantined=t.quarantined,
-                                   already_ingested=t.skipped_batch))
-            quarantine.extend({"file": str(path), **q} for q in rep.quarantine)
-            advance(1)
-    return IngestResult(files=done, stored=sum(f.stored for f in done),
-                        quarantined=sum(f.quarantined for f in done), quarantine=quarantine)
 
 
 class QuarantineParams(BaseModel):

@@ -1,0 +1,96 @@
+"""Connect commands: ingest files (CSV, Parquet), as they are or through the line profile's sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from rich.console import Console
+
+from linelab.commands import Context, Result, command
+from linelab.connect.files import check_files, expand, ingest_file, ingest_order
+from linelab.errors import UserError
+from linelab.profile.io import load_profile, profile_path
+from linelab.profile.schema import Profile
+from linelab.render import print_rows
+from linelab.store.schema import RECORD_TABLES
+from linelab.store.workspace import resolve_path
+
+Rows = list[dict[str, Any]]
+
+
+class IngestParams(BaseModel):
+    paths: list[Path] = Field(..., description="CSV or Parquet files, or folders of them",
+                              json_schema_extra={"argument": True})
+    table: str | None = Field(None, description=f"table the files hold ({', '.join(RECORD_TABLES)}); "
+                              "default: from the file name or its columns")
+    profile: Path | None = Field(None, description="line profile whose sources map the exports "
+                                 "[default: the workspace's profile.yaml, if it has one]")
+
+
+class FileIngest(BaseModel):
+    path: str
+    table: str
+    source: str | None = None  # the profile source that mapped it
+    received: int
+    stored: int
+    updated: int
+    duplicates: int
+    quarantined: int
+    already_ingested: bool
+
+
+class IngestResult(Result):
+    files: list[FileIngest]
+    stored: int
+    quarantined: int
+    quarantine: Rows = Field(description="first quarantined rows of each file, with file, row, field (and the "
+                                         "export's column, for a file mapped by the profile) and reason")
+
+    def render(self, console: Console) -> None:
+        print_rows(console, [f.model_dump() for f in self.files], "ingest")
+        if self.quarantine:
+            print_rows(console, self.quarantine, "quarantined rows (first of each file)", limit=30)
+            console.print(f"[yellow]{self.quarantined:,} row(s) quarantined[/yellow]; "
+                          "see `linelab quarantine` for all of them")
+        console.print(f"{self.stored:,} row(s) stored")
+
+    def exit_code(self) -> int:
+        return 1 if self.quarantined else 0
+
+
+def ingest_profile(p: IngestParams, ctx: Context) -> Profile | None:
+    if p.profile is not None:
+        return load_profile(p.profile)
+    found = profile_path(resolve_path(ctx.workspace_path))
+    return load_profile(found) if found is not None else None
+
+
+@command("ingest", IngestParams)
+def ingest(p: IngestParams, ctx: Context) -> IngestResult:
+    """Ingest CSV/Parquet files: bad rows are quarantined with reasons; re-ingest adds nothing."""
+    if p.table and p.table not in RECORD_TABLES:
+        raise UserError(f"unknown table {p.table!r}; known: {', '.join(RECORD_TABLES)}")
+    files = expand(p.paths)
+    if not files:
+        raise UserError("no CSV or Parquet files found in " + ", ".join(map(str, p.paths)))
+    profile = ingest_profile(p, ctx)
+    problems = check_files(files, profile)
+    if problems:  # before anything is stored
+        raise UserError("the profile's sources do not fit the files:\n  " + "\n  ".join(problems))
+    done: list[FileIngest] = []
+    quarantine: Rows = []
+    with ctx.progress(len(files), "ingesting") as advance:
+        for path in ingest_order(files, profile):
+            source = next((s for s in profile.sources if s.matches(path.name)), None) if profile else None
+            rep = ingest_file(ctx.workspace, path, p.table, profile)
+            t = rep.tables[0]
+            done.append(FileIngest(path=str(path), table=t.table, source=source.name if source else None,
+                                   received=t.received, stored=t.stored, updated=t.updated,
+                                   duplicates=t.duplicates, quarantined=t.quarantined,
+                                   already_ingested=t.skipped_batch))
+            quarantine.extend({"file": str(path), **q} for q in rep.quarantine)
+            advance(1)
+    return IngestResult(files=done, stored=sum(f.stored for f in done),
+                        quarantined=sum(f.quarantined for f in done), quarantine=quarantine)

@@ -1,0 +1,310 @@
+"""A line's exports as LineLab records: the profile's `sources` applied to a file, vectorised.
+
+A `Source` of the line profile says how one kind of export maps onto a LineLab table. Applying
+it to a file (all columns read as text) is one DuckDB query over the Arrow table:
+
+- wide exports (one column per reading) are melted to long rows (`name`, `value`);
+- columns are renamed (LineLab column <- the export's column), constants filled in, values
+  mapped (`PASS` -> `pass`), decimal commas turned into points;
+- timestamps with an offset (`+02:00`, `Z`) are converted to UTC, those without one are read
+  in the source's time zone and converted; all are stored as naive UTC;
+- what the export lacks is derived (a unit's first-pass result, start and end from its steps).
+
+The output stays text: the store's validator types it, so a value that cannot be read is
+quarantined with its row and field instead of failing the file. A value whose timestamp or number
+cannot be converted is passed on unchanged, for the validator to quarantine.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from linelab.errors import UserError
+from linelab.profile.schema import Profile, Source
+from linelab.store.schema import RECORD_TABLES
+
+ROW_COLUMN = "file_row"  # carried by melted (wide) batches: the line of the file each reading came from
+_OFFSET = r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|z|UTC|[+-]\d{2}(:?\d{2})?)$"
+TS_TEXT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def q(name: str) -> str:
+    """A quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def lit(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _py_encoding(encoding: str) -> str:
+    return "utf-8-sig" if encoding.lower().replace("-", "").replace("_", "") == "utf8" else encoding
+
+
+def csv_header(path: Path, delimiter: str = ",", encoding: str = "utf-8") -> list[str]:
+    """The column names of a CSV file (its first line)."""
+    try:
+        with path.open(newline="", encoding=_py_encoding(encoding)) as fh:
+            return next(csv.reader(fh, delimiter=delimiter), [])
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise UserError(f"{path}: cannot read the header as {encoding}: {exc}") from None
+
+
+def file_columns(path: Path, source: Source | None = None) -> list[str]:
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pq.read_schema(path).names
+    return csv_header(path, source.delimiter if source else ",", source.encoding if source else "utf-8")
+
+
+def read_text_csv(path: Path, delimiter: str = ",", encoding: str = "utf-8") -> pa.Table:
+    """A CSV file with every column as text (typing is the validator's job)."""
+    header = csv_header(path, delimiter, encoding)
+    try:
+        return pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(encoding=encoding),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header},
+                                                 strings_can_be_null=True),
+        )
+    except (pa.ArrowInvalid, OSError, LookupError) as exc:
+        raise UserError(f"{path}: cannot read: {exc}") from exc
+
+
+def read_source_file(path: Path, source: Source) -> pa.Table:
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".csv" or suffix == ".txt":
+        return read_text_csv(path, source.delimiter, source.encoding)
+    if suffix in (".parquet", ".pq"):
+        try:
+            return pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise UserError(f"{path}: cannot read: {exc}") from exc
+    raise UserError(f"{path}: unsupported file type {suffix or '(none)'}; use .csv or .parquet")
+
+
+def source_for(profile: Profile | None, path: Path) -> Source | None:
+    """The profile source whose file patterns match this file's name (the first one that does)."""
+    if profile is None:
+        return None
+    return next((s for s in profile.sources if s.matches(path.name)), None)
+
+
+# -- what a source needs of a file ------------------------------------------------------------
+def value_columns(source: Source, columns: list[str]) -> list[str]:
+    """The reading columns of a wide export."""
+    assert source.wide is not None
+    ids = set(source.wide.id_columns)
+    pats = source.wide.value_columns
+    from fnmatch import fnmatch
+
+    return [c for c in columns if c not in ids and (not pats or any(fnmatch(c, p) for p in pats))]
+
+
+def long_columns(source: Source, columns: list[str]) -> list[str]:
+    """The columns the mapping sees: a wide export's id columns plus `name` and `value`."""
+    if source.wide is None:
+        return columns
+    return [c for c in columns if c in source.wide.id_columns] + ["name", "value"]
+
+
+@dataclass
+class Plan:
+    """Where each LineLab column of a source comes from, and what is missing."""
+
+    table: str
+    sources: dict[str, str] = field(default_factory=dict)  # LineLab column -> export column
+    constants: dict[str, str] = field(default_factory=dict)
+    derived: list[str] = field(default_factory=list)  # LineLab columns filled from other tables
+    missing_export: dict[str, str] = field(default_factory=dict)  # LineLab column -> absent export column
+    missing_required: list[str] = field(default_factory=list)  # required LineLab columns with no origin
+    missing_ids: list[str] = field(default_factory=list)  # wide id columns absent from the file
+    no_values: bool = False  # a wide export with no reading column
+
+    def problems(self, source: Source, where: str) -> list[str]:
+        out = [f"{where}: source '{source.name}' maps {ll} to the column '{col}', which the file does not have"
+               for ll, col in self.missing_export.items()]
+        out += [f"{where}: source '{source.name}' names the id column '{c}', which the file does not have"
+                for c in self.missing_ids]
+        if self.no_values:
+            out.append(f"{where}: source '{source.name}' is wide but no column of the file is a reading")
+        out += [f"{where}: {self.table}.{c} is required but source '{source.name}' gives it no column, "
+                f"constant or derivation" for c in self.missing_required]
+        return out
+
+
+DERIVES = {"first_pass_from_steps": "first_pass", "result_from_steps": "result",
+           "t_end_from_steps": "t_end", "t_start_from_steps": "t_start"}
+
+
+def plan(source: Source, columns: list[str]) -> Plan:
+    """How `source` maps a file with these columns (the file's own column names)."""
+    p = Plan(source.table)
+    have = set(columns)
+    if source.wide is not None:
+        p.missing_ids = [c for c in source.wide.id_columns if c not in have]
+        p.no_values = not value_columns(source, columns)
+        have = set(long_columns(source, columns))
+    constants = dict(source.constants)
+    if source.wide is not None and source.wide.station and "station" not in source.columns:
+        constants.setdefault("station", source.wide.station)
+    derived = [DERIVES[d] for d in source.derive] if source.table == "units" else []
+    for f in RECORD_TABLES[source.table]:
+        col = source.columns.get(f.name)
+        if col is not None:
+            if col in have:
+                p.sources[f.name] = col
+            else:
+                p.missing_export[f.name] = col
+        elif f.name in have and f.name not in source.columns.values():
+            p.sources[f.name] = f.name
+        if f.name in constants:
+            p.constants[f.name] = constants[f.name]
+        if f.name in derived:
+            p.derived.append(f.name)
+        if (not f.nullable and f.name not in p.sources and f.name not in p.constants
+                and f.name not in p.derived and f.name not in p.missing_export):
+            p.missing_required.append(f.name)
+    return p
+
+
+# -- applying a source ------------------------------------------------------------------------
+def _timestamp_sql(x: str, source: Source) -> str:
+    def local(e: str) -> str:
+        return f"timezone('UTC', timezone({lit(source.timezone)}, {e}))" if source.timezone else e
+
+    v = f"trim({x})"
+    if source.timestamp_format:
+        parsed = f"try_strptime({v}, {lit(source.timestamp_format)})"
+        parsed = f"timezone('UTC', {parsed})" if "%z" in source.timestamp_format else local(parsed)
+    else:
+        parsed = (f"CASE WHEN regexp_matches({v}, {lit(_OFFSET)}) "
+                  f"THEN timezone('UTC', TRY_CAST({v} AS TIMESTAMPTZ)) "
+                  f"ELSE {local(f'TRY_CAST({v} AS TIMESTAMP)')} END")
+    return f"CASE WHEN {x} IS NULL OR {v} = '' THEN {x} ELSE coalesce(strftime({parsed}, {lit(TS_TEXT)}), {x}) END"
+
+
+def _column_sql(name: str, typ: pa.DataType, p: Plan, source: Source) -> str:
+    col = p.sources.get(name)
+    x = f"CAST({q(col)} AS VARCHAR)" if col is not None else "NULL::VARCHAR"
+    if name in p.constants:
+        c = lit(p.constants[name])
+        x = c if col is None else f"coalesce(nullif(trim({x}), ''), {c})"
+    mapping = source.values.get(name)
+    if mapping:
+        cases = " ".join(f"WHEN {lit(k)} THEN {lit(v)}" for k, v in mapping.items())
+        x = f"CASE trim({x}) {cases} ELSE {x} END"
+    if pa.types.is_floating(typ) and source.decimal == ",":
+        x = f"replace({x}, ',', '.')"
+    if pa.types.is_timestamp(typ):
+        x = _timestamp_sql(x, source)
+    return x
+
+
+def apply(source: Source, data: pa.Table, first_row: int, where: str) -> pa.Table:
+    """The export `data` as LineLab columns of `source.table` (text), per the source's mapping.
+
+    A wide export's batch carries `file_row`, the file line of each reading. Raises a UserError
+    naming the file, the source and the column when the file lacks what the source names.
+    """
+    columns = data.column_names
+    p = plan(source, columns)
+    problems = p.problems(source, where)
+    if problems:
+        raise UserError("\n".join(problems) + f"\n  (the file's columns: {', '.join(columns)})")
+    con = duckdb.connect()
+    try:
+        relation = "_raw"
+        if source.wide is not None:
+            data = data.append_column(ROW_COLUMN, pa.array(np.arange(data.num_rows, dtype=np.int64) + first_row))
+            ids = [c for c in columns if c in source.wide.id_columns]
+            vals = value_columns(source, columns)
+            keep = ", ".join([*map(q, ids), *(f"CAST({q(v)} AS VARCHAR) AS {q(v)}" for v in vals)])
+            relation = (f"(UNPIVOT (SELECT {keep}, {q(ROW_COLUMN)} FROM _raw) "
+                        f"ON {', '.join(map(q, vals))} INTO NAME name VALUE value)")
+        con.register("_raw", data)
+        exprs = [f"{_column_sql(f.name, f.type, p, source)} AS {q(f.name)}"
+                 for f in RECORD_TABLES[source.table]
+                 if f.name in p.sources or f.name in p.constants or f.name in p.derived]
+        if source.wide is not None:
+            exprs.append(q(ROW_COLUMN))
+        out = con.sql(f"SELECT {', '.join(exprs)} FROM {relation}").to_arrow_table()
+    finally:
+        con.close()
+    return out
+
+
+def export_columns(source: Source, columns: list[str]) -> dict[str, str]:
+    """LineLab column -> the export's column it comes from (for naming both in the quarantine)."""
+    p = plan(source, columns)
+    out = dict(p.sources)
+    if source.wide is not None:
+        out["value"] = "(reading columns)"
+        out["name"] = "(reading column names)"
+    return out
+
+
+# -- derivations ------------------------------------------------------------------------------
+def steps_summary_sql(steps: str, units: str) -> str:
+    """Per unit of `units`: first-pass result, final result, start and end from the steps table."""
+    return f"""
+        WITH v AS (
+            SELECT s.unit_id, s.station, s.result, s.t_in, coalesce(s.t_out, s.t_in) AS t_done,
+                   row_number() OVER (PARTITION BY s.unit_id, s.station ORDER BY s.t_in) AS k,
+                   row_number() OVER (PARTITION BY s.unit_id, s.station ORDER BY s.t_in DESC) AS last_k
+            FROM {steps} AS s WHERE s.unit_id IN (SELECT unit_id FROM {units}))
+        SELECT unit_id,
+               bool_and(result = 'pass') FILTER (WHERE k = 1) AS first_pass,
+               CASE WHEN bool_or(result = 'fail') FILTER (WHERE last_k = 1) THEN 'fail' ELSE 'pass' END AS result,
+               min(t_in) AS t_start, max(t_done) AS t_end
+        FROM v GROUP BY unit_id"""
+
+
+def derive_units(source: Source, units: pa.Table, steps: pa.Table) -> pa.Table:
+    """Fill the units' missing fields named by `source.derive` from their steps.
+
+    `steps` holds (at least) the steps of these units: unit_id, station, result, t_in, t_out, typed.
+    A field the export gives is kept; one it leaves blank is derived. Units with no steps stay blank.
+    """
+    wanted = [DERIVES[d] for d in source.derive]
+    if not wanted or units.num_rows == 0:
+        return units
+    con = duckdb.connect()
+    try:
+        con.register("_u", units)
+        con.register("_s", steps)
+        fmt = {"first_pass": "CAST(d.first_pass AS VARCHAR)", "result": "d.result",
+               "t_start": f"strftime(d.t_start, {lit(TS_TEXT)})", "t_end": f"strftime(d.t_end, {lit(TS_TEXT)})"}
+        exprs = []
+        for name in units.column_names:
+            if name in wanted:
+                exprs.append(f"coalesce(nullif(trim(u.{q(name)}), ''), {fmt[name]}) AS {q(name)}")
+            else:
+                exprs.append(f"u.{q(name)}")
+        out = con.sql(f"""
+            WITH d AS ({steps_summary_sql('_s', '_u')})
+            SELECT {', '.join(exprs)} FROM _u AS u LEFT JOIN d USING (unit_id)""").to_arrow_table()
+    finally:
+        con.close()
+    return out
+
+
+def sniff_offsets(values: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether text timestamps carry a UTC offset (looked at on a sample)."""
+    sample = [v for v in values.slice(0, 200).to_pylist() if v]
+    rx = re.compile(_OFFSET)
+    return bool(sample) and all(rx.search(v.strip()) for v in sample)
