@@ -26,7 +26,7 @@ from linelab.errors import NotFound, UserError
 from linelab.store.schema import RECORD_TABLES
 
 KIND = "action"
-STATUSES = ("proposed", "approved", "sent", "applied", "rejected")
+STATUSES = ("proposed", "approved", "sent", "applied", "rejected", "failed")
 SOURCES = ("person", "diagnosis", "knowhow", "experiment", "monitor")
 
 
@@ -169,6 +169,68 @@ def check_effect(ws: Any, action_id: str, window_units: int | None = None, confi
     action["observed_effect"] = effect.as_dict()
     ws.put_artifact(KIND, action_id, action)
     return effect
+
+
+def line_time(at: str | datetime | None) -> datetime:
+    """A time as the workspace stores times (naive UTC): ISO 8601 text, with or without an offset
+    (none: already the stored clock); None is now."""
+    if at is None:
+        return _now()
+    if isinstance(at, str):
+        try:
+            at = datetime.fromisoformat(at.strip())
+        except ValueError:
+            raise UserError(f"not an ISO 8601 time: {at!r} (e.g. 2026-03-02T14:05 or 2026-03-02T14:05+01:00)") from None
+    return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo is not None else at
+
+
+def mark_failed(ws: Any, action_id: str, note: str = "", by: str = "operator",
+                t: datetime | None = None) -> dict[str, Any]:
+    """The line could not carry a sent action out: status "failed", with the note in its history and
+    the line's events (at `t`, default now)."""
+    action = get_action(ws, action_id)
+    if action["status"] != "sent":
+        raise UserError(f"action {action_id} is {action['status']}; only a sent action can fail")
+    _history(action, "failed", by, note or "failed on the line")
+    ws.put_artifact(KIND, action_id, action)
+    _record_event(ws, action, "failed", t)
+    return action
+
+
+def acknowledge(ws: Any, action_id: str, *, failed: bool = False, note: str = "", at: str | datetime | None = None,
+                by: str = "operator") -> dict[str, Any]:
+    """The line, or a person, acknowledges an action sent through the outbox.
+
+    Done: the action becomes applied at `at` (the line's time, default now) via the outbox, so
+    `check_effect` measures it on the units started before and after that time. Failed: the
+    action becomes "failed" with the note. Either way its outbox entry is closed.
+    """
+    from linelab.act.control import close_entry, outbox_entry
+
+    action = get_action(ws, action_id)
+    entry = outbox_entry(ws, action_id)
+    if action["status"] != "sent":
+        hint = {"proposed": "approve it, then send it with `linelab act apply --via outbox`",
+                "approved": "send it first with `linelab act apply ID --via outbox`",
+                "applied": f"it was applied at {(action.get('applied') or {}).get('t')}"}.get(action["status"], "")
+        raise UserError(f"action {action_id} is {action['status']}, not sent: only an action waiting in the outbox "
+                        f"can be marked done or failed" + (f"; {hint}" if hint else ""))
+    if entry is None or entry.get("status") != "pending":
+        via = (action.get("applied") or {}).get("via")
+        raise UserError(f"action {action_id} is not waiting in the outbox "
+                        + (f"(its entry is {entry.get('status')})" if entry else f"(it was sent via {via})"))
+    t = line_time(at)
+    if failed:
+        action = mark_failed(ws, action_id, note, by=by, t=t)
+    else:
+        sent = action.get("applied") or {}
+        action = mark_applied(ws, action_id, {"via": "outbox", "t": t.isoformat(), "sent": sent.get("t"),
+                                              "applied": True, "by": by, "note": note}, by=by)
+        if note:  # the person's words belong in the action's history, not only in `applied`
+            action["history"][-1]["note"] = f"via outbox: {note}"
+            ws.put_artifact(KIND, action_id, action)
+    close_entry(ws, action_id, "failed" if failed else "done", t.isoformat(), by=by, note=note)
+    return action
 
 
 def list_actions(ws: Any, status: str | None = None, problem_id: str | None = None) -> list[dict[str, Any]]:

@@ -32,6 +32,8 @@ class ActionResult(Result):
                           f"({100 * obs['delta']:+.2f} pt [{100 * lo:+.2f}, {100 * hi:+.2f}]) — {obs['verdict']}")
         if a.get("applied"):
             console.print(f"applied via {a['applied'].get('via')} at {a['applied'].get('t')}")
+        if a["status"] == "failed":
+            console.print(f"failed on the line: {(a.get('history') or [{}])[-1].get('note', '')}")
 
 
 def _params(text: str | None) -> dict[str, Any]:
@@ -135,7 +137,8 @@ def act_check(p: CheckParams, ctx: Context) -> ActionResult:
 
 
 class ListParams(BaseModel):
-    status: str | None = Field(None, description="only this status (proposed, approved, sent, applied, rejected)")
+    status: str | None = Field(None, description="only this status (proposed, approved, sent, applied, rejected, "
+                                                   "failed)")
     problem_id: str | None = Field(None, description="only actions for this problem")
 
 
@@ -154,3 +157,19 @@ class ListResult(Result):
 def act_list(p: ListParams, ctx: Context) -> ListResult:
     """List actions with their status, problem, expected and observed effect."""
     return ListResult(actions=act.list_actions(ctx.workspace, p.status, p.problem_id))
+
+
+class DoneParams(BaseModel):
+    id: str = Field(..., description="action id of an action sent through the outbox",
+                    json_schema_extra={"argument": True})
+    failed: bool = Field(False, description="the line could not carry it out")
+    note: str = Field("", description="what was done, or why it failed")
+    at: str | None = Field(None, description="when it took effect on the line, ISO 8601 (default now); its effect "
+                           "is measured on the units started before vs after it")
+    by: str = Field("operator", description="who acknowledges it (a person, or the line)")
+
+
+@command("act done", DoneParams)
+def act_done(p: DoneParams, ctx: Context) -> ActionResult:
+    """Acknowledge an action sent through the outbox: done (applied at --at) or --failed."""
+    return ActionResult(action=act.acknowledge(ctx.workspace, p.id, failed=p.failed, note=p.note, at=p.at, by=p.by))

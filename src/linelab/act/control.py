@@ -73,3 +73,19 @@ def publish(ws: Any, control: Control, by: str = "publisher") -> list[dict[str, 
         ws.put_artifact(OUTBOX, entry["action_id"], entry)
         done.append(mark_applied(ws, entry["action_id"], result, by=by))
     return done
+
+
+def outbox_entry(ws: Any, action_id: str) -> dict[str, Any] | None:
+    """The outbox entry of an action, if it was ever sent through the outbox."""
+    return ws.get_artifact(OUTBOX, action_id)
+
+
+def close_entry(ws: Any, action_id: str, status: str, t: str, by: str = "operator",
+                note: str = "") -> dict[str, Any] | None:
+    """Mark an action's outbox entry as the line acknowledged it: "done" at line time `t`, or "failed"."""
+    entry = outbox_entry(ws, action_id)
+    if entry is None:
+        return None
+    entry.update(status=status, t=t, acknowledged=_now(), by=by, note=note)
+    ws.put_artifact(OUTBOX, action_id, entry)
+    return entry
