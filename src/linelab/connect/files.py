@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from linelab.connect import mapping
 from linelab.errors import UserError
 from linelab.profile.schema import Profile, Source
+from linelab.profile.sources import file_columns, plan, read_text
 from linelab.store.schema import RECORD_TABLES
 from linelab.store.workspace import IngestReport, Workspace, content_id
 
@@ -103,7 +104,7 @@ def check_files(files: list[Path], profile: Profile | None) -> list[str]:
     for path in files:
         source = mapping.source_for(profile, path)
         if source is not None:
-            problems += mapping.plan(source, mapping.file_columns(path, source)).problems(source, str(path))
+            problems += plan(source, file_columns(path, source)).problems(source, str(path))
     return problems
 
 
@@ -128,7 +129,7 @@ def _stored_steps(ws: Workspace, units: pa.Table) -> pa.Table:
 
 def ingest_mapped(ws: Workspace, path: Path, source: Source) -> IngestReport:
     """Ingest one export through its profile source; quarantine entries name the export's column too."""
-    raw = mapping.read_source_file(path, source)
+    raw = read_text(path, source)
     first_row = 2 if path.suffix.lower() not in (".parquet", ".pq") else 1
     data = mapping.apply(source, raw, first_row, str(path))
     name = source.table
