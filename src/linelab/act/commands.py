@@ -58,6 +58,9 @@ def _params(text: str | None) -> dict[str, Any]:
     return value
 
 
+parse_params = _params  # the same --params for every command that takes an action's arguments
+
+
 class ProposeParams(BaseModel):
     kind: str = Field(..., description="clean_stencil, replace_nozzle, hold_lot, recalibrate_tester, set_param, ...",
                       json_schema_extra={"argument": True})

@@ -1,4 +1,4 @@
-"""Know-how commands: list, show, search, recall, edit, export, watches."""
+"""Know-how commands: list, show, search, recall, edit, export, watches; add, and problem resolve."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 from rich.console import Console
 
+from linelab.act.commands import parse_params
 from linelab.commands import Context, Result, command
 from linelab.errors import UserError
 from linelab.knowhow import ledger, recall, report, watch
+from linelab.monitor import problems as pb
 from linelab.render import print_rows
 
 
@@ -147,3 +149,81 @@ class WatchesResult(Result):
 def knowhow_watches(p: WatchesParams, ctx: Context) -> WatchesResult:
     """The watches know-how has set: measurements the monitor follows entity by entity."""
     return WatchesResult(watches=watch.active_watches(ctx.workspace))
+
+
+# -- a person's know-how -----------------------------------------------------------------------
+class _Written(BaseModel):
+    """What a person says solved a problem."""
+
+    params: str | None = Field(None, description='the fix\'s arguments: JSON ({"machine": "M2"}) or name=value '
+                               "pairs [default: those of the action that carried it out]")
+    note: str = Field("", description="what was seen and done, in a person's words (search and recall read it)")
+    action: str | None = Field(None, description="the action that carried the fix out (its time and measured effect "
+                               "go into the entry) [default: the problem's last applied action of that kind]")
+    tag: list[str] | None = Field(None, description="a tag (repeatable)")
+    by: str = Field("person", description="who writes it")
+
+
+class AddParams(_Written):
+    cause: str = Field(..., description="the root cause: factor=level (machine=M2), a factor, or words")
+    fix: str = Field(..., description="what solved it: the action's name (e.g. service_machine)")
+    problem: str | None = Field(None, description="the problem it solved (PRB-0001); or describe the symptom:")
+    station: str | None = Field(None, description="symptom: where it showed")
+    measurement: str | None = Field(None, description="symptom: the measurement that moved")
+    defect_code: str | None = Field(None, description="symptom: the defect that rose")
+    kind: str | None = Field(None, description="symptom: defect_rate or measurement_shift [default: "
+                             "measurement_shift with a measurement, else defect_rate]")
+    direction: str | None = Field(None, description="symptom: up, down or wider [default: up for a defect rate]")
+
+
+def _symptom(p: AddParams) -> dict[str, Any] | None:
+    given = [p.station, p.measurement, p.defect_code, p.kind, p.direction]
+    if p.problem:
+        if any(given):
+            raise UserError("give --problem or describe the symptom (--station, --measurement, ...), not both")
+        return None
+    return ledger.symptom(p.station, p.measurement, p.defect_code, p.kind, p.direction)
+
+
+@command("knowhow add", AddParams)
+def knowhow_add(p: AddParams, ctx: Context) -> EntryResult:
+    """Write know-how by hand: a problem's (or a symptom's) root cause and the fix that solved it."""
+    ws = ctx.workspace
+    problem = _symptom(p) or pb.get_problem(ws, p.problem or "")
+    entry = ledger.add(ws, problem, p.cause, p.fix, parse_params(p.params), note=p.note, action_id=p.action,
+                       tags=p.tag, by=p.by)
+    return EntryResult(entry=entry.model_dump(mode="json"))
+
+
+class ResolveParams(_Written):
+    id: str = Field(..., description="problem id", json_schema_extra={"argument": True})
+    cause: str | None = Field(None, description="the root cause: factor=level (machine=M2), a factor, or words")
+    fix: str | None = Field(None, description="what solved it: the action's name; with --cause, writes know-how")
+
+
+class ResolveResult(Result):
+    problem: dict[str, Any]
+    entry: dict[str, Any] | None
+
+    def render(self, console: Console) -> None:
+        console.print(f"{self.problem['id']} is now [bold]{self.problem['status']}[/bold]")
+        if self.entry:
+            console.print(f"know-how [bold]{self.entry['id']}[/bold] {self.entry['title']}")
+
+
+@command("problem resolve", ResolveParams)
+def problem_resolve(p: ResolveParams, ctx: Context) -> ResolveResult:
+    """Close a problem as resolved; with --cause and --fix, write its know-how entry too."""
+    ws = ctx.workspace
+    if (p.cause is None) != (p.fix is None):
+        raise UserError("give both --cause and --fix (to write know-how), or neither")
+    pb.check_move(pb.get_problem(ws, p.id), "resolved")
+    entry = None
+    if p.cause is not None and p.fix is not None:
+        entry = ledger.add(ws, pb.get_problem(ws, p.id), p.cause, p.fix, parse_params(p.params), note=p.note,
+                           action_id=p.action, tags=p.tag, by=p.by)
+    resolution = {"cause": p.cause, "fix": p.fix, "knowhow": entry.id, "by": p.by} if entry else {"by": p.by}
+    note = p.note or (f"solved by {p.fix} ({p.cause}); know-how {entry.id}" if entry else "")
+    problem = pb.resolve(ws, p.id, note, resolution)
+    return ResolveResult(problem={k: problem[k] for k in ("id", "status", "history", "resolution")},
+                         entry=entry.model_dump(mode="json") if entry else None)

@@ -7,13 +7,14 @@ and links to its evidence. People add notes and tags; the loop recalls entries b
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from linelab.act.effect import compare_yields
-from linelab.errors import NotFound
+from linelab.act.effect import compare_yields, effect_in_workspace
+from linelab.errors import NotFound, UserError
 from linelab.knowhow.signature import Signature, signature_of
 from linelab.knowhow.watch import save_watch
 
@@ -143,4 +144,100 @@ def edit(ws: Any, entry_id: str, notes: str | None = None, add_tags: list[str] |
     entry.tags = tags + [t for t in add_tags or [] if t not in tags]
     save(ws, entry)
     save_watch(ws, entry)
+    return entry
+
+
+# -- a person's know-how ----------------------------------------------------------------------
+_FACTOR = re.compile(r"^(?P<factor>[A-Za-z_][\w.@:-]*)(?:=(?P<level>\S+))?$")
+
+
+def parse_cause(text: str) -> RootCause:
+    """A cause as a person gives it: a factor and its level (`machine=M2`, `fixture@PLACE=P2-N3`),
+    a factor alone (`humidity`), or words (`worn spindle bearing on M2`)."""
+    text = text.strip()
+    if not text:
+        raise UserError("give the cause: a factor and its level (machine=M2), a factor, or words")
+    m = _FACTOR.match(text)
+    if m is None:
+        return RootCause(factor=text, description=text)
+    return RootCause(factor=m["factor"], level=m["level"], description=text)
+
+
+def symptom(station: str | None = None, measurement: str | None = None, defect_code: str | None = None,
+            kind: str | None = None, direction: str | None = None,
+            scope: dict[str, str] | None = None) -> dict[str, Any]:
+    """A symptom a person describes, with no problem on file, as the problem record its signature is
+    read from: failures rising (a defect rate, the default), or a measurement moving."""
+    if not (station or measurement or defect_code):
+        raise UserError("describe the symptom: at least a station, a measurement or a defect code")
+    kind = kind or ("measurement_shift" if measurement else "defect_rate")
+    direction = direction or ("up" if kind == "defect_rate" else None)
+    where = {"station": station, "measurement": measurement, "defect_code": defect_code, **(scope or {})}
+    where = {k: v for k, v in where.items() if v}
+    return {"id": None, "kind": kind, "scope": where,
+            "signals": [{"scope": where, "effect": {"direction": direction} if direction else {}}]}
+
+
+def _fix_effect(ws: Any, action: dict[str, Any]) -> Effect | None:
+    """The fix's effect as its action measured it (or measures it now): line first-pass failures around it."""
+    applied = action.get("applied") or {}
+    if action.get("status") != "applied" or not applied.get("t"):
+        return None
+    seen = action.get("observed_effect")
+    if not seen:
+        window = int((action.get("expected_effect") or {}).get("window_units", 2000))
+        seen = effect_in_workspace(ws, applied["t"], window).as_dict()
+    if seen.get("delta") is None:
+        return None
+    n0, n1 = int(seen["before_units"]), int(seen["after_units"])
+    bad0, bad1 = n0 - round(n0 * seen["before_yield"]), n1 - round(n1 * seen["after_yield"])
+    return rate_effect(f"first-pass failure rate around {action['id']}", bad0, n0, bad1, n1)
+
+
+def add(
+    ws: Any,
+    problem: dict[str, Any],
+    cause: str,
+    fix: str,
+    params: dict[str, Any] | None = None,
+    *,
+    note: str = "",
+    action_id: str | None = None,
+    tags: list[str] | None = None,
+    by: str = "person",
+) -> Entry:
+    """A person writes know-how: the cause and fix of `problem` (a problem on file, or a `symptom`).
+
+    The entry is written like the loop's (`record`), so recall and watches treat it alike. The
+    action that carried the fix out (`action_id`, or the problem's last applied action of that
+    kind) lends its parameters when none are given, its time and its measured effect.
+    """
+    from linelab.act.actions import get_action, list_actions
+
+    if not fix.strip():
+        raise UserError("give the fix: the action that solved it (e.g. service_machine)")
+    root = parse_cause(cause)
+    if action_id:
+        action: dict[str, Any] | None = get_action(ws, action_id)
+        if action and action["kind"] != fix:
+            raise UserError(f"action {action_id} is {action['kind']}, not the fix {fix!r}")
+    elif problem.get("id"):
+        done = [a for a in list_actions(ws, "applied", problem["id"]) if a["kind"] == fix]
+        action = done[-1] if done else None
+    else:
+        action = None
+    params = dict(params or {})
+    if not params and action is not None:
+        params = dict(action.get("params") or {})
+    target = root.factor.split("@")[0] if root.level is not None and root.level in map(str, params.values()) else None
+    entry = record(
+        ws, problem, root,
+        Fix(action=fix, params=params, target_factor=target, description=f"{fix} (written by {by})"),
+        _fix_effect(ws, action) if action else None,
+        notes=note,
+        tags=list(tags or []),
+        detected_at=(problem.get("first_evidence") or {}).get("t"),
+        fixed_at=((action or {}).get("applied") or {}).get("t"),
+        evidence={"written_by": by, **({"actions": [action["id"]]} if action else {})},
+    )
     return entry

@@ -250,9 +250,24 @@ def set_status(ws: Any, pid: str, status: str, note: str = "") -> dict[str, Any]
     p = get_problem(ws, pid)
     if status not in STATUSES:
         raise UserError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
-    if status != p["status"] and status not in TRANSITIONS[p["status"]]:
-        raise UserError(f"problem {pid} is {p['status']}; it can move to {', '.join(sorted(TRANSITIONS[p['status']]))}")
+    check_move(p, status)
     p["status"] = status
     p["history"].append({"status": status, "at": _now(), "note": note})
     ws.put_artifact(KIND, pid, p)
+    return p
+
+
+def check_move(problem: dict[str, Any], status: str) -> None:
+    """A UserError unless the problem may move to `status` (staying where it is is allowed)."""
+    if status != problem["status"] and status not in TRANSITIONS[problem["status"]]:
+        raise UserError(f"problem {problem['id']} is {problem['status']}; it can move to "
+                        f"{', '.join(sorted(TRANSITIONS[problem['status']]))}")
+
+
+def resolve(ws: Any, pid: str, note: str = "", resolution: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Close a problem as resolved, keeping how it was solved (cause, fix, the know-how entry) with it."""
+    p = set_status(ws, pid, "resolved", note)
+    if resolution:
+        p["resolution"] = {**(p.get("resolution") or {}), **resolution}
+        ws.put_artifact(KIND, pid, p)
     return p
