@@ -172,6 +172,77 @@ def test_outbox_round_trip_on_a_real_line_without_the_twin(tmp_path: Path) -> No
     assert out["recalled"][0][0]["fix"] == "service_machine"
 
 
+
+def _sent(ws: Path) -> tuple[str, str]:
+    """A workspace with the line's profile, one action only proposed and one sent to the outbox."""
+    from linelab.commands import call
+
+    ws.mkdir(parents=True)
+    (ws / "profile.yaml").write_text(PROFILE)
+    waiting = call("act propose", ws, kind="service_machine", params="machine=M1").action["id"]
+    sent = call("act propose", ws, kind="service_machine", params="machine=M2", problem_id="PRB-0001").action["id"]
+    call("act approve", ws, id=sent)
+    assert call("act apply", ws, id=sent, via="outbox").action["status"] == "sent"
+    return waiting, sent
+
+
+@old_grammar
+def test_done_needs_an_action_waiting_in_the_outbox_and_failed_is_kept(tmp_path: Path) -> None:
+    from linelab.commands import call
+    from linelab.errors import NotFound, UserError
+    from linelab.store import Workspace
+
+    ws = tmp_path / "ws"
+    waiting, sent = _sent(ws)
+    with pytest.raises(UserError, match="is proposed, not sent.*approve it"):
+        call("act done", ws, id=waiting)
+    call("act approve", ws, id=waiting)
+    with pytest.raises(UserError, match="is approved, not sent.*--via outbox"):
+        call("act done", ws, id=waiting)
+    with pytest.raises(NotFound):
+        call("act done", ws, id="ACT-0404")
+    with pytest.raises(UserError, match="not an ISO 8601 time"):
+        call("act done", ws, id=sent, at="yesterday")
+
+    failed = call("act done", ws, id=sent, failed=True, note="no spare bearing in stock", by="maintenance").action
+    assert failed["status"] == "failed" and failed["applied"]["via"] == "outbox"
+    assert failed["history"][-1] == {**failed["history"][-1], "status": "failed", "by": "maintenance",
+                                     "note": "no spare bearing in stock"}
+    assert [a["id"] for a in call("act list", ws, status="failed").actions] == [sent]
+    with pytest.raises(UserError, match="is failed, not sent"):
+        call("act done", ws, id=sent)
+    with pytest.raises(UserError, match="once applied"):
+        call("act check", ws, id=sent)
+    with Workspace.open(ws) as w:
+        statuses = [json.loads(d)["status"] for d in w.query(
+            "SELECT detail FROM events WHERE kind = 'action' ORDER BY t").column("detail").to_pylist()
+            if json.loads(d)["action_id"] == sent]
+        assert statuses == ["proposed", "approved", "sent", "failed"]
+        assert w.get_artifact("outbox", sent)["status"] == "failed"
+        assert w.list_artifacts("outbox", status="pending") == []
+
+
+@old_grammar
+def test_done_through_rest_marks_the_action_applied_at_the_lines_time(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from linelab.api import create_app
+
+    ws = tmp_path / "ws"
+    waiting, sent = _sent(ws)
+    client = TestClient(create_app(ws))
+    body = client.post("/api/act/done", json={"id": sent, "at": "2025-03-05T18:20:00+01:00", "note": "serviced"})
+    assert body.status_code == 200, body.text
+    action = body.json()["action"]
+    assert action["status"] == "applied" and action["applied"]["via"] == "outbox"
+    assert action["applied"]["t"] == "2025-03-05T17:20:00"  # stored as the workspace stores times: UTC
+    assert action["history"][-1]["note"] == "via outbox: serviced"
+    refused = client.post("/api/act/done", json={"id": waiting})
+    assert refused.status_code == 400 and "not sent" in refused.json()["error"]
+    checked = client.post("/api/act/check", json={"id": sent}).json()["action"]
+    assert checked["observed_effect"]["verdict"] == "not enough data"  # no units ingested yet
+
+
 if __name__ == "__main__":
     # A fresh interpreter in which the simulated line cannot be imported at all.
     sys.modules["linelab.twin"] = None  # type: ignore[assignment]
