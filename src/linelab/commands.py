@@ -29,6 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 # Modules whose import registers commands; the order is the order of the loop.
 COMMAND_MODULES = [
     "linelab.store.commands",
+    "linelab.profile.commands",
     "linelab.connect.commands",
     "linelab.twin.commands",
     "linelab.monitor.commands",
