@@ -51,6 +51,7 @@ from linelab.experiment import (  # noqa: E402
 )
 from linelab.twin import Line  # noqa: E402
 from linelab.twin import physics as ph  # noqa: E402
+from linelab.twin.simulator import twin_profile  # noqa: E402
 
 WITHIN = 0.005  # "at the optimum": within half a point of first-pass yield
 
@@ -80,7 +81,7 @@ class Oracle:
         if self.sample is None:
             best = self.line.optimal_recipe()
             return best, self(best)
-        bounds = tune_bounds()
+        bounds = tune_bounds(twin_profile())
         names = list(bounds)
         lo = np.array([b[0] for b in bounds.values()])
         span = np.array([b[1] - b[0] for b in bounds.values()])
@@ -110,7 +111,7 @@ def search_once(method: str, seed: int, budget: int, per_trial: int, sample: int
     if optimum is None:
         optimum = oracle.optimum()[1]
     start_yield = oracle(line.recipe)
-    search = METHODS[method](tune_bounds(), seed)
+    search = METHODS[method](tune_bounds(twin_profile()), seed)
     search.fit({"recipe": line.recipe})
     units = per_trial
     if method == "grid":  # the grid spends the same budget over all of its points

@@ -12,16 +12,24 @@ from typer.testing import CliRunner
 from linelab import act
 from linelab.cli import build_app
 from linelab.errors import UserError
+from linelab.profile import PROFILE_FILE, save_profile
 from linelab.store import Workspace
-from linelab.twin import Line
+from linelab.twin.simulator import TwinLine as Line
+from linelab.twin.simulator import twin_profile
 
 runner = CliRunner()
 app = build_app()
 
 
+def _twin_workspace(tmp_path: Path) -> Workspace:
+    """A workspace that knows its line (the twin) through the line's profile, as any line's would."""
+    save_profile(twin_profile(), tmp_path / "ws" / PROFILE_FILE)
+    return Workspace.open(tmp_path / "ws")
+
+
 def test_fix_applied_to_the_twin_is_recorded_and_its_effect_checked(tmp_path: Path) -> None:
     line = Line("stencil_clog", seed=0)
-    with Workspace.open(tmp_path / "ws") as ws:
+    with _twin_workspace(tmp_path) as ws:
         source = "twin:stencil_clog:seed=0"
         while line.units_produced < 16_000:  # the clog starts at 10,000 units
             ws.ingest_tables(line.produce(4000).tables, source=source)
@@ -29,9 +37,9 @@ def test_fix_applied_to_the_twin_is_recorded_and_its_effect_checked(tmp_path: Pa
                         reason="paste volume falling at SPI")
         assert a["status"] == "proposed" and a["expected_effect"]["delta"] == 0.05
         with pytest.raises(UserError, match="approve it first"):
-            act.apply(ws, a["id"], act.TwinControl(line))
+            act.apply(ws, a["id"], act.LineControl(line))
         act.approve(ws, a["id"], by="shift lead")
-        a = act.apply(ws, a["id"], act.TwinControl(line))
+        a = act.apply(ws, a["id"], act.LineControl(line))
         assert a["status"] == "applied" and a["applied"]["fixed"] == ["stencil-1"]
         ws.ingest_tables(line.produce(3000).tables, source=source)
         effect = act.check_effect(ws, a["id"])
@@ -52,23 +60,23 @@ def test_fix_applied_to_the_twin_is_recorded_and_its_effect_checked(tmp_path: Pa
 def test_real_line_gets_actions_through_the_outbox(tmp_path: Path) -> None:
     line = Line("clean", seed=1)
     line.produce(100)
-    with Workspace.open(tmp_path / "ws") as ws:
+    with _twin_workspace(tmp_path) as ws:
         a = act.propose(ws, "set_param", {"name": "print_speed", "value": 45})
         act.approve(ws, a["id"])
         a = act.apply(ws, a["id"], act.Outbox(ws))
         assert a["status"] == "sent" and len(act.pending(ws)) == 1
         assert line.recipe["print_speed"] != 45.0  # nothing reaches the line before it is published
-        done = act.publish(ws, act.TwinControl(line))
+        done = act.publish(ws, act.LineControl(line))
         assert done[0]["status"] == "applied" and line.recipe["print_speed"] == 45.0
         assert act.pending(ws) == []
         assert [x["id"] for x in act.list_actions(ws, status="applied")] == [a["id"]]
 
 
 def test_proposals_are_checked_against_the_control_interface(tmp_path: Path) -> None:
-    with Workspace.open(tmp_path / "ws") as ws:
+    with _twin_workspace(tmp_path) as ws:
         with pytest.raises(UserError, match="outside its safe bounds"):
             act.propose(ws, "set_param", {"name": "print_speed", "value": 500})
-        with pytest.raises(UserError, match="unknown action"):
+        with pytest.raises(UserError, match="does not accept an action 'reboot_line'"):
             act.propose(ws, "reboot_line")
         with pytest.raises(UserError, match="must be one of"):
             act.propose(ws, "replace_nozzle", {"machine": "P9", "nozzle": "N1"})
@@ -92,8 +100,14 @@ def test_effect_interval_covers_the_true_change() -> None:
     assert act.compare_yields((50, 45), (3000, 2850)).verdict == "not enough data"
 
 
+def test_a_line_without_a_profile_accepts_no_action_until_it_has_one(tmp_path: Path) -> None:
+    with Workspace.open(tmp_path / "ws") as ws, pytest.raises(UserError, match="no line profile"):
+        act.propose(ws, "set_param", {"name": "print_speed", "value": 45})
+
+
 def test_act_commands_json(tmp_path: Path) -> None:
     ws = str(tmp_path / "ws")
+    _twin_workspace(tmp_path).close()
 
     def cli(*args: str) -> tuple[int, dict]:
         r = runner.invoke(app, [*args, "--json", "-w", ws])

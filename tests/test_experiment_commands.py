@@ -9,13 +9,15 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from linelab.act.simulation import open_workspace_line as open_twin
 from linelab.api import create_app
 from linelab.cli import build_app
 from linelab.commands import call
 from linelab.errors import UserError
 from linelab.experiment import experiments as ex
-from linelab.experiment.twinline import open_twin
+from linelab.profile import PROFILE_FILE, save_profile
 from linelab.store import Workspace
+from linelab.twin.simulator import twin_profile
 
 runner = CliRunner()
 app = build_app()
@@ -25,6 +27,12 @@ BETTER = "squeegee_pressure=7.5,print_speed=50,conveyor_speed=78"  # about +2.5 
 def cli(*args: str) -> tuple[int, dict]:
     result = runner.invoke(app, [*args, "--json"])
     return result.exit_code, json.loads(result.stdout)
+
+
+@pytest.fixture(autouse=True)
+def _twin_profile(tmp_path: Path) -> None:
+    """The workspace's line is the twin, known through its profile as any line is."""
+    save_profile(twin_profile(), tmp_path / "ws" / PROFILE_FILE)
 
 
 def test_split_run_adopts_a_better_recipe_and_records_it(tmp_path: Path) -> None:
@@ -41,7 +49,7 @@ def test_split_run_adopts_a_better_recipe_and_records_it(tmp_path: Path) -> None
     code, out = cli("experiment", "verdict", exp_id, "--adopt", "-w", ws)
     assert code == 0 and out["decision"] == "adopt"
     action_id = out["adoption"]["action_id"]
-    assert out["adoption"]["status"] == "applied" and out["adoption"]["via"] == "twin"
+    assert out["adoption"]["status"] == "applied" and out["adoption"]["via"] == "simulator"
     code, out = cli("act", "list", "-w", ws)
     action = next(a for a in out["actions"] if a["id"] == action_id)
     assert action["source"] == "experiment" and action["problem_id"] == "PRB-0007"

@@ -15,12 +15,13 @@ from linelab.experiment import (
     tune_bounds,
 )
 from linelab.twin import RECIPE_PARAMS, Line
+from linelab.twin.simulator import twin_profile
 
 
 def test_optimiser_improves_the_twins_expected_yield_within_bounds() -> None:
     line = Line("clean", seed=0)
     start = line.recipe
-    opt = RecipeOptimizer(tune_bounds(), seed=0).fit({"recipe": start})
+    opt = RecipeOptimizer(tune_bounds(twin_profile()), seed=0).fit({"recipe": start})
     res = run_search(line, opt, budget_units=16_000, units_per_trial=2000)
     for step in res.steps:
         for name, value in step.recipe.items():
@@ -60,8 +61,8 @@ def test_trial_guardrail_fires_only_when_yield_is_surely_below_the_floor() -> No
 def test_a_bad_region_stops_trials_early_and_shrinks_the_region() -> None:
     line = Line("clean", seed=2)
     # The region's own mechanics, on yield alone (no process model under the GP).
-    opt = RecipeOptimizer(tune_bounds(["peak_temp_setpoint"]), seed=0, n_init=2, init_region=0.8, max_step=0.5,
-                          use_process=False)
+    opt = RecipeOptimizer(tune_bounds(twin_profile(), ["peak_temp_setpoint"]), seed=0, n_init=2, init_region=0.8,
+                          max_step=0.5, use_process=False)
     opt.fit({"recipe": {"peak_temp_setpoint": 247.0}, "units": 4000, "passed": 3820})
     res = run_search(line, opt, budget_units=16_000, units_per_trial=2000)
     assert all(235.0 <= s.recipe["peak_temp_setpoint"] <= 260.0 for s in res.steps)
@@ -72,7 +73,7 @@ def test_a_bad_region_stops_trials_early_and_shrinks_the_region() -> None:
 
 
 def test_baselines_share_the_interface() -> None:
-    bounds = tune_bounds(["squeegee_pressure", "print_speed"])
+    bounds = tune_bounds(twin_profile(), ["squeegee_pressure", "print_speed"])
     ofat = OneFactorAtATime(bounds, levels=3).fit({"recipe": {"squeegee_pressure": 5.5, "print_speed": 35.0}})
     seen = [ofat.ask() for _ in range(1)]
     ofat.update(seen[0], 100, 90)

@@ -15,6 +15,7 @@ from linelab.loop.runner import LoopPolicy, open_loop
 from linelab.loop.session import run_session
 from linelab.monitor.problems import Alarm, Evidence, ProblemBook
 from linelab.store import Workspace
+from linelab.twin.simulator import open_line
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def test_a_condition_with_no_remedy_of_its_own_is_left_to_a_person(tmp_path: Pat
     units pointed at whatever else was wrong (a bad lot, a shift), and the loop held lots and
     dehumidified for a temperature (default seed 2: four actions on two such problems). A lot does
     not move the room's temperature; with no remedy of its own the condition is a person's call."""
-    loop = open_loop(tmp_path / "ws", "bad_lot", 0, LoopPolicy(optimise_recipe=False))
+    loop = open_loop(tmp_path / "ws", open_line("bad_lot", 0), 0, LoopPolicy(optimise_recipe=False))
     try:
         chunk = loop.line.produce(14_000)  # a bad SANWA lot from unit 10,000, not looked at yet
         loop.ws.ingest_tables(chunk.tables, source=loop.source)
@@ -128,7 +129,7 @@ def test_a_problem_that_began_before_its_fix_was_applied_is_judged_by_that_fix(t
     """A bad lot's ripple seen late on the other tester (its units built before the hold) was a
     new problem, diagnosed to the same lot and held a second time, counted as a false problem
     acted on (default seed 1: twice). It began before the hold: the hold is its fix too."""
-    loop = open_loop(tmp_path / "ws", "bad_lot", 1, LoopPolicy(optimise_recipe=False))
+    loop = open_loop(tmp_path / "ws", open_line("bad_lot", 1), 1, LoopPolicy(optimise_recipe=False))
     try:
         while loop.produced < 40_000 and not any(i.resolved_unit for i in loop.state.incidents.values()):
             loop.step(1000)

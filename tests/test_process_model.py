@@ -14,8 +14,9 @@ from linelab.experiment.process_model import ProcessModel, readings_of, unit_rea
 from linelab.experiment.runner import run_search
 from linelab.store import Workspace
 from linelab.twin import Line
+from linelab.twin.simulator import twin_profile
 
-BOUNDS = tune_bounds()
+BOUNDS = tune_bounds(twin_profile())
 NAMES = list(BOUNDS)
 LO = np.array([BOUNDS[n][0] for n in NAMES])
 HI = np.array([BOUNDS[n][1] for n in NAMES])

@@ -1,10 +1,10 @@
 """act stage: actions on the line (proposed, approved, applied through the control interface,
 checked against their expected effect).
 
-    from linelab.act import propose, approve, apply, check_effect, TwinControl, Outbox
-    a = propose(ws, "clean_stencil", problem_id="PRB-0003", expected_delta=0.01)
+    from linelab.act import propose, approve, apply, check_effect, LineControl, Outbox
+    a = propose(ws, "service_machine", {"machine": "M2"}, problem_id="PRB-0003", expected_delta=0.01)
     approve(ws, a["id"])
-    apply(ws, a["id"], TwinControl(line))      # or Outbox(ws) for a real line, then publish()
+    apply(ws, a["id"], LineControl(line))      # or Outbox(ws) for a real line, then publish()
     check_effect(ws, a["id"])                  # yield before vs after, with an interval
 """
 
@@ -21,7 +21,7 @@ from linelab.act.actions import (
     reject,
     validate_action,
 )
-from linelab.act.control import Control, Outbox, TwinControl, pending, publish
+from linelab.act.control import Control, LineControl, Outbox, pending, publish
 from linelab.act.effect import Effect, compare_yields, effect_in_workspace, effect_of_outcomes
 
 __all__ = [
@@ -30,7 +30,7 @@ __all__ = [
     "Control",
     "Effect",
     "Outbox",
-    "TwinControl",
+    "LineControl",
     "apply",
     "approve",
     "check_effect",

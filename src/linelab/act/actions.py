@@ -23,6 +23,8 @@ import pyarrow as pa
 from linelab.act.control import Control
 from linelab.act.effect import Effect, effect_in_workspace
 from linelab.errors import NotFound, UserError
+from linelab.profile import Profile, require_profile
+from linelab.profile.actions import check_action
 from linelab.store.schema import RECORD_TABLES
 
 KIND = "action"
@@ -34,18 +36,9 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def validate_action(kind: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The action's parameters if the line's control interface accepts them (else a clear UserError)."""
-    from linelab.twin.actions import parse_action
-
-    _, args = parse_action({"kind": kind, **dict(params or {})}, {})
-    if kind in ("set_param", "set_recipe"):
-        from linelab.twin.recipe import check_param
-
-        changes = {args["name"]: args["value"]} if kind == "set_param" else dict(args["params"])
-        for name, value in changes.items():
-            check_param(name, value)
-    return args
+def validate_action(profile: Profile, kind: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The action's parameters if the line's profile accepts them (else a clear UserError)."""
+    return check_action(profile, kind, params)
 
 
 def _record_event(ws: Any, action: Mapping[str, Any], status: str, t: datetime | None = None) -> None:
@@ -85,11 +78,13 @@ def propose(
     source: str = "person",
     by: str = "person",
     reason: str = "",
+    profile: Profile | None = None,
 ) -> dict[str, Any]:
-    """Record a proposed action; its parameters are checked against the control interface now."""
+    """Record a proposed action; its parameters are checked now against the line's profile (`profile`,
+    or the workspace's own)."""
     if source not in SOURCES:
         raise UserError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
-    args = validate_action(kind, params)
+    args = validate_action(profile or require_profile(ws.path), kind, params)
     action_id = ws.next_id(KIND, "ACT")
     while ws.get_artifact(KIND, action_id) is not None:  # ids stay unique even if artefacts were deleted
         action_id = f"{action_id}-1"
@@ -171,6 +166,13 @@ def check_effect(ws: Any, action_id: str, window_units: int | None = None, confi
     return effect
 
 
+def list_actions(ws: Any, status: str | None = None, problem_id: str | None = None) -> list[dict[str, Any]]:
+    if status is not None and status not in STATUSES:
+        raise UserError(f"status must be one of {', '.join(STATUSES)}")
+    rows = ws.list_artifacts(KIND, status=status)
+    return [a for a in rows if problem_id is None or a.get("problem_id") == problem_id]
+
+
 def line_time(at: str | datetime | None) -> datetime:
     """A time as the workspace stores times (naive UTC): ISO 8601 text, with or without an offset
     (none: already the stored clock); None is now."""
@@ -231,10 +233,3 @@ def acknowledge(ws: Any, action_id: str, *, failed: bool = False, note: str = ""
             ws.put_artifact(KIND, action_id, action)
     close_entry(ws, action_id, "failed" if failed else "done", t.isoformat(), by=by, note=note)
     return action
-
-
-def list_actions(ws: Any, status: str | None = None, problem_id: str | None = None) -> list[dict[str, Any]]:
-    if status is not None and status not in STATUSES:
-        raise UserError(f"status must be one of {', '.join(STATUSES)}")
-    rows = ws.list_artifacts(KIND, status=status)
-    return [a for a in rows if problem_id is None or a.get("problem_id") == problem_id]

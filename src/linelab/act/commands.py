@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 
 from linelab.act import actions as act
-from linelab.act.control import Outbox, TwinControl
+from linelab.act.control import LineControl, Outbox
 from linelab.commands import Context, Result, command
 from linelab.errors import UserError
 from linelab.render import fmt, print_rows
@@ -62,10 +62,10 @@ parse_params = _params  # the same --params for every command that takes an acti
 
 
 class ProposeParams(BaseModel):
-    kind: str = Field(..., description="clean_stencil, replace_nozzle, hold_lot, recalibrate_tester, set_param, ...",
+    kind: str = Field(..., description="an action the line's profile lists (`linelab profile show` shows them)",
                       json_schema_extra={"argument": True})
-    params: str | None = Field(None, description='arguments: JSON ({"machine": "P2", "nozzle": "N3"}) or '
-                               "name=value pairs (machine=P2,nozzle=N3)")
+    params: str | None = Field(None, description='arguments: JSON ({"machine": "M2", "part": "N3"}) or '
+                               "name=value pairs (machine=M2,part=N3)")
     problem_id: str | None = Field(None, description="the problem this action answers")
     expected_delta: float | None = Field(None, description="expected change of first-pass yield (0.01 = +1 pt)")
     window_units: int = Field(2000, gt=0, description="units before/after used to check the effect")
@@ -76,7 +76,7 @@ class ProposeParams(BaseModel):
 
 @command("act propose", ProposeParams)
 def act_propose(p: ProposeParams, ctx: Context) -> ActionResult:
-    """Propose an action on the line (checked against the control interface now)."""
+    """Propose an action on the line (checked against the line's profile now)."""
     a = act.propose(ctx.workspace, p.kind, _params(p.params), problem_id=p.problem_id,
                     expected_delta=p.expected_delta, window_units=p.window_units, source=p.source, by=p.source,
                     reason=p.reason)
@@ -103,25 +103,25 @@ def act_reject(p: IdParams, ctx: Context) -> ActionResult:
 
 class ApplyParams(BaseModel):
     id: str = Field(..., description="action id", json_schema_extra={"argument": True})
-    via: Literal["auto", "twin", "outbox"] = Field("auto", description="twin: apply to the workspace's simulated "
-                                                   "line now; outbox: queue for a real line; auto: twin if the "
-                                                   "workspace holds one")
+    via: Literal["auto", "simulator", "outbox"] = Field(
+        "auto", description="simulator: apply to the workspace's simulated line now; outbox: queue for a real "
+                            "line; auto: the simulator if the workspace holds one")
     by: str = Field("operator", description="who applies it")
 
 
 @command("act apply", ApplyParams)
 def act_apply(p: ApplyParams, ctx: Context) -> ActionResult:
-    """Apply an approved action through the line's control interface (twin now, or the outbox)."""
-    from linelab.experiment.twinline import open_twin, workspace_twin
+    """Apply an approved action through the line's control interface (a simulator now, or the outbox)."""
+    from linelab.act.simulation import open_workspace_line, workspace_simulation
 
     ws = ctx.workspace
     via = p.via
     if via == "auto":
-        via = "twin" if workspace_twin(ws) is not None else "outbox"
-    if via == "twin":
-        if workspace_twin(ws) is None:
+        via = "simulator" if workspace_simulation(ws) is not None else "outbox"
+    if via == "simulator":
+        if workspace_simulation(ws) is None:
             raise UserError("the workspace holds no simulated line (`linelab twin run` makes one); use --via outbox")
-        control: Any = TwinControl(open_twin(ws).line)
+        control: Any = LineControl(open_workspace_line(ws).line)
     else:
         control = Outbox(ws)
     return ActionResult(action=act.apply(ws, p.id, control, by=p.by))

@@ -1,9 +1,9 @@
-"""The line's control interface as LineLab sees it: apply directly (the twin) or via an outbox.
+"""The line's control interface as LineLab sees it: apply directly (a simulator) or via an outbox.
 
 A control takes an action {"kind": ..., **params} and returns what was done, including the
 line time `t` it took effect (so its effect can be measured on the units around it):
 
-- `TwinControl(line)` applies it to the simulated line at once;
+- `LineControl(line)` applies it at once to a line that takes actions directly (a simulator);
 - `Outbox(ws)` writes it to the workspace's outbox (artefact kind "outbox") for a real
   line: an operator approves what is there, and `publish(ws, control)` hands pending
   entries to whatever actually drives the line, marking each action applied.
@@ -28,10 +28,10 @@ def _now() -> str:
     return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
 
 
-class TwinControl:
-    """Apply actions to a twin `Line` (or anything with the same `apply`)."""
+class LineControl:
+    """Apply actions at once to a line that takes them directly (a simulated line's `apply`)."""
 
-    name = "twin"
+    name = "simulator"
 
     def __init__(self, line: Any) -> None:
         self.line = line

@@ -1,6 +1,6 @@
 """Telling overlapping candidates apart, or saying honestly that the data cannot.
 
-Two categorical candidates A and B (say lot L7 and machine P2) often share affected units. The
+Two categorical candidates A and B (say lot L7 and machine M2) often share affected units. The
 units that have one but not the other decide between them: if B-without-A is clean while
 A-without-B still shows the symptom, A explains B. If neither discordant group is large enough
 to show the symptom reliably, the pair is aliased: the diagnosis says so and proposes the run

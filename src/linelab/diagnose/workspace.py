@@ -29,7 +29,9 @@ import numpy as np
 import pyarrow as pa
 
 from linelab.errors import NotFound, UserError
+from linelab.profile import Profile, workspace_profile
 
+from .data import ENVIRONMENT_PATTERN
 from .diagnoser import Diagnoser
 from .model import Diagnosis
 from .plots import render_evidence
@@ -291,8 +293,15 @@ def spec_from_problem(ws: Any, problem: dict[str, Any]) -> SymptomSpec:
     return SymptomSpec(onset, end, station=station, defect_codes=codes or None, label=label)
 
 
+def _is_environment(profile: Profile | None, name: str, station: str | None) -> bool:
+    """A reading of the room, not of the process: the profile says so (or, without one, its name)."""
+    role = profile.line.role(name, station) if profile is not None else None
+    return role == "environment" if role is not None else bool(ENVIRONMENT_PATTERN.search(name))
+
+
 def diagnose_spec(ws: Any, spec: SymptomSpec) -> Diagnosis:
     """Diagnose a symptom in the workspace; causes carry `details["entity"]` (type, name)."""
+    profile = workspace_profile(ws.path)
     order = station_order(ws)
     tbl, events, meta = unit_table(ws, spec, order)
     if tbl.num_rows == 0:
@@ -307,7 +316,8 @@ def diagnose_spec(ws: Any, spec: SymptomSpec) -> Diagnosis:
     if ref_rows.size < 50 or inc_rows.size < 20:
         raise UserError(f"too few units to compare: {ref_rows.size} before and {inc_rows.size} since the onset")
     ref, inc = data.take(pa.array(ref_rows)), data.take(pa.array(inc_rows))
-    kinds = {c: "environment" for c in meta if meta[c]["type"] == "param" and "ambient" in c}
+    kinds = {c: "environment" for c in meta if meta[c]["type"] in ("param", "measurement")
+             and _is_environment(profile, str(meta[c].get("name", c)), meta[c].get("station"))}
     dag = process_dag(meta, order)
     label = spec.measurement or (
         "failures"

@@ -8,11 +8,11 @@ with a batch or one record, `verdict()`.
     test.update(arm, passed)                 # arm 0/1 per unit, passed bool per unit
     test.verdict().decision                  # adopt | reject | inconclusive | continue
 
-    design = make_design("ccd", [Factor("squeegee_pressure", 5, 9), Factor("print_speed", 30, 60)])
+    design = make_design("ccd", [Factor("pressure", 5, 9), Factor("speed", 30, 60)])
     doe = DesignedExperiment(design).fit({"recipe": line.recipe})
     run_design(line, doe, units_per_run=1000); doe.analysis(); doe.verdict()
 
-    opt = RecipeOptimizer(tune_bounds(), seed=0).fit({"recipe": line.recipe})
+    opt = RecipeOptimizer(tune_bounds(line.profile), seed=0).fit({"recipe": line.recipe})
     run_search(line, opt, budget_units=60_000, units_per_trial=2000); opt.best()
 
 Workspace level (artefacts, events, plots, adoption): `linelab.experiment.experiments`.

@@ -14,7 +14,7 @@ found against the current recipe: that run's verdict is the one that can adopt a
 so nothing reaches the line on the strength of a model alone.
 
 Adopting writes a set_recipe action (source "experiment") that goes through the control
-interface: applied to the twin at once, or queued in the outbox for a real line.
+interface: applied to a simulated line at once, or queued in the outbox for a real line.
 """
 
 from __future__ import annotations
@@ -29,15 +29,17 @@ import numpy as np
 import pyarrow as pa
 
 from linelab.act import actions as act
-from linelab.act.control import Outbox, TwinControl
+from linelab.act.control import LineControl, Outbox
+from linelab.act.simulation import HeldLine, open_workspace_line, record_simulation, workspace_simulation
 from linelab.errors import NotFound, UserError
 from linelab.experiment.analysis import DesignedExperiment
 from linelab.experiment.designs import Design, Factor, make_design
 from linelab.experiment.optimise import RecipeOptimizer
 from linelab.experiment.runner import run_design, run_search, run_split
 from linelab.experiment.sequential import make_test
-from linelab.experiment.twinline import TwinLine, open_twin, workspace_twin
 from linelab.experiment.verdict import Verdict
+from linelab.profile import Setting, require_profile
+from linelab.profile.actions import merge_recipe
 from linelab.store.schema import RECORD_TABLES
 
 KIND = "experiment"
@@ -49,21 +51,18 @@ def _now() -> str:
     return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
 
 
-def recipe_params() -> dict[str, Any]:
-    from linelab.twin.recipe import RECIPE_PARAMS
-
-    return RECIPE_PARAMS
+def recipe_params(ws: Any) -> dict[str, Setting]:
+    """The recipe settings the line's profile lets experiments change."""
+    return {s.name: s for s in require_profile(ws.path).recipe}
 
 
 def current_recipe(ws: Any) -> dict[str, float]:
-    """The line's recipe now: the scenario's, updated by every recipe action applied since."""
-    from linelab.twin import load_scenario
-    from linelab.twin.recipe import default_recipe
-
-    recipe = default_recipe()
-    held = workspace_twin(ws)
+    """The line's recipe now: the profile's defaults (or the simulated run's starting recipe),
+    updated by every recipe action applied since."""
+    recipe = require_profile(ws.path).default_recipe()
+    held = workspace_simulation(ws)
     if held is not None:
-        recipe.update(load_scenario(held[0]).recipe)
+        recipe.update(held[0].get("recipe") or {})
     applied = [a for a in ws.list_artifacts("action", status="applied") if a["kind"] in ("set_param", "set_recipe")]
     for a in sorted(applied, key=lambda a: (a.get("applied") or {}).get("unit") or 0):
         p = a["params"]
@@ -97,21 +96,20 @@ def design_split(ws: Any, change: Mapping[str, float], *, lot_size: int = 250, t
                  alpha: float = 0.05, max_units: int = 80_000, min_gain: float = 0.0, seed: int = 0,
                  problem_id: str | None = None, note: str = "") -> dict[str, Any]:
     """A split-run A/B of `change` against the current recipe."""
-    from linelab.twin.recipe import merge_recipe
-
     if not change:
-        raise UserError("a split run needs a change, e.g. --change peak_temp_setpoint=249")
+        raise UserError("a split run needs a change, e.g. --change setpoint=249 (a setting of the line's recipe)")
     base = current_recipe(ws)
-    merge_recipe(base, change)  # refuses out-of-bounds values with the bounds in the message
+    merge_recipe(require_profile(ws.path), base, change)  # refuses out-of-bounds values with the bounds in the message
     spec = {"change": dict(change), "lot_size": lot_size, "test": test, "alpha": alpha, "max_units": max_units,
             "min_gain": min_gain, "seed": seed}
     plan = {"control": base, "treatment": {**base, **change}}
     return _create(ws, "split", spec, plan, problem_id, note)
 
 
-def default_ranges(names: list[str], base: Mapping[str, float], width: float = 0.5) -> dict[str, tuple[float, float]]:
+def default_ranges(ws: Any, names: list[str], base: Mapping[str, float],
+                   width: float = 0.5) -> dict[str, tuple[float, float]]:
     """A box of `width` x each parameter's safe span around the current recipe, inside the bounds."""
-    params = recipe_params()
+    params = recipe_params(ws)
     out = {}
     for n in names:
         s = params[n]
@@ -126,13 +124,13 @@ def design_doe(ws: Any, design_kind: str, factors: Mapping[str, tuple[float, flo
                confirm: bool = True, seed: int = 0, problem_id: str | None = None, note: str = "",
                confirm_max_units: int = 80_000) -> dict[str, Any]:
     """A designed experiment (full, fractional, ccd, bbd) over recipe parameters."""
-    params = recipe_params()
+    params = recipe_params(ws)
     base = current_recipe(ws)
     names = list(factors)
     unknown = [n for n in names if n not in params]
     if unknown:
         raise UserError(f"unknown recipe parameter(s) {unknown}; known: {', '.join(params)}")
-    ranges = dict(factors) if isinstance(factors, Mapping) else default_ranges(names, base)
+    ranges = dict(factors) if isinstance(factors, Mapping) else default_ranges(ws, names, base)
     for n, (lo, hi) in ranges.items():
         if lo < params[n].low or hi > params[n].high:
             raise UserError(f"factor {n}: range [{lo}, {hi}] leaves its safe bounds "
@@ -153,7 +151,7 @@ def design_optimise(ws: Any, names: list[str] | None = None, *, budget_units: in
     """Bayesian optimisation of recipe parameters (all by default) inside their safe bounds."""
     from linelab.experiment.optimise import tune_bounds
 
-    bounds = tune_bounds(names)
+    bounds = tune_bounds(require_profile(ws.path), names)
     if units_per_trial <= 0 or budget_units < units_per_trial:
         raise UserError("the budget must cover at least one trial (budget_units >= units_per_trial > 0)")
     spec = {"params": list(bounds), "bounds": {n: list(b) for n, b in bounds.items()}, "budget_units": budget_units,
@@ -218,19 +216,21 @@ def _lots(result: Any) -> list[dict[str, Any]]:
 
 def run_experiment(ws: Any, exp_id: str, *, scenario: str | None = None, seed: int | None = None,
                    record: bool = True, adopt: bool = False, progress: Progress | None = None,
-                   line: TwinLine | None = None, plots: bool = True) -> dict[str, Any]:
-    """Run a designed experiment on the workspace's twin line (or a fresh one) and decide.
+                   line: HeldLine | None = None, plots: bool = True) -> dict[str, Any]:
+    """Run a designed experiment on the workspace's simulated line (or a fresh one) and decide.
 
-    With `record`, every unit built lands in the workspace (source of the twin line).
+    With `record`, every unit built lands in the workspace (source of the simulated line).
     With `adopt`, an adopted change is applied to the line at once and recorded.
     """
     e = get_experiment(ws, exp_id)
     if e["status"] != "designed":
         raise UserError(f"experiment {exp_id} is {e['status']}; design a new one to run again")
-    tl = line or open_twin(ws, scenario, seed)
-    if record and workspace_twin(ws) is None and ws.count("units"):
-        raise UserError("workspace holds line data that is not from the twin; use another --workspace, "
-                        "or --no-record to run on the twin without storing its units")
+    tl = line or _experiment_line(ws, scenario, seed)
+    if record and workspace_simulation(ws) is None and ws.count("units"):
+        raise UserError("workspace holds line data that no simulation made; use another --workspace, "
+                        "or --no-record to run on the simulated line without storing its units")
+    if record and workspace_simulation(ws) is None:
+        record_simulation(ws, tl.line, tl.simulator, tl.line.scenario_name, tl.seed)
     base = tl.line.recipe
     rec = _Recorder(ws, tl.source, record, progress)
     label = e["id"]
@@ -316,16 +316,27 @@ def _no_confirmation(e: Mapping[str, Any], candidate: Mapping[str, float]) -> Ve
                    None, None, 0.95, "optimise", extra={"incumbent_yield": r.get("incumbent_yield")})
 
 
-def _line_time(tl: TwinLine) -> datetime:
-    """The twin's clock: events about its production sit on its own timeline."""
-    return datetime.fromisoformat(tl.line.state["clock"])
+def _experiment_line(ws: Any, scenario: str | None, seed: int | None) -> HeldLine:
+    """The line an experiment runs on: the workspace's simulated line, or a fresh one of the
+    simulator its profile names. A real line's split run through the outbox is not built yet."""
+    profile = require_profile(ws.path)
+    if workspace_simulation(ws) is None and (profile.control.channel != "simulator" or not profile.control.simulator):
+        raise UserError("this workspace's line is a real one (its profile's control channel is "
+                        f"{profile.control.channel}); running a split run on it through the outbox is not built yet: "
+                        "design it here and run the arms on the line by hand")
+    return open_workspace_line(ws, profile.control.simulator or "", scenario, seed)
+
+
+def _line_time(tl: HeldLine) -> datetime:
+    """The simulated line's clock: events about its production sit on its own timeline."""
+    return datetime.fromisoformat(tl.line.clock())
 
 
 # -- verdict and adoption -----------------------------------------------------------------------
-def adopt_change(ws: Any, exp_id: str, line: TwinLine | None = None, by: str = "experiment") -> dict[str, Any]:
+def adopt_change(ws: Any, exp_id: str, line: HeldLine | None = None, by: str = "experiment") -> dict[str, Any]:
     """Make an adopted experiment's change the line's recipe, through the control interface.
 
-    The twin (the workspace's own line, or `line`) takes it at once; a workspace of real line
+    A simulated line (the workspace's own, or `line`) takes it at once; a workspace of real line
     data gets it in its outbox. Either way an action (source "experiment") records it.
     """
     e = get_experiment(ws, exp_id)
@@ -340,9 +351,9 @@ def adopt_change(ws: Any, exp_id: str, line: TwinLine | None = None, by: str = "
                     expected_delta=v.get("difference"), source="experiment", by=by,
                     reason=f"experiment {exp_id}: {Verdict.from_dict(v).summary()}")
     act.approve(ws, a["id"], by=by, note="adopted by the experiment's verdict")
-    if line is None and workspace_twin(ws) is not None:
-        line = open_twin(ws)
-    control = TwinControl(line.line) if line is not None else Outbox(ws)
+    if line is None and workspace_simulation(ws) is not None:
+        line = open_workspace_line(ws)
+    control = LineControl(line.line) if line is not None else Outbox(ws)
     a = act.apply(ws, a["id"], control, by=by)
     e["adoption"] = {"action_id": a["id"], "status": a["status"], "via": control.name, "change": change}
     e["status"] = "adopted"

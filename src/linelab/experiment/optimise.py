@@ -39,6 +39,7 @@ from sklearn.gaussian_process.kernels import ConstantKernel, Matern
 from linelab.errors import UserError
 from linelab.experiment.process_model import ProcessModel
 from linelab.experiment.verdict import ArmSummary, Verdict
+from linelab.profile.schema import Profile
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -441,16 +442,13 @@ class RecipeOptimizer:
         return cand[int(np.argmax(ei))]
 
 
-def tune_bounds(
-    names: Sequence[str] | None = None, spec: Mapping[str, Any] | None = None
-) -> dict[str, tuple[float, float]]:
-    """Safe bounds of the named recipe parameters (all of them by default), from the twin's recipe table."""
-    if spec is None:
-        from linelab.twin.recipe import RECIPE_PARAMS
-
-        spec = RECIPE_PARAMS
+def tune_bounds(profile: Profile, names: Sequence[str] | None = None) -> dict[str, tuple[float, float]]:
+    """Safe bounds of the named recipe settings (all of them by default), from the line's profile."""
+    spec = {s.name: s for s in profile.recipe}
+    if not spec:
+        raise UserError("the line's profile names no recipe settings: there is nothing to tune")
     chosen = list(names) if names else list(spec)
     unknown = [n for n in chosen if n not in spec]
     if unknown:
-        raise UserError(f"unknown recipe parameter(s) {unknown}; known: {', '.join(spec)}")
+        raise UserError(f"unknown recipe setting(s) {unknown}; the line's profile lists: {', '.join(spec)}")
     return {n: (float(spec[n].low), float(spec[n].high)) for n in chosen}

@@ -152,7 +152,7 @@ _FACTOR = re.compile(r"^(?P<factor>[A-Za-z_][\w.@:-]*)(?:=(?P<level>\S+))?$")
 
 
 def parse_cause(text: str) -> RootCause:
-    """A cause as a person gives it: a factor and its level (`machine=M2`, `fixture@PLACE=P2-N3`),
+    """A cause as a person gives it: a factor and its level (`machine=M2`, `fixture@ASSEMBLY=M2-H3`),
     a factor alone (`humidity`), or words (`worn spindle bearing on M2`)."""
     text = text.strip()
     if not text:

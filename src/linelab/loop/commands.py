@@ -10,15 +10,17 @@ from rich.console import Console
 
 from linelab.commands import Context, Result, command
 from linelab.errors import UserError
+from linelab.line import open_simulator
 from linelab.loop.report import write_report
 from linelab.loop.runner import LoopPolicy
 from linelab.loop.session import RUN_KIND, run_session
 from linelab.render import print_rows
-from linelab.store.workspace import resolve_path
 
 
 class LoopParams(BaseModel):
-    scenario: str = Field("default", description="built-in scenario name or a scenario YAML file")
+    simulator: str = Field("twin", description="the simulated line to run the loop on (twin, zoo)")
+    scenario: str | None = Field(None, description="the simulator's scenario (a name, or for the twin a YAML "
+                                                   "file) [default: the simulator's own]")
     seed: int = Field(0, description="random seed")
     units: int | None = Field(None, gt=0, description="units to produce [default: the scenario's length]")
     chunk: int = Field(1000, gt=0, description="units between two looks at the data")
@@ -65,13 +67,15 @@ class LoopResult(Result):
 
 @command("loop", LoopParams)
 def loop(p: LoopParams, ctx: Context) -> LoopResult:
-    """Run the closed loop on the simulated line, against no loop and an oracle; write the report."""
-    policy = LoopPolicy(chunk=p.chunk, optimise_recipe=p.optimise)
-    from linelab.twin import load_scenario
+    """Run the closed loop on a simulated line, against no loop and an oracle; write the report.
 
-    total = p.units or load_scenario(p.scenario).units
-    with ctx.progress(3 * total, f"loop on {p.scenario}") as advance:
-        result = run_session(resolve_path(ctx.workspace_path), p.scenario, p.seed, p.units, policy, advance=advance)
+    It writes to a workspace of its own (./linelab-sim unless --workspace says otherwise) and
+    refuses one that holds a real line's data."""
+    policy = LoopPolicy(chunk=p.chunk, optimise_recipe=p.optimise)
+    total = p.units or open_simulator(p.simulator, p.scenario, p.seed).planned_units or 0
+    with ctx.progress(3 * total or None, f"loop on {p.simulator} {p.scenario or ''}".strip()) as advance:
+        result = run_session(ctx.workspace_path, p.scenario, p.seed, p.units, policy, advance=advance,
+                             simulator=p.simulator)
     path = write_report(result, p.report)
     return LoopResult(
         **{k: result[k] for k in LoopResult.model_fields if k in result and k not in ("report",)},

@@ -1,4 +1,4 @@
-"""The closed loop on the twin: produce → store → monitor → recall or diagnose → act → verify → know-how.
+"""The closed loop on a simulated line: produce → store → monitor → recall or diagnose → act → verify → know-how.
 
 Between incidents the loop climbs the yield surface with trust-region Bayesian optimisation of
 the recipe, each trial a chunk of production. Policies say what may be applied without a person.
@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,22 +24,23 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from linelab.act import actions as act
-from linelab.act.control import TwinControl
+from linelab.act.control import LineControl
 from linelab.act.effect import compare_yields
+from linelab.act.remedies import remedy, target_of
 from linelab.diagnose.model import Cause, Diagnosis
 from linelab.diagnose.workspace import diagnose_problem
 from linelab.errors import UserError
 from linelab.experiment.optimise import RecipeOptimizer, trial_guardrail, tune_bounds
 from linelab.experiment.process_model import CODE, PASSED, unit_readings
 from linelab.knowhow import ledger, recall
+from linelab.line import SimulatedLine
 from linelab.loop import verify
 from linelab.loop.curve import Curve
-from linelab.loop.remedies import remedy, target_of
 from linelab.monitor import cost
 from linelab.monitor.engine import run_monitor
 from linelab.monitor.problems import is_condition, set_status
+from linelab.profile import PROFILE_FILE, profile_path, save_profile
 from linelab.store import Workspace
-from linelab.twin import Line, Scenario, load_scenario
 
 # A recalled entry this close to the new symptom may aim its fix at any of the diagnosis' top three.
 CLOSE_MATCH = 0.95
@@ -120,22 +122,19 @@ class LoopState:
     adopted_at_unit: int | None = None
 
 
-def without_problems(scenario: Scenario) -> Scenario:
-    return scenario.model_copy(update={"problems": []})
-
-
-def run_baseline(scenario: Scenario, seed: int, units: int, chunk: int, oracle: bool,
+def run_baseline(line: SimulatedLine, units: int, chunk: int, oracle: bool,
                  on_chunk: Callable[[int], None] | None = None) -> Curve:
-    """The `none` run (nobody acts) or the `oracle` run (no problems, optimal recipe)."""
-    line = Line(without_problems(scenario) if oracle else scenario, seed=seed)
+    """The `none` run (nobody acts) on a fresh `line`, or the `oracle` run (the same line with no
+    problems, at its optimal recipe)."""
     if oracle:
+        line = line.without_problems()
         line.apply({"kind": "set_recipe", "params": line.optimal_recipe()})
     curve = Curve()
     while line.units_produced < units:
         c = line.produce(min(chunk, units - line.units_produced))
         curve.add(c["units"])
         if on_chunk:
-            on_chunk(c.n_units)
+            on_chunk(c["units"].num_rows)
     return curve
 
 
@@ -148,14 +147,19 @@ def _first_pass(units: pa.Table) -> tuple[int, int]:
 
 
 class ClosedLoop:
-    """Drives a twin line and a workspace one chunk at a time."""
+    """Drives a simulated line and a workspace one chunk at a time; everything it knows of the
+    line (its actions, the causes they remedy, its recipe) comes from the line's profile."""
 
-    def __init__(self, ws: Workspace, line: Line, policy: LoopPolicy, seed: int = 0,
+    def __init__(self, ws: Workspace, line: SimulatedLine, policy: LoopPolicy, seed: int = 0,
                  log: Callable[[str], None] | None = None) -> None:
         self.ws, self.line, self.policy = ws, line, policy
-        self.control = TwinControl(line)
+        self.profile = line.profile
+        self.control = LineControl(line)
         self.state = LoopState()
-        self.source = f"twin:{line.scenario.name}:seed={seed}"
+        self.source = line.source
+        self.start_recipe = dict(line.recipe)
+        if profile_path(ws.path) is None:  # later commands on this workspace read the line from it
+            save_profile(self.profile, Path(ws.path) / PROFILE_FILE)
         self.log = log or (lambda msg: None)
         self.optimiser: RecipeOptimizer | None = None
         self.seed = seed
@@ -168,14 +172,15 @@ class ClosedLoop:
     def step(self, n: int) -> None:
         self._start_trial()
         chunk = self.line.produce(n)
-        self.ws.ingest_tables(chunk.tables, source=self.source)
+        self.ws.ingest_tables(chunk, source=self.source)
         self.state.curve.add(chunk["units"])
         if self.trial is not None:
             self.trial.add(chunk["units"])
         elif self.optimiser is None and self.policy.optimise_recipe:
             units, passed = _first_pass(chunk["units"])
             t = pc.min_max(chunk["units"].column("t_start")).as_py()
-            self.optimiser = RecipeOptimizer(tune_bounds(), seed=self.seed, max_loss=self.policy.max_trial_loss)
+            self.optimiser = RecipeOptimizer(tune_bounds(self.profile), seed=self.seed,
+                                             max_loss=self.policy.max_trial_loss)
             self._reference_readings = unit_readings(self.ws, t["min"], t["max"])
             self.optimiser.fit({"recipe": dict(self.line.recipe), "units": units, "passed": passed,
                                 "readings": self._reference_readings})
@@ -412,8 +417,7 @@ class ClosedLoop:
             return f"{entry.root_cause.factor}={old}", {"kind": entry.fix.action, **entry.fix.params}
         return None
 
-    @staticmethod
-    def _own_condition(problem: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    def _own_condition(self, problem: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         """A process condition's problem as its own cause, with its remedy (None for a product
         measurement, or a condition nothing in the catalogue restores)."""
         scope = problem.get("scope") or {}
@@ -422,7 +426,7 @@ class ClosedLoop:
             return None
         cause = Cause(factor=f"{name}@{station}", kind="environment", effect=0.0,
                       details={"entity": {"type": "param", "station": station, "name": name}})
-        action = remedy(cause)
+        action = remedy(self.profile, cause)
         return (cause.label, action) if action is not None else None
 
     def _candidates(self, diagnosis: Diagnosis, inc: Incident) -> list[tuple[str, dict[str, Any]]]:
@@ -430,7 +434,7 @@ class ClosedLoop:
         for c in diagnosis.causes:
             if not c.upstream or c.explained_by:
                 continue
-            a = remedy(c)
+            a = remedy(self.profile, c)
             if a is None:
                 continue
             if _key(a) in inc.tried:
@@ -442,11 +446,11 @@ class ClosedLoop:
         chosen = action
         if action["kind"] == "set_recipe":  # a recipe cause: return to the best recipe known
             best = self.state.adopted_recipe or (self.optimiser.best() if self.optimiser else None)
-            action = {"kind": "set_recipe", "params": best or dict(self.line.scenario.recipe) or dict(self.line.recipe)}
+            action = {"kind": "set_recipe", "params": best or self.start_recipe}
         kind = action["kind"]
         params = {k: v for k, v in action.items() if k != "kind"}
         proposed = act.propose(self.ws, kind, params, problem_id=inc.problem_id, by="linelab",
-                               source="knowhow" if inc.knowhow_reused else "diagnosis",
+                               profile=self.profile, source="knowhow" if inc.knowhow_reused else "diagnosis",
                                reason=f"{'know-how ' + inc.knowhow_reused if inc.knowhow_reused else 'diagnosis'}: "
                                       f"{cause}")
         act.approve(self.ws, proposed["id"], by="policy")
@@ -542,7 +546,7 @@ class ClosedLoop:
             self.ws, problem,
             ledger.RootCause(factor=factor, level=level or None, description=f"diagnosed cause {inc.cause}"),
             ledger.Fix(action=kind, params={k: v for k, v in inc.applied.items() if k != "kind"},
-                       target_factor=target_of({"kind": kind}), description=inc.action or ""),
+                       target_factor=target_of(self.profile, kind), description=inc.action or ""),
             effect,
             time_to_detect_units=None if inc.onset_unit is None else inc.detected_unit - inc.onset_unit,
             time_to_fix_units=(inc.fixed_unit or self.produced) - inc.detected_unit,
@@ -555,8 +559,7 @@ class ClosedLoop:
         return [{k: v for k, v in asdict(i).items() if k not in skip} for i in self.state.incidents.values()]
 
 
-def open_loop(workspace: str | Any, scenario: str | Scenario, seed: int, policy: LoopPolicy,
+def open_loop(workspace: str | Any, line: SimulatedLine, seed: int, policy: LoopPolicy,
               log: Callable[[str], None] | None = None) -> ClosedLoop:
-    sc = load_scenario(scenario) if isinstance(scenario, str) else scenario
     ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
-    return ClosedLoop(ws, Line(sc, seed=seed), policy, seed=seed, log=log)
+    return ClosedLoop(ws, line, policy, seed=seed, log=log)

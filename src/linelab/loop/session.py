@@ -11,17 +11,17 @@ Figures (also what `bench/loop.py` aggregates):
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from linelab.act.simulation import prepare_simulation_workspace, record_simulation
+from linelab.errors import UserError
 from linelab.knowhow import ledger
+from linelab.line import open_simulator
 from linelab.loop.curve import Curve, gap_closed, learning_rate
 from linelab.loop.runner import ClosedLoop, LoopPolicy, open_loop, run_baseline
-from linelab.store.workspace import DB_FILE, resolve_path
-from linelab.twin import load_scenario
 
 RUN_KIND = "loop_run"
 
@@ -32,7 +32,7 @@ def _time_to_fix(truth: dict[str, Any], units: int) -> int:
 
 
 def score(loop: ClosedLoop, units: int) -> dict[str, Any]:
-    """Recurrence, recall and mistakes, judged against the twin's ground truth."""
+    """Recurrence, recall and mistakes, judged against the simulated line's ground truth."""
     # A bad lot has no onset until a machine loads it: problems not started yet are not judged.
     truth = [t for t in loop.line.truth if t["onset_unit"] is not None and t["onset_unit"] < units]
     by_truth = {tid: inc for inc in loop.state.incidents.values() for tid in inc.truth_ids}
@@ -63,16 +63,19 @@ def score(loop: ClosedLoop, units: int) -> dict[str, Any]:
     }
 
 
-def run_session(workspace: str | Path | None, scenario: str, seed: int, units: int | None, policy: LoopPolicy,
-                advance: Callable[[int], None] | None = None, log: Callable[[str], None] | None = None,
-                fresh: bool = True) -> dict[str, Any]:
-    sc = load_scenario(scenario)
-    total = units or sc.units
-    root = resolve_path(workspace)
-    if fresh and (root / DB_FILE).exists():
-        shutil.rmtree(root)
+def run_session(workspace: str | Path | None, scenario: str | None, seed: int, units: int | None,
+                policy: LoopPolicy, advance: Callable[[int], None] | None = None,
+                log: Callable[[str], None] | None = None, fresh: bool = True,
+                simulator: str = "twin") -> dict[str, Any]:
+    """The loop, no loop and the oracle on `simulator`'s `scenario`, scored against its truth."""
+    line = open_simulator(simulator, scenario, seed)
+    total = units or line.planned_units
+    if not total:
+        raise UserError(f"scenario {line.scenario_name} has no length of its own: give --units")
+    root = prepare_simulation_workspace(workspace, fresh)
     start = time.perf_counter()
-    loop = open_loop(root, sc, seed, policy, log=log)
+    loop = open_loop(root, line, seed, policy, log=log)
+    record_simulation(loop.ws, line, simulator, line.scenario_name, seed)
     loop.planned_units = total
     try:
         while loop.produced < total:
@@ -81,12 +84,14 @@ def run_session(workspace: str | Path | None, scenario: str, seed: int, units: i
             if advance:
                 advance(n)
         seconds = time.perf_counter() - start
-        none = run_baseline(sc, seed, total, policy.chunk, oracle=False, on_chunk=advance)
-        oracle = run_baseline(sc, seed, total, policy.chunk, oracle=True, on_chunk=advance)
+        none = run_baseline(open_simulator(simulator, scenario, seed), total, policy.chunk, oracle=False,
+                            on_chunk=advance)
+        oracle = run_baseline(open_simulator(simulator, scenario, seed), total, policy.chunk, oracle=True,
+                              on_chunk=advance)
         curves: dict[str, Curve] = {"none": none, "loop": loop.state.curve, "oracle": oracle}
         yields = {k: c.mean_yield() for k, c in curves.items()}
         result = {
-            "scenario": sc.name, "seed": seed, "units": total, "chunk": policy.chunk,
+            "simulator": simulator, "scenario": line.scenario_name, "seed": seed, "units": total, "chunk": policy.chunk,
             "seconds_loop": round(seconds, 1),
             "first_pass_yield": {k: round(v, 5) for k, v in yields.items()},
             "copq_per_unit": {k: round(c.mean_copq(), 5) for k, c in curves.items()},
@@ -95,7 +100,7 @@ def run_session(workspace: str | Path | None, scenario: str, seed: int, units: i
             **score(loop, total),
             "incidents": loop.incidents(),
             "knowhow": [{"id": e.id, "title": e.title, "reused": e.reused} for e in ledger.all_entries(loop.ws)],
-            "recipe": {"start": dict(sc.recipe) or None, "adopted": loop.state.adopted_recipe,
+            "recipe": {"start": loop.start_recipe, "adopted": loop.state.adopted_recipe,
                        "adopted_at_unit": loop.state.adopted_at_unit, "trials": loop.state.trials},
             "curves": {k: c.to_dict() for k, c in curves.items()},
             "workspace": str(root),

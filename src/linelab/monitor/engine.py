@@ -262,7 +262,7 @@ class SeriesMonitor:
 
         Always: any maintenance at this station (age since the series began until the first
         one). Also: a specific maintenance elsewhere, if it happened during the reference,
-        so its reset was actually observed (a stencil clean resets paste volume at SPI).
+        so its reset was actually observed (cleaning a printer resets the volume it deposits downstream).
         """
         out = {f"station:{self.station}": _station_events(events, self.station)}
         for key, times in events.items():
@@ -606,7 +606,7 @@ class SeriesMonitor:
 
 # ---------------------------------------------------------------------------------------------
 class RateStream:
-    """First-pass failure rate of the groups of one factor (e.g. AOI by shift, lots of a material)."""
+    """First-pass failure rate of the groups of one factor (e.g. an inspection station by shift, lots of a material)."""
 
     def __init__(self, factor: str, context: str, cfg: EngineConfig) -> None:
         self.factor, self.context, self.cfg = factor, context, cfg

@@ -2,7 +2,7 @@
 
     from linelab.profile import load_profile, workspace_profile
     profile = load_profile("profile.yaml")
-    profile.action("hold_lot"), profile.default_recipe(), profile.line.station_order
+    profile.action("service_machine"), profile.default_recipe(), profile.line.station_order
 """
 
 from linelab.profile.io import (
@@ -11,6 +11,7 @@ from linelab.profile.io import (
     load_profile,
     parse_profile,
     profile_path,
+    require_profile,
     save_profile,
     workspace_profile,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "load_profile",
     "parse_profile",
     "profile_path",
+    "require_profile",
     "save_profile",
     "workspace_profile",
 ]

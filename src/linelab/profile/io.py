@@ -77,3 +77,12 @@ def profile_path(workspace: str | Path) -> Path | None:
 def workspace_profile(workspace: str | Path) -> Profile | None:
     p = profile_path(workspace)
     return load_profile(p) if p is not None else None
+
+
+def require_profile(workspace: str | Path) -> Profile:
+    """The workspace's profile, or a UserError saying how to give the workspace one."""
+    profile = workspace_profile(workspace)
+    if profile is None:
+        raise UserError(f"the workspace {workspace} has no line profile ({PROFILE_FILE}): LineLab needs it to know "
+                        "what the line accepts; `linelab profile init` drafts one from the data")
+    return profile

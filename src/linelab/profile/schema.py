@@ -143,7 +143,7 @@ class ActionParam(_Model):
     from_cause: Literal["name", "level", "station", "machine", "material"] | None = Field(
         None, description="filled from the diagnosed cause's entity when the loop proposes this action")
     extract: str | None = Field(None, description="regular expression whose first group is kept of the cause's "
-                                                  "value (e.g. '^([^-]+)' keeps a machine of 'T1-F2')")
+                                                  "value (e.g. '^([^-]+)' keeps the machine of 'M1-F2')")
 
     @model_validator(mode="after")
     def _valid_patterns(self) -> ActionParam:

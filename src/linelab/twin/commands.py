@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -10,12 +9,14 @@ from typing import Any
 from pydantic import BaseModel, Field
 from rich.console import Console
 
+from linelab.act.simulation import prepare_simulation_workspace, record_simulation
 from linelab.commands import Context, Result, command
 from linelab.errors import UserError
 from linelab.render import fmt, print_rows
 from linelab.store import queries
-from linelab.store.workspace import DB_FILE, Workspace, resolve_path
-from linelab.twin import Line, list_scenarios, load_scenario
+from linelab.store.workspace import Workspace
+from linelab.twin import list_scenarios, load_scenario
+from linelab.twin.simulator import TwinLine
 
 TRUTH_KIND = "twin_truth"  # the injected problems, kept for scoring monitors and diagnoses
 
@@ -48,7 +49,7 @@ class RunParams(BaseModel):
     units: int | None = Field(None, gt=0, description="units to produce [default: the scenario's length]")
     seed: int = Field(0, description="random seed: the same scenario and seed give identical data")
     chunk: int = Field(50_000, gt=0, description="units per chunk written to the workspace")
-    fresh: bool = Field(False, description="empty the workspace first")
+    fresh: bool = Field(False, description="empty the workspace first (never one holding a real line's data)")
 
 
 class RunResult(Result):
@@ -84,16 +85,17 @@ def _claim(ws: Workspace, source: str) -> None:
 
 @command("twin run", RunParams)
 def twin_run(p: RunParams, ctx: Context) -> RunResult:
-    """Simulate a scenario into the workspace (chunked, with a progress bar)."""
+    """Simulate a scenario into a workspace of its own (./linelab-sim unless --workspace says otherwise)."""
     scenario = load_scenario(p.scenario)
-    root = resolve_path(ctx.workspace_path)
-    if p.fresh and (root / DB_FILE).exists():
-        shutil.rmtree(root)
+    root = prepare_simulation_workspace(ctx.workspace_path, p.fresh)
+    ctx.close()
+    ctx.workspace_path = root
     ws = ctx.workspace
-    line = Line(scenario, seed=p.seed)
+    line = TwinLine(scenario, seed=p.seed)
     total = p.units or scenario.units
-    source = f"twin:{scenario.name}:seed={p.seed}"
+    source = line.source
     _claim(ws, source)
+    record_simulation(ws, line, "twin", scenario.name, p.seed)
     rows: dict[str, int] = {}
     start = time.perf_counter()
     with ctx.progress(total, f"simulating {scenario.name}") as advance:
