@@ -29,7 +29,7 @@ class Finding:
 
 
 def check_sources(profile: Profile, files: list[Path]) -> tuple[list[Finding], list[tuple[Path, Source]]]:
-    """Each file against the source its name matches; the (file, source) pairs that can be read."""
+    """Each file against the source its name matches; the (file, source) pairs to read the data of."""
     out: list[Finding] = []
     readable: list[tuple[Path, Source]] = []
     used: set[str] = set()
@@ -43,8 +43,7 @@ def check_sources(profile: Profile, files: list[Path]) -> tuple[list[Finding], l
         used.add(source.name)
         problems = plan(source, file_columns(path, source)).problems(source, path.name)
         out += [Finding("error", "sources", p) for p in problems]
-        if not problems:
-            readable.append((path, source))
+        readable.append((path, source))  # what it can give still counts (a missing column is reported above)
     for s in profile.sources:
         if files and s.name not in used:
             out.append(Finding("warning", "sources", f"source '{s.name}' ({', '.join(s.files)}) matches none of the "

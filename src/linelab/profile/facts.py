@@ -177,7 +177,8 @@ def file_facts(files: list[tuple[Path, Source]]) -> LineFacts:
                            "INTO NAME name VALUE value)"
                 columns = ids + ["name", "value"]
             p = plan(source, columns)
-            if p.missing_required or p.missing_export:
+            required = {f.name for f in RECORD_TABLES[source.table] if not f.nullable}
+            if p.missing_required or required & set(p.missing_export):
                 continue  # `profile check` reports it; the facts come from what can be read
             select = _typed_sql(source, columns, relation)
             if source.table in tables:
