@@ -52,7 +52,9 @@ class ZooLine:
             raise ValueError(f"severity must be obvious or subtle, not {severity!r}")
         self.problem_type, self.severity, self.seed = problem, severity, int(seed)
         self.scenario = f"{self.kind.name}:{problem}" + (":subtle" if severity == "subtle" else "")
+        self.scenario_name = self.scenario
         self.run_units = int(units or self.kind.run_units)
+        self.planned_units: int | None = self.run_units
         self.profile: Profile = build_profile(self.kind)
         self.source = f"sim:zoo:{self.scenario}:seed={self.seed}"
         k = self.kind
@@ -91,6 +93,10 @@ class ZooLine:
     @property
     def truth(self) -> list[dict[str, Any]]:
         return [p.truth(self._next, self.serial) for p in self.problems]
+
+    def clock(self) -> str:
+        """The line's time now: just before its next unit starts."""
+        return iso(int(self.unit_time(np.array([self._next]))[0]) - US)
 
     def optimal_recipe(self) -> dict[str, float]:
         return {s.name: s.best for s in self.kind.settings}

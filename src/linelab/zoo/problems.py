@@ -24,8 +24,8 @@ MAGNITUDE: dict[str, tuple[float, float]] = {
     "machine_drift": (3.0, 1.2),  # reached a fifth of the run after onset
     "tester_drift": (3.0, 1.2),
     "lot_shift": (1.5, 0.6),
-    "bad_lot_fails": (0.15, 0.03),
-    "aliased_lot": (0.15, 0.04),
+    "bad_lot_fails": (0.25, 0.05),
+    "aliased_lot": (0.25, 0.06),
     "env_excursion": (10.0, 4.0),
     "shift_handling": (0.05, 0.012),
     "operator_handling": (0.10, 0.03),
@@ -134,8 +134,10 @@ def _one(kind: LineKind, ptype: str, severity: str, line: ZooLine, rng: np.rando
         p.machine = st.machines[int(rng.integers(len(st.machines)))]
         p.ramp_units = 0.2 * line.run_units
         p.cause = {"kind": "machine", "station": st.name, "name": p.machine}
-        action = "calibrate_tester" if ptype == "tester_drift" else "service_machine"
-        p.fix_actions = [{"kind": action, "machine": p.machine}]
+        if ptype == "tester_drift":
+            p.fix_actions = [{"kind": "calibrate_tester", "tester": p.machine}]
+        else:
+            p.fix_actions = [{"kind": "service_machine", "machine": p.machine}]
         # the machine was last serviced/calibrated shortly before: the next one ends the problem
         every = st.calibrate_every if ptype == "tester_drift" else st.service_every
         if every:
