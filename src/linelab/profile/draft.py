@@ -29,42 +29,40 @@ from linelab.store.schema import RECORD_TABLES
 SUFFIXES = {".csv", ".txt", ".parquet", ".pq"}
 
 # Names exports use for LineLab's columns (compared lower-case, letters and digits only), most likely first.
-SYNONYMS: dict[str, list[str]] = {
-    "unit_id": ["serial", "serialno", "serialnumber", "sn", "barcode", "boardid", "board", "unit", "uid", "psn",
-                "panelid", "pcbid", "dmc", "datamatrix", "partserial", "id"],
-    "product": ["productid", "productcode", "productname", "partnumber", "pn", "partno", "model", "article",
-                "variant", "type"],
-    "line": ["lineid", "linename", "productionline", "cell"],
-    "work_order": ["workorder", "wo", "order", "orderno", "ordernumber", "job", "auftrag", "lotorder"],
-    "t_start": ["startts", "starttime", "start", "started", "begin", "tstart", "startdate", "created", "intime"],
-    "t_end": ["endts", "endtime", "end", "finished", "completed", "tend", "stop", "enddate", "outtime"],
-    "result": ["status", "outcome", "verdict", "passfail", "finalresult", "res", "judgement", "judgment",
-               "okng", "state"],
-    "first_pass": ["firstpass", "fpy", "fp", "firsttimeright", "ftr", "firstpassresult"],
-    "station": ["operation", "op", "process", "processstep", "step", "workstation", "stationname", "stationid",
-                "opcode", "routestep"],
-    "machine": ["equipment", "machineid", "machinename", "tool", "resource", "asset", "equipmentid"],
-    "fixture": ["nest", "jig", "nozzle", "head", "slot", "fixtureid"],
-    "operator": ["user", "employee", "badge", "operatorid", "worker", "username"],
-    "shift": ["shiftname", "shiftid", "team"],
-    "recipe_id": ["recipe", "program", "programname", "recipeid", "recipename"],
-    "t_in": ["tin", "intime", "timein", "startts", "start", "starttime", "begin", "arrival", "timestamp", "ts"],
-    "t_out": ["tout", "outtime", "timeout", "endts", "end", "endtime", "finish", "finished", "departure"],
-    "defect_code": ["defect", "defectcode", "failcode", "failurecode", "errorcode", "error", "symptom", "failure"],
-    "name": ["parameter", "param", "parametername", "measurement", "characteristic", "testname", "test",
-             "feature", "tag", "variable", "signal", "sensor"],
-    "value": ["val", "reading", "measured", "measuredvalue", "actual", "actualvalue", "resultvalue", "result"],
-    "t": ["timestamp", "ts", "time", "datetime", "date", "measuredat", "recorded", "recordedat", "logtime"],
-    "material": ["component", "materialid", "materialnumber", "componentid", "partnumber", "pn", "item"],
-    "lot": ["lotid", "lotno", "lotnumber", "batch", "batchno", "batchid", "reel", "reelid"],
-    "supplier": ["vendor", "manufacturer", "mfr", "supplierid"],
-    "kind": ["eventtype", "type", "event", "category"],
-    "target": ["object", "entity"],
-    "detail": ["details", "message", "note", "comment", "description", "text"],
-    "lsl": ["lowlimit", "lowerlimit", "lowerspec", "min", "minlimit", "ll", "lo", "low"],
-    "usl": ["highlimit", "upperlimit", "upperspec", "max", "maxlimit", "ul", "hi", "high"],
-    "unit": ["uom", "units", "engineeringunit"],
-}
+SYNONYMS: dict[str, list[str]] = {k: v.split() for k, v in {
+    "unit_id": ("serial seriennummer serialnr serialno serialnumber sn barcode boardid board unit uid psn panelid "
+                "pcbid dmc datamatrix partserial id"),
+    "product": "produkt artikel productid productcode productname partnumber pn partno model article variant type",
+    "line": "linie lineid linename productionline cell",
+    "work_order": "workorder wo order orderno ordernumber job auftrag lotorder",
+    "t_start": "startts starttime start started begin tstart startdate created intime",
+    "t_end": "endts endtime end finished completed tend stop enddate outtime",
+    "result": "ergebnis status outcome verdict passfail finalresult res judgement judgment okng state",
+    "first_pass": "firstpass fpy fp firsttimeright ftr firstpassresult",
+    "station": ("arbeitsgang arbeitsplatz operation op process processstep step workstation stationname stationid "
+                "opcode routestep"),
+    "machine": "anlage maschine equipment machineid machinename tool resource asset equipmentid",
+    "fixture": "nest jig nozzle head slot fixtureid",
+    "operator": "werker bediener mitarbeiter user employee badge operatorid worker username",
+    "shift": "schicht shiftname shiftid team",
+    "recipe_id": "programm rezept recipe program programname recipeid recipename",
+    "t_in": "beginn tin intime timein startts start starttime begin arrival timestamp ts",
+    "t_out": "ende tout outtime timeout endts end endtime finish finished departure",
+    "defect_code": "fehlercode fehler defect defectcode failcode failurecode errorcode error symptom failure",
+    "name": ("merkmal pruefmerkmal messgroesse parameter param parametername measurement characteristic testname test "
+             "feature tag variable signal sensor"),
+    "value": "wert messwert istwert val reading measured measuredvalue actual actualvalue resultvalue result",
+    "t": "zeit zeitstempel timestamp ts time datetime date measuredat recorded recordedat logtime",
+    "material": "bauteil komponente component materialid materialnumber componentid partnumber pn item",
+    "lot": "charge chargennr lotid lotno lotnumber batch batchno batchid reel reelid",
+    "supplier": "lieferant hersteller vendor manufacturer mfr supplierid",
+    "kind": "eventtype type event category",
+    "target": "object entity",
+    "detail": "details message note comment description text",
+    "lsl": "lowlimit lowerlimit lowerspec min minlimit ll lo low",
+    "usl": "highlimit upperlimit upperspec max maxlimit ul hi high",
+    "unit": "uom units engineeringunit",
+}.items()}
 SPEC_SYNONYMS = {"target": ["nominal", "target", "setpoint"]}
 # Table a file name suggests (its lower-case name contains the word).
 NAME_HINTS = [("unit", "units"), ("board", "units"), ("step", "steps"), ("route", "steps"), ("history", "steps"),
@@ -196,13 +194,15 @@ def pattern_of(name: str) -> str:
     return re.sub(r"\*([-_.:T ]?\*)+", "*", p)
 
 
-def draft_source(path: Path, draft: Draft) -> Source:
+def draft_source(path: Path, draft: Draft, cache: dict[Path, pa.Table] | None = None) -> Source:
     s = sniff(path)
     columns = s.columns
     if not columns:
         raise UserError(f"{path}: empty file")
     probe = Source(name="probe", table="units", delimiter=s.delimiter, decimal=s.decimal, encoding=s.encoding)  # type: ignore[arg-type]
     data = read_text(path, probe)
+    if cache is not None:
+        cache[path] = data
     sample = data.slice(0, 500)
 
     def values(col: str) -> list[str]:
@@ -215,6 +215,11 @@ def draft_source(path: Path, draft: Draft) -> Source:
     table = hinted or max(RECORD_TABLES, key=lambda t: _score(t, maps[t]))
     mapped = maps[table]
     wide = None
+    if table in ("measurements", "params") and "name" in mapped and "value" not in mapped:
+        # Long form with its value column under a name of its own: the one numeric column left.
+        numeric = [c for c in columns if c not in mapped.values() and _numeric(values(c), s.decimal)]
+        if len(numeric) == 1:
+            mapped["value"] = numeric[0]
     if table in ("measurements", "params") and not {"name", "value"} <= set(mapped):
         mapped = {k: v for k, v in mapped.items() if k in ("unit_id", "station", "t")}
         ids = list(mapped.values())
@@ -374,8 +379,9 @@ def draft_from_files(paths: list[Path]) -> Draft:
     draft = Draft(Profile())
     sources: dict[tuple[str, str], Source] = {}
     read: list[tuple[Path, Source]] = []
+    cache: dict[Path, pa.Table] = {}
     for path in files:
-        source = draft_source(path, draft)
+        source = draft_source(path, draft, cache)
         key = (source.table, source.files[0])
         if key in sources:
             read.append((path, sources[key]))
@@ -385,7 +391,7 @@ def draft_from_files(paths: list[Path]) -> Draft:
             source.name = next(f"{source.name}_{i}" for i in range(2, 1000) if f"{source.name}_{i}" not in names)
         sources[key] = source
         read.append((path, source))
-    facts = file_facts(read)
+    facts = file_facts(read, cache)
     draft.facts = facts
     draft.profile = Profile(sources=list(sources.values()), line=draft_line(facts, draft))
     if "steps" not in facts.tables and any(s.derive for s in sources.values()):

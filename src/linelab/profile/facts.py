@@ -157,13 +157,13 @@ def _typed_sql(source: Source, columns: list[str], relation: str) -> str:
     return f"SELECT {', '.join(exprs)} FROM {relation}"
 
 
-def file_facts(files: list[tuple[Path, Source]]) -> LineFacts:
-    """Facts of export files, each read through its source."""
+def file_facts(files: list[tuple[Path, Source]], read: dict[Path, pa.Table] | None = None) -> LineFacts:
+    """Facts of export files, each read through its source (`read`: files already read as text)."""
     con = duckdb.connect()
     try:
         tables: dict[str, int] = {}
         for i, (path, source) in enumerate(files):
-            data = read_text(path, source)
+            data = read[path] if read and path in read else read_text(path, source)
             columns = data.column_names
             con.register(f"_raw{i}", data)
             relation = f"_raw{i}"
