@@ -108,9 +108,9 @@ def test_check_flags_a_missing_column_and_an_unknown_station_in_plain_words(tmp_
     steps["columns"].pop("operator")
     (ws / "profile.yaml").write_text(yaml.safe_dump(data))
     call("ingest", workspace=ws, paths=[tmp_path / "export"])
-    res = call("profile check", workspace=ws)
-    assert res.exit_code() == 1
-    assert any("station TEST appears in the data" in f.message for f in res.findings)
+    res = runner.invoke(app, ["profile", "check", "-w", str(ws), "--json"])
+    assert res.exit_code == 1, res.output
+    assert any("station TEST appears in the data" in f["message"] for f in json.loads(res.stdout)["findings"])
 
 
 def test_schema_is_written_for_editors(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ def _workspace_has_data(ctx: Context) -> bool:
 
 
 class InitParams(BaseModel):
-    paths: list[Path] = Field(default_factory=list, description="export files or folders to draft from "
+    paths: list[Path] | None = Field(None, description="export files or folders to draft from "
                               "[default: the ingested workspace]", json_schema_extra={"argument": True})
     out: Path | None = Field(None, description=f"where to write the profile [default: the workspace's {PROFILE_FILE}]")
     force: bool = Field(False, description="overwrite a profile that is already there")
@@ -85,7 +85,7 @@ def profile_init(p: InitParams, ctx: Context) -> InitResult:
 
 
 class CheckParams(BaseModel):
-    paths: list[Path] = Field(default_factory=list, description="export files or folders to check the profile "
+    paths: list[Path] | None = Field(None, description="export files or folders to check the profile "
                               "against [default: the ingested workspace]", json_schema_extra={"argument": True})
     profile: Path | None = Field(None, description=f"the profile [default: the workspace's {PROFILE_FILE}]")
 
