@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from scipy.stats import binom
 
 from linelab.diagnose.workspace import diagnose_problem
 from linelab.monitor.engine import run_monitor
@@ -70,10 +71,10 @@ def plan(quick: bool, seeds: str) -> list[tuple[str, int, int | None]]:
 
 # -- the naive baseline -----------------------------------------------------------------------
 class RollingFailRate:
-    """Per group: fail rate of the last `window` visits vs the group's first `window` (z limit)."""
+    """Per group: fail rate of the last `window` visits vs the group's first `window` (binomial limit)."""
 
-    def __init__(self, window: int, z: float = 4.0) -> None:
-        self.window, self.z = window, z
+    def __init__(self, window: int, alpha: float = 1e-4) -> None:
+        self.window, self.alpha = window, alpha
         self.hist: dict[str, list[np.ndarray]] = defaultdict(list)
         self.ref: dict[str, float] = {}
         self.alarming: set[str] = set()
@@ -81,8 +82,9 @@ class RollingFailRate:
         self.lot_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
 
     def _limit(self, p0: float, n: int) -> float:
+        """Most failures in `n` visits at rate p0 that are not an alarm (one-sided, alpha)."""
         p0 = max(p0, 0.5 / self.window)
-        return n * p0 + self.z * np.sqrt(n * p0 * (1 - p0))
+        return float(binom.isf(self.alpha, n, p0))
 
     def update(self, steps: pa.Table, units: pa.Table, lots: pa.Table) -> list[tuple[str, float]]:
         """Feed one chunk; returns the groups that started alarming, with how far over the limit."""
@@ -285,6 +287,8 @@ def score(run: dict[str, Any]) -> dict[str, Any]:
                 rank = cause_rank(causes or [], t)
             row[who] = {"detected": first is not None,
                         "delay": first["detected_unit"] - t["onset_unit"] if first else None,
+                        "evidence_delay": (first["first_evidence_unit"] - t["onset_unit"])
+                        if first and first.get("first_evidence_unit") is not None else None,
                         "rank": rank, "by": (first.get("description") or first.get("key")) if first else None,
                         "diag_error": run["diagnoses"].get(first["id"], {}).get("error") if who == "linelab" and first
                         else None}

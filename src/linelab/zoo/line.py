@@ -71,6 +71,7 @@ class ZooLine:
                         self._phase[(st.name, m, what)] = (int(rng.integers(every)), every)
         self._lot_ends = {m.name: np.cumsum(self._lot_sizes(i, m.lot_size, 0, 64)) for i, m in enumerate(k.materials)}
         self._aliases: list[tuple[str, str, int, int, int]] = []  # material, machine, lot, from, to
+        self._lot_table: dict[str, np.ndarray] = {}
         self._resets: dict[tuple[str, str], list[int]] = {}  # action services per machine
         self._fixed_envs: dict[str, int] = {}
         self._recipe = {s.name: s.default for s in k.settings}
@@ -603,9 +604,11 @@ class ZooLine:
         self._lot_ends[material] = ends
 
     def _lot_offset(self, material: str, lot: np.ndarray) -> np.ndarray:
-        m = [x.name for x in self.kind.materials].index(material)
-        table = np.random.default_rng([self.seed, 60 + m]).standard_normal(ALIAS_BASE + 100)
-        return table[lot]
+        """Each lot's offset (standard normal), drawn once per material."""
+        if material not in self._lot_table:
+            m = [x.name for x in self.kind.materials].index(material)
+            self._lot_table[material] = np.random.default_rng([self.seed, 60 + m]).standard_normal(ALIAS_BASE + 100)
+        return self._lot_table[material][lot]
 
     def _supplier(self, material: str, lot: int) -> str:
         mat = next(x for x in self.kind.materials if x.name == material)

@@ -60,6 +60,7 @@ class Problem:
     end: int | None = None
     fixed_by: str | None = None
     station: str | None = None  # where its machine/tester/operator works, or where units fail
+    seen_at: str | None = None  # the station whose records show it (a lathe's diameters: at the CMM)
     machine: str | None = None
     reading: str | None = None
     material: str | None = None
@@ -103,7 +104,7 @@ class Problem:
             "fixed_by": self.fixed_by if ended else None,
             "cause": self.cause, "accept": self.accept, "aliased_with": self.aliased_with,
             "fix_actions": self.fix_actions,
-            "symptom": {"station": self.station, "reading": self.reading, "defect": self.defect},
+            "symptom": {"station": self.seen_at or self.station, "reading": self.reading, "defect": self.defect},
             "affected_units": int(sum(a.size for a in self.affected)),
             "extra_failures": int(self.extra_failures),
         }
@@ -121,6 +122,12 @@ def make_problems(kind: LineKind, ptype: str, severity: str, line: ZooLine) -> l
     if ptype not in MAGNITUDE:
         raise ValueError(f"unknown problem type {ptype!r}; known: {', '.join(PROBLEM_TYPES)}, clean")
     return [_one(kind, ptype, severity, line, rng, int(line.run_units * rng.uniform(0.35, 0.5)), f"{ptype}-1")]
+
+
+def _seen_at(kind: LineKind, p: Problem) -> str | None:
+    if p.reading and p.type not in ("bad_lot_fails", "aliased_lot", "intermittent"):
+        return kind.reading(p.reading).station
+    return p.station
 
 
 def _one(kind: LineKind, ptype: str, severity: str, line: ZooLine, rng: np.random.Generator, u0: int,
@@ -187,4 +194,5 @@ def _one(kind: LineKind, ptype: str, severity: str, line: ZooLine, rng: np.rando
         p.station, p.reading, p.product = tgt["station"], tgt["reading"], tgt["product"]
         p.cause = {"kind": "product", "station": p.station, "name": p.product}
         p.fix_actions = [{"kind": "adjust_program", "product": p.product, "station": p.station}]
+    p.seen_at = _seen_at(kind, p)
     return p
