@@ -22,7 +22,7 @@ from linelab.act.actions import (
     validate_action,
 )
 from linelab.act.control import Control, LineControl, Outbox, pending, publish
-from linelab.act.effect import Effect, compare_yields, effect_in_workspace, effect_of_outcomes
+from linelab.monitor.effect import Effect, compare_yields, effect_in_workspace, effect_of_outcomes
 
 __all__ = [
     "KIND",

@@ -21,8 +21,8 @@ from typing import Any
 import pyarrow as pa
 
 from linelab.act.control import Control
-from linelab.act.effect import Effect, effect_in_workspace
 from linelab.errors import NotFound, UserError
+from linelab.monitor.effect import Effect, effect_in_workspace
 from linelab.profile import Profile, require_profile
 from linelab.profile.actions import check_action
 from linelab.store.schema import RECORD_TABLES

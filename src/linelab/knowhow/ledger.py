@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from linelab.act.effect import compare_yields, effect_in_workspace
 from linelab.errors import NotFound, UserError
 from linelab.knowhow.signature import Signature, signature_of
 from linelab.knowhow.watch import save_watch
+from linelab.monitor.effect import compare_yields, effect_in_workspace
 
 KIND = "knowhow"
 

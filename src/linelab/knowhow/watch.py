@@ -10,22 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from linelab.monitor.watch import KIND, WATCHABLE, Watch, active_watches, set_watch
 
-KIND = "watch"
-# Entities whose measurements the monitor can follow one by one (columns of `steps`).
-WATCHABLE = ("machine", "fixture")
-
-
-class Watch(BaseModel):
-    id: str = Field(description="the know-how entry that set it")
-    station: str
-    factor: str = Field(description="machine | fixture: the entities followed one by one")
-    measurements: list[str]
-    moves: dict[str, float] = Field(default_factory=dict,
-                                    description="how far each measurement moved last time, in its sigmas (signed)")
-    level: str | None = Field(None, description="the entity that was at fault when the entry was written")
-
+__all__ = ["KIND", "SIGNATURE_SHARE", "WATCHABLE", "Watch", "active_watches", "save_watch", "watch_of"]
 
 # A measurement grouped into the problem is part of the failure's signature when it moved at
 # least this share of the lead measurement's move; one that barely moved came with the grouping
@@ -49,10 +36,4 @@ def watch_of(entry: Any) -> Watch | None:
 
 def save_watch(ws: Any, entry: Any) -> Watch | None:
     watch = watch_of(entry)
-    if watch is not None:
-        ws.put_artifact(KIND, watch.id, watch.model_dump(mode="json"), status="active")
-    return watch
-
-
-def active_watches(ws: Any) -> list[Watch]:
-    return [Watch.model_validate(raw) for raw in ws.list_artifacts(KIND, status="active")]
+    return set_watch(ws, watch) if watch is not None else None

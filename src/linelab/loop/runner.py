@@ -25,7 +25,6 @@ from pydantic import BaseModel, Field
 
 from linelab.act import actions as act
 from linelab.act.control import LineControl
-from linelab.act.effect import compare_yields
 from linelab.act.remedies import remedy, target_of
 from linelab.diagnose.model import Cause, Diagnosis
 from linelab.diagnose.workspace import diagnose_problem
@@ -37,6 +36,7 @@ from linelab.line import SimulatedLine
 from linelab.loop import verify
 from linelab.loop.curve import Curve
 from linelab.monitor import cost
+from linelab.monitor.effect import compare_yields
 from linelab.monitor.engine import run_monitor
 from linelab.monitor.problems import is_condition, set_status
 from linelab.profile import PROFILE_FILE, profile_path, save_profile

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from linelab.act.effect import compare_yields
+from linelab.monitor.effect import compare_yields
 
 ENTITY_KEYS = ("machine", "fixture")
 

@@ -28,10 +28,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from linelab.knowhow.watch import active_watches
 from linelab.monitor.attribute import GroupRateMonitor
 from linelab.monitor.problems import Alarm, Evidence, ProblemBook
 from linelab.monitor.spc import CUSUMChart
+from linelab.monitor.watch import active_watches
 
 STATE_FILE = "monitor/engine.pkl"
 STATE_VERSION = 8
