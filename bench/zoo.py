@@ -62,9 +62,9 @@ def plan(quick: bool, seeds: str) -> list[tuple[str, int, int | None]]:
                 ("machining:machine_step", base, None), ("meddev:bad_lot_fails", base, None),
                 ("meddev:clean", base, None), ("process:tester_drift", base, 20000)]
     runs: list[tuple[str, int, int | None]] = []
-    for kind in KINDS:
+    for k, kind in enumerate(KINDS):  # each type is obvious on two kinds and subtle on the others
         for i, t in enumerate(problem_types(kind)):
-            runs.append((f"{kind}:{t}" + (":subtle" if i % 2 else ""), base + i, None))
+            runs.append((f"{kind}:{t}" + (":subtle" if (i + k) % 2 else ""), base + i, None))
         runs += [(f"{kind}:clean", base + 50 + s, None) for s in range(3)]
     return runs
 
