@@ -262,7 +262,7 @@ class ZooLine:
                                                        "operator_handling", "intermittent"):
                     hit = masks[p.id]
                     p_extra = np.where(hit, 1 - (1 - p_extra) * (1 - p.magnitude), p_extra)
-                    codes = np.where(hit, p.defect, codes)
+                    codes = np.where(hit, p.defect or "", codes)
             extra[st.name] = u[:, j] < p_extra
             bad = extra[st.name].copy()
             for r in k.readings:
@@ -362,7 +362,10 @@ class ZooLine:
         alive = np.ones(n, bool)
         delay = np.zeros(n, np.int64)  # rework time carried downstream
         first_pass = np.ones(n, bool)
-        steps, meas, params, mats = [], [], [], []
+        steps: list[tuple[Any, ...]] = []
+        meas: list[tuple[Any, ...]] = []
+        params: list[tuple[Any, ...]] = []
+        mats: list[tuple[Any, ...]] = []
         recipe_id = f"R{self._recipe_id}"
         t_end = ctx["t"].copy()
         for j, st in enumerate(k.stations):
@@ -402,7 +405,8 @@ class ZooLine:
                               shifts[ctx["shift"][w]], recipe_id, rw_in, rw_out, "rework", None))
                 re_in, re_out = rw_out + 60 * US, rw_out + 60 * US + int(st.cycle_s * US)
                 bad = ev["extra"][st.name][w] & (rw_u[w, j] > REPAIRED)
-                code = np.where(bad, ev["code"][st.name][w], None)
+                code = ev["code"][st.name][w].copy()
+                code[~bad] = None
                 for jr, r in enumerate(k.readings):
                     if r.station == st.name:
                         fresh = GAUGE * ev["sigma"][r.name][w] * zr[w, jr]  # the same unit, read again
@@ -442,7 +446,7 @@ class ZooLine:
         return [p for p in self.problems if p.onset < i1 and (p.end is None or p.end > i0)]
 
     def _events(self, i0: int, i1: int, t0: np.ndarray) -> pa.Table:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for (station, machine, what), (phase, every) in self._phase.items():
             first = phase + max(0, -(-(i0 - phase) // every)) * every
             for u in range(first, i1, every):
