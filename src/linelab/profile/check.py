@@ -80,16 +80,16 @@ def check_line(profile: Profile, facts: LineFacts) -> list[Finding]:
             where = f"{r.table}" + (f" at {r.station}" if r.station else "")
             out.append(Finding("error", "readings", f"reading {r.name} ({where}) has no role: add it to line.readings "
                                "as a setting, condition, measurement or environment"))
-    for r in line.readings:
-        if facts.readings and not any(fnmatch(f.name, r.name) for f in facts.readings):
-            out.append(Finding("warning", "readings", f"line.readings names {r.name}, which no reading in the data "
-                               "matches"))
+    for reading in line.readings:
+        if facts.readings and not any(fnmatch(f.name, reading.name) for f in facts.readings):
+            out.append(Finding("warning", "readings", f"line.readings names {reading.name}, which no reading in the "
+                               "data matches"))
     params = {(f.name, f.station) for f in facts.readings if f.table == "params"}
     if facts.tables.get("params"):
-        for s in profile.recipe:
-            if not any(n == s.name and (s.station is None or st == s.station) for n, st in params):
-                out.append(Finding("error", "recipe", f"recipe setting {s.name} is never seen among the params"
-                                   + (f" at {s.station}" if s.station else "")
+        for setting in profile.recipe:
+            if not any(n == setting.name and (setting.station is None or st == setting.station) for n, st in params):
+                out.append(Finding("error", "recipe", f"recipe setting {setting.name} is never seen among the params"
+                                   + (f" at {setting.station}" if setting.station else "")
                                    + ": experiments could not tell what each unit was made with"))
     for a in profile.actions:
         for rule in a.remedies:

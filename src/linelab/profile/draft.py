@@ -164,17 +164,17 @@ def guess_columns(table: str, columns: list[str]) -> dict[str, str]:
         if table == "specs" and f.name in SPEC_SYNONYMS:
             names = [f.name, *SPEC_SYNONYMS[f.name]]
         for n in names:
-            c = by_norm.get(norm(n))
-            if c is not None and c not in used:
-                out[f.name] = c
-                used.add(c)
+            col = by_norm.get(norm(n))
+            if col is not None and col not in used:
+                out[f.name] = col
+                used.add(col)
                 break
         if f.name in ("t", "t_in", "t_start") and f.name not in out:
             # A time column under a name of its own (meas_time, DateTimeTested...).
-            c = next((c for c in columns if c not in used and re.search(r"time|date|ts$|stamp", norm(c))), None)
-            if c is not None:
-                out[f.name] = c
-                used.add(c)
+            col = next((c for c in columns if c not in used and re.search(r"time|date|ts$|stamp", norm(c))), None)
+            if col is not None:
+                out[f.name] = col
+                used.add(col)
     return out
 
 
@@ -199,7 +199,7 @@ def draft_source(path: Path, draft: Draft, cache: dict[Path, pa.Table] | None = 
     columns = s.columns
     if not columns:
         raise UserError(f"{path}: empty file")
-    probe = Source(name="probe", table="units", delimiter=s.delimiter, decimal=s.decimal, encoding=s.encoding)  # type: ignore[arg-type]
+    probe = Source(name="probe", table="units", delimiter=s.delimiter, decimal=s.decimal, encoding=s.encoding)
     data = read_text(path, probe)
     if cache is not None:
         cache[path] = data
@@ -234,9 +234,9 @@ def draft_source(path: Path, draft: Draft, cache: dict[Path, pa.Table] | None = 
             wide.station = "STATION"
             draft.checks.append(f"{path.name}: no station column; set wide.station to the station these readings "
                                 "come from (drafted as STATION)")
-    source = Source(name=table, table=table, files=[pattern_of(path.name)],  # type: ignore[arg-type]
+    source = Source(name=table, table=table, files=[pattern_of(path.name)],
                     columns={k: v for k, v in mapped.items() if k != v},
-                    delimiter=s.delimiter, decimal=s.decimal, encoding=s.encoding, wide=wide)  # type: ignore[arg-type]
+                    delimiter=s.delimiter, decimal=s.decimal, encoding=s.encoding, wide=wide)
     how = ", ".join(f"{v} -> {k}" for k, v in mapped.items() if k != v) or "LineLab's own names"
     draft.guesses.append(f"{path.name}: {table} ({how}); delimiter {s.delimiter!r}, decimal mark {s.decimal!r}, "
                          f"encoding {s.encoding}")
@@ -355,7 +355,7 @@ def draft_line(facts: LineFacts, draft: Draft, name: str = "line") -> LineInfo:
     names_at: dict[str, set[str | None]] = {}
     for r in facts.readings:
         names_at.setdefault(r.name, set()).add(r.station)
-    roles: dict[str, list[str]] = {}
+    roles: dict[ReadingRole, list[str]] = {}
     for r in facts.readings:
         role, why = role_of(r)
         station = r.station if len(names_at[r.name]) > 1 else None
