@@ -76,7 +76,7 @@ class GroupVerdicts:
         """Alarmed groups, worst (most excess defects) first, as plain dicts."""
         idx = np.flatnonzero(self.alarm)
         idx = idx[np.argsort(-self.excess_defects[idx])]
-        return [self.row(i) for i in idx]
+        return [self.row(int(i)) for i in idx]
 
     def row(self, i: int) -> dict[str, Any]:
         return {

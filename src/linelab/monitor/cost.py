@@ -22,7 +22,8 @@ def entity(scope: dict[str, Any]) -> tuple[str, str] | None:
 
 def scope_counts(ws: Any, scope: dict[str, Any], t_from: str, t_to: str | None) -> tuple[int, int]:
     """(units, first-pass units) started in [t_from, t_to) through the scope's station and entity."""
-    where, params = ["u.t_start >= ?"], [datetime.fromisoformat(t_from)]
+    where = ["u.t_start >= ?"]
+    params: list[datetime | str] = [datetime.fromisoformat(t_from)]
     if t_to:
         where.append("u.t_start < ?")
         params.append(datetime.fromisoformat(t_to))

@@ -467,6 +467,7 @@ class SeriesMonitor:
         oos = oos_flags[: k * m].reshape(k, m).sum(axis=1)
         last_unit = units[m - 1 : k * m : m]
         last_t = t[m - 1 : k * m : m]
+        assert self.chart is not None  # fitted when phase I ended, above
         seen = self.chart.n_seen_  # the chart counts its own subgroups from its (re)fit on
         scores = self.chart.update(means)
         if self.side is not None:  # one-sided: the other side's excursions are not this failure mode
@@ -479,7 +480,7 @@ class SeriesMonitor:
         # A problem must persist: the CUSUM above h for `persist` subgroups in a row.
         run = np.concatenate([self._recent_alarms, scores.alarm])
         windows = np.lib.stride_tricks.sliding_window_view(run, self.cfg.persist)
-        alarm = windows.all(axis=1)[-len(scores.alarm):]
+        alarm = np.asarray(windows.all(axis=1))[-len(scores.alarm):]
         self._recent_alarms = run[-(self.cfg.persist - 1):] if self.cfg.persist > 1 else run[:0]
         if not alarm.any():
             return None
@@ -687,7 +688,7 @@ class RateStream:
             self.evaluations += 1
             for i in np.flatnonzero(v.alarm):
                 grp = int(present[i])
-                flagged.setdefault(grp, []).append((int(e), v.row(i)))
+                flagged.setdefault(grp, []).append((int(e), v.row(int(i))))
         keep = max(0, len(G) - w)
         self.g, self.f, self.units, self.t = G[keep:], F[keep:], U[keep:], T[keep:]
         alarms = [self._alarm(grp, hits, G, F, U, T, seq) for grp, hits in flagged.items()]
@@ -703,6 +704,7 @@ class RateStream:
         over time bins, the rate of the other groups' units in the same bin; a group with no
         concurrent peers is compared with itself (no verdict possible).
         """
+        assert self.monitor is not None
         bins = self.cfg.rate_time_bins
         b = (np.arange(len(g)) * bins) // max(len(g), 1)
         ng = len(self.names)
@@ -742,7 +744,9 @@ class RateStream:
                 f"up from {p0:.1%} ({rate_now / p0:.1f}x); about {max(lost, 0):,.0f} extra failing units.")
         ev = lambda i: Evidence(U[i - 1] if i > 0 else None, _iso(T[i - 1]) if i > 0 else None, seq)  # noqa: E731
         cum = np.cumsum(f) / np.arange(1, len(f) + 1)
-        pts = np.linspace(0, len(mine) - 1, min(len(mine), self.cfg.chart_points)).astype(int) if len(mine) else []
+        pts: np.ndarray | list[int] = (
+            np.linspace(0, len(mine) - 1, min(len(mine), self.cfg.chart_points)).astype(int) if len(mine) else []
+        )
         chart = {
             "type": "group_rate",
             "t": [_iso(T[mine[i]]) for i in pts],

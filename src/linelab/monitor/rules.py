@@ -75,7 +75,7 @@ def rule_mask(z: np.ndarray, rules: tuple[int, ...], run_length: int = 9) -> np.
     valid = ~np.isnan(z)
     zz = np.where(valid, z, 0.0)
 
-    def put(rule: int, hit: np.ndarray) -> None:
+    def put(rule: int, hit: np.ndarray | np.bool_) -> None:  # numpy types `.all(axis=...)` as either
         mask[hit] |= 1 << (rule - 1)
 
     for r in rules:

@@ -72,7 +72,7 @@ class IndividualsChart(Detector):
         self.n_reference_ = int(x.size)
         self._rules = RuleState(self.rules)
         self._last = np.nan
-        self.last_value_ = None
+        self.last_value_: float | None = None
         self.fitted_ = True
         return self
 
@@ -240,7 +240,7 @@ class EWMAChart(_Standardised):
         if len(z):
             self.ewma_ = float(z[-1])
         t = self.n_seen_ + np.arange(1, len(x) + 1)
-        var = lam / (2 - lam)
+        var: float | np.ndarray = lam / (2 - lam)
         if self.exact_limits:
             var = var * (1 - (1 - lam) ** (2 * t))
         half = self.L_ * self.sigma_ * np.sqrt(var) * np.ones(len(x))
@@ -389,7 +389,7 @@ class StagedChart(Detector):
         self.n_seen_ = 0
         return self
 
-    def update(self, x: Any, t: Any = None) -> Scores:  # type: ignore[override]
+    def update(self, x: Any, t: Any = None) -> Scores:
         x = self.current_._as_batch(x)
         n = len(x)
         if self._by_time:

@@ -182,8 +182,8 @@ def monitor_tep(
     from linelab.store import Workspace
 
     data_dir = Path(data_dir)
-    own = not hasattr(workspace, "ingest_tables")
-    ws = Workspace.open(workspace) if own else workspace
+    opened = None if hasattr(workspace, "ingest_tables") else Workspace.open(workspace)
+    ws = opened if opened is not None else workspace
     try:
         tests = runs or [r for r in run_names(data_dir) if r != "d00"]
         for run in ["d00", *tests]:
@@ -191,8 +191,8 @@ def monitor_tep(
         train = read_run(ws, "d00")
         data = {run: read_run(ws, run) for run in tests}
     finally:
-        if own:
-            ws.close()
+        if opened is not None:
+            opened.close()
     return score_runs(train, data, model)
 
 
