@@ -106,6 +106,7 @@ def diagnose(p: DiagnoseParams, ctx: Context) -> DiagnoseResult:
         missing = [n for n in ("reference", "incident", "target") if getattr(p, n) is None]
         if missing:
             raise UserError("table mode needs " + ", ".join(f"--{m}" for m in missing))
+        assert p.reference is not None and p.incident is not None and p.target is not None  # checked just above
         result = diagnose_files(
             p.reference, p.incident, p.target, dag=p.dag, time_column=p.time_column, exclude=p.exclude, plot=p.plot
         )

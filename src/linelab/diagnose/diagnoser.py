@@ -172,7 +172,7 @@ class Diagnoser:
                     effect_label=self._level_effect_label(sym, bool(ls.only_level[j])),
                     p_value=float(ls.p_value[j]),
                     share=float(np.clip(ls.excess[j] / total_excess, 0.0, 1.0)) if total_excess else None,
-                    upstream=ancestors is None or name not in graph or name in ancestors,
+                    upstream=ancestors is None or (graph is not None and name not in graph) or name in ancestors,
                     details={
                         "n_incident": int(ls.n_inc[j]),
                         "n_reference": int(ls.n_ref[j]),
@@ -187,7 +187,7 @@ class Diagnoser:
                         "p_change": float(ls.p_change[j]),
                         "whole_incident": bool(ls.only_level[j]),
                     },
-                    plot=categorical.plot_data(ls, j),
+                    plot=categorical.plot_data(ls, int(j)),
                 )
                 causes.append(cause)
                 groups[cause.label] = Group(cause.label, name, level, ls.ref_codes == j, ls.inc_codes == j)
@@ -242,7 +242,9 @@ class Diagnoser:
                     effect_label=label,
                     delta=float(np.nanmean(col.inc) - np.nanmean(col.ref)),
                     p_value=float(p),
-                    upstream=ancestors is None or (name not in graph and not dag_covers) or name in ancestors,
+                    upstream=ancestors is None
+                    or (graph is not None and name not in graph and not dag_covers)
+                    or name in ancestors,
                     details=details,
                     plot=continuous.plot_data(col),
                 )
@@ -275,7 +277,7 @@ class Diagnoser:
         explained_share = top.share if top is not None else None
         report = Diagnosis(
             target=self.target_label or target,
-            symptom_mode=sym.mode,  # type: ignore[arg-type]
+            symptom_mode=sym.mode,
             n_reference=int(sym.s_ref.size),
             n_incident=int(sym.s_inc.size),
             reference_level=sym.reference_level,
@@ -286,7 +288,7 @@ class Diagnoser:
             confounded=confounded,
             explained_share=explained_share,
             explained=bool(supported_top and explained_share is not None and explained_share >= 0.5),
-            confident=bool(supported_top and not top.confounded_with and top.explained_by is None),
+            confident=bool(supported_top and top is not None and not top.confounded_with and top.explained_by is None),
             skipped=prep.skipped,
         )
         report.summary = summary_text(report)

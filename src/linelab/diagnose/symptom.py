@@ -56,7 +56,7 @@ def make_symptom(y_ref: np.ndarray, y_inc: np.ndarray, binary: bool, mode: str =
     scale = robust_scale(y_ref)
     z_ref, z_inc = (y_ref - center) / scale, (y_inc - center) / scale
     shift = float(np.mean(z_inc) - np.mean(z_ref))
-    spread_change = float(np.log(max(np.std(z_inc), 1e-12) / max(np.std(z_ref), 1e-12)))
+    spread_change = float(np.log(max(float(np.std(z_inc)), 1e-12) / max(float(np.std(z_ref)), 1e-12)))
     if mode == "auto":
         mode = "mean" if abs(shift) >= abs(spread_change) else "spread"
     if mode == "mean":
