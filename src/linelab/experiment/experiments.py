@@ -239,6 +239,7 @@ def run_experiment(ws: Any, exp_id: str, *, scenario: str | None = None, seed: i
                  "recipe": base}
     _save(ws, e)
     spec = e["spec"]
+    verdict: Verdict | None  # a search has none until its candidate is confirmed
     if e["kind"] == "split":
         res = run_split(tl.line, spec["change"], _split_test(spec), lot_size=spec["lot_size"], seed=spec["seed"],
                         sink=rec, label=label)

@@ -315,7 +315,7 @@ class RecipeOptimizer:
         }
 
     # -- internals ----------------------------------------------------------------------------
-    def _normalise(self, x: np.ndarray) -> np.ndarray:
+    def _normalise(self, x: np.ndarray | Sequence[float]) -> np.ndarray:
         return (np.asarray(x, dtype=float) - self.lo) / (self.hi - self.lo)
 
     def _to_recipe(self, u: np.ndarray) -> dict[str, float]:

@@ -110,7 +110,8 @@ class ProcessModel:
         u = np.repeat(recipes, [len(b) for b in blocks], axis=0)
         codes = np.concatenate([np.asarray(t.column(CODE).to_pylist(), dtype=object) for t in tables])
         passed = np.concatenate([np.asarray(t.column(PASSED).to_pylist(), dtype=bool) for t in tables])
-        codes = np.where(passed, None, np.where(codes == None, "OTHER", codes))  # noqa: E711 - elementwise
+        no_code = np.array(None, dtype=object)  # what np.where makes of None (numpy's stubs take no bare None)
+        codes = np.where(passed, no_code, np.where(codes == None, "OTHER", codes))  # noqa: E711 - elementwise
         x, u, codes = x[-self.max_rows:], u[-self.max_rows:], codes[-self.max_rows:]
         ok = np.isfinite(x).all(axis=1)
         x, u, codes = x[ok], u[ok], codes[ok]

@@ -184,14 +184,16 @@ class SplitRunTest:
         c = ArmSummary(self.names[0], int(self.n[0]), int(self.x[0]))
         t = ArmSummary(self.names[1], int(self.n[1]), int(self.x[1]))
         diff = None
-        interval = None
+        interval: tuple[float, float] | None = None
         p_value = prob_better = None
         if c.units and t.units:
             diff = t.passed / t.units - c.passed / c.units
             if self.decision == "continue" or not self._last:
                 st = self._stats(self.n[:1], self.x[:1], self.n[1:], self.x[1:])
                 self._remember_last(st, index=0)
-            interval = (self._last["lower"], self._last["upper"])  # type: ignore[assignment]
+            lower, upper = self._last["lower"], self._last["upper"]
+            assert lower is not None and upper is not None  # the bounds are always remembered as floats
+            interval = (lower, upper)
             p_value, prob_better = self._last.get("p_value"), self._last.get("prob_better")
         return Verdict(
             decision=self.decision,  # type: ignore[arg-type]

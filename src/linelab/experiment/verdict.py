@@ -75,7 +75,7 @@ class Verdict:
             control=arm(d["control"]),
             treatment=arm(d["treatment"]),
             difference=d.get("difference"),
-            interval=tuple(d["interval"]) if d.get("interval") else None,  # type: ignore[arg-type]
+            interval=tuple(d["interval"]) if d.get("interval") else None,
             confidence=d["confidence"],
             method=d["method"],
             p_value=d.get("p_value"),
