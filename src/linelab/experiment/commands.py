@@ -60,7 +60,8 @@ class DesignParams(BaseModel):
     kind: DesignKind = Field(..., description="split (A/B of --change), full, fractional, ccd, bbd (designed "
                              "experiments over --factors) or optimise (Bayesian optimisation)",
                              json_schema_extra={"argument": True})
-    change: str | None = Field(None, description="split: the change, e.g. setpoint=249,speed=80 (settings of the line's recipe)")
+    change: str | None = Field(None, description="split: the change, e.g. setpoint=249,speed=80 "
+                                                 "(settings of the line's recipe)")
     factors: str | None = Field(None, description="designs: name=low:high,... or names (range: half the safe span "
                                 "around the current recipe); optimise: names to tune [default: all]")
     units_per_run: int = Field(1000, gt=0, description="designs: units built at each run")
