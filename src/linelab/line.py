@@ -69,4 +69,4 @@ def open_simulator(name: str, scenario: str | None = None, seed: int = 0) -> Sim
         raise UserError(f"unknown simulator {name!r}; known: {', '.join(SIMULATORS)}")
     module, _, factory = target.partition(":")
     line = getattr(importlib.import_module(module), factory)(scenario, seed)
-    return line  # type: ignore[no-any-return]
+    return line

@@ -352,11 +352,11 @@ class Line:
             else:
                 sched[kind] = np.arange(self._maint_last[kind] + every, i1, every, dtype=np.int64)
         for p in self.problems:
-            kind = SCHEDULE_FIXES.get(p.type)
-            if kind and p.onset is not None:
-                q = sched[kind][sched[kind] > p.onset]
+            fix = SCHEDULE_FIXES.get(p.type)
+            if fix and p.onset is not None:
+                q = sched[fix][sched[fix] > p.onset]
                 if q.size:
-                    p.close(int(q[0]), f"schedule:{kind}")
+                    p.close(int(q[0]), f"schedule:{fix}")
 
         # -- time: takt with jitter, downtime before maintenance
         gaps = np.zeros(n)
@@ -639,9 +639,9 @@ class Line:
         ]
         materials = []
         for name, m in MATERIALS.items():
-            who = None if m.station == "PRINT" else al
-            lot = lots[name] if who is None else lots[name][al]
-            materials.append(b.material(who, m.station, name, lot, self.lots))
+            at_rows = None if m.station == "PRINT" else al
+            lot = lots[name] if at_rows is None else lots[name][al]
+            materials.append(b.material(at_rows, m.station, name, lot, self.lots))
 
         # -- bookkeeping for the next chunk and for the truth
         self._next = i1
@@ -799,7 +799,9 @@ class Line:
                 continue
             loaded = any(f.reel is not None and f.reel.lot == p.lot for f in self._feeds.values())
             if not loaded and self._streams[p.spec.material].exhausted(p.lot):
-                end = (p.lot_last_unit if p.lot_last_unit is not None else p.onset) + 1
+                last = p.lot_last_unit if p.lot_last_unit is not None else p.onset
+                assert last is not None  # a bad lot's onset is set when its lot is loaded
+                end = last + 1
                 p.close(end, "lot_exhausted")
                 if end - i0 < t0.shape[0]:
                     p.end_time = iso(t0[end - i0])
