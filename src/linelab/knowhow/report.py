@@ -29,7 +29,8 @@ def chart_png(chart: dict[str, Any], path: Path, title: str) -> Path | None:
     # Monitor charts carry ISO times; anything else is plotted against its index.
     x = [datetime.fromisoformat(t) for t in chart["t"]] if chart.get("t") else chart.get("x") or list(range(len(y)))
     fig, ax = plt.subplots(figsize=(8, 3))
-    ax.plot(x[: len(y)], y, lw=0.8, color="#1f4e79")
+    # matplotlib plots datetimes through its date converter; its stubs leave them out of the accepted types
+    ax.plot(x[: len(y)], y, lw=0.8, color="#1f4e79")  # type: ignore[arg-type]
     for key, style in (("center", "-"), ("centre", "-"), ("ucl", "--"), ("lcl", "--"), ("limit", "--")):
         v = chart.get(key)
         if isinstance(v, int | float):

@@ -47,7 +47,7 @@ def score(loop: ClosedLoop, units: int) -> dict[str, Any]:
         inc = by_truth.get(t["id"])
         right_fix = {a["kind"] for a in t.get("fix_actions", [])}
         top = (inc.knowhow_reused or inc.recalled) if inc else None
-        recalls.append(bool(top) and ledger.get(loop.ws, top).fix.action in right_fix)
+        recalls.append(bool(top and ledger.get(loop.ws, top).fix.action in right_fix))
     acted = [i for i in loop.state.incidents.values() if i.actions_tried]
     return {
         "problems_injected": len(truth),
