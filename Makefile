@@ -21,6 +21,8 @@ run: install
 
 lint: install
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 # The dashboard's browser test drives Debian's chromium; installed here when it is missing.
 browser:
