@@ -410,3 +410,20 @@ def test_a_tester_watch_catches_its_drift_returning_within_two_thousand_units():
         assert not found or found[0] > 120_000, found  # no false alarm, before or after the calibration
         caught.append(found[0] - 120_000)
     assert max(caught) <= 3000 and sorted(caught)[2] <= 2000, caught
+
+
+def test_a_set_point_that_moved_once_in_the_reference_is_charted_without_error(tmp_path):
+    """A line's setting held at one value and moved once, at the end of the reference (a torque
+    target changed by a person), left every lagged subgroup mean but one equal: the chart's
+    autocorrelation came out NaN and `monitor run` stopped with a solver error (a zoo assembly line)."""
+    ws = Workspace.open(tmp_path / "ws")
+    for i, first in enumerate(range(0, 8000, 4000)):
+        batch = line_batch(first, 4000, seed=i)
+        idx = np.arange(first, first + 4000)
+        batch["params"] = pa.table({
+            "unit_id": batch["units"].column("unit_id"), "station": ["PLACE"] * 4000, "name": ["force_set"] * 4000,
+            "value": np.where(idx >= 4795, 5.5, 5.0), "t": batch["measurements"].column("t")})
+        ws.ingest_tables(batch, source=f"sim:{i}")
+    rep = run_monitor(ws, CONFIG)
+    assert rep.records["measurements"] == 16000  # offsets and the setting
+    ws.close()

@@ -336,7 +336,9 @@ class SeriesMonitor:
         k = len(ref) // m
         means = ref[: k * m].reshape(k, m).mean(axis=1)
         sd_sub = max(float(means.std(ddof=1)), self.sd_unit / np.sqrt(m))
-        phi = float(np.corrcoef(means[1:], means[:-1])[0, 1]) if k > 3 and means.std() > 0 else 0.0
+        # Lagged means with no spread of their own (a set-point that moved once) have no autocorrelation.
+        lagged, led = means[:-1], means[1:]
+        phi = float(np.corrcoef(led, lagged)[0, 1]) if k > 3 and lagged.std() > 0 and led.std() > 0 else 0.0
         self.autocorrelation = phi
         if phi > self.cfg.level_phi:
             # A wandering signal (ambient conditions, slow cycles): its mean is not stable enough
