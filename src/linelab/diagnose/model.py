@@ -6,40 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-CauseKind = Literal["categorical", "continuous", "time", "environment"]
+from linelab.model import Cause, CauseKind, Entity
 
-
-class Cause(BaseModel):
-    """One candidate root cause of the symptom."""
-
-    rank: int = 0
-    factor: str = Field(description="column (or table.column) the cause lives in")
-    level: str | None = Field(None, description="the guilty level of a categorical factor")
-    kind: CauseKind
-    effect: float = Field(
-        description="effect size: rate ratio for a categorical level against the rest, "
-        "standardised shift (reference sds) for a continuous factor"
-    )
-    effect_label: str = Field("", description="what `effect` measures, in words")
-    delta: float | None = Field(
-        None, description="change in the factor itself, in its own units (shift of a continuous value)"
-    )
-    p_value: float = 1.0
-    q_value: float = Field(1.0, description="Benjamini-Hochberg adjusted p-value over all candidates")
-    confidence: float = Field(0.0, description="1 - q, reduced when the cause is confounded")
-    share: float | None = Field(None, description="fraction of the excess symptom this cause accounts for")
-    score: float = 0.0
-    upstream: bool = Field(True, description="can cause the symptom (an ancestor in the causal graph)")
-    explained_by: str | None = Field(None, description="another candidate that accounts for this one")
-    confounded_with: list[str] = Field(default_factory=list)
-    onset: str | None = Field(None, description="when the cause started (time or row), if estimated")
-    evidence: str = Field("", description="the case for this cause, in plain words")
-    details: dict[str, Any] = Field(default_factory=dict, description="the numbers behind the evidence")
-    plot: dict[str, Any] = Field(default_factory=dict, description="data for an evidence plot")
-
-    @property
-    def label(self) -> str:
-        return f"{self.factor}={self.level}" if self.level is not None else self.factor
+__all__ = ["Cause", "CauseKind", "Confounding", "Diagnosis", "Entity", "Onset"]
 
 
 class Onset(BaseModel):

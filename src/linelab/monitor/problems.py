@@ -10,14 +10,18 @@ non-statistician understands. Problems are workspace artefacts of kind "problem"
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from scipy.stats import binomtest
 
 from linelab.errors import NotFound, UserError
+from linelab.model import Alarm, Evidence, Problem, Signal
 from linelab.monitor.cost import condition_cost
+
+__all__ = ["ACTIVE", "KIND", "STATUSES", "TRANSITIONS", "Alarm", "Evidence", "Problem", "ProblemBook", "Signal",
+           "check_move", "get_problem", "is_condition", "list_problems", "resolve", "set_status"]
 
 KIND = "problem"
 STATUSES = ("open", "diagnosed", "fixing", "resolved", "false_alarm")
@@ -30,44 +34,6 @@ TRANSITIONS = {
     "resolved": {"open"},
     "false_alarm": {"open"},
 }
-
-
-@dataclass
-class Evidence:
-    unit: str | None
-    t: str | None  # ISO time
-    seq: int | None = None  # ingest batch that carried it
-    index: int | None = None  # record index within the detector's stream
-
-
-@dataclass
-class Alarm:
-    """One detector's finding, ready to become (or extend) a problem."""
-
-    detector: str  # "measurement_cusum" | "defect_rate" | ...
-    kind: str  # "measurement_shift" | "defect_rate"
-    entity: str  # what the problem is about; alarms on one entity merge
-    scope: dict[str, Any]
-    onset: Evidence
-    first: Evidence
-    latest: Evidence
-    units_affected: int
-    yield_lost_units: float
-    effect: dict[str, Any]
-    description: str
-    chart: dict[str, Any] = field(default_factory=dict)
-    # Units that carry the evidence (failing units of a group, units far off-centre in a
-    # series): two alarms sharing most of them are one incident seen by two detectors.
-    units: list[str] = field(default_factory=list)
-    # Alarms of the same kind on the same thing seen through another machine/group.
-    family: str | None = None
-    # The know-how entry whose watch raised it: a known failure mode, recalled at once.
-    watch: str | None = None
-
-    @property
-    def key(self) -> str:
-        """One detector scope: repeated alarms of the same series update, not append."""
-        return self.detector + "|" + "|".join(f"{k}={v}" for k, v in sorted(self.scope.items()))
 
 
 def _now() -> str:

@@ -8,21 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from linelab.model import Watch
+
+__all__ = ["KIND", "WATCHABLE", "Watch", "active_watches", "set_watch"]
 
 KIND = "watch"
 # Entities whose measurements the monitor can follow one by one (columns of `steps`).
 WATCHABLE = ("machine", "fixture")
-
-
-class Watch(BaseModel):
-    id: str = Field(description="the know-how entry that set it")
-    station: str
-    factor: str = Field(description="machine | fixture: the entities followed one by one")
-    measurements: list[str]
-    moves: dict[str, float] = Field(default_factory=dict,
-                                    description="how far each measurement moved last time, in its sigmas (signed)")
-    level: str | None = Field(None, description="the entity that was at fault when the entry was written")
 
 
 def set_watch(ws: Any, watch: Watch) -> Watch:
