@@ -240,8 +240,9 @@ def names_of(truth: dict) -> set[str]:
 
 
 def cause_name(c) -> str:
-    ent = c.details.get("entity", {})
-    return str(ent.get("name", c.level if c.level is not None else c.factor))
+    if c.entity is not None:
+        return str(c.entity.name)
+    return str(c.level if c.level is not None else c.factor)
 
 
 def rate_ratio_baseline(ws, spec) -> list[str]:

@@ -161,6 +161,8 @@ def points_at(scope: dict[str, Any], entity: str, detector: str, truth: dict[str
         names.add(truth["aliased_with"]["name"])
     if values & names:
         return True
+    if cause["kind"] == "machine" and scope.get("machine") and scope.get("station") == cause.get("station"):
+        return False  # another machine of the same station: not this machine's problem
     station = scope.get("station")
     if station and station == sym.get("station"):
         return scope.get("measurement") in (sym.get("reading"), None) or "rate" in detector
@@ -242,9 +244,14 @@ def _diagnose(ws: Any, pid: str, plots: Path) -> dict[str, Any]:
         return {"error": f"{type(e).__name__}: {e}"[:200], "causes": []}
     causes = []
     for c in report.causes[:10]:
-        ent = dict(c.details.get("entity") or {})
-        causes.append({"type": ent.get("type", c.kind), "name": ent.get("name", c.level), "level": c.level,
-                       "station": ent.get("station"), "factor": c.factor})
+        ent = getattr(c, "entity", None)  # the typed entity where the model has one, else details["entity"]
+        if ent is not None:
+            causes.append({"type": ent.kind, "name": ent.name, "level": c.level, "station": ent.station,
+                           "factor": c.factor})
+            continue
+        d = dict(c.details.get("entity") or {})
+        causes.append({"type": d.get("type", c.kind), "name": d.get("name", c.level), "level": c.level,
+                       "station": d.get("station"), "factor": c.factor})
     return {"causes": causes, "seconds": seconds}
 
 
@@ -320,6 +327,7 @@ def main() -> None:
     ap.add_argument("--seeds", choices=("report", "tune"), default="report",
                     help="report: seeds 0.. (never tuned on); tune: seeds 100.. (for tuning)")
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (one per core)")
+    ap.add_argument("--save", help="also write every run's raw record (truth, problems, alarms, diagnoses) as JSON")
     args = ap.parse_args()
     t0 = time.perf_counter()
     runs_plan = plan(args.quick, args.seeds)
@@ -327,6 +335,8 @@ def main() -> None:
           f"({'100+, for tuning' if args.seeds == 'tune' else '0+, report seeds: never tune on these'})")
     with ProcessPoolExecutor(max_workers=max(1, min(args.jobs, len(runs_plan)))) as pool:
         runs = list(pool.map(one_run, runs_plan))
+    if args.save:
+        Path(args.save).write_text(json.dumps(runs, default=str))
     rows, clean, misses = [], [], []
     for run in runs:
         s = score(run)

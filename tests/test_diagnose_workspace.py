@@ -54,8 +54,8 @@ def nozzle_workspace(tmp_path_factory):
 def test_diagnose_problem_names_the_worn_nozzle_and_stores_it(nozzle_workspace):
     result = call("diagnose", workspace=nozzle_workspace, problem_id="PRB-0001")
     top = result.diagnosis.causes[0]
-    assert top.details["entity"]["name"] == "P1-N4"
-    assert top.details["entity"]["station"] == "PLACE"
+    assert top.entity is not None and top.entity.kind == "fixture"
+    assert top.entity.name == "P1-N4" and top.entity.station == "PLACE"
     assert "MISALIGN" in result.diagnosis.target  # the defect code whose rate rose
     assert result.plot and result.plot.endswith(".png")
     with Workspace.open(nozzle_workspace) as ws:

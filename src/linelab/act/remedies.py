@@ -1,8 +1,8 @@
 """Which action answers which diagnosed cause: the line's remedy catalogue, read from its profile.
 
-A diagnosis names an entity (a machine, a part, a lot, a shift, a reading); the profile's actions
-say which causes each one remedies (`remedies` rules) and which of their parameters the cause's
-entity fills (`from_cause`). The first action whose rules match is proposed; a cause no action
+A diagnosis names an entity (`Cause.entity`: a machine, a part, a lot, a shift, a reading); the
+profile's actions say which causes each one remedies (`remedies` rules) and which of their
+parameters the cause's entity fills (`from_cause`). The first action whose rules match is proposed; a cause no action
 remedies is left to a person.
 """
 
@@ -12,21 +12,13 @@ import fnmatch
 import re
 from typing import Any
 
-from linelab.diagnose.model import Cause
+from linelab.model import Cause, Entity
 from linelab.profile.actions import line_actions
 from linelab.profile.schema import Action, ActionParam, CauseMatch, Profile
 
 
-def _entity(cause: Cause) -> dict[str, Any]:
-    entity = dict(cause.details.get("entity") or {})
-    entity.setdefault("type", cause.factor.split("@")[0])
-    entity.setdefault("name", cause.level if cause.level is not None else cause.factor.split("@")[0])
-    return entity
-
-
-def _matches(rule: CauseMatch, profile: Profile, cause: Cause, entity: dict[str, Any]) -> bool:
-    kind, station = str(entity.get("type") or ""), entity.get("station")
-    name = str(entity.get("name") or "")
+def _matches(rule: CauseMatch, profile: Profile, cause: Cause, entity: Entity) -> bool:
+    kind, station, name = entity.kind, entity.station, entity.name
     if rule.entity and kind not in rule.entity:
         return False
     if rule.station and station not in rule.station:
@@ -46,9 +38,9 @@ def _matches(rule: CauseMatch, profile: Profile, cause: Cause, entity: dict[str,
     return True
 
 
-def _fill(spec: ActionParam, cause: Cause, entity: dict[str, Any]) -> str | None:
-    source = {"level": cause.level, "name": entity.get("name"), "station": entity.get("station"),
-              "material": entity.get("material"), "machine": entity.get("machine") or entity.get("name")}
+def _fill(spec: ActionParam, cause: Cause, entity: Entity) -> str | None:
+    source = {"level": cause.level, "name": entity.name, "station": entity.station,
+              "material": entity.material, "machine": entity.name}
     value = source.get(spec.from_cause or "")
     if value is None:
         return None
@@ -65,7 +57,7 @@ def remedy(profile: Profile, cause: Cause) -> dict[str, Any] | None:
     """The action for `cause`, as {"kind": ..., **params}, or None when the line has none.
 
     `set_recipe` comes back without its settings: the caller knows the best recipe to go back to."""
-    entity = _entity(cause)
+    entity = cause.about()
     for action in line_actions(profile):
         if not any(_matches(rule, profile, cause, entity) for rule in action.remedies):
             continue

@@ -33,7 +33,7 @@ from linelab.profile import Profile, workspace_profile
 
 from .data import ENVIRONMENT_PATTERN
 from .diagnoser import Diagnoser
-from .model import Diagnosis
+from .model import Diagnosis, Entity
 from .plots import render_evidence
 
 STEP_FIELDS = ("machine", "fixture", "operator", "recipe_id")
@@ -300,7 +300,7 @@ def _is_environment(profile: Profile | None, name: str, station: str | None) -> 
 
 
 def diagnose_spec(ws: Any, spec: SymptomSpec) -> Diagnosis:
-    """Diagnose a symptom in the workspace; causes carry `details["entity"]` (type, name)."""
+    """Diagnose a symptom in the workspace; every cause names its `entity` (kind, name, station or material)."""
     profile = workspace_profile(ws.path)
     order = station_order(ws)
     tbl, events, meta = unit_table(ws, spec, order)
@@ -330,9 +330,8 @@ def diagnose_spec(ws: Any, spec: SymptomSpec) -> Diagnosis:
     report = dx.fit(ref, inc, "symptom").report_
     for c in report.causes:
         m = meta.get(c.factor, {})
-        entity = {"type": m.get("type", c.kind), "name": c.level if c.level is not None else m.get("name", c.factor)}
-        entity.update({k: v for k, v in m.items() if k in ("station", "material")})
-        c.details["entity"] = entity
+        c.entity = Entity(kind=m.get("type", c.kind), name=c.level if c.level is not None else m.get("name", c.factor),
+                          station=m.get("station"), material=m.get("material"))
     return report
 
 
