@@ -160,7 +160,8 @@ def test_outbox_round_trip_on_a_real_line_without_the_twin(tmp_path: Path) -> No
     assert resolved["problem"]["status"] == "resolved"
     assert resolved["problem"]["resolution"]["knowhow"] == entry["id"]
     assert entry["problem_id"] == out["pid"] and entry["root_cause"] == {
-        "factor": "machine", "level": "M2", "description": "machine=M2"}
+        "factor": "machine", "level": "M2", "description": "machine=M2",
+        "entity": {"kind": "machine", "name": "M2", "station": None, "material": None}}
     assert entry["fix"]["action"] == "service_machine" and entry["fix"]["params"] == {"machine": "M2"}
     assert entry["fix"]["target_factor"] == "machine"
     assert entry["evidence"]["actions"] == [done["id"]] and entry["fixed_at"] == out["fixed_at"]

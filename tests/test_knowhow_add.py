@@ -44,7 +44,8 @@ def test_a_persons_entry_from_a_problem_is_recalled_when_the_symptom_returns(tmp
     assert code == 0, out
     entry = out["entry"]
     assert entry["problem_id"] == first and entry["signature"]["measurement"] == "glue_weight"
-    assert entry["root_cause"] == {"factor": "machine", "level": "M2", "description": "machine=M2"}
+    assert entry["root_cause"] == {"factor": "machine", "level": "M2", "description": "machine=M2",
+                                   "entity": {"kind": "machine", "name": "M2", "station": None, "material": None}}
     assert entry["fix"] == {"action": "service_machine", "params": {"machine": "M2"}, "target_factor": "machine",
                             "description": "service_machine (written by ana)"}
     assert entry["evidence"] == {"problem": first, "written_by": "ana"} and entry["tags"] == ["glue"]
@@ -75,7 +76,7 @@ def test_a_symptom_without_a_problem_is_recalled_by_the_problem_that_shows_it(tm
     failures = call("knowhow add", ws, station="REFLOW", defect_code="VOIDS", cause="nitrogen", fix="set_param",
                     params='{"name": "n2_flow", "value": 30}').entry
     assert failures["signature"]["kind"] == "defect_rate" and failures["signature"]["direction"] == "up"
-    assert failures["root_cause"] == {"factor": "nitrogen", "level": None, "description": "nitrogen"}
+    assert failures["root_cause"] == {"factor": "nitrogen", "level": None, "entity": None, "description": "nitrogen"}
     assert failures["fix"]["params"] == {"name": "n2_flow", "value": 30}
     assert [e["id"] for e in call("knowhow list", ws).entries] == [entry["id"], failures["id"]]
 
@@ -111,6 +112,7 @@ def test_resolving_a_problem_with_cause_and_fix_writes_its_entry(tmp_path: Path)
     assert problem["resolution"] == {"cause": "machine@DISP=M2", "fix": "service_machine", "knowhow": entry["id"],
                                      "by": "person"}
     assert entry["root_cause"]["factor"] == "machine@DISP" and entry["fix"]["target_factor"] == "machine"
+    assert entry["root_cause"]["entity"] == {"kind": "machine", "name": "M2", "station": "DISP", "material": None}
     assert call("knowhow show", ws, id=entry["id"]).entry["notes"] == "needle cleaned"
     assert call("problems", ws, status="resolved").problems[0]["id"] == pid
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from linelab.errors import NotFound, UserError
 from linelab.knowhow.signature import Signature, signature_of
 from linelab.knowhow.watch import save_watch
+from linelab.model import Entity
 from linelab.monitor.effect import compare_yields, effect_in_workspace
 
 KIND = "knowhow"
@@ -64,7 +65,17 @@ class Fix(BaseModel):
 class RootCause(BaseModel):
     factor: str
     level: str | None = None
+    entity: Entity | None = Field(None, description="the thing on the line that was at fault (machine, fixture, "
+                                                    "lot...); absent in entries written before it was kept")
     description: str = ""
+
+    def about(self) -> Entity:
+        """The entity at fault; for an entry written without one, read from its factor
+        (`kind@STATION`) and level as it was written."""
+        if self.entity is not None:
+            return self.entity
+        kind, _, station = self.factor.partition("@")
+        return Entity(kind=kind, name=self.level if self.level is not None else kind, station=station or None)
 
 
 class Entry(BaseModel):
@@ -160,7 +171,9 @@ def parse_cause(text: str) -> RootCause:
     m = _FACTOR.match(text)
     if m is None:
         return RootCause(factor=text, description=text)
-    return RootCause(factor=m["factor"], level=m["level"], description=text)
+    kind, _, station = m["factor"].partition("@")
+    entity = Entity(kind=kind, name=m["level"], station=station or None) if m["level"] is not None else None
+    return RootCause(factor=m["factor"], level=m["level"], entity=entity, description=text)
 
 
 def symptom(station: str | None = None, measurement: str | None = None, defect_code: str | None = None,
@@ -229,7 +242,7 @@ def add(
     params = dict(params or {})
     if not params and action is not None:
         params = dict(action.get("params") or {})
-    target = root.factor.split("@")[0] if root.level is not None and root.level in map(str, params.values()) else None
+    target = root.about().kind if root.level is not None and root.level in map(str, params.values()) else None
     entry = record(
         ws, problem, root,
         Fix(action=fix, params=params, target_factor=target, description=f"{fix} (written by {by})"),

@@ -22,8 +22,8 @@ SIGNATURE_SHARE = 0.5
 
 def watch_of(entry: Any) -> Watch | None:
     """The watch a know-how entry sets, or None when its cause is not an entity with measurements."""
-    factor, _, station = entry.root_cause.factor.partition("@")
-    station = station or entry.signature.station
+    about = entry.root_cause.about()
+    factor, station = about.kind, about.station or entry.signature.station
     sig = entry.signature
     if factor not in WATCHABLE or not station or not sig.measurements:
         return None

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from linelab.act import actions as act
 from linelab.act.control import LineControl
 from linelab.act.remedies import remedy, target_of
-from linelab.diagnose.model import Cause, Diagnosis
+from linelab.diagnose.model import Diagnosis
 from linelab.diagnose.workspace import diagnose_problem
 from linelab.errors import UserError
 from linelab.experiment.optimise import RecipeOptimizer, trial_guardrail, tune_bounds
@@ -35,6 +35,7 @@ from linelab.knowhow import ledger, recall
 from linelab.line import SimulatedLine
 from linelab.loop import verify
 from linelab.loop.curve import Curve
+from linelab.model import Cause, Entity, Problem
 from linelab.monitor import cost
 from linelab.monitor.effect import compare_yields
 from linelab.monitor.engine import run_monitor
@@ -76,7 +77,7 @@ class Incident:
     diagnosed_unit: int | None = None
     fixed_unit: int | None = None
     resolved_unit: int | None = None
-    cause: str | None = None
+    cause: str | None = None  # the cause acted on, for people (`cause_of` is what decisions read)
     action: str | None = None
     actions_tried: list[str] = field(default_factory=list)
     failed_actions: int = 0
@@ -94,6 +95,7 @@ class Incident:
     onset_t: str | None = None
     tried: list[str] = field(default_factory=list)
     applied: dict[str, Any] = field(default_factory=dict)
+    cause_of: Cause | None = None  # the cause acted on, with the entity it names
 
 
 @dataclass
@@ -344,14 +346,14 @@ class ClosedLoop:
                 return
             cause, action = candidates[0]
             window = self._trial_at(inc.onset_t) if not inc.actions_tried else None
-            reading = ".".join(reversed(cause.split("@", 1))) if "@" in cause and "=" not in cause else None
+            reading = cause.about().reading if cause.level is None else None  # a reading that moved
             if window and (action["kind"] == "set_recipe" or reading in self._moved_by_trial(window)):
                 # The recipe search's own doing (a recipe parameter, or a reading the trial's recipe
                 # moved): the optimiser has the trial's yield and has moved on.
                 inc.trial_effect, inc.resolved_unit = True, self.produced
                 with contextlib.suppress(UserError):
-                    set_status(self.ws, inc.problem_id, "resolved", note=f"effect of a recipe trial ({cause})")
-                self.log(f"{inc.problem_id}: effect of a recipe trial ({cause}); nothing to fix")
+                    set_status(self.ws, inc.problem_id, "resolved", note=f"effect of a recipe trial ({cause.label})")
+                self.log(f"{inc.problem_id}: effect of a recipe trial ({cause.label}); nothing to fix")
                 return
             if self._not_its_remedy(problem, own, action):
                 self._leave_to_person(inc, problem, NO_OWN_REMEDY)
@@ -367,7 +369,7 @@ class ClosedLoop:
             return
         other = self._being_applied(action, inc.onset_t)
         if other is not None:  # the same fix, just applied for another problem: judge it here too
-            inc.rides_on, inc.cause, inc.action = other.problem_id, cause, other.action
+            inc.rides_on, inc.cause, inc.cause_of, inc.action = other.problem_id, cause.label, cause, other.action
             inc.fixed_unit, inc.fixed_t = other.fixed_unit, other.fixed_t
             inc.tried.append(_key(action))
             self.log(f"{inc.problem_id}: {other.action} already applied for {other.problem_id}")
@@ -375,7 +377,7 @@ class ClosedLoop:
         self._apply(inc, cause, action)
 
     @staticmethod
-    def _not_its_remedy(problem: dict[str, Any], own: tuple[str, dict[str, Any]] | None,
+    def _not_its_remedy(problem: dict[str, Any], own: tuple[Cause, dict[str, Any]] | None,
                         action: dict[str, Any]) -> bool:
         """A condition out of its window (the room's temperature) is moved by what is off the
         product's path: the lots, shifts and parts a diagnosis ranks explain its units' failures,
@@ -399,25 +401,30 @@ class ClosedLoop:
                      and i.tried and i.tried[-1] == _key(action) and covers(i)), None)
 
     @staticmethod
-    def _known_fix(problem: dict[str, Any], entry: ledger.Entry) -> tuple[str, dict[str, Any]] | None:
+    def _known_fix(problem: dict[str, Any], entry: ledger.Entry) -> tuple[Cause, dict[str, Any]] | None:
         """The entry's fix where the diagnosis names no target for it: re-aimed at the entity its
         watch caught, or as it was when the symptom is where it was last time."""
         if not entry.fix.params:
             return None
-        factor, _, station = entry.root_cause.factor.partition("@")
+        root = entry.root_cause
+        about = root.about()
         scope = {k: str(v) for k, v in (problem.get("scope") or {}).items()}
-        old = entry.root_cause.level
-        if problem.get("watch") == entry.id and scope.get(factor):
-            new = scope[factor]
+        old = root.level
+        if problem.get("watch") == entry.id and scope.get(about.kind):
+            new = scope[about.kind]
             params = {k: new if v == old else v for k, v in entry.fix.params.items()}
-            return f"{factor}@{station}={new}", {"kind": entry.fix.action, **params}
+            caught = Cause(factor=root.factor, level=new, kind="categorical", effect=0.0,
+                           entity=about.model_copy(update={"name": new}))
+            return caught, {"kind": entry.fix.action, **params}
         sig = entry.signature
         rest = {k: v for k, v in scope.items() if k not in ("measurement", "station")}
         if scope.get("station") == sig.station and sig.scope and all(rest.get(k) == v for k, v in sig.scope.items()):
-            return f"{entry.root_cause.factor}={old}", {"kind": entry.fix.action, **entry.fix.params}
+            same = Cause(factor=root.factor, level=old, kind="categorical" if old is not None else "continuous",
+                         effect=0.0, entity=about)
+            return same, {"kind": entry.fix.action, **entry.fix.params}
         return None
 
-    def _own_condition(self, problem: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    def _own_condition(self, problem: dict[str, Any]) -> tuple[Cause, dict[str, Any]] | None:
         """A process condition's problem as its own cause, with its remedy (None for a product
         measurement, or a condition nothing in the catalogue restores)."""
         scope = problem.get("scope") or {}
@@ -425,11 +432,11 @@ class ClosedLoop:
         if not is_condition(problem) or not name or not station:
             return None
         cause = Cause(factor=f"{name}@{station}", kind="environment", effect=0.0,
-                      details={"entity": {"type": "param", "station": station, "name": name}})
+                      entity=Entity(kind="param", station=station, name=name))
         action = remedy(self.profile, cause)
-        return (cause.label, action) if action is not None else None
+        return (cause, action) if action is not None else None
 
-    def _candidates(self, diagnosis: Diagnosis, inc: Incident) -> list[tuple[str, dict[str, Any]]]:
+    def _candidates(self, diagnosis: Diagnosis, inc: Incident) -> list[tuple[Cause, dict[str, Any]]]:
         out = []
         for c in diagnosis.causes:
             if not c.upstream or c.explained_by:
@@ -439,10 +446,10 @@ class ClosedLoop:
                 continue
             if _key(a) in inc.tried:
                 continue
-            out.append((c.label, a))
+            out.append((c, a))
         return out
 
-    def _apply(self, inc: Incident, cause: str, action: dict[str, Any]) -> None:
+    def _apply(self, inc: Incident, cause: Cause, action: dict[str, Any]) -> None:
         chosen = action
         if action["kind"] == "set_recipe":  # a recipe cause: return to the best recipe known
             best = self.state.adopted_recipe or (self.optimiser.best() if self.optimiser else None)
@@ -452,45 +459,44 @@ class ClosedLoop:
         proposed = act.propose(self.ws, kind, params, problem_id=inc.problem_id, by="linelab",
                                profile=self.profile, source="knowhow" if inc.knowhow_reused else "diagnosis",
                                reason=f"{'know-how ' + inc.knowhow_reused if inc.knowhow_reused else 'diagnosis'}: "
-                                      f"{cause}")
+                                      f"{cause.label}")
         act.approve(self.ws, proposed["id"], by="policy")
         applied = act.apply(self.ws, proposed["id"], self.control, by="linelab")
         inc.tried.append(_key(chosen))
         inc.applied = action
         inc.actions_tried.append(f"{kind} {params or ''}".strip())
-        inc.cause, inc.action = cause, f"{kind} {params or ''}".strip()
+        inc.cause, inc.cause_of, inc.action = cause.label, cause, f"{kind} {params or ''}".strip()
         inc.fixed_unit, inc.fixed_t = self.produced, (applied.get("applied") or {}).get("t")
         inc.truth_ids += [t for t in (applied.get("applied") or {}).get("fixed", []) if t not in inc.truth_ids]
         with contextlib.suppress(UserError):
             set_status(self.ws, inc.problem_id, "fixing", note=f"applied {inc.action}")
-        self.log(f"{inc.problem_id}: {inc.action} (cause {cause}"
+        self.log(f"{inc.problem_id}: {inc.action} (cause {cause.label}"
                  f"{', recalled ' + inc.knowhow_reused if inc.knowhow_reused else ''})")
         for problem in self._symptoms_of(cause, inc.problem_id):
-            rider = self.state.incidents.get(problem["id"]) or self.state.incidents.setdefault(
-                problem["id"], Incident(problem["id"], problem.get("description", ""), self.produced,
-                                        onset_t=(problem.get("onset") or {}).get("t")))
+            rider = self.state.incidents.get(problem.id) or self.state.incidents.setdefault(
+                problem.id, Incident(problem.id, problem.description, self.produced, onset_t=problem.onset.t))
             if rider.fixed_unit is None and rider.resolved_unit is None:
-                rider.rides_on, rider.cause, rider.action = inc.problem_id, cause, inc.action
+                rider.rides_on, rider.cause, rider.action = inc.problem_id, cause.label, inc.action
+                rider.cause_of = cause
                 rider.fixed_unit, rider.fixed_t = inc.fixed_unit, inc.fixed_t
                 rider.tried.append(_key(chosen))
                 inc.riders.append(rider.problem_id)
                 self.log(f"{rider.problem_id}: a symptom of the same cause; judged by {inc.action} too")
 
-    def _symptoms_of(self, cause: str, pid: str) -> list[dict[str, Any]]:
+    def _symptoms_of(self, cause: Cause, pid: str) -> list[Problem]:
         """Open measurement problems on the entity a cause names (the worn nozzle's machine)."""
-        factor, _, rest = cause.partition("@")
-        station, _, level = rest.partition("=")
-        if factor not in ("machine", "fixture") or not level:
+        entity = cause.about()
+        station, level = entity.station, entity.name
+        if entity.kind not in ("machine", "fixture") or not cause.level or not station:
             return []
-        machines = {level} if factor == "machine" else set(self.ws.query(
+        machines = {level} if entity.kind == "machine" else set(self.ws.query(
             "SELECT DISTINCT machine FROM steps WHERE station = ? AND fixture = ?", [station, level])
             .column(0).to_pylist())
         out = []
-        for p in self.ws.list_artifacts("problem"):
-            scope = p.get("scope") or {}
-            if (p["id"] != pid and p.get("status") in ("open", "diagnosed") and p.get("kind") == "measurement_shift"
-                    and scope.get("station") == station
-                    and (scope.get("machine") in machines or scope.get("fixture") == level)):
+        for p in map(Problem.model_validate, self.ws.list_artifacts("problem")):
+            if (p.id != pid and p.status in ("open", "diagnosed") and p.kind == "measurement_shift"
+                    and p.scope.get("station") == station
+                    and (p.scope.get("machine") in machines or p.scope.get("fixture") == level)):
                 out.append(p)
         return out
 
@@ -538,13 +544,14 @@ class ClosedLoop:
             ledger.save(self.ws, entry)
             return
         kind = (inc.action or "").split(" ")[0]
-        factor, _, level = (inc.cause or "").partition("=")
+        cause = inc.cause_of or Cause(factor=inc.cause or "", kind="categorical", effect=0.0)
         # The symptoms that rode on this fix belong to its signature (and so to its watch).
         riders = [self.ws.get_artifact("problem", r) or {} for r in inc.riders]
         problem = {**problem, "signals": problem.get("signals", []) + [s for r in riders for s in r.get("signals", [])]}
         entry = ledger.record(
             self.ws, problem,
-            ledger.RootCause(factor=factor, level=level or None, description=f"diagnosed cause {inc.cause}"),
+            ledger.RootCause(factor=cause.factor, level=cause.level, entity=cause.entity,
+                             description=f"diagnosed cause {inc.cause}"),
             ledger.Fix(action=kind, params={k: v for k, v in inc.applied.items() if k != "kind"},
                        target_factor=target_of(self.profile, kind), description=inc.action or ""),
             effect,
@@ -555,7 +562,7 @@ class ClosedLoop:
         inc.knowhow_written = entry.id
 
     def incidents(self) -> list[dict[str, Any]]:
-        skip = {"waited", "fixed_t", "onset_t", "tried", "applied"}
+        skip = {"waited", "fixed_t", "onset_t", "tried", "applied", "cause_of"}
         return [{k: v for k, v in asdict(i).items() if k not in skip} for i in self.state.incidents.values()]
 
 
