@@ -180,10 +180,10 @@ def _sent(ws: Path) -> tuple[str, str]:
 
     ws.mkdir(parents=True)
     (ws / "profile.yaml").write_text(PROFILE)
-    waiting = call("act propose", ws, kind="service_machine", params="machine=M1").action["id"]
-    sent = call("act propose", ws, kind="service_machine", params="machine=M2", problem_id="PRB-0001").action["id"]
+    waiting = call("act propose", ws, kind="service_machine", params="machine=M1").action.id
+    sent = call("act propose", ws, kind="service_machine", params="machine=M2", problem_id="PRB-0001").action.id
     call("act approve", ws, id=sent)
-    assert call("act apply", ws, id=sent, via="outbox").action["status"] == "sent"
+    assert call("act apply", ws, id=sent, via="outbox").action.status == "sent"
     return waiting, sent
 
 
@@ -206,10 +206,10 @@ def test_done_needs_an_action_waiting_in_the_outbox_and_failed_is_kept(tmp_path:
         call("act done", ws, id=sent, at="yesterday")
 
     failed = call("act done", ws, id=sent, failed=True, note="no spare bearing in stock", by="maintenance").action
-    assert failed["status"] == "failed" and failed["applied"]["via"] == "outbox"
-    assert failed["history"][-1] == {**failed["history"][-1], "status": "failed", "by": "maintenance",
-                                     "note": "no spare bearing in stock"}
-    assert [a["id"] for a in call("act list", ws, status="failed").actions] == [sent]
+    assert failed.status == "failed" and (failed.applied or {})["via"] == "outbox"
+    last = failed.history[-1]
+    assert (last.status, last.by, last.note) == ("failed", "maintenance", "no spare bearing in stock")
+    assert [a.id for a in call("act list", ws, status="failed").actions] == [sent]
     with pytest.raises(UserError, match="is failed, not sent"):
         call("act done", ws, id=sent)
     with pytest.raises(UserError, match="once applied"):

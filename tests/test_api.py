@@ -34,3 +34,12 @@ def test_dashboard_is_served_with_its_plotting_library(tmp_path: Path) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "/api/yield" in page.text and "/static/plotly.js" in page.text
     assert client.get("/static/plotly.js").text.startswith("/**")
+
+
+def test_the_schema_documents_the_records_the_stages_share(tmp_path: Path) -> None:
+    schemas = TestClient(create_app(tmp_path / "ws")).get("/openapi.json").json()["components"]["schemas"]
+    assert {"Problem", "Signal", "Evidence", "Cause", "Entity", "Action", "Watch"} <= set(schemas)
+    assert schemas["Cause"]["properties"]["entity"]["anyOf"][0] == {"$ref": "#/components/schemas/Entity"}
+    assert {"kind", "name", "station"} <= set(schemas["Entity"]["properties"])
+    assert schemas["ActionResult"]["properties"]["action"] == {"$ref": "#/components/schemas/Action"}
+    assert schemas["ProblemShowResult"]["properties"]["problem"]["$ref"] == "#/components/schemas/Problem"

@@ -150,6 +150,7 @@ def test_commands_run_list_show_and_move_a_problem(tmp_path):
     assert listed.problems[0]["about"] == "PLACE/P2"
     shown = call("problem show", workspace=tmp_path / "ws", id=pid, plot="both", out=tmp_path / "charts")
     assert {p.rsplit(".", 1)[1] for p in shown.charts} == {"png", "html"}
+    assert shown.problem.id == pid and shown.problem.entity == "PLACE/P2" and shown.problem.signals
     assert (tmp_path / "charts" / f"{pid}.png").stat().st_size > 10_000
     moved = call("problem status", workspace=tmp_path / "ws", id=pid, status="false_alarm", note="test")
     assert moved.status == "false_alarm"

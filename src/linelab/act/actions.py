@@ -1,6 +1,7 @@
 """Actions on the line: proposed, approved, applied through the control interface, checked.
 
-An action is an artefact (kind "action") linked to the problem it answers:
+An action is an artefact (kind "action") linked to the problem it answers; `linelab.model.Action`
+is its record (the functions here hand it on as that record's JSON form, a dict):
 
     {id, kind, params, problem_id, experiment_id, source, reason, status,
      expected_effect: {"metric": "first_pass_yield", "delta": 0.01, "window_units": 2000},
@@ -22,6 +23,7 @@ import pyarrow as pa
 
 from linelab.act.control import Control
 from linelab.errors import NotFound, UserError
+from linelab.model import Action, ExpectedEffect
 from linelab.monitor.effect import Effect, effect_in_workspace
 from linelab.profile import Profile, require_profile
 from linelab.profile.actions import check_action
@@ -88,19 +90,10 @@ def propose(
     action_id = ws.next_id(KIND, "ACT")
     while ws.get_artifact(KIND, action_id) is not None:  # ids stay unique even if artefacts were deleted
         action_id = f"{action_id}-1"
-    action: dict[str, Any] = {
-        "id": action_id,
-        "kind": kind,
-        "params": args,
-        "problem_id": problem_id,
-        "experiment_id": experiment_id,
-        "source": source,
-        "reason": reason,
-        "expected_effect": None if expected_delta is None else
-        {"metric": "first_pass_yield", "delta": expected_delta, "window_units": window_units},
-        "observed_effect": None,
-        "applied": None,
-    }
+    record = Action(id=action_id, kind=kind, params=args, problem_id=problem_id, experiment_id=experiment_id,
+                    source=source, reason=reason, expected_effect=None if expected_delta is None else
+                    ExpectedEffect(delta=expected_delta, window_units=window_units))
+    action = record.model_dump(exclude={"status", "history"})  # both are written by its first move
     _history(action, "proposed", by, reason)
     ws.put_artifact(KIND, action_id, action)
     _record_event(ws, action, "proposed")

@@ -12,28 +12,29 @@ from linelab.act import actions as act
 from linelab.act.control import LineControl, Outbox
 from linelab.commands import Context, Result, command
 from linelab.errors import UserError
+from linelab.model import Action
 from linelab.render import fmt, print_rows
 
 
 class ActionResult(Result):
-    action: dict[str, Any]
+    action: Action
 
     def render(self, console: Console) -> None:
         a = self.action
-        console.print(f"action [bold]{a['id']}[/bold] {a['kind']} {a['params'] or ''} — [bold]{a['status']}[/bold]"
-                      + (f" (problem {a['problem_id']})" if a.get("problem_id") else ""))
-        exp = a.get("expected_effect")
-        if exp:
-            console.print(f"expected effect: first-pass yield {100 * exp['delta']:+.2f} pt")
-        obs = a.get("observed_effect")
+        console.print(f"action [bold]{a.id}[/bold] {a.kind} {a.params or ''} — [bold]{a.status}[/bold]"
+                      + (f" (problem {a.problem_id})" if a.problem_id else ""))
+        exp = a.expected_effect
+        if exp and exp.delta is not None:
+            console.print(f"expected effect: first-pass yield {100 * exp.delta:+.2f} pt")
+        obs = a.observed_effect
         if obs and obs.get("delta") is not None:
             lo, hi = obs["interval"]
             console.print(f"observed: {fmt(obs['before_yield'], 'yield')} -> {fmt(obs['after_yield'], 'yield')} "
                           f"({100 * obs['delta']:+.2f} pt [{100 * lo:+.2f}, {100 * hi:+.2f}]) — {obs['verdict']}")
-        if a.get("applied"):
-            console.print(f"applied via {a['applied'].get('via')} at {a['applied'].get('t')}")
-        if a["status"] == "failed":
-            console.print(f"failed on the line: {(a.get('history') or [{}])[-1].get('note', '')}")
+        if a.applied:
+            console.print(f"applied via {a.applied.get('via')} at {a.applied.get('t')}")
+        if a.status == "failed":
+            console.print(f"failed on the line: {a.history[-1].note if a.history else ''}")
 
 
 def _params(text: str | None) -> dict[str, Any]:
@@ -80,7 +81,7 @@ def act_propose(p: ProposeParams, ctx: Context) -> ActionResult:
     a = act.propose(ctx.workspace, p.kind, _params(p.params), problem_id=p.problem_id,
                     expected_delta=p.expected_delta, window_units=p.window_units, source=p.source, by=p.source,
                     reason=p.reason)
-    return ActionResult(action=a)
+    return ActionResult(action=Action.model_validate(a))
 
 
 class IdParams(BaseModel):
@@ -92,13 +93,13 @@ class IdParams(BaseModel):
 @command("act approve", IdParams)
 def act_approve(p: IdParams, ctx: Context) -> ActionResult:
     """Approve a proposed action."""
-    return ActionResult(action=act.approve(ctx.workspace, p.id, by=p.by, note=p.note))
+    return ActionResult(action=Action.model_validate(act.approve(ctx.workspace, p.id, by=p.by, note=p.note)))
 
 
 @command("act reject", IdParams)
 def act_reject(p: IdParams, ctx: Context) -> ActionResult:
     """Reject a proposed or approved action."""
-    return ActionResult(action=act.reject(ctx.workspace, p.id, by=p.by, note=p.note))
+    return ActionResult(action=Action.model_validate(act.reject(ctx.workspace, p.id, by=p.by, note=p.note)))
 
 
 class ApplyParams(BaseModel):
@@ -124,7 +125,7 @@ def act_apply(p: ApplyParams, ctx: Context) -> ActionResult:
         control: Any = LineControl(open_workspace_line(ws).line)
     else:
         control = Outbox(ws)
-    return ActionResult(action=act.apply(ws, p.id, control, by=p.by))
+    return ActionResult(action=Action.model_validate(act.apply(ws, p.id, control, by=p.by)))
 
 
 class CheckParams(BaseModel):
@@ -136,7 +137,7 @@ class CheckParams(BaseModel):
 def act_check(p: CheckParams, ctx: Context) -> ActionResult:
     """Check an applied action's effect: first-pass yield before vs after, with an interval."""
     act.check_effect(ctx.workspace, p.id, p.window_units)
-    return ActionResult(action=act.get_action(ctx.workspace, p.id))
+    return ActionResult(action=Action.model_validate(act.get_action(ctx.workspace, p.id)))
 
 
 class ListParams(BaseModel):
@@ -146,20 +147,21 @@ class ListParams(BaseModel):
 
 
 class ListResult(Result):
-    actions: list[dict[str, Any]]
+    actions: list[Action]
 
     def render(self, console: Console) -> None:
-        rows = [{"id": a["id"], "kind": a["kind"], "params": json.dumps(a["params"]) if a["params"] else "",
-                 "status": a["status"], "problem": a.get("problem_id") or "", "source": a.get("source"),
-                 "expected": (a.get("expected_effect") or {}).get("delta"),
-                 "observed": (a.get("observed_effect") or {}).get("delta")} for a in self.actions]
+        rows = [{"id": a.id, "kind": a.kind, "params": json.dumps(a.params) if a.params else "",
+                 "status": a.status, "problem": a.problem_id or "", "source": a.source,
+                 "expected": a.expected_effect.delta if a.expected_effect else None,
+                 "observed": (a.observed_effect or {}).get("delta")} for a in self.actions]
         print_rows(console, rows, "actions")
 
 
 @command("act list", ListParams)
 def act_list(p: ListParams, ctx: Context) -> ListResult:
     """List actions with their status, problem, expected and observed effect."""
-    return ListResult(actions=act.list_actions(ctx.workspace, p.status, p.problem_id))
+    return ListResult(actions=[Action.model_validate(a) for a in act.list_actions(ctx.workspace, p.status,
+                                                                                  p.problem_id)])
 
 
 class DoneParams(BaseModel):
@@ -175,4 +177,5 @@ class DoneParams(BaseModel):
 @command("act done", DoneParams)
 def act_done(p: DoneParams, ctx: Context) -> ActionResult:
     """Acknowledge an action sent through the outbox: done (applied at --at) or --failed."""
-    return ActionResult(action=act.acknowledge(ctx.workspace, p.id, failed=p.failed, note=p.note, at=p.at, by=p.by))
+    done = act.acknowledge(ctx.workspace, p.id, failed=p.failed, note=p.note, at=p.at, by=p.by)
+    return ActionResult(action=Action.model_validate(done))

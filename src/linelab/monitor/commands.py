@@ -102,22 +102,23 @@ class ProblemShowParams(BaseModel):
 
 
 class ProblemShowResult(Result):
-    problem: dict[str, Any]
+    problem: pb.Problem = Field(description="the problem without its chart data (and its signals without "
+                                            "their chart data and units)")
     charts: list[str]
 
     def render(self, console: Console) -> None:
         p = self.problem
-        console.print(f"[bold]{p['id']}[/bold] [{p['status']}] {p['entity']}")
-        console.print(p["description"])
-        console.print(f"onset {p['onset'].get('t')} (unit {p['onset'].get('unit')}); first evidence "
-                      f"{p['first_evidence'].get('t')}; latest {p['latest_evidence'].get('t')}")
-        sev = p["severity"]
+        console.print(f"[bold]{p.id}[/bold] [{p.status}] {p.entity}")
+        console.print(p.description)
+        console.print(f"onset {p.onset.t} (unit {p.onset.unit}); first evidence "
+                      f"{p.first_evidence.t}; latest {p.latest_evidence.t}")
+        sev = p.severity
         console.print(f"units affected {sev['units_affected']:,}; yield lost {sev['yield_lost_units']:,} units; "
                       f"{sev['signals']} signal(s)")
-        rows = [{"detector": s["detector"], "scope": ", ".join(f"{k}={v}" for k, v in s["scope"].items()),
-                 "first": s["first"].get("t"), "latest": s["latest"].get("t"),
-                 "effect": ", ".join(f"{k}={v:.3g}" for k, v in s["effect"].items() if isinstance(v, float))}
-                for s in p["signals"]]
+        rows = [{"detector": s.detector, "scope": ", ".join(f"{k}={v}" for k, v in s.scope.items()),
+                 "first": s.first.t, "latest": s.latest.t,
+                 "effect": ", ".join(f"{k}={v:.3g}" for k, v in s.effect.items() if isinstance(v, float))}
+                for s in p.signals]
         print_rows(console, rows, "signals")
         for c in self.charts:
             console.print(f"chart: {c}")
@@ -137,7 +138,7 @@ def problem_show(p: ProblemShowParams, ctx: Context) -> ProblemShowResult:
         charts.append(str(chart_html(problem, out / f"{p.id}.html")))
     slim = {k: v for k, v in problem.items() if k != "chart"}
     slim["signals"] = [{k: v for k, v in s.items() if k not in ("chart", "units")} for s in problem["signals"]]
-    return ProblemShowResult(problem=slim, charts=charts)
+    return ProblemShowResult(problem=pb.Problem.model_validate(slim), charts=charts)
 
 
 class ProblemStatusParams(BaseModel):
