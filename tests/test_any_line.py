@@ -10,7 +10,7 @@ import pytest
 import linelab
 from linelab.act.remedies import remedy, target_of
 from linelab.commands import call
-from linelab.diagnose.model import Cause
+from linelab.diagnose.model import Cause, Entity
 from linelab.errors import UserError
 from linelab.profile import parse_profile
 from linelab.profile.actions import check_action
@@ -74,22 +74,22 @@ FOREIGN = parse_profile({
 
 
 def _cause(factor: str, level: str | None, **entity: str) -> Cause:
-    return Cause(factor=factor, level=level, kind="categorical", effect=3.0, details={"entity": entity})
+    return Cause(factor=factor, level=level, kind="categorical", effect=3.0, entity=Entity(**entity))
 
 
 def test_a_foreign_lines_causes_map_onto_its_own_actions() -> None:
-    leak = _cause("machine@LEAK", "LK2", type="machine", name="LK2", station="LEAK")
+    leak = _cause("machine@LEAK", "LK2", kind="machine", name="LK2", station="LEAK")
     assert remedy(FOREIGN, leak) == {"kind": "calibrate_leak_tester", "tester": "LK2"}
-    lot = _cause("lot@o-ring", "OR-0042", type="lot", name="OR-0042", material="o-ring")
+    lot = _cause("lot@o-ring", "OR-0042", kind="lot", name="OR-0042", material="o-ring")
     assert remedy(FOREIGN, lot) == {"kind": "quarantine_lot", "lot": "OR-0042"}
-    assert remedy(FOREIGN, _cause("shift", "night", type="shift", name="night")) == {"kind": "coach_crew",
+    assert remedy(FOREIGN, _cause("shift", "night", kind="shift", name="night")) == {"kind": "coach_crew",
                                                                                      "crew": "night"}
     setting = Cause(factor="press_force_kn@PRESS", kind="continuous", effect=2.0,
-                    details={"entity": {"type": "param", "name": "press_force_kn", "station": "PRESS"}})
+                    entity=Entity(kind="param", name="press_force_kn", station="PRESS"))
     assert remedy(FOREIGN, setting) == {"kind": "set_recipe"}  # the loop goes back to the best recipe known
     # A tester the profile does not list, and an operator nothing remedies: left to a person.
-    assert remedy(FOREIGN, _cause("machine@LEAK", "LK9", type="machine", name="LK9", station="LEAK")) is None
-    assert remedy(FOREIGN, _cause("operator", "op-7", type="operator", name="op-7")) is None
+    assert remedy(FOREIGN, _cause("machine@LEAK", "LK9", kind="machine", name="LK9", station="LEAK")) is None
+    assert remedy(FOREIGN, _cause("operator", "op-7", kind="operator", name="op-7")) is None
     assert target_of(FOREIGN, "quarantine_lot") == "lot"
 
 
@@ -106,9 +106,9 @@ def test_actions_are_checked_against_the_lines_own_profile() -> None:
 
 def test_the_twins_remedies_come_from_its_profile_file() -> None:
     profile = twin_profile()
-    part = _cause("fixture@PLACE", "P2-N3", type="fixture", name="P2-N3", station="PLACE")
+    part = _cause("fixture@PLACE", "P2-N3", kind="fixture", name="P2-N3", station="PLACE")
     assert remedy(profile, part) == {"kind": "replace_nozzle", "nozzle": "P2-N3"}
-    tester = _cause("fixture@TEST", "T1-F2", type="fixture", name="T1-F2", station="TEST")
+    tester = _cause("fixture@TEST", "T1-F2", kind="fixture", name="T1-F2", station="TEST")
     assert remedy(profile, tester) == {"kind": "recalibrate_tester", "tester": "T1"}
 
 
