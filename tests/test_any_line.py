@@ -12,11 +12,14 @@ from linelab.act.remedies import remedy, target_of
 from linelab.commands import call
 from linelab.diagnose.model import Cause, Entity
 from linelab.errors import UserError
-from linelab.profile import parse_profile
+from linelab.profile import parse_profile, save_profile
 from linelab.profile.actions import check_action
 from linelab.store import Workspace
 from linelab.twin import Line
 from linelab.twin.simulator import twin_profile
+from linelab.zoo import KINDS as ZOO_KINDS
+from linelab.zoo import write_export
+from linelab.zoo.simulator import open_line as open_zoo_line
 
 SRC = Path(linelab.__file__).parent
 SIMULATORS = {"twin", "zoo"}  # simulated lines: each knows its own names, no stage knows them
@@ -123,3 +126,22 @@ def test_a_simulation_never_overwrites_a_real_lines_data(tmp_path: Path) -> None
         call("loop", workspace=ws, units=1000, optimise=False)
     with Workspace.open(ws) as w:
         assert w.query("SELECT unit_id FROM units").column(0).to_pylist() == ["SN1"]
+
+
+@pytest.mark.parametrize("kind", ["process", "meddev"])
+def test_a_lines_own_export_ingests_through_its_profile_as_the_canonical_tables(tmp_path: Path, kind: str) -> None:
+    """A generated line writes its exports in its own words (German columns, ';', decimal commas,
+    IO/NIO); through the line's profile they land as the same records as the line's own tables."""
+    line = open_zoo_line(f"{kind}:bad_lot_fails", 0)
+    chunk = dict(line.produce(800))
+    write_export(ZOO_KINDS[kind], chunk, tmp_path / "export")
+    save_profile(line.profile, tmp_path / "profile.yaml")
+    call("ingest", workspace=tmp_path / "mapped", paths=[tmp_path / "export"], profile=tmp_path / "profile.yaml")
+    with Workspace.open(tmp_path / "direct") as ws:
+        ws.ingest_tables(chunk, source="direct")
+    query = ("SELECT count(*) AS n, sum(first_pass::INT) AS fp, min(t_start) AS t0, max(t_start) AS t1 FROM units "
+             "UNION ALL SELECT count(*), round(sum(value), 3), NULL, NULL FROM measurements "
+             "UNION ALL SELECT count(*), count(DISTINCT lot), NULL, NULL FROM materials")
+    with Workspace.open(tmp_path / "mapped") as mapped, Workspace.open(tmp_path / "direct") as direct:
+        assert mapped.query(query).to_pylist() == direct.query(query).to_pylist()
+        assert mapped.count("quarantine") == 0
