@@ -1,4 +1,4 @@
-"""Experiment commands: design, run, status, verdict."""
+"""Experiment commands: design, run, analyse, status, verdict."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.console import Console
 from linelab.commands import Context, Result, command
 from linelab.errors import UserError
 from linelab.experiment import experiments as ex
+from linelab.experiment import outbox
 from linelab.experiment.verdict import Verdict
 from linelab.render import fmt, print_rows
 
@@ -112,6 +113,21 @@ class ExperimentResult(Result):
         if results.get("steps"):
             console.print(f"search: {len(results['steps'])} trials, incumbent {results['incumbent']} "
                           f"(est. {fmt(results['incumbent_yield'], 'yield')})")
+        schedule = e.get("schedule") or []
+        if schedule:
+            line = e.get("line") or {}
+            console.print(f"{len(schedule)} of {line.get('lots_planned', len(schedule))} lots sent through the outbox; "
+                          "acknowledge each when it starts (`linelab act done ACT-ID --at TIME`), ingest the data, "
+                          f"then `linelab experiment analyse {e['id']}`")
+            print_rows(console, [{"lot": s["lot"], "arm": s["arm"], "action": s["action_id"], **s["settings"]}
+                                 for s in schedule], "lots (in run order)", 12)
+        units = results.get("units")
+        if units:
+            sw = results.get("switches") or {}
+            console.print(f"units counted: {units['counted']:,}; not counted: {units['after_failed_switch']:,} after a "
+                          f"failed switch or another recipe change, {units['past_unacknowledged_switch']:,} past a "
+                          f"lot whose next switch is unacknowledged. Switches: {sw.get('acknowledged', 0)} done, "
+                          f"{sw.get('failed', 0)} failed, {sw.get('waiting', 0)} waiting")
         if e.get("verdict"):
             console.print("[bold]verdict[/bold] " + Verdict.from_dict(e["verdict"]).summary())
         if e.get("adoption"):
@@ -152,13 +168,20 @@ class RunParams(BaseModel):
     seed: int | None = Field(None, description="twin seed when the workspace holds no line yet [default: 0]")
     no_record: bool = Field(False, description="do not store the units built in the workspace")
     adopt: bool = Field(False, description="apply an adopted change to the line at once")
+    lots: int | None = Field(None, gt=0, description="real line (outbox): lots to send now; again on a running "
+                             "split run: the next ones [default: enough for its --max-units]")
 
 
 @command("experiment run", RunParams)
 def experiment_run(p: RunParams, ctx: Context) -> ExperimentResult:
-    """Run an experiment on the simulated line until its verdict (progress on stderr)."""
+    """Run an experiment on the simulated line until its verdict (progress on stderr); on a real line, send
+    a split run's lots through the outbox (`experiment analyse` then decides from the data)."""
     ws = ctx.workspace
     e = ex.get_experiment(ws, p.id)
+    if ex.runs_through_outbox(ws):
+        left = outbox.planned_lots(e["spec"]) - len(e.get("schedule") or []) if e["kind"] == "split" else 0
+        with ctx.progress(float(min(left, p.lots or left)), f"experiment {p.id}: lots to the outbox") as advance:
+            return ExperimentResult(experiment=ex.run_experiment(ws, p.id, lots=p.lots, progress=advance))
     total = _expected_units(e)
     with ctx.progress(total, f"experiment {p.id}") as advance:
         e = ex.run_experiment(ws, p.id, scenario=p.scenario, seed=p.seed, record=not p.no_record, adopt=p.adopt,
@@ -173,6 +196,19 @@ def _expected_units(e: dict[str, Any]) -> float | None:
     if e["kind"] == "doe":
         return float(s["units_per_run"] * len(e["plan"]["runs"]))
     return float(s["budget_units"])
+
+
+class AnalyseParams(BaseModel):
+    id: str = Field(..., description="experiment id of a split run sent through the outbox",
+                    json_schema_extra={"argument": True})
+    adopt: bool = Field(False, description="send an adopted change to the outbox at once")
+
+
+@command("experiment analyse", AnalyseParams)
+def experiment_analyse(p: AnalyseParams, ctx: Context) -> ExperimentResult:
+    """Analyse a real line's split run from the data ingested since its lots were acknowledged: the verdict
+    once the sequential test decides, else "continue"."""
+    return ExperimentResult(experiment=ex.analyse_experiment(ctx.workspace, p.id, adopt=p.adopt))
 
 
 class StatusParams(BaseModel):
@@ -236,6 +272,9 @@ def experiment_verdict(p: VerdictParams, ctx: Context) -> VerdictResult:
     ws = ctx.workspace
     e = ex.get_experiment(ws, p.id)
     if not e.get("verdict"):
+        if (e.get("line") or {}).get("source") == "outbox":
+            raise UserError(f"experiment {p.id} is running on the line: `linelab experiment analyse {p.id}` reads "
+                            "the data that came back")
         raise UserError(f"experiment {p.id} is {e['status']}: run it first (`linelab experiment run {p.id}`)")
     if p.adopt:
         e = ex.adopt_change(ws, p.id)

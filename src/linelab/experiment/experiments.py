@@ -13,6 +13,12 @@ trust-region optimiser. Both end, by default, with a confirmation split run of w
 found against the current recipe: that run's verdict is the one that can adopt a change,
 so nothing reaches the line on the strength of a model alone.
 
+On a real line (the profile's control channel is the outbox) a split run is a set of
+instructions: `run` sends its lots as set_recipe actions through the outbox (`experiment.outbox`),
+the line acknowledges each switch (`linelab act done`), and `analyse` sorts the units ingested
+since into the arms and runs the same sequential test, to the same verdict. Designs and
+optimisation run on a simulated line only.
+
 Adopting writes a set_recipe action (source "experiment") that goes through the control
 interface: applied to a simulated line at once, or queued in the outbox for a real line.
 """
@@ -32,10 +38,11 @@ from linelab.act import actions as act
 from linelab.act.control import LineControl, Outbox
 from linelab.act.simulation import HeldLine, open_workspace_line, record_simulation, workspace_simulation
 from linelab.errors import NotFound, UserError
+from linelab.experiment import outbox
 from linelab.experiment.analysis import DesignedExperiment
 from linelab.experiment.designs import Design, Factor, make_design
 from linelab.experiment.optimise import RecipeOptimizer
-from linelab.experiment.runner import run_design, run_search, run_split
+from linelab.experiment.runner import LotRecord, run_design, run_search, run_split
 from linelab.experiment.sequential import make_test
 from linelab.experiment.verdict import Verdict
 from linelab.profile import Setting, require_profile
@@ -216,13 +223,18 @@ def _lots(result: Any) -> list[dict[str, Any]]:
 
 def run_experiment(ws: Any, exp_id: str, *, scenario: str | None = None, seed: int | None = None,
                    record: bool = True, adopt: bool = False, progress: Progress | None = None,
-                   line: HeldLine | None = None, plots: bool = True) -> dict[str, Any]:
+                   line: HeldLine | None = None, plots: bool = True, lots: int | None = None) -> dict[str, Any]:
     """Run a designed experiment on the workspace's simulated line (or a fresh one) and decide.
 
     With `record`, every unit built lands in the workspace (source of the simulated line).
     With `adopt`, an adopted change is applied to the line at once and recorded.
+    On a real line (control channel: the outbox) a split run's lots are sent through the outbox
+    instead (`lots` of them, default all that `max_units` needs; again on a running one: the next
+    ones), and `analyse_experiment` decides from the data that comes back.
     """
     e = get_experiment(ws, exp_id)
+    if line is None and runs_through_outbox(ws):
+        return _send_split(ws, e, lots, progress)
     if e["status"] != "designed":
         raise UserError(f"experiment {exp_id} is {e['status']}; design a new one to run again")
     tl = line or _experiment_line(ws, scenario, seed)
@@ -319,13 +331,135 @@ def _no_confirmation(e: Mapping[str, Any], candidate: Mapping[str, float]) -> Ve
 
 def _experiment_line(ws: Any, scenario: str | None, seed: int | None) -> HeldLine:
     """The line an experiment runs on: the workspace's simulated line, or a fresh one of the
-    simulator its profile names. A real line's split run through the outbox is not built yet."""
+    simulator its profile names (a real line behind the outbox takes split runs: `_send_split`)."""
     profile = require_profile(ws.path)
     if workspace_simulation(ws) is None and (profile.control.channel != "simulator" or not profile.control.simulator):
         raise UserError("this workspace's line is a real one (its profile's control channel is "
-                        f"{profile.control.channel}); running a split run on it through the outbox is not built yet: "
+                        f"{profile.control.channel}); experiments run on it only as split runs through the outbox: "
                         "design it here and run the arms on the line by hand")
     return open_workspace_line(ws, profile.control.simulator or "", scenario, seed)
+
+
+# -- a split run on a real line, through the outbox ----------------------------------------------
+def runs_through_outbox(ws: Any) -> bool:
+    """The workspace's line is a real one whose actions go through the outbox (no simulated line here)."""
+    return require_profile(ws.path).control.channel == "outbox" and workspace_simulation(ws) is None
+
+
+def _send_split(ws: Any, e: dict[str, Any], lots: int | None, progress: Progress | None = None) -> dict[str, Any]:
+    """Send a split run's next lots through the outbox: one set_recipe action per lot, arms in seeded
+    random pairs. The experiment is "running" until `analyse_experiment` decides."""
+    if e["kind"] != "split":
+        raise UserError(f"experiment {e['id']} is a {e['kind']} experiment: on a real line only a split run goes "
+                        "through the outbox; run its recipes on the line by hand, or design a split run of the change "
+                        "to try (`linelab experiment design split --change NAME=VALUE`)")
+    if e["status"] not in ("designed", "running") or (e["status"] == "running" and
+                                                      (e.get("line") or {}).get("source") != "outbox"):
+        raise UserError(f"experiment {e['id']} is {e['status']}; design a new one to run again")
+    profile = require_profile(ws.path)
+    for arm in outbox.ARMS:  # the profile may have changed since the design: check both arms before sending any
+        merge_recipe(profile, {}, outbox.arm_settings(e, arm))
+    queued = outbox.queue_lots(ws, e, lots, progress=progress)
+    if e["status"] == "designed":
+        e["status"] = "running"
+        e["line"] = {"source": "outbox", "channel": "outbox", "recipe": e["plan"]["control"],
+                     "lots_planned": outbox.planned_lots(e["spec"]), "started": _now()}
+    e["line"]["lots_sent"] = len(e["schedule"])
+    _save(ws, e)
+    _event(ws, e, "sent", lots=[queued[0]["lot"], queued[-1]["lot"]], actions=[q["action_id"] for q in queued])
+    return get_experiment(ws, e["id"])
+
+
+def analyse_experiment(ws: Any, exp_id: str, *, adopt: bool = False, plots: bool = True) -> dict[str, Any]:
+    """Read a real line's split run from the data ingested since its lots were sent: each unit belongs to
+    the arm of the last lot switch acknowledged before it started (`experiment.outbox.sort_units`). The
+    same sequential test as on a simulated line gives the verdict; while it has not decided the
+    experiment stays "running" with the interim verdict "continue".
+
+    Once decided, the lots still waiting in the outbox are withdrawn (marked failed, with why), and if
+    the line was left on the treatment of a change not adopted, an action back to the control settings
+    is sent. With `adopt`, an adopted change goes to the outbox at once.
+    """
+    e = get_experiment(ws, exp_id)
+    if e["status"] == "designed":
+        raise UserError(f"experiment {exp_id} has not started: `linelab experiment run {exp_id}` sends its lots "
+                        "through the outbox first")
+    if (e.get("line") or {}).get("source") != "outbox":
+        raise UserError(f"experiment {exp_id} ran on the simulated line: its verdict came with the run "
+                        f"(`linelab experiment verdict {exp_id}`)")
+    if e["status"] != "running":
+        return e
+    found = outbox.sort_units(ws, e)
+    if not any(lot.passed.size for lot in found.lots):
+        sent = len(e.get("schedule") or [])
+        raise UserError(
+            f"no data for experiment {exp_id} yet: of its {sent} lots sent through the outbox, "
+            f"{found.acknowledged} acknowledged{f', {found.failed} failed' if found.failed else ''}, and no units "
+            "ingested after them. Acknowledge each lot's switch when it starts (`linelab act done ACT-ID --at TIME`) "
+            "and ingest the line's data (`linelab ingest`), then analyse again")
+    spec = e["spec"]
+    test = _split_test(spec)
+    lots: list[dict[str, Any]] = []
+    total = 0
+    for lot in found.lots:
+        if test.stopped:  # as on a simulated line, the run ends at the lot that decided it
+            break
+        fp = lot.passed
+        before = int(test.n.sum())
+        test.update(np.full(fp.size, lot.arm == "treatment"), fp)
+        used = int(test.n.sum()) - before
+        total += fp.size
+        v = test.verdict()
+        passed = int(fp[:used].sum()) if used < fp.size else int(fp.sum())
+        rec = LotRecord(lot.lot, lot.arm, int(fp.size), passed, total, v.difference,
+                        v.interval[0] if v.interval else None, v.interval[1] if v.interval else None)
+        lots.append({**rec.__dict__, "action_id": lot.action_id, "started": lot.start})
+    verdict = test.verdict()
+    e["results"] = {"lots": lots, "units": {"counted": total, "after_failed_switch": found.after_failed,
+                                            "past_unacknowledged_switch": found.beyond_lot,
+                                            "after_verdict": sum(lot.passed.size for lot in found.lots) - total},
+                    "switches": {"acknowledged": found.acknowledged, "failed": found.failed,
+                                 "waiting": found.waiting}}
+    e["verdict"] = verdict.as_dict()
+    e["verdict"]["change"] = dict(spec["change"])
+    last = max(lot.t_last for lot in found.lots[:len(lots)] if lot.t_last is not None)
+    e["line"].update(units=total, last_unit_t=str(last.astype(datetime).isoformat()), analysed=_now())
+    if not test.stopped:
+        _save(ws, e)
+        return get_experiment(ws, exp_id)
+    e["status"] = "decided"
+    e["line"]["withdrawn"] = _withdraw(ws, e, verdict.decision)
+    if verdict.decision != "adopt" and found.last_arm in (None, "treatment"):
+        e["line"]["restore_action"] = _restore(ws, e, verdict.decision)
+    if plots:
+        _run_plots(ws, e)
+    _save(ws, e)
+    _event(ws, e, "verdict", t=last.astype(datetime), decision=verdict.decision, difference=verdict.difference,
+           change=e["verdict"]["change"])
+    if adopt and verdict.decision == "adopt":
+        adopt_change(ws, exp_id)
+    return get_experiment(ws, exp_id)
+
+
+def _withdraw(ws: Any, e: Mapping[str, Any], decision: str) -> list[str]:
+    """Close the experiment's lots still waiting in the outbox: the run is over (marked failed, with why)."""
+    out = []
+    for s in e.get("schedule") or []:
+        if act.get_action(ws, s["action_id"])["status"] == "sent":
+            act.acknowledge(ws, s["action_id"], failed=True, by="experiment",
+                            note=f"withdrawn: experiment {e['id']} decided ({decision}) before lot {s['lot']} ran")
+            out.append(s["action_id"])
+    return out
+
+
+def _restore(ws: Any, e: Mapping[str, Any], decision: str) -> str:
+    """Send the control arm's settings through the outbox: the line may still run the treatment."""
+    settings = outbox.arm_settings(e, "control")
+    a = act.propose(ws, "set_recipe", {"params": settings}, problem_id=e.get("problem_id"), experiment_id=e["id"],
+                    source="experiment", by="experiment",
+                    reason=f"experiment {e['id']} decided {decision}: back to the control recipe")
+    act.approve(ws, a["id"], by="experiment", note="the split run is over")
+    return str(act.apply(ws, a["id"], Outbox(ws), by="experiment")["id"])
 
 
 def _line_time(tl: HeldLine) -> datetime:
