@@ -13,6 +13,7 @@ from linelab.cli import build_app
 from linelab.commands import call
 from linelab.errors import NotFound, UserError
 from linelab.monitor.problems import Alarm, Evidence, ProblemBook
+from linelab.profile import PROFILE_FILE, parse_profile, save_profile
 from linelab.store import Workspace
 
 runner = CliRunner()
@@ -47,7 +48,7 @@ def test_a_persons_entry_from_a_problem_is_recalled_when_the_symptom_returns(tmp
     assert entry["root_cause"] == {"factor": "machine", "level": "M2", "description": "machine=M2",
                                    "entity": {"kind": "machine", "name": "M2", "station": None, "material": None}}
     assert entry["fix"] == {"action": "service_machine", "params": {"machine": "M2"}, "target_factor": "machine",
-                            "description": "service_machine (written by ana)"}
+                            "description": "service_machine (written by ana; done by hand, not an action of the line)"}
     assert entry["evidence"] == {"problem": first, "written_by": "ana"} and entry["tags"] == ["glue"]
     assert entry["effect"] is None  # no action carried it out through LineLab: nothing measured
     # The machine's entity and its measurements: the entry sets a watch, as the loop's entries do.
@@ -126,3 +127,18 @@ def test_resolving_a_problem_with_cause_and_fix_writes_its_entry(tmp_path: Path)
     third = file_problem(ws, "2025-06-01T10:00:00", machine="M3")
     done = call("problem resolve", ws, id=third)
     assert done.problem["status"] == "resolved" and done.entry is None
+
+
+def test_a_persons_fix_that_the_line_accepts_is_checked_against_its_profile(tmp_path: Path) -> None:
+    """A fix the loop may send again through the control channel must be one the line accepts."""
+    ws = tmp_path / "ws"
+    save_profile(parse_profile({"actions": [{"name": "service_machine", "params": [
+        {"name": "machine", "choices": ["M1", "M2"], "from_cause": "name"}], "remedies": [{"entity": ["machine"]}]}]}),
+        ws / PROFILE_FILE)
+    pid = file_problem(ws, "2025-03-03T10:00:00")
+    code, out = cli(ws, "knowhow", "add", "--problem", pid, "--cause", "machine=M2", "--fix", "service_machine",
+                    "--params", "machine=M9")
+    assert code == 2 and "must be one of M1, M2" in out["error"]
+    code, out = cli(ws, "knowhow", "add", "--problem", pid, "--cause", "machine=M2", "--fix", "service_machine",
+                    "--params", "machine=M2")
+    assert code == 0 and out["entry"]["fix"]["description"] == "service_machine (written by person)"

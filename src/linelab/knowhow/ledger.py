@@ -18,6 +18,8 @@ from linelab.knowhow.signature import Signature, signature_of
 from linelab.knowhow.watch import save_watch
 from linelab.model import Entity
 from linelab.monitor.effect import compare_yields, effect_in_workspace
+from linelab.profile import workspace_profile
+from linelab.profile.actions import check_action, line_actions
 
 KIND = "knowhow"
 
@@ -242,10 +244,17 @@ def add(
     params = dict(params or {})
     if not params and action is not None:
         params = dict(action.get("params") or {})
+    profile = workspace_profile(ws.path)
+    line_action = profile is not None and any(a.name == fix for a in line_actions(profile))
+    if line_action and params:
+        assert profile is not None
+        params = check_action(profile, fix, params)  # a fix the line can be sent again must be one it accepts
     target = root.about().kind if root.level is not None and root.level in map(str, params.values()) else None
     entry = record(
         ws, problem, root,
-        Fix(action=fix, params=params, target_factor=target, description=f"{fix} (written by {by})"),
+        Fix(action=fix, params=params, target_factor=target,
+            description=f"{fix} (written by {by}" + ("" if line_action else "; done by hand, not an action of the line")
+            + ")"),
         _fix_effect(ws, action) if action else None,
         notes=note,
         tags=list(tags or []),

@@ -41,6 +41,7 @@ from linelab.monitor.effect import compare_yields
 from linelab.monitor.engine import run_monitor
 from linelab.monitor.problems import is_condition, set_status
 from linelab.profile import PROFILE_FILE, profile_path, save_profile
+from linelab.profile.actions import line_actions
 from linelab.store import Workspace
 
 # A recalled entry this close to the new symptom may aim its fix at any of the diagnosis' top three.
@@ -336,6 +337,8 @@ class ClosedLoop:
             reach = 3 if recalled.score >= CLOSE_MATCH else 1
             aimed = [(c, a) for c, a in candidates[:reach] if a["kind"] == entry.fix.action]
             known = self._known_fix(problem, entry) if not aimed or problem.get("watch") == entry.id else None
+            if known is not None and not any(a.name == entry.fix.action for a in line_actions(self.profile)):
+                known = None  # a fix done by hand: a person's to repeat, not the control channel's
             if known is not None and _key(known[1]) not in inc.tried:
                 aimed = [known]
             if aimed:
