@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -328,9 +329,10 @@ def main() -> None:
                     help="report: seeds 0.. (never tuned on); tune: seeds 100.. (for tuning)")
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (one per core)")
     ap.add_argument("--save", help="also write every run's raw record (truth, problems, alarms, diagnoses) as JSON")
+    ap.add_argument("--only", help="only the runs whose scenario matches this regular expression (e.g. ':clean$')")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    runs_plan = plan(args.quick, args.seeds)
+    runs_plan = [r for r in plan(args.quick, args.seeds) if not args.only or re.search(args.only, r[0])]
     print(f"zoo bench: {len(runs_plan)} runs, seeds '{args.seeds}' "
           f"({'100+, for tuning' if args.seeds == 'tune' else '0+, report seeds: never tune on these'})")
     with ProcessPoolExecutor(max_workers=max(1, min(args.jobs, len(runs_plan)))) as pool:
