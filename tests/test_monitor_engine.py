@@ -428,3 +428,51 @@ def test_a_set_point_that_moved_once_in_the_reference_is_charted_without_error(t
     rep = run_monitor(ws, CONFIG)
     assert rep.records["measurements"] == 16000  # offsets and the setting
     ws.close()
+
+
+class _Planted:
+    """What an attacker leaves in a workspace: unpickling it would create a file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_planted_state_file_is_refused_and_never_run(tmp_path):
+    """The monitor's state was a pickle: a file planted at its path ran code on `monitor run`
+    (through the CLI and REST alike). It is plain data now, and a file that is not is refused."""
+    import pickle
+
+    from linelab.commands import call
+    from linelab.errors import UserError
+
+    ws = build(tmp_path / "ws", 8000, 4000)
+    run_monitor(ws, CONFIG)
+    state = MonitorEngine.state_path(ws)
+    marker = tmp_path / "owned"
+    state.write_bytes(pickle.dumps(_Planted(str(marker))))
+    ws.close()
+    with pytest.raises(UserError, match="not a monitor state file"):
+        call("monitor run", workspace=tmp_path / "ws")
+    assert not marker.exists()
+    # A well-formed archive that names a class outside the monitor's own is refused too.
+    tree = b'{"format": 1, "root": {"o": "system", "id": 0, "v": {"d": [["command", "touch owned"]]}}}'
+    with state.open("wb") as fh:
+        np.savez(fh, __tree__=np.frombuffer(tree, dtype=np.uint8))
+    with pytest.raises(UserError, match="'system', which is not one of the monitor's own classes"):
+        call("monitor run", workspace=tmp_path / "ws")
+    # Reset starts over from the data, as before.
+    assert call("monitor run", workspace=tmp_path / "ws", reset=True).batches[0] == 1
+
+
+def test_the_saved_state_resumes_exactly_where_it_stopped(tmp_path):
+    ws = build(tmp_path / "ws", 12000, 4000, wear_onset=6000)
+    run_monitor(ws, CONFIG)
+    again = MonitorEngine.load(ws)
+    assert again.last_seq == ws.last_batch_seq() and again.config == CONFIG
+    assert set(again.series) == set(MonitorEngine.load(ws).series)
+    mon = next(iter(again.series.values()))
+    assert mon.chart is not None and mon.records > 0
+    ws.close()

@@ -17,8 +17,6 @@ interrupted run resumes where it stopped. Each series learns its limits from its
 
 from __future__ import annotations
 
-import os
-import pickle
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,12 +26,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from linelab.monitor.attribute import GroupRateMonitor
+from linelab.monitor.attribute import GroupRateMonitor, PChart
 from linelab.monitor.problems import Alarm, Evidence, ProblemBook
-from linelab.monitor.spc import CUSUMChart
+from linelab.monitor.rules import RuleState
+from linelab.monitor.spc import CUSUMChart, EWMAChart, IndividualsChart, StagedChart, XbarChart
+from linelab.monitor.state import StateError, load_state, save_state
 from linelab.monitor.watch import active_watches
 
-STATE_FILE = "monitor/engine.pkl"
+STATE_FILE = "monitor/engine.npz"  # explicit data (monitor.state), never a pickle
 STATE_VERSION = 8
 STEP_FACTORS = ("station", "machine", "fixture", "operator", "shift")
 MATERIAL_FACTORS = ("lot", "supplier")
@@ -856,22 +856,19 @@ class MonitorEngine:
 
     @classmethod
     def load(cls, ws: Any, config: EngineConfig | None = None) -> MonitorEngine:
-        """The saved engine of this workspace, or a fresh one (with `config`)."""
+        """The saved engine of this workspace, or a fresh one (with `config`). The state is read as
+        plain data: a file that is not the monitor's own is refused, never executed."""
         path = cls.state_path(ws)
         if path.exists():
-            with path.open("rb") as fh:
-                engine = pickle.load(fh)
+            engine = load_state(path, _state_classes())
+            if not isinstance(engine, MonitorEngine):
+                raise StateError(f"{path}: not a monitor engine's state")
             if getattr(engine, "version", None) == STATE_VERSION:
                 return engine
         return cls(config)
 
     def save(self, ws: Any) -> None:
-        path = self.state_path(ws)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as fh:
-            pickle.dump(self, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)  # atomic: a crash leaves the previous state intact
+        save_state(self, self.state_path(ws), _state_classes())  # atomic: a crash leaves the last state
 
     # -- running -------------------------------------------------------------------------------
     def run(self, ws: Any, progress: Any = None, max_batches: int | None = None) -> RunReport:
@@ -1109,6 +1106,13 @@ class MonitorEngine:
                     stream = self.rates[(factor, ctx)] = RateStream(factor, ctx, self.config)
                 alarms += stream.process(codes, labels, fails[rows], units[rows], t_us[rows], hi)
         return alarms
+
+
+def _state_classes() -> dict[str, type]:
+    """The only classes a saved state may rebuild: the monitor's own."""
+    classes: list[type] = [MonitorEngine, EngineConfig, SeriesMonitor, RateStream, CUSUMChart, EWMAChart,
+                           IndividualsChart, XbarChart, StagedChart, GroupRateMonitor, PChart, RuleState]
+    return {c.__name__: c for c in classes}
 
 
 def run_monitor(ws: Any, config: EngineConfig | None = None, reset: bool = False,
