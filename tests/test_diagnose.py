@@ -175,6 +175,24 @@ def test_continuous_measurement_target_and_onset_with_event():
     assert onset is not None and abs(onset.index - start) < 150
     assert top.details.get("events_at_onset"), top.details
     assert "lot_change" in top.evidence
+    # The evidence plot is in millimetres, as measured: F3's incident mean sits 0.08 mm above its
+    # reference (it was drawn standardised and sign-flipped under the measurement's name).
+    plot = top.plot
+    f3 = plot["levels"].index("F3")
+    assert abs(plot["reference"][f3]) < 0.01 and 0.05 < plot["incident"][f3] - plot["reference"][f3] < 0.11
+
+
+def test_a_fall_is_plotted_as_a_fall_in_the_measurements_units():
+    rng = np.random.default_rng(12)
+    n = 4000
+    feeder = rng.choice(["F1", "F2"], n)
+    vacuum = rng.normal(62.0, 0.5, n)
+    vacuum[2000:] -= np.where(feeder[2000:] == "F2", 1.5, 0.0)
+    df = pd.DataFrame({"feeder": feeder, "vacuum_kpa": vacuum})
+    top = Diagnoser().fit(df.iloc[:2000], df.iloc[2000:], target="vacuum_kpa").causes_[0]
+    f2 = top.plot["levels"].index("F2")
+    assert (top.factor, top.level) == ("feeder", "F2")
+    assert 61.5 < top.plot["reference"][f2] < 62.5 and 59.9 < top.plot["incident"][f2] < 61.1
 
 
 def test_update_gives_the_same_answer_as_one_fit():

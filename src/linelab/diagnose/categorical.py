@@ -125,17 +125,25 @@ def level_stats(col: Column, sym: Symptom) -> LevelStats:
     )  # fmt: skip
 
 
-def plot_data(ls: LevelStats, highlight: int, max_levels: int = 12) -> dict:
-    """Per-level symptom in reference and incident, the most used levels and the highlighted one."""
+def plot_data(ls: LevelStats, highlight: int, *, max_levels: int = 12, center: float = 0.0, scale: float = 1.0,
+              sign: float = 1.0) -> dict:
+    """Per-level symptom in reference and incident, the most used levels and the highlighted one.
+
+    A measured symptom is scored standardised and signed (a fall counts as excess); the plot
+    shows it back in the measurement's own units: `center + sign * scale * score`."""
     order = list(np.argsort(-ls.n_inc)[:max_levels])
     if highlight not in order:
         order[-1] = highlight
+
+    def units(total: float, n: int) -> float | None:
+        return float(center + sign * scale * total / n) if n else None
+
     return {
         "type": "levels",
         "factor": ls.factor,
         "levels": [str(ls.levels[i]) for i in order],
-        "reference": [float(ls.sum_ref[i] / ls.n_ref[i]) if ls.n_ref[i] else None for i in order],
-        "incident": [float(ls.sum_inc[i] / ls.n_inc[i]) if ls.n_inc[i] else None for i in order],
+        "reference": [units(ls.sum_ref[i], ls.n_ref[i]) for i in order],
+        "incident": [units(ls.sum_inc[i], ls.n_inc[i]) for i in order],
         "n_reference": [int(ls.n_ref[i]) for i in order],
         "n_incident": [int(ls.n_inc[i]) for i in order],
         "highlight": str(ls.levels[highlight]),

@@ -155,6 +155,7 @@ class Diagnoser:
         total_excess = sym.excess
 
         # categorical factors: one candidate per level carrying excess
+        to_units = self._plot_units(sym)
         for name, col in prep.columns.items():
             if col.kind != "categorical":
                 continue
@@ -187,7 +188,7 @@ class Diagnoser:
                         "p_change": float(ls.p_change[j]),
                         "whole_incident": bool(ls.only_level[j]),
                     },
-                    plot=categorical.plot_data(ls, int(j)),
+                    plot=categorical.plot_data(ls, int(j), center=to_units[0], scale=to_units[1], sign=to_units[2]),
                 )
                 causes.append(cause)
                 groups[cause.label] = Group(cause.label, name, level, ls.ref_codes == j, ls.inc_codes == j)
@@ -619,6 +620,12 @@ class Diagnoser:
             f"{weak.label} without {strong.label} ({weak_only.n} units) shows no excess, while {strong.label} "
             f"without {weak.label} ({strong_only.n} units) still does"
         )
+
+    @staticmethod
+    def _plot_units(sym: Symptom) -> tuple[float, float, float]:
+        """How a per-unit score goes back to the symptom's own units (center, scale, sign): a
+        measured mean only; a rate is plotted as it is."""
+        return (sym.center, sym.scale, sym.sign) if sym.mode == "mean" else (0.0, 1.0, 1.0)
 
     @staticmethod
     def _ranking_share(c: Cause) -> float | None:

@@ -40,7 +40,8 @@ def _png(report: Diagnosis, causes, path: Path) -> Path:
             colors = ["#d64545" if lv == p["highlight"] else "#3e7cb1" for lv in p["levels"]]
             ax.bar([i + 0.2 for i in x], inc, 0.4, label="incident", color=colors)
             ax.set_xticks(list(x), p["levels"], rotation=45, ha="right", fontsize=8)
-            ax.set_ylabel(f"{report.target} ({report.symptom_mode})")
+            ax.set_ylabel(f"mean {report.target}" if report.symptom_mode == "mean"
+                          else f"{report.target} ({report.symptom_mode})")
         else:
             edges = p["edges"]
             centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
