@@ -42,4 +42,4 @@ serve: install
 	$(BIN)/linelab serve
 
 clean:
-	rm -rf $(VENV) linelab-workspace
+	rm -rf $(VENV) linelab-workspace linelab-sim
