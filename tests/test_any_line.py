@@ -145,3 +145,20 @@ def test_a_lines_own_export_ingests_through_its_profile_as_the_canonical_tables(
     with Workspace.open(tmp_path / "mapped") as mapped, Workspace.open(tmp_path / "direct") as direct:
         assert mapped.query(query).to_pylist() == direct.query(query).to_pylist()
         assert mapped.count("quarantine") == 0
+
+
+def test_a_drafted_profile_ingests_a_german_filling_lines_export_as_its_own_profile_does(tmp_path: Path) -> None:
+    """`profile init` left a filling line's export half mapped (container_id, unit_op, zeit_start,
+    sku, ugw/ogw were not guessed): the draft now maps it, and ingests it as the line's own profile."""
+    line = open_zoo_line("process:clean", 1)
+    write_export(ZOO_KINDS["process"], dict(line.produce(600)), tmp_path / "export")
+    save_profile(line.profile, tmp_path / "own.yaml")
+    call("profile init", workspace=tmp_path / "drafted", paths=[tmp_path / "export"], out=tmp_path / "draft.yaml")
+    call("ingest", workspace=tmp_path / "drafted", paths=[tmp_path / "export"], profile=tmp_path / "draft.yaml")
+    call("ingest", workspace=tmp_path / "own", paths=[tmp_path / "export"], profile=tmp_path / "own.yaml")
+    query = ("SELECT (SELECT count(*) FROM units) AS units, (SELECT sum(first_pass::INT) FROM units) AS fp, "
+             "(SELECT count(DISTINCT station) FROM steps) AS stations, (SELECT count(*) FROM steps) AS steps, "
+             "(SELECT round(sum(value), 3) FROM measurements) AS total, (SELECT count(*) FROM specs) AS specs")
+    with Workspace.open(tmp_path / "drafted") as drafted, Workspace.open(tmp_path / "own") as own:
+        assert drafted.query(query).to_pylist() == own.query(query).to_pylist()
+        assert drafted.count("quarantine") == 0
