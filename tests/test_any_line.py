@@ -22,7 +22,7 @@ from linelab.zoo import write_export
 from linelab.zoo.simulator import open_line as open_zoo_line
 
 SRC = Path(linelab.__file__).parent
-SIMULATORS = {"twin", "zoo"}  # simulated lines: each knows its own names, no stage knows them
+SIMULATORS = {"twin"}  # the twin knows its own names; no stage, and no other simulated line, does
 # Names that are something else where they appear: Hotelling's T² statistic of the multivariate monitor.
 NOT_THE_TWIN = {("monitor/commands.py", "T2"), ("monitor/tep.py", "T2"), ("monitor/multivariate.py", "T2")}
 # LineLab's own actions, which every line with a recipe understands.

@@ -172,7 +172,7 @@ def test_profile_validates_and_names_what_the_line_records(kind):
     for name in set(tables["signals"]["name"].to_pylist()):
         assert profile.line.role(name) == "environment"
     assert profile.default_recipe() == line.recipe
-    assert {"service_machine", "calibrate_tester", "hold_lot"} <= {a.name for a in profile.actions}
+    assert {"service_machine", "calibrate_tester", "quarantine_lot"} <= {a.name for a in profile.actions}
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

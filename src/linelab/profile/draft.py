@@ -42,7 +42,7 @@ SYNONYMS: dict[str, list[str]] = {k: v.split() for k, v in {
     "station": ("arbeitsgang arbeitsplatz operation op process processstep step workstation stationname stationid "
                 "opcode routestep unitop unitoperation"),
     "machine": "anlage maschine equipment machineid machinename tool resource asset equipmentid",
-    "fixture": "nest jig nozzle head slot fixtureid",
+    "fixture": "nest jig head slot fixtureid",
     "operator": "werker bediener mitarbeiter user employee badge operatorid worker username",
     "shift": "schicht shiftname shiftid team",
     "recipe_id": "programm rezept recipe program programname recipeid recipename",
@@ -66,7 +66,7 @@ SYNONYMS: dict[str, list[str]] = {k: v.split() for k, v in {
 SPEC_SYNONYMS = {"target": ["nominal", "target", "setpoint", "sollwert"]}
 # Table a file name suggests (its lower-case name contains the word).
 NAME_HINTS = [("unit", "units"), ("board", "units"), ("step", "steps"), ("route", "steps"), ("history", "steps"),
-              ("meas", "measurements"), ("spi", "measurements"), ("aoi", "measurements"), ("test", "measurements"),
+              ("meas", "measurements"), ("test", "measurements"),
               ("param", "params"), ("setting", "params"), ("material", "materials"), ("component", "materials"),
               ("signal", "signals"), ("sensor", "signals"), ("event", "events"), ("spec", "specs"),
               ("limit", "specs")]

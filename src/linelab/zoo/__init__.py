@@ -4,7 +4,7 @@
     line = open_line("assembly:bad_lot_fails", seed=0)   # or "machining:clean", "meddev:intermittent:subtle"
     tables = line.produce(500)       # units, steps, measurements, params, materials, signals, events (+ specs)
     line.truth                       # id, type, cause {kind, station, name}, onset/end unit and time, fix_actions
-    line.apply({"kind": "hold_lot", "lot": "SEAL-00004"})
+    line.apply({"kind": "quarantine_lot", "lot": "SEAL-00004"})
     line.profile                     # linelab.profile.schema.Profile: stations, readings, actions, sources
 
 Modules: kinds (the four lines as data: assembly, machining, meddev, process), problems (the

@@ -513,7 +513,7 @@ class ZooLine:
             machine = str(args["tester"])
             station = self._station_of(machine)
             fixed = self._end(lambda p: p.machine == machine and p.type == "tester_drift", i, f"action:{kind}")
-        elif kind == "hold_lot":
+        elif kind == "quarantine_lot":
             target = str(args["lot"])
             fixed = self._hold(target, i)
         elif kind == "retrain_shift":
@@ -561,7 +561,7 @@ class ZooLine:
             if self.lot_name(name, alias) == lot_name:
                 self._aliases = [a for a in self._aliases if a[2] != alias]
                 self._aliases.append((name, mach, alias, lo, min(hi, unit)))
-                return self._end(lambda p, a=alias: p.lot == a, unit, "action:hold_lot")
+                return self._end(lambda p, a=alias: p.lot == a, unit, "action:quarantine_lot")
         for mat in self.kind.materials:
             ends = self._lot_ends[mat.name]
             for lot in range(ends.size):
@@ -570,7 +570,7 @@ class ZooLine:
                     cut = max(start, min(end, unit))
                     ends[lot:] -= end - cut
                     return self._end(lambda p, m=mat.name, x=lot: p.material == m and p.lot == x, unit,
-                                     "action:hold_lot")
+                                     "action:quarantine_lot")
         raise ZooActionError(f"no lot {lot_name!r} on this line")
 
     def _station_of(self, machine: str) -> str:

@@ -161,7 +161,7 @@ def _one(kind: LineKind, ptype: str, severity: str, line: ZooLine, rng: np.rando
         p.onset, end = line.lot_span(mat.name, p.lot)
         p.close(end, "lot used up")
         p.cause = {"kind": "lot", "station": mat.station, "name": line.lot_name(mat.name, p.lot)}
-        p.fix_actions = [{"kind": "hold_lot", "lot": p.cause["name"]}]
+        p.fix_actions = [{"kind": "quarantine_lot", "lot": p.cause["name"]}]
     elif ptype == "aliased_lot":
         mat = next(m for m in kind.materials if m.name == tgt["material"])
         st = kind.station(mat.station)
@@ -171,7 +171,7 @@ def _one(kind: LineKind, ptype: str, severity: str, line: ZooLine, rng: np.rando
         p.close(u0 + mat.lot_size * len(st.machines), "lot used up")
         p.cause = {"kind": "lot", "station": mat.station, "name": line.lot_name(mat.name, p.lot)}
         p.aliased_with = {"kind": "machine", "station": st.name, "name": p.machine}
-        p.fix_actions = [{"kind": "hold_lot", "lot": p.cause["name"]}]
+        p.fix_actions = [{"kind": "quarantine_lot", "lot": p.cause["name"]}]
     elif ptype == "env_excursion":
         env = next(e for e in kind.env if e.name == tgt["env"])
         p.env, p.station = env.name, env.station
