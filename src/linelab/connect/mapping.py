@@ -27,6 +27,8 @@ import pyarrow as pa
 from linelab.errors import UserError
 from linelab.profile.schema import Profile, Source
 from linelab.profile.sources import DERIVES, Plan, plan, read_text, value_columns
+from linelab.store.backend import sql_ident as q
+from linelab.store.backend import sql_text as lit
 from linelab.store.schema import RECORD_TABLES
 
 ROW_COLUMN = "file_row"  # carried by melted (wide) batches: the line of the file each reading came from
@@ -38,14 +40,6 @@ __all__ = ["DERIVES", "Plan", "ROW_COLUMN", "apply", "derive_units", "export_col
            "source_for"]
 
 
-def q(name: str) -> str:
-    """A quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def lit(value: str) -> str:
-    """A SQL string literal."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def source_for(profile: Profile | None, path: Path) -> Source | None:

@@ -30,6 +30,8 @@ import pyarrow as pa
 
 from linelab.errors import NotFound, UserError
 from linelab.profile import Profile, workspace_profile
+from linelab.store.backend import sql_ident as _q
+from linelab.store.backend import sql_text as _lit
 
 from .data import ENVIRONMENT_PATTERN
 from .diagnoser import Diagnoser
@@ -57,12 +59,6 @@ class SymptomSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def station_order(ws: Any) -> list[str]:

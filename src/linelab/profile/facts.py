@@ -19,6 +19,8 @@ import pyarrow as pa
 
 from linelab.profile.schema import Source
 from linelab.profile.sources import plan, read_text, value_columns
+from linelab.store.backend import sql_ident as q
+from linelab.store.backend import sql_text as lit
 from linelab.store.schema import RECORD_TABLES
 
 Query = Callable[[str], pa.Table]
@@ -28,12 +30,6 @@ _SQL_TYPES = {"string": "VARCHAR", "double": "DOUBLE", "bool": "BOOLEAN"}
 _OFFSET = r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|z|UTC|[+-]\d{2}(:?\d{2})?)$"
 
 
-def q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 @dataclass

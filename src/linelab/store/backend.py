@@ -43,13 +43,23 @@ def duck_type(t: pa.DataType) -> str:
     return _DUCK_TYPES[t]
 
 
+def sql_ident(name: str) -> str:
+    """A quoted SQL identifier (an export's own column name may hold anything)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sql_text(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def sql_literal(value: pa.Scalar) -> str:
     """A scalar as SQL text, for the few places where a constant must be inlined (zone-map pruning)."""
     v = value.as_py()
     if v is None:
         return "NULL"
     if isinstance(v, str):
-        return "'" + v.replace("'", "''") + "'"
+        return sql_text(v)
     if pa.types.is_timestamp(value.type):
         return f"TIMESTAMP '{v.isoformat(sep=' ')}'"
     return repr(v)
