@@ -469,10 +469,15 @@ def test_a_planted_state_file_is_refused_and_never_run(tmp_path):
 
 def test_the_saved_state_resumes_exactly_where_it_stopped(tmp_path):
     ws = build(tmp_path / "ws", 12000, 4000, wear_onset=6000)
-    run_monitor(ws, CONFIG)
-    again = MonitorEngine.load(ws)
-    assert again.last_seq == ws.last_batch_seq() and again.config == CONFIG
-    assert set(again.series) == set(MonitorEngine.load(ws).series)
-    mon = next(iter(again.series.values()))
-    assert mon.chart is not None and mon.records > 0
+    engine = MonitorEngine(CONFIG)
+    engine.run(ws)  # the engine as it stands in memory ...
+    again = MonitorEngine.load(ws)  # ... and as read back from its file
+    assert again.last_seq == engine.last_seq == ws.last_batch_seq() and again.config == CONFIG
+    assert set(again.series) == set(engine.series) and set(again.rates) == set(engine.rates)
+    for key, mon in engine.series.items():
+        back = again.series[key]
+        assert (back.records, back.n_sub, back.alarms) == (mon.records, mon.n_sub, mon.alarms)
+        assert back.chart is not None and mon.chart is not None
+        assert (back.chart.mu, back.chart.h_) == (mon.chart.mu, mon.chart.h_)
+        assert list(back._rec_u) == list(mon._rec_u)  # the units behind an alarm survive the file
     ws.close()
