@@ -103,7 +103,8 @@ class Workspace:
         self.backend = backend
 
     @classmethod
-    def open(cls, path: str | Path | None = None, create: bool = True) -> Workspace:
+    def open(cls, path: str | Path | None = None, create: bool = True, read_only: bool = False) -> Workspace:
+        """`read_only` lets several readers share the file (DuckDB allows one writing process)."""
         root = resolve_path(path)
         if root.exists() and not root.is_dir():
             raise UserError(f"workspace {root} is a file, not a folder")
@@ -111,7 +112,7 @@ class Workspace:
             raise UserError(f"no workspace at {root} (run `linelab init` first)")
         root.mkdir(parents=True, exist_ok=True)
         try:
-            return cls(root, DuckDBBackend(root / DB_FILE))
+            return cls(root, DuckDBBackend(root / DB_FILE, read_only=read_only and (root / DB_FILE).exists()))
         except Exception as exc:  # a lock held by another process, a corrupt file...
             raise UserError(f"cannot open workspace {root}: {exc}") from exc
 
