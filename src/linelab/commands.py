@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
+import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,8 @@ from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from linelab.errors import UserError
+
 # Modules whose import registers commands; the order is the order of the loop.
 COMMAND_MODULES = [
     "linelab.store.commands",
@@ -33,6 +38,7 @@ COMMAND_MODULES = [
     "linelab.connect.commands",
     "linelab.twin.commands",
     "linelab.monitor.commands",
+    "linelab.monitor.chart_commands",
     "linelab.diagnose.commands",
     "linelab.experiment.commands",
     "linelab.knowhow.commands",
@@ -60,6 +66,8 @@ class CommandSpec:
     params: type[BaseModel]
     func: Callable[[Any, Context], Result]
     needs_workspace: bool = True
+    rest: bool = True  # offered over REST (False for what deletes data or runs a whole simulation session)
+    writes: bool = True  # False: only reads, so it opens the workspace read-only beside other readers
 
     @property
     def summary(self) -> str:
@@ -74,12 +82,19 @@ REGISTRY: dict[str, CommandSpec] = {}
 
 
 def command(
-    name: str, params: type[BaseModel], *, workspace: bool = True
+    name: str, params: type[BaseModel], *, workspace: bool = True, rest: bool = True, writes: bool = True
 ) -> Callable[[Callable[[Any, Context], Result]], Callable[[Any, Context], Result]]:
-    """Register `func(params, ctx) -> Result` as the command `name` ("twin run" nests)."""
+    """Register `func(params, ctx) -> Result` as the command `name` ("twin run" nests).
+
+    A parameter that is a file or folder on the machine says so in its field, for the REST layer,
+    which never lets a request name a server path: `json_schema_extra={"path": KIND}` with KIND
+    "input" (a file the caller uploads), "output" (a file name; written inside the workspace),
+    "output-dir" (a folder the server picks inside the workspace) or "name" (a built-in thing's
+    name, never a path). `{"destructive": True}` marks a switch that deletes data: REST leaves it off.
+    """
 
     def register(func: Callable[[Any, Context], Result]) -> Callable[[Any, Context], Result]:
-        REGISTRY[name] = CommandSpec(name, params, func, workspace)
+        REGISTRY[name] = CommandSpec(name, params, func, workspace, rest, writes)
         return func
 
     return register
@@ -96,6 +111,50 @@ def load_all() -> dict[str, CommandSpec]:
     return REGISTRY
 
 
+class WorkspaceBusy(UserError):
+    """Another process holds the workspace longer than a command may wait (REST answers 503)."""
+
+
+# How long a command waits for a workspace another process is writing (DuckDB allows one writer).
+BUSY_WAIT_S = float(os.environ.get("LINELAB_BUSY_WAIT", "30"))
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
+
+
+def _held_by(exc: BaseException) -> str | None:
+    """Who holds the workspace's lock, if that is why it could not be opened."""
+    text = f"{exc} {exc.__cause__ or ''}"
+    if "Could not set lock" not in text and "Conflicting lock" not in text:
+        return None
+    found = _LOCK_HOLDER.search(text)
+    return f"PID {found.group(2)}, {Path(found.group(1)).name}" if found else "another process"
+
+
+def open_workspace(path: str | Path | None, *, read_only: bool = False, wait_s: float | None = None,
+                   say: Callable[[str], None] | None = None) -> Any:
+    """Open a workspace; while another process holds it, retry for a bounded time, then fail clearly."""
+    from linelab.store.workspace import Workspace, resolve_path
+
+    wait = BUSY_WAIT_S if wait_s is None else wait_s
+    deadline = time.monotonic() + wait
+    delay = 0.05
+    told = False
+    while True:
+        try:
+            return Workspace.open(path, read_only=read_only)
+        except UserError as exc:
+            holder = _held_by(exc)
+            if holder is None:
+                raise
+            if time.monotonic() >= deadline:
+                raise WorkspaceBusy(f"workspace {resolve_path(path)} is busy (held by {holder}); "
+                                    f"gave up after {wait:g} s (LINELAB_BUSY_WAIT sets the wait)") from None
+            if say is not None and not told:
+                say(f"workspace busy (held by {holder}), retrying for up to {wait:g} s")
+                told = True
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 0.5)
+
+
 @dataclass
 class Context:
     """What a command may use besides its parameters: the workspace, progress, a console."""
@@ -104,13 +163,14 @@ class Context:
     show_progress: bool = True
     console: Console = field(default_factory=lambda: Console(stderr=True))
     _workspace: Any = None
+    read_only: bool = False  # the command only reads: open the workspace shared with other readers
 
     @property
     def workspace(self) -> Any:
         if self._workspace is None:
-            from linelab.store import Workspace
-
-            self._workspace = Workspace.open(self.workspace_path)
+            self._workspace = open_workspace(
+                self.workspace_path, read_only=self.read_only,
+                say=lambda m: self.console.print(f"[yellow]{m}[/yellow]", highlight=False))
         return self._workspace
 
     def close(self) -> None:
@@ -138,7 +198,8 @@ class Context:
 def call(name: str, workspace: str | Path | None = None, **params: Any) -> Result:
     """Python API: run a command by name, e.g. `call("yield", by="machine")`."""
     spec = load_all()[name]
-    ctx = Context(workspace_path=Path(workspace) if workspace else None, show_progress=False)
+    ctx = Context(workspace_path=Path(workspace) if workspace else None, show_progress=False,
+                  read_only=not spec.writes)
     try:
         return spec.func(spec.params(**params), ctx)
     finally:

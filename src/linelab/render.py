@@ -28,7 +28,9 @@ def rows_table(rows: Sequence[dict[str, Any]], title: str | None = None, limit: 
     table = Table(title=title, title_justify="left", header_style="bold")
     columns = list(rows[0]) if rows else []
     for c in columns:
-        table.add_column(c, justify="right" if rows and isinstance(rows[0][c], int | float) else "left")
+        # Fold rather than cut: a number or an id cut to "0.9…" reads as a different value.
+        table.add_column(c, justify="right" if rows and isinstance(rows[0][c], int | float) else "left",
+                         overflow="fold")
     for row in rows[:limit]:
         table.add_row(*(fmt(row[c], c) for c in columns))
     if len(rows) > limit:
