@@ -46,8 +46,61 @@ class Wide(_Model):
     station: str | None = Field(None, description="station of every reading, when the export has no such column")
 
 
+class MqttTopic(_Model):
+    """A live source: the MQTT topic a line publishes one kind of record on (see connect/sparkplug)."""
+
+    topic: str = Field(description="MQTT topic filter, e.g. 'spBv1.0/L1/DDATA/+/units' (Sparkplug B) or "
+                                   "'line1/units' (plain JSON)")
+    format: Literal["sparkplug", "json"] = Field("sparkplug", description="Sparkplug B protobuf payloads, or "
+                                                 "plain JSON (one object per record, or a list of them)")
+    metrics: str = Field("", description="Sparkplug: only metrics in this folder (e.g. 'unit/'), the folder "
+                                         "stripped from their names; empty: all")
+    shape: Literal["record", "metric"] = Field(
+        "record", description="record: a message's metrics are the columns of one record (the n-th repeat of "
+                              "a metric belongs to the n-th record); metric: each metric is one row "
+                              "(name, value, t: its timestamp), as signals are")
+    broker: str | None = Field(None, description="mqtt://host:port [default: $LINELAB_MQTT_URL or "
+                                                 "mqtt://127.0.0.1:1883]")
+
+
+class OpcUaNode(_Model):
+    """One OPC UA variable and the reading it carries."""
+
+    node: str = Field(description="node id, e.g. 'ns=2;s=Oven.Zone1' or 'ns=2;i=1001'")
+    name: str = Field(description="reading name as stored (signals.name, measurements.name or params.name)")
+
+
+class OpcUaSource(_Model):
+    """A live source: OPC UA variables subscribed to (see connect/opcua)."""
+
+    url: str = Field(description="server endpoint, e.g. 'opc.tcp://plc1:4840'")
+    nodes: list[OpcUaNode] = Field(description="the variables: a signal each (table signals), or a value of "
+                                               "the unit at the station (table measurements or params)")
+    unit_node: str | None = Field(None, description="for per-unit values: the variable holding the current "
+                                                    "unit's id; a value belongs to the unit whose id was set "
+                                                    "last at or before the value's source timestamp")
+    station: str | None = Field(None, description="station of per-unit values")
+    publishing_ms: int = Field(100, gt=0, description="subscription publishing interval")
+    history: bool = Field(True, description="back-fill a connection gap from the server's history, where "
+                                            "the server keeps it")
+
+
+class CfxSource(_Model):
+    """A live source: IPC-CFX messages read from an AMQP broker (see connect/cfx)."""
+
+    url: str | None = Field(None, description="amqp://user:pass@host:port/vhost [default: $LINELAB_AMQP_URL "
+                                              "or amqp://guest:guest@127.0.0.1:5672/]")
+    exchange: str = Field("cfx", description="the exchange the line's endpoints publish to (topic)")
+    routing_key: str = Field("#", description="routing key the queue is bound with")
+    queue: str = Field("linelab.cfx", description="LineLab's durable queue: messages wait there while "
+                                                  "LineLab is down")
+    stations: dict[str, str] = Field(default_factory=dict,
+                                     description="CFX endpoint handle (glob) -> station, e.g. "
+                                                 "'*.SPI*': SPI; default: the handle's last part")
+
+
 class Source(_Model):
-    """One kind of export file and how it maps onto a LineLab table."""
+    """One kind of export file (or live MQTT topic) and how it maps onto a LineLab table."""
 
     name: str = Field(description="a name for this export, e.g. 'mes_units'")
     table: TableName
@@ -68,9 +121,17 @@ class Source(_Model):
     timestamp_format: str | None = Field(None, description="strptime format when timestamps are not ISO 8601")
     wide: Wide | None = None
     derive: list[str] = Field(default_factory=list, description=f"what to derive: {', '.join(DERIVATIONS)}")
+    mqtt: MqttTopic | None = Field(None, description="a live source: records arrive over MQTT, not in files")
+    opcua: OpcUaSource | None = Field(None, description="a live source: OPC UA subscriptions (table: signals, "
+                                                        "measurements or params)")
+    cfx: CfxSource | None = Field(None, description="a live source: IPC-CFX messages over AMQP (they feed "
+                                                    "units, steps, measurements, materials and events)")
 
     @model_validator(mode="after")
     def _known_derivations(self) -> Source:
+        live = self.mqtt is not None or self.opcua is not None or self.cfx is not None
+        if live and "files" not in self.model_fields_set:
+            self.files = []  # a live source reads no file unless it also names some
         unknown = [d for d in self.derive if d not in DERIVATIONS]
         if unknown:
             raise ValueError(f"unknown derivation(s) {unknown}; known: {', '.join(DERIVATIONS)}")

@@ -1,0 +1,212 @@
+"""Live records into the store: messages routed to the profile's MQTT sources, mapped, stored in batches.
+
+A `LiveSink` collects the rows of delivered messages per source, as text columns named as the
+line names them (metric names, JSON keys) plus what the topic tells:
+
+    $group, $node, $device   the Sparkplug topic's parts (JSON form: $topic)
+    $timestamp               the metric's timestamp, else the message's (ISO 8601, UTC)
+
+A flush maps each source's rows with the same mapping as file exports (connect.mapping.apply:
+renames, constants, value maps, wide readings melted, time zones) and stores every table in one
+`Workspace.ingest_tables` call: one transaction, typed and validated by the store, rows already
+stored skipped by their natural keys, so a message stored twice (QoS 1 redelivery, a restarted
+connector) adds nothing. Payloads that cannot be read go to the quarantine with their reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import xxhash
+from paho.mqtt.client import topic_matches_sub
+
+from linelab.connect.mapping import apply
+from linelab.connect.sparkplug.host import Envelope
+from linelab.connect.sparkplug.payload import Metric, ms_to_iso
+from linelab.profile.schema import Profile, Source
+from linelab.store.schema import RECORD_TABLES
+from linelab.store.workspace import Workspace
+
+STATE_KIND = "mqtt_host"  # artefact: the host's edge node sessions, saved with each flush
+TOPIC_COLUMNS = ("$group", "$node", "$device", "$timestamp", "$topic")
+
+
+def live_sources(profile: Profile) -> list[Source]:
+    return [s for s in profile.sources if s.mqtt is not None]
+
+
+@dataclass
+class Rows:
+    """Text columns of one source's pending rows (every column as long as `n`)."""
+
+    n: int = 0
+    columns: dict[str, list[str | None]] = field(default_factory=dict)
+
+    def add(self, row: dict[str, str | None]) -> None:
+        for name, value in row.items():
+            col = self.columns.get(name)
+            if col is None:
+                col = self.columns[name] = [None] * self.n
+            col.append(value)
+        self.n += 1
+        for col in self.columns.values():
+            if len(col) < self.n:
+                col.append(None)
+
+    def table(self, needed: list[str]) -> pa.Table:
+        """The rows as text; what the topic tells ($...) only where the source uses it (a wide source
+        would otherwise take it for a reading)."""
+        cols = {**{c: [None] * self.n for c in needed}, **self.columns}
+        return pa.table({k: pa.array(v, pa.string()) for k, v in cols.items()
+                         if not k.startswith("$") or k in needed})
+
+
+def _text(v: Any) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict | list):
+        return json.dumps(v)
+    return str(v)
+
+
+def metric_records(metrics: list[Metric], prefix: str, stamp: str | None) -> list[dict[str, str | None]]:
+    """Record shape: the metrics of one message as records; the n-th repeat of a name is the n-th record."""
+    records: list[dict[str, str | None]] = []
+    seen: dict[str, int] = defaultdict(int)
+    for m in metrics:
+        name = m.name or ""
+        if prefix and not name.startswith(prefix):
+            continue
+        name = name[len(prefix):]
+        k = seen[name]
+        seen[name] += 1
+        if k == len(records):
+            records.append({"$timestamp": ms_to_iso(m.timestamp) if m.timestamp is not None else stamp})
+        records[k][name] = m.text
+    return records
+
+
+def metric_rows(metrics: list[Metric], prefix: str, stamp: str | None) -> list[dict[str, str | None]]:
+    """Metric shape: each metric one row (name, value, t)."""
+    return [{"name": (m.name or "")[len(prefix):], "value": m.text,
+             "t": ms_to_iso(m.timestamp) if m.timestamp is not None else stamp}
+            for m in metrics if not prefix or (m.name or "").startswith(prefix)]
+
+
+def needed_columns(source: Source) -> list[str]:
+    """Export columns the source's mapping names: filled with nulls when a batch lacks them."""
+    cols = list(source.columns.values())
+    if source.wide is not None:
+        cols += source.wide.id_columns
+    return cols
+
+
+class LiveSink:
+    """Pending rows per source, flushed into the workspace as one idempotent ingest."""
+
+    def __init__(self, ws: Workspace, sources: list[Source], name: str = "mqtt") -> None:
+        self.ws = ws
+        self.sources = sources
+        self.name = name
+        self.pending: dict[str, Rows] = {}
+        self.bad: list[dict[str, Any]] = []
+        self.events = Rows()  # what the connection itself saw: gaps, nodes going offline
+        self.rows_pending = 0
+        self.totals = {"stored": 0, "updated": 0, "duplicates": 0, "quarantined": 0, "garbage": 0, "flushes": 0}
+
+    def routes(self, topic: str) -> list[Source]:
+        return [s for s in self.sources if s.mqtt is not None and topic_matches_sub(s.mqtt.topic, topic)]
+
+    def add_sparkplug(self, env: Envelope, topic: str) -> int:
+        stamp = ms_to_iso(env.message.timestamp) if env.message.timestamp is not None else None
+        t = env.topic
+        added = 0
+        for source in self.routes(topic):
+            assert source.mqtt is not None
+            shape = metric_rows if source.mqtt.shape == "metric" else metric_records
+            rows = self.pending.setdefault(source.name, Rows())
+            for row in shape(env.message.metrics, source.mqtt.metrics, stamp):
+                row.update({"$group": t.group, "$node": t.node, "$device": t.device})
+                rows.add(row)
+                added += 1
+        self.rows_pending += added
+        return added
+
+    def add_json(self, records: list[dict[str, Any]], topic: str) -> int:
+        added = 0
+        for source in self.routes(topic):
+            rows = self.pending.setdefault(source.name, Rows())
+            for r in records:
+                rows.add({"$topic": topic, **{str(k): _text(v) for k, v in r.items()}})
+                added += 1
+        self.rows_pending += added
+        return added
+
+    def add_event(self, t: str, kind: str, machine: str, target: str, detail: dict[str, Any]) -> None:
+        self.events.add({"t": t, "kind": kind, "machine": machine, "target": target, "detail": json.dumps(detail)})
+
+    def reject(self, topic: str, payload: bytes | bytearray, reason: str) -> None:
+        """A payload that cannot be read: quarantined (once, however often it is delivered) at the next flush."""
+        tables: list[str] = [s.table for s in self.routes(topic)] or ["(none)"]
+        self.bad.append({"batch_id": "mqtt-" + xxhash.xxh3_128_hexdigest(topic.encode() + b"\0" + bytes(payload)),
+                         "table": tables[0], "reason": reason, "topic": topic,
+                         "raw": f"{topic} {bytes(payload[:200]).hex()}"})
+
+    def flush(self, state: dict[str, Any] | None = None) -> dict[str, int]:
+        """Store what is pending (and the host's state); returns this flush's counts."""
+        tables: dict[str, list[pa.Table]] = defaultdict(list)
+        for source in self.sources:
+            rows = self.pending.get(source.name)
+            if rows is None or not rows.n:
+                continue
+            where = f"MQTT source '{source.name}' ({source.mqtt.topic if source.mqtt else ''})"
+            tables[source.table].append(apply(source, rows.table(needed_columns(source)), 1, where))
+        if self.events.n:
+            tables["events"].append(self.events.table([]))
+        merged = {name: pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
+                  for name, parts in tables.items()}
+        counts = {"stored": 0, "updated": 0, "duplicates": 0, "quarantined": 0, "garbage": 0}
+        if merged:
+            rep = self.ws.ingest_tables(_ordered(merged), source=self.name)
+            for t in rep.tables:
+                counts["stored"] += t.stored
+                counts["updated"] += t.updated
+                counts["duplicates"] += t.duplicates + (t.received if t.skipped_batch else 0)
+                counts["quarantined"] += t.quarantined
+        counts["garbage"] = self._quarantine_garbage()
+        if state is not None:
+            self.ws.put_artifact(STATE_KIND, self.name, {"sessions": state})
+        self.pending.clear()
+        self.events = Rows()
+        self.rows_pending = 0
+        for k, v in counts.items():
+            self.totals[k] += v
+        self.totals["flushes"] += 1
+        return counts
+
+    def saved_state(self) -> dict[str, Any]:
+        return (self.ws.get_artifact(STATE_KIND, self.name) or {}).get("sessions", {})
+
+    def _quarantine_garbage(self) -> int:
+        n = 0
+        now = datetime.now(UTC).replace(tzinfo=None)
+        for b in self.bad:
+            if self.ws.scalar("SELECT count(*) FROM quarantine WHERE batch_id = ?", [b["batch_id"]]):
+                continue  # the same unreadable message delivered again
+            self.ws.backend.execute("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                    [b["batch_id"], self.name, b["table"], 0, "payload", b["reason"], b["raw"], now])
+            n += 1
+        self.bad.clear()
+        return n
+
+
+def _ordered(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    """Tables in the store's order (units before the records about them)."""
+    return {name: tables[name] for name in RECORD_TABLES if name in tables}

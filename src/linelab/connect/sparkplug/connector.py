@@ -1,0 +1,268 @@
+"""The live connector: a Sparkplug B host application (and plain-JSON subscriber) storing into a workspace.
+
+Delivery is at least once, storage exactly once:
+- a persistent MQTT 5 session (fixed client id, clean_start off, a session expiry): the broker keeps
+  the QoS 1 messages that arrive while the connector is down, and resends those it had not
+  acknowledged;
+- messages are acknowledged only after the flush that stored them (manual acks), so a connector
+  killed mid-batch gets them again, and the store's natural keys drop what was stored already;
+- the host's edge node sessions are saved with each flush, so a restarted connector knows the
+  aliases and the next seq of every node without waiting for a rebirth.
+
+Back-pressure: the network thread hands messages to a bounded queue and blocks when it is full
+(the broker then holds the rest); the writer thread decodes, orders and batches them, and flushes
+when a batch reaches `batch_rows` rows or `batch_seconds` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from linelab.connect import mqtt as link
+from linelab.connect.live import LiveSink, live_sources
+from linelab.connect.sparkplug.host import Envelope, Host, Outcome
+from linelab.connect.sparkplug.payload import (
+    BOOLEAN,
+    NAMESPACE,
+    REBIRTH,
+    Metric,
+    PayloadError,
+    decode,
+    decode_json,
+    encode,
+    ms_to_iso,
+    now_ms,
+    parse_topic,
+)
+from linelab.errors import UserError
+from linelab.profile.schema import Profile
+from linelab.store.workspace import Workspace
+
+SESSION_EXPIRY_S = 7 * 24 * 3600  # how long the broker keeps messages for a connector that is down
+
+
+@dataclass
+class Settings:
+    url: str | None = None
+    client_id: str = "linelab-host"
+    batch_rows: int = 5000
+    batch_seconds: float = 0.25
+    queue_size: int = 20_000
+    reorder_timeout: float = 2.0
+    receive_maximum: int = 20_000
+
+
+@dataclass
+class Status:
+    """What the connector has done so far (printed by `linelab connect`, kept in the workspace)."""
+
+    received: int = 0
+    records: int = 0
+    stored: int = 0
+    duplicates: int = 0  # records the store already had (a message delivered again)
+    redelivered: int = 0  # Sparkplug messages dropped by seq as already seen
+    quarantined: int = 0
+    gaps: int = 0
+    missing: int = 0
+    rebirths_asked: int = 0
+    flushes: int = 0
+    queue_peak: int = 0
+    nodes_online: list[str] = field(default_factory=list)
+    last_flush: str | None = None
+
+
+def subscriptions(profile: Profile) -> list[str]:
+    """The topic filters to subscribe: each live source's, and each Sparkplug group's whole namespace."""
+    subs: list[str] = []
+    for s in live_sources(profile):
+        assert s.mqtt is not None
+        if s.mqtt.format == "sparkplug":
+            parts = s.mqtt.topic.split("/")
+            if parts[0] != NAMESPACE or len(parts) < 2:
+                raise UserError(f"source '{s.name}': a Sparkplug topic starts with {NAMESPACE}/<group>/, "
+                                f"not {s.mqtt.topic!r}")
+            f = f"{NAMESPACE}/{parts[1]}/#"
+        else:
+            f = s.mqtt.topic
+        if f not in subs:
+            subs.append(f)
+    return subs
+
+
+class Connector:
+    def __init__(self, ws: Workspace, profile: Profile, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        sources = live_sources(profile)
+        if not sources:
+            raise UserError("the line profile has no live source: give a source an `mqtt:` section "
+                            "(topic, format) to connect to it")
+        urls = {s.mqtt.broker for s in sources if s.mqtt is not None and s.mqtt.broker}
+        if len(urls) > 1:
+            raise UserError(f"the profile's MQTT sources name several brokers ({', '.join(sorted(urls))}); "
+                            "one connector reads one broker")
+        self.url = link.broker_url(self.settings.url or (urls.pop() if urls else None))
+        self.topics = subscriptions(profile)
+        self.json_topics = [s.mqtt.topic for s in sources if s.mqtt is not None and s.mqtt.format == "json"]
+        self.sink = LiveSink(ws, sources, name=f"mqtt:{self.settings.client_id}")
+        self.host = Host(reorder_timeout=self.settings.reorder_timeout)
+        self.host.restore(self.sink.saved_state())
+        self.inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue(self.settings.queue_size)
+        self.to_ack: list[mqtt.MQTTMessage] = []
+        self.status = Status()
+        self.stop = threading.Event()
+        self.client = link.make_client(self.settings.client_id, manual_ack=True)
+        self.client.on_message = self._on_message
+        self.client.will_set(self._state_topic, json.dumps({"online": False}), qos=1, retain=True)
+
+    @property
+    def _state_topic(self) -> str:
+        return f"{NAMESPACE}/STATE/{self.settings.client_id}"
+
+    # -- network thread -------------------------------------------------------------------------
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self.inbox.put(msg)  # blocks when full: back-pressure onto the broker
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: object,
+                    props: object = None) -> None:
+        # Subscribed on every (re)connection: the session normally keeps them, a new broker does not.
+        client.subscribe([(t, 1) for t in self.topics])
+        client.publish(self._state_topic, json.dumps({"online": True, "timestamp": now_ms()}), qos=1, retain=True)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        props = link.connect_properties(SESSION_EXPIRY_S, self.settings.receive_maximum)
+        connected = link.Connected(self.client)
+        inner = connected._on_connect
+
+        def on_connect(*args: Any) -> None:
+            self._on_connect(*args)
+            inner(*args)
+
+        self.client.on_connect = on_connect
+        host, port = link.host_port(self.url)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
+        try:
+            self.client.connect(host, port, keepalive=15, clean_start=False, properties=props)
+        except OSError as exc:
+            raise UserError(f"cannot connect to the MQTT broker at {self.url}: {exc}") from None
+        self.client.loop_start()
+        connected.wait(self.url)
+
+    def close(self) -> None:
+        self._flush()
+        self.client.publish(self._state_topic, json.dumps({"online": False}), qos=1, retain=True)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def run(self, seconds: float | None = None, max_records: int | None = None) -> Status:
+        """Store what arrives until stopped (`stop` set), for `seconds`, or after `max_records` records."""
+        self.start()
+        try:
+            self.loop(seconds, max_records)
+        finally:
+            self.close()
+        return self.status
+
+    def loop(self, seconds: float | None = None, max_records: int | None = None) -> None:
+        end = time.monotonic() + seconds if seconds is not None else None
+        first_pending: float | None = None
+        s = self.settings
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if end is not None and now >= end:
+                break
+            if max_records is not None and self.status.records >= max_records:
+                break
+            try:
+                msg = self.inbox.get(timeout=0.02)
+            except queue.Empty:
+                msg = None
+            now = time.monotonic()
+            if msg is not None:
+                self.status.received += 1
+                self.status.queue_peak = max(self.status.queue_peak, self.inbox.qsize() + 1)
+                self._handle(msg, now)
+                if first_pending is None:
+                    first_pending = now
+            self._apply(self.host.tick(now))
+            if first_pending is not None and (self.sink.rows_pending >= s.batch_rows
+                                              or now - first_pending >= s.batch_seconds
+                                              or (msg is None and self.to_ack)):
+                self._flush()
+                first_pending = None
+
+    # -- writer thread --------------------------------------------------------------------------
+    def _handle(self, msg: mqtt.MQTTMessage, now: float) -> None:
+        topic = msg.topic
+        t = parse_topic(topic)
+        if t is None:
+            if topic.startswith(NAMESPACE + "/"):
+                self.to_ack.append(msg)  # STATE and the like: not the line's data
+                return
+            try:
+                records = decode_json(msg.payload)
+            except PayloadError as exc:
+                self.sink.reject(topic, msg.payload, str(exc))
+                self.to_ack.append(msg)
+                return
+            self.status.records += self.sink.add_json(records, topic)
+            self.to_ack.append(msg)
+            return
+        if t.kind in ("NCMD", "DCMD"):
+            self.to_ack.append(msg)  # commands to the line, ours or another host's
+            return
+        try:
+            message = decode(msg.payload)
+        except PayloadError as exc:
+            self.sink.reject(topic, msg.payload, str(exc))
+            self.to_ack.append(msg)
+            return
+        self._apply(self.host.receive(Envelope(t, message, ref=msg), now))
+
+    def _apply(self, out: Outcome) -> None:
+        for env in out.deliver:
+            self.status.records += self.sink.add_sparkplug(env, str(env.topic))
+            self.to_ack.append(env.ref)
+        for env in out.duplicates + out.births:
+            self.to_ack.append(env.ref)
+        for env, reason in out.rejected:
+            self.sink.reject(str(env.topic), env.ref.payload, reason)
+            self.to_ack.append(env.ref)
+        for env in out.deaths:
+            self.sink.add_event(ms_to_iso(env.message.timestamp or now_ms()), "connection",
+                                env.topic.node, env.topic.device or "", {"lost": env.topic.kind})
+            self.to_ack.append(env.ref)
+        for gap in out.gaps:
+            self.sink.add_event(ms_to_iso(now_ms()), "data_gap", gap["node"], gap["group"],
+                                {"missing_seq": gap["missing"]})
+        for group, node in out.rebirth:
+            self.request_rebirth(group, node)
+
+    def request_rebirth(self, group: str, node: str) -> None:
+        payload = encode([Metric(REBIRTH, True, BOOLEAN)], seq=None)
+        self.client.publish(f"{NAMESPACE}/{group}/NCMD/{node}", payload, qos=1)
+        self.status.rebirths_asked += 1
+
+    def _flush(self) -> None:
+        counts = self.sink.flush(self.host.state())
+        for msg in self.to_ack:
+            if msg.qos > 0:
+                self.client.ack(msg.mid, msg.qos)
+        self.to_ack = []
+        st = self.status
+        st.stored += counts["stored"] + counts["updated"]
+        st.duplicates += counts["duplicates"]
+        st.quarantined += counts["quarantined"] + counts["garbage"]
+        st.flushes += 1
+        st.redelivered = self.host.counts["duplicates"]
+        st.gaps = self.host.counts["gaps"]
+        st.missing = self.host.counts["missing"]
+        st.nodes_online = sorted("/".join(k) for k, s in self.host.sessions.items() if s.online)
+        st.last_flush = ms_to_iso(now_ms())

@@ -1,0 +1,195 @@
+"""Sparkplug B topics and payloads, and the plain-JSON form, as plain Python values.
+
+Topic namespace (Sparkplug 3.0): `spBv1.0/<group>/<type>/<edge node>[/<device>]`, type one of
+NBIRTH, NDEATH, DBIRTH, DDEATH, NDATA, DDATA, NCMD, DCMD (and `spBv1.0/STATE/<host id>`).
+Payloads are the protobuf `Payload` of sparkplug_b.proto; a metric's value sits in the field
+its data type names (Int8..UInt32 in int_value, Int64/UInt64/DateTime in long_value, ...).
+
+The plain-JSON form, for a line that does not speak Sparkplug, is any topic a source names
+whose message body is one JSON object (one record: export column -> value) or a list of them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from linelab.connect.sparkplug.sparkplug_b_pb2 import Payload
+
+NAMESPACE = "spBv1.0"
+MESSAGE_TYPES = ("NBIRTH", "NDEATH", "DBIRTH", "DDEATH", "NDATA", "DDATA", "NCMD", "DCMD")
+REBIRTH = "Node Control/Rebirth"
+BDSEQ = "bdSeq"
+
+# Sparkplug data type codes.
+INT8, INT16, INT32, INT64 = 1, 2, 3, 4
+UINT8, UINT16, UINT32, UINT64 = 5, 6, 7, 8
+FLOAT, DOUBLE, BOOLEAN, STRING, DATETIME, TEXT, UUID, BYTES = 9, 10, 11, 12, 13, 14, 15, 17
+_SIGNED_BITS = {INT8: 8, INT16: 16, INT32: 32, INT64: 64}
+_INT_FIELD = {INT8, INT16, INT32, UINT8, UINT16, UINT32}
+_LONG_FIELD = {INT64, UINT64, DATETIME}
+_STRING_FIELD = {STRING, TEXT, UUID}
+
+
+class PayloadError(ValueError):
+    """A message that cannot be read: the reason goes to the quarantine."""
+
+
+@dataclass(frozen=True)
+class Topic:
+    group: str
+    kind: str  # NBIRTH, DDATA, ...
+    node: str
+    device: str | None = None
+
+    @property
+    def node_key(self) -> tuple[str, str]:
+        return self.group, self.node
+
+    def __str__(self) -> str:
+        return "/".join([NAMESPACE, self.group, self.kind, self.node] + ([self.device] if self.device else []))
+
+
+def parse_topic(topic: str) -> Topic | None:
+    """The Sparkplug topic's parts, or None for a topic outside the namespace (or a STATE topic)."""
+    parts = topic.split("/")
+    if len(parts) not in (4, 5) or parts[0] != NAMESPACE or parts[2] not in MESSAGE_TYPES:
+        return None
+    return Topic(parts[1], parts[2], parts[3], parts[4] if len(parts) == 5 else None)
+
+
+@dataclass
+class Metric:
+    name: str | None
+    value: Any
+    datatype: int = DOUBLE
+    alias: int | None = None
+    timestamp: int | None = None  # ms since the Unix epoch
+
+    @property
+    def text(self) -> str | None:
+        """The value as text, the way the store's validator reads it (timestamps as ISO 8601 UTC)."""
+        v = self.value
+        if v is None:
+            return None
+        if self.datatype == DATETIME:
+            return ms_to_iso(int(v))
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, bytes):
+            return v.hex()
+        return repr(v) if isinstance(v, float) else str(v)
+
+
+@dataclass
+class Message:
+    timestamp: int | None
+    seq: int | None
+    metrics: list[Metric] = field(default_factory=list)
+
+
+def ms_to_iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def datatype_of(value: Any) -> int:
+    if isinstance(value, bool):
+        return BOOLEAN
+    if isinstance(value, int):
+        return INT64
+    if isinstance(value, float):
+        return DOUBLE
+    if isinstance(value, datetime):
+        return DATETIME
+    if isinstance(value, bytes):
+        return BYTES
+    return STRING
+
+
+def _set_value(m: Payload.Metric, datatype: int, value: Any) -> None:
+    if value is None:
+        m.is_null = True
+    elif datatype in _INT_FIELD:
+        m.int_value = int(value) & 0xFFFFFFFF  # signed types travel as two's complement
+    elif datatype in _LONG_FIELD:
+        if isinstance(value, datetime):
+            value = int(value.replace(tzinfo=value.tzinfo or UTC).timestamp() * 1000)
+        m.long_value = int(value) & 0xFFFFFFFFFFFFFFFF
+    elif datatype == FLOAT:
+        m.float_value = float(value)
+    elif datatype == DOUBLE:
+        m.double_value = float(value)
+    elif datatype == BOOLEAN:
+        m.boolean_value = bool(value)
+    elif datatype in _STRING_FIELD:
+        m.string_value = str(value)
+    elif datatype == BYTES:
+        m.bytes_value = bytes(value)
+    else:
+        raise PayloadError(f"metric {m.name or m.alias}: data type {datatype} is not supported")
+
+
+def encode(metrics: list[Metric], seq: int | None, timestamp: int | None = None) -> bytes:
+    p = Payload(timestamp=timestamp if timestamp is not None else now_ms())
+    if seq is not None:
+        p.seq = seq
+    for metric in metrics:
+        m = p.metrics.add()
+        if metric.name is not None:
+            m.name = metric.name
+        if metric.alias is not None:
+            m.alias = metric.alias
+        if metric.timestamp is not None:
+            m.timestamp = metric.timestamp
+        m.datatype = metric.datatype
+        _set_value(m, metric.datatype, metric.value)
+    return p.SerializeToString()
+
+
+def _value(m: Payload.Metric) -> Any:
+    if m.is_null:
+        return None
+    which = m.WhichOneof("value")
+    if which is None:
+        return None
+    v = getattr(m, which)
+    bits = _SIGNED_BITS.get(m.datatype)
+    if bits and v >= 1 << (bits - 1):
+        v -= 1 << bits
+    return v
+
+
+def decode(data: bytes | bytearray) -> Message:
+    """A Sparkplug B payload; raises PayloadError for bytes that are not one."""
+    p = Payload()
+    try:
+        p.ParseFromString(bytes(data))
+    except (DecodeError, RuntimeWarning) as exc:
+        raise PayloadError(f"not a Sparkplug B payload: {exc}") from None
+    metrics = [Metric(name=m.name if m.HasField("name") else None, value=_value(m),
+                      datatype=m.datatype, alias=m.alias if m.HasField("alias") else None,
+                      timestamp=m.timestamp if m.HasField("timestamp") else None)
+               for m in p.metrics]
+    return Message(timestamp=p.timestamp if p.HasField("timestamp") else None,
+                   seq=p.seq if p.HasField("seq") else None, metrics=metrics)
+
+
+def decode_json(data: bytes | bytearray) -> list[dict[str, Any]]:
+    """The plain-JSON form: one object (a record) or a list of objects; raises PayloadError otherwise."""
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"not JSON: {exc}") from None
+    records = body if isinstance(body, list) else [body]
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise PayloadError(f"record {i + 1}: a JSON object was expected, got {type(r).__name__}")
+    return records
