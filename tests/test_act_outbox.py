@@ -231,7 +231,7 @@ def test_done_through_rest_marks_the_action_applied_at_the_lines_time(tmp_path: 
 
     ws = tmp_path / "ws"
     waiting, sent = _sent(ws)
-    client = TestClient(create_app(ws))
+    client = TestClient(create_app(ws), base_url="http://localhost")
     body = client.post("/api/act/done", json={"id": sent, "at": "2025-03-05T18:20:00+01:00", "note": "serviced"})
     assert body.status_code == 200, body.text
     action = body.json()["action"]
@@ -239,7 +239,7 @@ def test_done_through_rest_marks_the_action_applied_at_the_lines_time(tmp_path: 
     assert action["applied"]["t"] == "2025-03-05T17:20:00"  # stored as the workspace stores times: UTC
     assert action["history"][-1]["note"] == "via outbox: serviced"
     refused = client.post("/api/act/done", json={"id": waiting})
-    assert refused.status_code == 400 and "not sent" in refused.json()["error"]
+    assert refused.status_code == 400 and "not sent" in refused.json()["error"]["message"]
     checked = client.post("/api/act/check", json={"id": sent}).json()["action"]
     assert checked["observed_effect"]["verdict"] == "not enough data"  # no units ingested yet
 

@@ -111,8 +111,8 @@ def test_user_mistakes_are_one_clear_line(tmp_path: Path) -> None:
 def test_rest_and_python_api_share_the_definition(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     designed = call("experiment design", workspace=ws, kind="split", change="peak_temp_setpoint=249")
-    client = TestClient(create_app(ws))
+    client = TestClient(create_app(ws), base_url="http://localhost")
     body = client.post("/api/experiment/status", json={}).json()
     assert body["experiments"][0]["id"] == designed.experiment["id"]
     bad = client.post("/api/experiment/design", json={"kind": "split", "change": "print_speed=abc"})
-    assert bad.status_code == 400 and "name=number" in bad.json()["error"]
+    assert bad.status_code == 400 and "name=number" in bad.json()["error"]["message"]

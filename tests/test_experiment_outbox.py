@@ -177,11 +177,11 @@ def test_refusals_are_plain(ws: Path) -> None:
         call("experiment analyse", ws, id=split["id"])
     assert call("act list", ws).actions == []
     # the same command over REST, from its one definition
-    client = TestClient(create_app(ws))
+    client = TestClient(create_app(ws), base_url="http://localhost")
     bad = client.post("/api/experiment/analyse", json={"id": split["id"]})
-    assert bad.status_code == 400 and "has not started" in bad.json()["error"]
+    assert bad.status_code == 400 and "has not started" in bad.json()["error"]["message"]
     client.post("/api/experiment/run", json={"id": split["id"], "lots": 2}).raise_for_status()
     bad = client.post("/api/experiment/verdict", json={"id": split["id"]})
-    assert bad.status_code == 400 and "experiment analyse" in bad.json()["error"]
+    assert bad.status_code == 400 and "experiment analyse" in bad.json()["error"]["message"]
     bad = client.post("/api/experiment/analyse", json={"id": split["id"]})
-    assert bad.status_code == 400 and "no data for experiment" in bad.json()["error"]
+    assert bad.status_code == 400 and "no data for experiment" in bad.json()["error"]["message"]

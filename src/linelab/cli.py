@@ -68,7 +68,7 @@ def _runner(spec: CommandSpec) -> Any:
                                  for e in exc.errors())
             _fail(problems, as_json)
             return
-        ctx = Context(workspace_path=workspace, show_progress=True)
+        ctx = Context(workspace_path=workspace, show_progress=True, read_only=not spec.writes)
         try:
             result = spec.func(params, ctx)
         except UserError as exc:
@@ -140,18 +140,35 @@ def build_app() -> typer.Typer:
 def _add_serve(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
-        host: str = typer.Option("127.0.0.1", help="address to listen on"),
+        host: str = typer.Option("127.0.0.1", help="address to listen on (loopback unless a --token is set)"),
         port: int = typer.Option(8000, help="port"),
         workspace: Path | None = typer.Option(None, "--workspace", "-w", envvar="LINELAB_WORKSPACE",
                                               help="workspace folder [default: ./linelab-workspace]"),
+        token: str | None = typer.Option(None, "--token", envvar="LINELAB_TOKEN",
+                                         help="secret every request must carry (Authorization: Bearer TOKEN); "
+                                              "required unless HOST is a loopback address"),
+        allow_host: list[str] = typer.Option([], "--allow-host",
+                                             help="another name clients reach the server by (Host header; "
+                                                  "repeatable); HOST, localhost and loopback are always allowed"),
     ) -> None:
         """Serve the REST API and the dashboard (http://HOST:PORT/)."""
+        from linelab.api.security import MIN_TOKEN_LENGTH, is_loopback
+
+        if not is_loopback(host) and not token:
+            _fail(f"serving on {host} (not a loopback address) needs a token: --token TOKEN or LINELAB_TOKEN "
+                  "(every request then sends Authorization: Bearer TOKEN)", False)
+        if token is not None and len(token) < MIN_TOKEN_LENGTH:
+            _fail(f"the token is too short: use at least {MIN_TOKEN_LENGTH} characters "
+                  "(e.g. python -c 'import secrets; print(secrets.token_urlsafe())')", False)
         import uvicorn
 
         from linelab.api import create_app
 
-        Console(stderr=True).print(f"dashboard: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
-        uvicorn.run(create_app(workspace), host=host, port=port, log_level="warning")
+        shown = "localhost" if is_loopback(host) else host
+        query = "?token=…" if token else ""
+        Console(stderr=True).print(f"dashboard: http://{shown}:{port}/{query}   API docs: http://{shown}:{port}/docs")
+        uvicorn.run(create_app(workspace, token=token, host=host, allowed_hosts=allow_host),
+                    host=host, port=port, log_level="warning")
 
 
 def main() -> None:

@@ -1,44 +1,37 @@
 """The REST API, a thin layer over the command registry (the same definitions as the CLI).
 
 `POST /api/yield` with body `{"by": "machine"}` returns exactly what `linelab yield --by machine
---json` prints. User mistakes answer 400 (404 for unknown names) with `{"error": ...}`.
+--json` prints. Every error answers `{"error": {"type", "message", "field"?}}` (see `errors`); no
+request names a server path (see `rest`); the Host header and, when set, a token are checked
+(see `security`).
 """
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, get_type_hints
 
-from fastapi import Body, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, Response
 
-from linelab.commands import CommandSpec, Context, load_all
-from linelab.errors import NotFound, UserError
+from linelab.api import errors
+from linelab.api.docs import add_docs
+from linelab.api.pool import WorkspacePool
+from linelab.api.rest import add_command_routes, add_output_route
+from linelab.api.security import Guard, allowed_host_names
+from linelab.commands import load_all
 from linelab.store.workspace import resolve_path
 
 
-def _endpoint(spec: CommandSpec, workspace: Path) -> Any:
-    params_model = spec.params
-
-    # The body model is only known at run time; no postponed annotations in this module.
-    def endpoint(params: params_model = Body(default_factory=params_model)) -> Any:  # type: ignore[valid-type]
-        ctx = Context(workspace_path=workspace, show_progress=False)
-        try:
-            return spec.func(params, ctx)
-        finally:
-            ctx.close()
-
-    endpoint.__name__ = spec.name.replace(" ", "_")
-    endpoint.__doc__ = spec.func.__doc__
-    return endpoint
-
-
-def create_app(workspace: str | Path | None = None) -> FastAPI:
-    root = resolve_path(workspace)
-    app = FastAPI(title="LineLab", description="The production line as its own R&D lab.")
-
-    @app.exception_handler(UserError)
-    async def user_error(_: Request, exc: UserError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=404 if isinstance(exc, NotFound) else 400)
+def create_app(workspace: str | Path | None = None, *, token: str | None = None, host: str | None = None,
+               allowed_hosts: list[str] | tuple[str, ...] = ()) -> FastAPI:
+    """The app for one workspace. `host` is the address it is bound to; `allowed_hosts` adds names."""
+    root = resolve_path(workspace).absolute()
+    pool = WorkspacePool(root)
+    app = FastAPI(title="LineLab", description="The production line as its own R&D lab.",
+                  docs_url=None, redoc_url=None)
+    app.state.pool = pool
+    app.router.add_event_handler("shutdown", pool.close)
+    errors.install(app)
+    add_docs(app)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def dashboard() -> str:
@@ -52,13 +45,14 @@ def create_app(workspace: str | Path | None = None) -> FastAPI:
         return Response(get_plotlyjs(), media_type="application/javascript",
                         headers={"cache-control": "max-age=86400"})
 
+    specs = [s for s in load_all().values() if s.rest]
+
     @app.get("/api/commands")
     def commands() -> list[dict[str, str]]:
-        return [{"name": s.name, "path": s.path, "summary": s.summary} for s in load_all().values()]
+        """The commands this server offers: name, path and summary."""
+        return [{"name": s.name, "path": s.path, "summary": s.summary} for s in specs]
 
-    for spec in load_all().values():
-        returns = get_type_hints(spec.func).get("return")
-        app.post(spec.path, summary=spec.summary, response_model=returns)(
-            _endpoint(spec, root)
-        )
+    add_command_routes(app, specs, pool)
+    add_output_route(app, root)
+    app.add_middleware(Guard, allowed_hosts=allowed_host_names(host, allowed_hosts), token=token)
     return app

@@ -22,11 +22,12 @@ Rows = list[dict[str, Any]]
 
 class IngestParams(BaseModel):
     paths: list[Path] = Field(..., description="CSV or Parquet files, or folders of them",
-                              json_schema_extra={"argument": True})
+                              json_schema_extra={"argument": True, "path": "input"})
     table: str | None = Field(None, description=f"table the files hold ({', '.join(RECORD_TABLES)}); "
                               "default: from the file name or its columns")
     profile: Path | None = Field(None, description="line profile whose sources map the exports "
-                                 "[default: the workspace's profile.yaml, if it has one]")
+                                 "[default: the workspace's profile.yaml, if it has one]",
+                                 json_schema_extra={"path": "input"})
 
 
 class FileIngest(BaseModel):

@@ -24,14 +24,18 @@ class DiagnoseParams(BaseModel):
     problem_id: str | None = Field(
         None, description="problem to diagnose (from `linelab problems`)", json_schema_extra={"argument": True}
     )
-    reference: Path | None = Field(None, description="table mode: normal rows (CSV or Parquet)")
-    incident: Path | None = Field(None, description="table mode: faulty rows (CSV or Parquet)")
+    reference: Path | None = Field(None, description="table mode: normal rows (CSV or Parquet)",
+                                 json_schema_extra={"path": "input"})
+    incident: Path | None = Field(None, description="table mode: faulty rows (CSV or Parquet)",
+                                json_schema_extra={"path": "input"})
     target: str | None = Field(None, description="table mode: the symptom column")
-    dag: Path | None = Field(None, description="table mode: causal graph CSV with source,target columns")
+    dag: Path | None = Field(None, description="table mode: causal graph CSV with source,target columns",
+                           json_schema_extra={"path": "input"})
     time_column: str | None = Field(None, description="table mode: column that orders rows in time")
     exclude: list[str] = Field(default_factory=list, description="columns that are not candidate causes")
-    plot: Path | None = Field(None, description="write the evidence plot here (.png or .html)")
-    top: int = Field(10, description="causes to show")
+    plot: Path | None = Field(None, description="write the evidence plot here (.png or .html)",
+                            json_schema_extra={"path": "output"})
+    top: int = Field(10, ge=1, description="causes to show")
 
 
 class DiagnoseResult(Result):

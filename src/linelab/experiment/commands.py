@@ -164,7 +164,7 @@ def experiment_design(p: DesignParams, ctx: Context) -> ExperimentResult:
 class RunParams(BaseModel):
     id: str = Field(..., description="experiment id (EXP-0001)", json_schema_extra={"argument": True})
     scenario: str | None = Field(None, description="twin scenario when the workspace holds no line yet "
-                                 "[default: clean]")
+                                 "[default: clean]", json_schema_extra={"path": "name"})
     seed: int | None = Field(None, description="twin seed when the workspace holds no line yet [default: 0]")
     no_record: bool = Field(False, description="do not store the units built in the workspace")
     adopt: bool = Field(False, description="apply an adopted change to the line at once")

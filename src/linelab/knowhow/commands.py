@@ -60,7 +60,7 @@ def knowhow_show(p: ShowParams, ctx: Context) -> EntryResult:
 class SearchParams(BaseModel):
     text: str | None = Field(None, description="free text", json_schema_extra={"argument": True})
     problem: str | None = Field(None, description="recall by a problem's signature instead (problem id)")
-    top: int = 5
+    top: int = Field(5, ge=1, description="entries to show")
 
 
 class MatchesResult(Result):
@@ -103,7 +103,8 @@ class ExportParams(BaseModel):
                            json_schema_extra={"argument": True})
     since: str | None = Field(None, description="entries created on or after this date (YYYY-MM-DD)")
     until: str | None = Field(None, description="entries created before this date (YYYY-MM-DD)")
-    out: Path = Field(Path("reports"), description="folder for the report files")
+    out: Path = Field(Path("reports"), description="folder for the report files",
+                     json_schema_extra={"path": "output-dir"})
 
 
 class ExportResult(Result):

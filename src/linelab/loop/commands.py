@@ -25,7 +25,8 @@ class LoopParams(BaseModel):
     units: int | None = Field(None, gt=0, description="units to produce [default: the scenario's length]")
     chunk: int = Field(1000, gt=0, description="units between two looks at the data")
     optimise: bool = Field(True, description="run recipe experiments between incidents")
-    report: Path = Field(Path("reports"), description="folder for the HTML report")
+    report: Path = Field(Path("reports"), description="folder for the HTML report",
+                        json_schema_extra={"path": "output-dir"})
 
 
 class LoopResult(Result):
@@ -65,7 +66,7 @@ class LoopResult(Result):
         console.print(f"report: [bold]{self.report}[/bold]")
 
 
-@command("loop", LoopParams)
+@command("loop", LoopParams, rest=False)  # it empties its workspace first
 def loop(p: LoopParams, ctx: Context) -> LoopResult:
     """Run the closed loop on a simulated line, against no loop and an oracle; write the report.
 
@@ -95,7 +96,7 @@ class LearningResult(Result):
     incidents: list[dict[str, Any]] = Field(default_factory=list, description="the run's incident table")
 
 
-@command("learning", LearningParams)
+@command("learning", LearningParams, writes=False)
 def learning(p: LearningParams, ctx: Context) -> LearningResult:
     """The learning curves of the last `linelab loop` run in this workspace."""
     last = ctx.workspace.get_artifact(RUN_KIND, "latest")

@@ -19,9 +19,10 @@ Rows = list[dict[str, Any]]
 
 # -- monitor run ---------------------------------------------------------------------------------
 class MonitorRunParams(BaseModel):
-    reset: bool = Field(False, description="forget the saved monitor state and start from the first batch")
-    reference_hours: float = Field(30.0, description="phase I: hours of data each series learns its limits from")
-    max_batches: int | None = Field(None, description="process at most this many new ingest batches")
+    reset: bool = Field(False, description="forget the saved monitor state and start from the first batch",
+                        json_schema_extra={"destructive": True})
+    reference_hours: float = Field(30.0, gt=0, description="phase I: hours of data each series learns its limits from")
+    max_batches: int | None = Field(None, gt=0, description="process at most this many new ingest batches")
 
 
 class MonitorRunResult(Result):
@@ -89,7 +90,7 @@ class ProblemsResult(Result):
         print_rows(console, self.problems, "problems")
 
 
-@command("problems", ProblemsParams)
+@command("problems", ProblemsParams, writes=False)
 def problems(p: ProblemsParams, ctx: Context) -> ProblemsResult:
     """List the problems the monitor has found."""
     return ProblemsResult(problems=[_row(x) for x in pb.list_problems(ctx.workspace, p.status)])
@@ -98,7 +99,8 @@ def problems(p: ProblemsParams, ctx: Context) -> ProblemsResult:
 class ProblemShowParams(BaseModel):
     id: str = Field(..., description="problem id, e.g. PRB-0001", json_schema_extra={"argument": True})
     plot: str = Field("png", description="control chart to write: png, html, both or none")
-    out: Path | None = Field(None, description="folder for the chart (default: <workspace>/reports)")
+    out: Path | None = Field(None, description="folder for the chart (default: <workspace>/reports)",
+                             json_schema_extra={"path": "output-dir"})
 
 
 class ProblemShowResult(Result):
@@ -221,8 +223,10 @@ def chart_html(problem: dict[str, Any], path: Path) -> Path:
 
 # -- TEP -----------------------------------------------------------------------------------------
 class TepParams(BaseModel):
-    data: Path = Field(..., description="folder with the Braatz TEP files (d00.dat, dNN_te.dat)")
-    alarms_out: Path | None = Field(None, description="write dNN_te.alarms files (one 0/1 per sample) here")
+    data: Path = Field(..., description="folder with the Braatz TEP files (d00.dat, dNN_te.dat)",
+                      json_schema_extra={"path": "input"})
+    alarms_out: Path | None = Field(None, description="write dNN_te.alarms files (one 0/1 per sample) here",
+                                    json_schema_extra={"path": "output-dir"})
     runs: list[str] | None = Field(None, description="test runs to score, e.g. d01_te (default: all)")
 
 
@@ -244,7 +248,7 @@ class TepResult(Result):
                       f"{s['far_d00_te']:.2f}% of d00_te")
 
 
-@command("monitor tep", TepParams)
+@command("monitor tep", TepParams, rest=False)  # reads a folder of data files
 def monitor_tep_cmd(p: TepParams, ctx: Context) -> TepResult:
     """Tennessee Eastman: ingest the runs as signals, fit on d00, score every fault run."""
     from dataclasses import asdict

@@ -27,9 +27,12 @@ def _workspace_has_data(ctx: Context) -> bool:
 
 class InitParams(BaseModel):
     paths: list[Path] | None = Field(None, description="export files or folders to draft from "
-                              "[default: the ingested workspace]", json_schema_extra={"argument": True})
-    out: Path | None = Field(None, description=f"where to write the profile [default: the workspace's {PROFILE_FILE}]")
-    force: bool = Field(False, description="overwrite a profile that is already there")
+                              "[default: the ingested workspace]",
+                                      json_schema_extra={"argument": True, "path": "input"})
+    out: Path | None = Field(None, description=f"where to write the profile [default: the workspace's {PROFILE_FILE}]",
+                             json_schema_extra={"path": "output"})
+    force: bool = Field(False, description="overwrite a profile that is already there",
+                        json_schema_extra={"destructive": True})
 
 
 class InitResult(Result):
@@ -86,8 +89,10 @@ def profile_init(p: InitParams, ctx: Context) -> InitResult:
 
 class CheckParams(BaseModel):
     paths: list[Path] | None = Field(None, description="export files or folders to check the profile "
-                              "against [default: the ingested workspace]", json_schema_extra={"argument": True})
-    profile: Path | None = Field(None, description=f"the profile [default: the workspace's {PROFILE_FILE}]")
+                              "against [default: the ingested workspace]",
+                                      json_schema_extra={"argument": True, "path": "input"})
+    profile: Path | None = Field(None, description=f"the profile [default: the workspace's {PROFILE_FILE}]",
+                                 json_schema_extra={"path": "input"})
 
 
 class FindingRow(BaseModel):
@@ -154,7 +159,8 @@ def profile_check(p: CheckParams, ctx: Context) -> CheckResult:
 
 
 class SchemaParams(BaseModel):
-    out: Path | None = Field(None, description="file to write the JSON Schema to [default: print it]")
+    out: Path | None = Field(None, description="file to write the JSON Schema to [default: print it]",
+                             json_schema_extra={"path": "output"})
 
 
 class SchemaResult(Result):

@@ -37,7 +37,7 @@ def init(p: InitParams, ctx: Context) -> InitResult:
 
 
 class QuarantineParams(BaseModel):
-    limit: int = Field(100, description="rows to show")
+    limit: int = Field(100, ge=0, description="rows to show")
 
 
 class QuarantineResult(Result):
@@ -48,7 +48,7 @@ class QuarantineResult(Result):
         print_rows(console, self.rows, f"quarantine ({self.total:,} rows)")
 
 
-@command("quarantine", QuarantineParams)
+@command("quarantine", QuarantineParams, writes=False)
 def quarantine(p: QuarantineParams, ctx: Context) -> QuarantineResult:
     """List quarantined rows: source file, row, field and reason."""
     ws = ctx.workspace
@@ -76,7 +76,7 @@ class YieldResult(Result):
         print_rows(console, self.rows, f"yield by {self.by}")
 
 
-@command("yield", YieldParams)
+@command("yield", YieldParams, writes=False)
 def yield_(p: YieldParams, ctx: Context) -> YieldResult:
     """First-pass and final yield by station, machine, lot, supplier, shift, day…"""
     ws = ctx.workspace
@@ -85,7 +85,7 @@ def yield_(p: YieldParams, ctx: Context) -> YieldResult:
 
 class ParetoParams(BaseModel):
     station: str | None = Field(None, description="only this station")
-    top: int = Field(15, description="how many defect codes")
+    top: int = Field(15, ge=1, description="how many defect codes")
 
 
 class ParetoResult(Result):
@@ -102,7 +102,7 @@ class ParetoResult(Result):
                           f"{r['defects']:>8,} {100 * r['share']:5.1f}%  cum {100 * r['cumulative_share']:5.1f}%")
 
 
-@command("pareto", ParetoParams)
+@command("pareto", ParetoParams, writes=False)
 def pareto(p: ParetoParams, ctx: Context) -> ParetoResult:
     """Defect Pareto: defect codes by count, with share and cumulative share."""
     return ParetoResult(rows=queries.pareto(ctx.workspace, p.station, p.top).to_pylist())
@@ -128,7 +128,7 @@ class TraceResult(Result):
                           f"{bad:,} not passed")
 
 
-@command("trace", TraceParams)
+@command("trace", TraceParams, writes=False)
 def trace(p: TraceParams, ctx: Context) -> TraceResult:
     """Traceability both ways: a unit's genealogy (SERIAL) or every unit of a lot (--lot)."""
     if bool(p.serial) == bool(p.lot):

@@ -1,0 +1,88 @@
+"""The server's handle on its workspace: opened once and shared by concurrent requests.
+
+Each request gets its own cursor on one open database (cheap, and safe across threads) instead of
+opening the file again. When no request has come for `idle_s` the file is closed, so a command
+in another process (which needs DuckDB's single writer lock) can take its turn.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from linelab.commands import open_workspace
+from linelab.store.backend import DuckDBBackend
+from linelab.store.workspace import Workspace
+
+
+class _CursorBackend(DuckDBBackend):
+    """A DuckDB backend over a cursor of the shared connection (closing it closes the cursor only)."""
+
+    def __init__(self, shared: DuckDBBackend) -> None:
+        self.__dict__.update(shared.__dict__)  # whatever else the backend keeps, shared as is
+        self.con = shared.con.cursor()
+
+
+class WorkspacePool:
+    def __init__(self, root: Path, idle_s: float = 2.0, busy_wait_s: float = 5.0) -> None:
+        self.root = root
+        self.idle_s = idle_s
+        self.busy_wait_s = busy_wait_s
+        self._lock = threading.Lock()
+        self._shared: Workspace | None = None
+        self._users = 0
+        self._last_used = 0.0
+        self._timer: threading.Timer | None = None
+
+    @contextmanager
+    def workspace(self) -> Iterator[Workspace]:
+        """A workspace for one request."""
+        with self._lock:
+            if self._shared is None:
+                self._shared = open_workspace(self.root, wait_s=self.busy_wait_s)
+            shared = self._shared
+            self._users += 1
+        view = (Workspace(shared.path, _CursorBackend(shared.backend))
+                if isinstance(shared.backend, DuckDBBackend) else None)
+        try:
+            if view is None:  # a backend without cursors: a connection of the request's own
+                with open_workspace(self.root, wait_s=self.busy_wait_s) as own:
+                    yield own
+            else:
+                yield view
+        finally:
+            if view is not None:
+                view.close()
+            with self._lock:
+                self._users -= 1
+                self._last_used = time.monotonic()
+                if self._users == 0 and self._timer is None:
+                    self._timer = threading.Timer(self.idle_s, self._close_if_idle)
+                    self._timer.daemon = True
+                    self._timer.start()
+
+    def _close_if_idle(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._shared is None or self._users:
+                return
+            idle = time.monotonic() - self._last_used
+            if idle < self.idle_s:  # used again meanwhile: look again later
+                self._timer = threading.Timer(self.idle_s - idle, self._close_if_idle)
+                self._timer.daemon = True
+                self._timer.start()
+                return
+            self._shared.close()
+            self._shared = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._shared is not None:
+                self._shared.close()
+                self._shared = None

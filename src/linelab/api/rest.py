@@ -1,0 +1,257 @@
+"""REST routes generated from the command registry, with no way for a request to name a server path.
+
+A command's parameter model marks its file parameters (see `linelab.commands.command`); here:
+- "input" fields become file uploads (multipart/form-data; the other parameters travel as JSON
+  in the `params` part), saved inside the workspace for the call and removed after it;
+- "output" fields take a bare file name, "output-dir" fields are chosen by the server: both are
+  written in a fresh folder under WORKSPACE/outputs/, and the answer links them as /outputs/...;
+- "name" fields accept a plain name (a built-in scenario), never a path;
+- destructive switches are left out, and commands registered with rest=False are not offered.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import secrets
+import shutil
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, get_type_hints
+
+from fastapi import Body, FastAPI, File, Form, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model
+from pydantic.fields import FieldInfo
+
+from linelab.api.errors import ERROR_RESPONSES
+from linelab.api.pool import WorkspacePool
+from linelab.commands import CommandSpec, Context
+from linelab.errors import NotFound
+
+OUTPUTS = "outputs"
+UPLOADS = ".uploads"
+FILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+PLAIN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+
+def path_kind(info: FieldInfo) -> str | None:
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    kind = extra.get("path")
+    return str(kind) if kind else None
+
+
+def is_destructive(info: FieldInfo) -> bool:
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    return bool(extra.get("destructive"))
+
+
+@dataclass
+class RestShape:
+    """How one command's parameters travel over REST."""
+
+    body: type[BaseModel]  # the JSON parameters a request may send
+    inputs: dict[str, bool] = field(default_factory=dict)  # upload field -> takes several files
+    outputs: dict[str, str] = field(default_factory=dict)  # field -> "output" | "output-dir"
+
+
+def _takes_list(annotation: Any) -> bool:
+    return "list[" in str(annotation) or getattr(annotation, "__origin__", None) is list
+
+
+def rest_shape(params: type[BaseModel]) -> RestShape:
+    fields: dict[str, Any] = {}
+    shape = RestShape(body=params)
+    for name, info in params.model_fields.items():
+        kind = path_kind(info)
+        if is_destructive(info):
+            continue
+        if kind == "input":
+            shape.inputs[name] = _takes_list(info.annotation)
+            continue
+        if kind == "output-dir":
+            shape.outputs[name] = kind
+            continue
+        if kind == "output":
+            shape.outputs[name] = kind
+            default = Path(info.default).name if isinstance(info.default, str | Path) else None
+            fields[name] = (str | None, Field(default, description=f"{info.description or ''} (a file name: "
+                                              "it is written inside the workspace and linked in the answer)",
+                                              pattern=FILE_NAME))
+            continue
+        if kind == "name":
+            plain = Annotated[str, StringConstraints(pattern=PLAIN_NAME)]
+            annotation: Any = plain | None if info.default is None else plain
+            fields[name] = (annotation, Field(info.default, description=f"{info.description or ''} (a name)"))
+            continue
+        fields[name] = (info.annotation, info)
+    shape.body = create_model(  # type: ignore[call-overload]
+        params.__name__, __config__=ConfigDict(extra="forbid"), __doc__=params.__doc__,
+        __module__=params.__module__, **fields)
+    return shape
+
+
+def _request_folder(root: Path, where: str, spec: CommandSpec) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return root / where / f"{spec.name.replace(' ', '-')}-{stamp}-{secrets.token_hex(4)}"
+
+
+def _safe_file_name(name: str | None) -> str:
+    base = Path(name or "").name
+    base = re.sub(r"[^A-Za-z0-9._ -]", "_", base).strip(" ")
+    return base if base and not base.startswith(".") else "upload"
+
+
+def _save_uploads(files: dict[str, list[UploadFile]], folder: Path) -> dict[str, list[Path]]:
+    saved: dict[str, list[Path]] = {}
+    n = 0
+    for name, uploads in files.items():
+        for upload in uploads:
+            # One folder per file keeps each file's own name (ingest reads a table from it).
+            target = folder / str(n) / _safe_file_name(upload.filename)
+            n += 1
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with target.open("wb") as out:
+                shutil.copyfileobj(upload.file, out, 1 << 20)
+            saved.setdefault(name, []).append(target)
+    return saved
+
+
+def _links(value: Any, outputs: Path) -> Any:
+    """Server paths under WORKSPACE/outputs in an answer become /outputs/... links."""
+    if isinstance(value, dict):
+        return {k: _links(v, outputs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_links(v, outputs) for v in value]
+    if isinstance(value, str) and value.startswith(str(outputs) + "/"):
+        return "/outputs/" + value[len(str(outputs)) + 1:]
+    return value
+
+
+@dataclass
+class _RequestContext(Context):
+    """A command's context in the server: the workspace comes from the app's pool, when asked for."""
+
+    pool: WorkspacePool | None = None
+    _lease: ExitStack = field(default_factory=ExitStack)
+
+    @property
+    def workspace(self) -> Any:
+        if self._workspace is None:
+            assert self.pool is not None
+            self._workspace = self._lease.enter_context(self.pool.workspace())
+        return self._workspace
+
+    def close(self) -> None:
+        self._workspace = None
+        self._lease.close()
+
+
+def _invalid(exc: ValidationError, prefix: str = "") -> RequestValidationError:
+    return RequestValidationError([{"loc": (prefix, *e["loc"]) if prefix else e["loc"], "msg": e["msg"],
+                                    "type": e["type"]} for e in exc.errors()])
+
+
+def _runner(spec: CommandSpec, shape: RestShape, pool: WorkspacePool) -> Callable[..., Response]:
+    root = pool.root
+
+    def run(body: BaseModel, files: dict[str, list[UploadFile]]) -> Response:
+        values = body.model_dump(exclude_unset=True)
+        with ExitStack() as cleanup:
+            out_dir = None
+            if shape.outputs:
+                out_dir = _request_folder(root, OUTPUTS, spec)
+                for name, kind in shape.outputs.items():
+                    if kind == "output-dir":
+                        values[name] = out_dir / name
+                    elif getattr(body, name, None):
+                        values[name] = out_dir / getattr(body, name)
+            if shape.inputs:
+                upload_dir = _request_folder(root, UPLOADS, spec)
+                cleanup.callback(shutil.rmtree, upload_dir, True)
+                for name, paths in _save_uploads(files, upload_dir).items():
+                    values[name] = paths if shape.inputs[name] else paths[0]
+            try:
+                params = spec.params(**values)
+            except ValidationError as exc:
+                raise _invalid(exc, "body") from None
+            ctx = _RequestContext(workspace_path=root, show_progress=False, pool=pool)
+            try:
+                result = spec.func(params, ctx)
+            finally:
+                ctx.close()
+            if out_dir is None:
+                return Response(result.model_dump_json(), media_type="application/json")
+            if out_dir.exists() and not any(out_dir.iterdir()):
+                out_dir.rmdir()
+            return JSONResponse(_links(result.model_dump(mode="json"), root / OUTPUTS))
+
+    return run
+
+
+def _endpoint(spec: CommandSpec, shape: RestShape, pool: WorkspacePool) -> Callable[..., Response]:
+    run = _runner(spec, shape, pool)
+    model = shape.body
+    required = any(f.is_required() for f in model.model_fields.values())
+    if not shape.inputs:
+        body_param = Body(...) if required else Body(default_factory=model)
+
+        def endpoint(params: Any = body_param) -> Response:
+            return run(params, {})
+
+        endpoint.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+            inspect.Parameter("params", inspect.Parameter.KEYWORD_ONLY, default=body_param, annotation=model)])
+    else:
+        described = f"the other parameters as a JSON object ({model.__name__} in the schemas)"
+        params_part = Form(... if required else "{}", description=described)
+        uploads: dict[str, tuple[Any, Any]] = {}
+        for name, many in shape.inputs.items():
+            info = spec.params.model_fields[name]
+            kind: Any = list[UploadFile] if many else UploadFile
+            if info.is_required():
+                uploads[name] = (kind, File(..., description=info.description))
+            else:
+                uploads[name] = (kind | None, File(None, description=info.description))
+
+        def endpoint(**kw: Any) -> Response:  # type: ignore[misc]
+            try:
+                body = model.model_validate_json(kw.pop("params"))
+            except ValidationError as exc:
+                raise _invalid(exc, "params") from None
+            files = {n: (f if isinstance(f, list) else [f]) for n, f in kw.items() if f}
+            return run(body, files)
+
+        endpoint.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+            inspect.Parameter("params", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=params_part),
+            *[inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=t, default=marker)
+              for n, (t, marker) in uploads.items()]])
+    endpoint.__name__ = spec.name.replace(" ", "_")
+    endpoint.__doc__ = spec.func.__doc__
+    return endpoint
+
+
+def add_command_routes(app: FastAPI, specs: list[CommandSpec], pool: WorkspacePool) -> None:
+    for spec in specs:
+        shape = rest_shape(spec.params)
+        returns = get_type_hints(spec.func).get("return")
+        app.post(spec.path, summary=spec.summary, response_model=returns, responses=ERROR_RESPONSES)(
+            _endpoint(spec, shape, pool))
+
+
+def add_output_route(app: FastAPI, root: Path) -> None:
+    @app.get("/outputs/{name:path}", responses={404: ERROR_RESPONSES[404]}, response_class=FileResponse)
+    def output(name: str) -> FileResponse:
+        """A file a command wrote for a request (a chart, a report): the links in its answer."""
+        base = (root / OUTPUTS).resolve()
+        try:
+            path = (base / name).resolve(strict=True)
+        except (OSError, RuntimeError, ValueError):
+            raise NotFound(f"no output {name!r}") from None
+        if not path.is_relative_to(base) or not path.is_file():
+            raise NotFound(f"no output {name!r}")
+        return FileResponse(path)
+
