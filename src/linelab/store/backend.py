@@ -1,19 +1,23 @@
 """Storage backends: the small surface every stage relies on.
 
 Stages never call DuckDB directly; they go through `Workspace`, which needs only what a
-`Backend` offers. A PostgreSQL backend implements the same protocol.
+`Backend` offers. Every backend speaks one SQL dialect, DuckDB's: `DuckDBBackend` is a DuckDB
+file, `linelab.store.postgres.PostgresBackend` keeps the records in PostgreSQL and answers the
+same SQL from a DuckDB replica of them.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
 
+from linelab.store.migrations import VERSION_DDL, pending
 from linelab.store.schema import RECORD_TABLES, TS, stored_schema
 
 _DUCK_TYPES = {
@@ -87,8 +91,18 @@ class DuckDBBackend:
         self.path = path
         self.con = duckdb.connect(str(path), read_only=read_only)
         if not read_only:
-            for ddl in [table_ddl(name) for name in RECORD_TABLES] + SYSTEM_DDL:
-                self.con.execute(ddl)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring the file to the current schema version (see `linelab.store.migrations`)."""
+        self.con.execute(VERSION_DDL)
+        current = self.con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0]
+        for step in pending(int(current)):
+            with self.transaction():
+                for ddl in step.duckdb:
+                    self.con.execute(ddl)
+                self.con.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
+                                 [step.version, step.description, datetime.now(UTC).replace(tzinfo=None)])
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
         self.con.execute(sql, params or [])

@@ -1,0 +1,106 @@
+"""Versioned schema migrations: the store's tables, created and changed in one known order.
+
+Each migration is frozen once released: a later change to the schema (a new column, a new
+table) is a new migration appended to `MIGRATIONS`, never an edit of an old one, so a
+workspace made by any earlier LineLab is brought to the current schema step by step. The
+version reached is kept in the workspace's `schema_version` table; a workspace made by a newer
+LineLab (a version this code does not know) is refused rather than guessed at.
+
+Both backends run the same list. A migration's SQL is written once, with `{double}` for the
+one type the two dialects spell differently; PostgreSQL tables also carry `_rev`, the store
+revision that wrote each row (how other processes' replicas find what is new, see
+`linelab.store.postgres`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from linelab.errors import UserError
+
+# The tables of version 1, as they were released (record tables, then the store's own).
+_V1_TABLES = {
+    "units": '"unit_id" VARCHAR, "product" VARCHAR, "line" VARCHAR, "work_order" VARCHAR, "t_start" TIMESTAMP, '
+             '"t_end" TIMESTAMP, "result" VARCHAR, "first_pass" BOOLEAN, "batch" BIGINT',
+    "steps": '"unit_id" VARCHAR, "station" VARCHAR, "machine" VARCHAR, "fixture" VARCHAR, "operator" VARCHAR, '
+             '"shift" VARCHAR, "recipe_id" VARCHAR, "t_in" TIMESTAMP, "t_out" TIMESTAMP, "result" VARCHAR, '
+             '"defect_code" VARCHAR, "batch" BIGINT',
+    "measurements": '"unit_id" VARCHAR, "station" VARCHAR, "name" VARCHAR, "value" {double}, "t" TIMESTAMP, '
+                    '"batch" BIGINT',
+    "params": '"unit_id" VARCHAR, "station" VARCHAR, "name" VARCHAR, "value" {double}, "t" TIMESTAMP, "batch" BIGINT',
+    "materials": '"unit_id" VARCHAR, "station" VARCHAR, "material" VARCHAR, "lot" VARCHAR, "supplier" VARCHAR, '
+                 '"batch" BIGINT',
+    "signals": '"name" VARCHAR, "t" TIMESTAMP, "value" {double}, "batch" BIGINT',
+    "events": '"t" TIMESTAMP, "kind" VARCHAR, "station" VARCHAR, "machine" VARCHAR, "target" VARCHAR, '
+              '"detail" VARCHAR, "batch" BIGINT',
+    "specs": '"product" VARCHAR, "station" VARCHAR, "name" VARCHAR, "lsl" {double}, "usl" {double}, '
+             '"target" {double}, "unit" VARCHAR',
+    "batches": '"seq" BIGINT, "batch_id" VARCHAR, "source" VARCHAR, "table_name" VARCHAR, "n_rows" BIGINT, '
+               '"n_duplicates" BIGINT, "n_quarantined" BIGINT, "t_ingested" TIMESTAMP',
+    "quarantine": '"batch_id" VARCHAR, "source" VARCHAR, "table_name" VARCHAR, "row" BIGINT, "field" VARCHAR, '
+                  '"reason" VARCHAR, "raw" VARCHAR, "t_ingested" TIMESTAMP',
+    "artifacts": '"kind" VARCHAR, "id" VARCHAR, "status" VARCHAR, "created" TIMESTAMP, "updated" TIMESTAMP, '
+                 '"payload" VARCHAR',
+}
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    duckdb: tuple[str, ...]
+    postgres: tuple[str, ...]
+
+
+def _v1_duckdb() -> tuple[str, ...]:
+    # IF NOT EXISTS: workspaces made before versioning already hold these tables and adopt version 1.
+    tables = [f"CREATE TABLE IF NOT EXISTS {t} ({cols.format(double='DOUBLE')})" for t, cols in _V1_TABLES.items()]
+    return (*tables, "CREATE SEQUENCE IF NOT EXISTS batch_seq START 1")
+
+
+def _v1_postgres() -> tuple[str, ...]:
+    out = []
+    for t, cols in _V1_TABLES.items():
+        out.append(f"CREATE TABLE {t} ({cols.format(double='DOUBLE PRECISION')}, _rev BIGINT NOT NULL)")
+        # Rows arrive in revision order, so a block-range index finds "rows since revision n" for a few pages.
+        out.append(f"CREATE INDEX {t}_rev ON {t} USING brin (_rev)")
+    out += [
+        "CREATE SEQUENCE batch_seq START 1",
+        # One row: the revision of the last committed write. Writers lock it, so they commit one at a time.
+        "CREATE TABLE store_state (rev BIGINT NOT NULL)",
+        "INSERT INTO store_state VALUES (0)",
+        # Per table, the last revision that appended rows to it and the last that changed or removed rows.
+        "CREATE TABLE store_tables (table_name VARCHAR PRIMARY KEY, appended_rev BIGINT NOT NULL, "
+        "rewritten_rev BIGINT NOT NULL)",
+        "INSERT INTO store_tables SELECT t, 0, 0 FROM unnest(ARRAY["
+        + ", ".join(f"'{t}'" for t in _V1_TABLES) + "]) AS t",
+        # A late result replaces its unit by key: an index keeps that from scanning every unit.
+        "CREATE INDEX units_unit_id ON units (unit_id)",
+    ]
+    return tuple(out)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "record tables, batches, quarantine, artifacts", _v1_duckdb(), _v1_postgres()),
+    Migration(2, "quarantine entries keep the record's natural key and the batch that resolved them",
+              ('ALTER TABLE quarantine ADD COLUMN IF NOT EXISTS "key" VARCHAR',
+               'ALTER TABLE quarantine ADD COLUMN IF NOT EXISTS "resolved_batch" BIGINT'),
+              ('ALTER TABLE quarantine ADD COLUMN "key" VARCHAR, ADD COLUMN "resolved_batch" BIGINT',)),
+)
+LATEST = MIGRATIONS[-1].version
+
+VERSION_DDL = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, description VARCHAR, applied TIMESTAMP)"
+
+
+def pending(current: int) -> list[Migration]:
+    """The migrations a workspace at version `current` still needs, oldest first."""
+    if current > LATEST:
+        raise NewerSchema(current)
+    return [m for m in MIGRATIONS if m.version > current]
+
+
+class NewerSchema(UserError):
+    def __init__(self, version: int) -> None:
+        super().__init__(f"the workspace's schema is version {version}, newer than this LineLab knows ({LATEST}): "
+                         "upgrade LineLab to open it")
+        self.version = version

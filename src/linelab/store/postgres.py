@@ -1,0 +1,456 @@
+"""PostgreSQL workspaces: one database shared by connectors, the server and analysts at once.
+
+One SQL dialect. Every stage queries the store in DuckDB SQL (QUALIFY, GROUP BY ALL, EXCLUDE,
+epoch_us, median, Arrow tables registered by name). Translating that to PostgreSQL would fork
+the dialect, and a row store answers the monitor's column scans slower. So PostgreSQL is the
+system of record (durable, shared, transactional) and each process answers the SQL from an
+in-memory DuckDB *replica* of the workspace's tables:
+
+- Reads: before a query the replica catches up. One round trip reads the store's revision
+  (`store_state.rev`, bumped by every committed write); if another process committed since,
+  the replica reads the rows appended since its own revision (`_rev > n`, an index range) and
+  re-reads whole any table whose rows were changed or removed since (`store_tables` says which).
+  Data move as Arrow through ADBC's binary COPY, never row by row in Python.
+- Writes: a transaction first locks the `store_state` row, so writers commit one at a time in
+  revision order, and catches the replica up under that lock: DuckDB then evaluates each
+  statement against exactly the database's state. An INSERT's rows are computed by DuckDB
+  (validation, de-duplication) and sent to PostgreSQL by one binary COPY tagged with the new
+  revision; an UPDATE or DELETE runs in DuckDB with RETURNING, and the rows it touched are
+  replaced in PostgreSQL by their natural key (removed by full match for a DELETE). Sequences
+  (the batch sequence) live in PostgreSQL.
+- Atomicity: PostgreSQL commits first; if it fails (a cut connection, a restarted server) both
+  sides roll back, so a batch is stored whole or not at all, and a retry stores it once (its
+  content id is not in `batches`). The next use of the workspace reconnects.
+
+DuckDB's own postgres extension would avoid the replica but is downloaded at run time, which a
+plant network often forbids; the replica needs only pip-installed packages.
+
+A workspace is `postgresql://[user[:password]@]host[:port]/database[?schema=NAME&files=DIR]`:
+`schema` (default `linelab`) holds one line's tables, so one database serves several lines;
+`files` is the local folder for what a workspace keeps as files (profile, monitor state,
+plots), by default under the user's data folder. The folder records the URL in `DATABASE_FILE`,
+so opening the folder opens the same database. Prefer PGPASSWORD or ~/.pgpass to a password in
+the URL: the URL is written to that file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import adbc_driver_manager
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from linelab.errors import UserError
+from linelab.store.migrations import MIGRATIONS, VERSION_DDL, pending
+from linelab.store.schema import RECORD_TABLES
+
+SCHEMES = ("postgresql://", "postgres://")
+DATABASE_FILE = "database.url"  # in a PostgreSQL workspace's local folder: the URL it opens
+DEFAULT_SCHEMA = "linelab"
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# The tables a replica holds: the record tables and the store's own.
+_TABLES = [*RECORD_TABLES, "batches", "quarantine", "artifacts"]
+# What names one row of the store's own tables, for replacing rows an UPDATE changed.
+_STORE_KEYS = {"batches": ("seq",), "quarantine": ("batch_id", "table_name", "row"), "artifacts": ("kind", "id")}
+
+
+class DatabaseUnavailable(UserError):
+    """PostgreSQL could not be reached, or the connection broke mid-transaction (nothing was stored)."""
+
+
+def is_database_url(location: str | Path | None) -> bool:
+    return location is not None and str(location).startswith(SCHEMES + ("postgresql:/", "postgres:/"))
+
+
+@dataclass(frozen=True)
+class DatabaseURL:
+    """A PostgreSQL workspace's address: the libpq URI, the schema of the line, its local folder."""
+
+    uri: str
+    schema: str
+    files: Path
+
+    @classmethod
+    def parse(cls, text: str | Path) -> DatabaseURL:
+        # A URL that went through pathlib lost one slash of "//": put it back.
+        raw = re.sub(r"^(postgres(?:ql)?):/+", r"\1://", str(text))
+        parts = urlsplit(raw)
+        query = dict(parse_qsl(parts.query))
+        schema = query.pop("schema", DEFAULT_SCHEMA)
+        if not _SCHEMA_NAME.fullmatch(schema):
+            raise UserError(f"workspace {cls.redact(raw)}: schema {schema!r} must be lower-case letters, digits "
+                            "and _ (at most 63)")
+        if not parts.path.strip("/"):
+            raise UserError(f"workspace {cls.redact(raw)}: name the database (postgresql://host:5432/DATABASE)")
+        files = query.pop("files", None)
+        uri = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+        if files:
+            folder = Path(files).expanduser()
+        else:
+            slug = "-".join(str(p) for p in (parts.hostname or "local", parts.port or 5432, parts.path.strip("/"),
+                                             schema))
+            data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+            folder = data_home / "linelab" / "postgresql" / re.sub(r"[^A-Za-z0-9_.-]", "_", slug)
+        return cls(uri, schema, folder)
+
+    @staticmethod
+    def redact(uri: str) -> str:
+        return re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:***@", uri)
+
+    def __str__(self) -> str:
+        return f"{self.redact(self.uri)} (schema {self.schema})"
+
+    def link_folder(self, original: str | Path) -> Path:
+        """Create the local folder and record in it which database it opens."""
+        self.files.mkdir(parents=True, exist_ok=True)
+        pointer = self.files / DATABASE_FILE
+        text = re.sub(r"^(postgres(?:ql)?):/+", r"\1://", str(original))
+        if not pointer.exists() or pointer.read_text().strip() != text:
+            pointer.write_text(text + "\n")
+            pointer.chmod(0o600)  # it may hold a password
+        return self.files
+
+
+def linked_url(folder: Path) -> str | None:
+    """The database a local folder opens, if it is a PostgreSQL workspace's folder."""
+    pointer = folder / DATABASE_FILE
+    return pointer.read_text().strip() if pointer.exists() else None
+
+
+def _placeholders(sql: str) -> str:
+    """DuckDB's `?` parameters as PostgreSQL's `$n`, leaving quoted text alone."""
+    out, n = [], 0
+    for i, part in enumerate(re.split(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")", sql)):
+        if i % 2:
+            out.append(part)
+            continue
+        pieces = part.split("?")
+        for j, piece in enumerate(pieces):
+            if j:
+                n += 1
+                out.append(f"${n}")
+            out.append(piece)
+    return "".join(out)
+
+
+_FIRST_WORD = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(\w+)", re.S)
+_SEQUENCE_CALL = re.compile(r"\b(nextval|setval|currval)\s*\(", re.I)
+_READS = {"SELECT", "WITH", "FROM", "VALUES", "SHOW", "DESCRIBE", "SUMMARIZE", "EXPLAIN", "PRAGMA", "TABLE"}
+_RETURNING = re.compile(r"\s+RETURNING\s+(.*?)\s*;?\s*$", re.I | re.S)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass
+class _Transaction:
+    rev: int  # the revision this transaction's rows are tagged with
+    appended: set[str] = field(default_factory=set)
+    rewritten: set[str] = field(default_factory=set)
+
+
+class PostgresBackend:
+    """The `Backend` of a PostgreSQL workspace (see the module docstring for the design)."""
+
+    def __init__(self, url: DatabaseURL, keys: Mapping[str, Sequence[str]], *, create: bool = True,
+                 read_only: bool = False) -> None:
+        self.url = url
+        self.keys = {**{t: tuple(k) for t, k in keys.items()}, **_STORE_KEYS}
+        self.read_only = read_only
+        self._con: Any = None
+        self._cur: Any = None
+        self._connect()
+        self._migrate(create)
+        # The replica is a DuckDB workspace of the same schema version: the same migrations make it.
+        self.duck = duckdb.connect()
+        for step in MIGRATIONS:
+            for ddl in step.duckdb:
+                self.duck.execute(ddl)
+        self.schemas = {t: self.duck.sql(f"SELECT * FROM {t} LIMIT 0").to_arrow_table().schema for t in _TABLES}
+        self.rev = -1  # the replica's revision: -1 until the first full read
+        self._tx: _Transaction | None = None
+        self._catch_up()
+
+    # -- connection ----------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        # Imported here: the driver's Python layer loads pandas, which a DuckDB workspace need not pay for.
+        from adbc_driver_postgresql import dbapi
+
+        try:
+            self._con = dbapi.connect(self.url.uri, autocommit=True)
+            self._cur = self._con.cursor()
+            self._cur.execute(f"SET search_path TO {_quoted(self.url.schema)}")
+        except adbc_driver_manager.Error as exc:
+            self._con = self._cur = None
+            raise DatabaseUnavailable(f"cannot reach PostgreSQL at {self.url}: {_first_line(exc)}") from exc
+
+    def _pg(self) -> Any:
+        """The cursor, reconnecting first if an earlier failure closed the connection."""
+        if self._cur is None:
+            self._connect()
+        return self._cur
+
+    def _lost(self, exc: BaseException) -> DatabaseUnavailable:
+        """Forget a broken connection (the next use reconnects) and say what happened."""
+        self._drop_connection()
+        return DatabaseUnavailable(f"the connection to PostgreSQL at {self.url} broke; nothing of the "
+                                   f"interrupted transaction was stored: {_first_line(exc)}")
+
+    def _drop_connection(self) -> None:
+        for handle in (self._cur, self._con):
+            with contextlib.suppress(Exception):
+                if handle is not None:
+                    handle.close()
+        self._con = self._cur = None
+
+    def _pg_run(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        cur = self._pg()
+        try:
+            cur.execute(_placeholders(sql) if params else sql, tuple(params) if params else None)
+        except adbc_driver_manager.OperationalError as exc:
+            raise self._lost(exc) from exc
+        return cur
+
+    def _pg_scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        row = self._pg_run(sql, params).fetchone()
+        return row[0] if row else None
+
+    # -- schema --------------------------------------------------------------------------------------
+    def _migrate(self, create: bool) -> None:
+        schema = self.url.schema
+        exists = self._pg_scalar("SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1", [schema])
+        if not exists and not create:
+            raise UserError(f"no workspace at {self.url} (run `linelab init` first)")
+        if exists and self._pg_scalar(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = "
+                "'schema_version'", [schema]):
+            current = int(self._pg_scalar("SELECT coalesce(max(version), 0) FROM schema_version"))
+            if not pending(current):
+                return
+        self._pg_run("BEGIN")
+        try:
+            # Several processes may open a new workspace at once: one migrates, the others wait and see it done.
+            self._pg_run("SELECT pg_advisory_xact_lock(hashtext($1))", [f"linelab schema {schema}"])
+            self._pg_run(f"CREATE SCHEMA IF NOT EXISTS {_quoted(schema)}")
+            self._pg_run(VERSION_DDL)
+            current = int(self._pg_scalar("SELECT coalesce(max(version), 0) FROM schema_version"))
+            for step in pending(current):
+                for ddl in step.postgres:
+                    self._pg_run(ddl)
+                self._pg_run("INSERT INTO schema_version VALUES ($1, $2, $3)",
+                             [step.version, step.description, datetime.now(UTC).replace(tzinfo=None)])
+            self._pg_run("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._pg_run("ROLLBACK")
+            raise
+
+    # -- keeping the replica current -------------------------------------------------------------------
+    def _catch_up(self, locked: bool = False) -> None:
+        """Bring the replica to the database's committed state. Under the write lock the state cannot
+        move; otherwise the reads run in one snapshot (REPEATABLE READ)."""
+        if not locked and self.rev >= 0 and self._pg_scalar("SELECT rev FROM store_state") == self.rev:
+            return
+        if not locked:
+            self._pg_run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            rev = int(self._pg_scalar("SELECT rev FROM store_state"))
+            if rev != self.rev:
+                changed = self._pg_run(
+                    "SELECT table_name, rewritten_rev FROM store_tables WHERE appended_rev > $1 OR rewritten_rev > $1",
+                    [self.rev]).fetchall()
+                self.duck.execute("BEGIN TRANSACTION")
+                try:
+                    for table, rewritten in changed:
+                        whole = self.rev < 0 or rewritten > self.rev
+                        if whole:
+                            self.duck.execute(f"DELETE FROM {table}")
+                        self._load(table, None if whole else self.rev)
+                    self.duck.execute("COMMIT")
+                except BaseException:
+                    self.duck.execute("ROLLBACK")
+                    raise
+                self.rev = rev
+        finally:
+            if not locked and self._cur is not None:
+                with contextlib.suppress(adbc_driver_manager.Error):
+                    self._pg_run("COMMIT")
+
+    def _load(self, table: str, since: int | None) -> None:
+        schema = self.schemas[table]
+        cols = ", ".join(_quoted(n) for n in schema.names)
+        where = "" if since is None else " WHERE _rev > $1"
+        cur = self._pg_run(f"SELECT {cols} FROM {table}{where}", None if since is None else [since])
+        rows = cur.fetch_arrow_table()
+        if rows.num_rows:
+            self._replica_append(table, pa.Table.from_arrays([c.cast(f.type) for c, f in zip(rows.columns, schema,
+                                                                                             strict=True)],
+                                                             schema=schema))
+
+    def _replica_append(self, table: str, rows: pa.Table) -> None:
+        self.duck.register("_pg_rows", rows)
+        try:
+            self.duck.execute(f"INSERT INTO {table} SELECT * FROM _pg_rows")
+        finally:
+            self.duck.unregister("_pg_rows")
+
+    # -- Backend -------------------------------------------------------------------------------------
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        self._run(sql, params)
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        return self._run(sql, params)
+
+    def register(self, name: str, table: pa.Table) -> None:
+        self.duck.register(name, table)
+
+    def unregister(self, name: str) -> None:
+        self.duck.unregister(name)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._tx is not None:  # joins the transaction already open
+            yield
+            return
+        if self.read_only:
+            raise UserError(f"the workspace {self.url} was opened read-only")
+        self._pg_run("BEGIN")
+        try:
+            locked = int(self._pg_scalar("SELECT rev FROM store_state FOR UPDATE"))
+            self._catch_up(locked=True)
+            self.rev = locked
+        except BaseException:
+            self._rollback_pg()
+            raise
+        self.duck.execute("BEGIN TRANSACTION")
+        self._tx = tx = _Transaction(locked + 1)
+        try:
+            yield
+            touched = tx.appended | tx.rewritten
+            if touched:
+                self._pg_run("UPDATE store_state SET rev = $1", [tx.rev])
+                for table in sorted(touched):
+                    sets = ", ".join(f"{c} = $1" for c, hit in (("appended_rev", tx.appended), ("rewritten_rev",
+                                                                                                 tx.rewritten))
+                                     if table in hit)
+                    self._pg_run(f"UPDATE store_tables SET {sets} WHERE table_name = $2", [tx.rev, table])
+            self._pg_run("COMMIT")
+        except BaseException:
+            self._tx = None
+            self.duck.execute("ROLLBACK")
+            self._rollback_pg()
+            raise
+        self._tx = None
+        self.duck.execute("COMMIT")
+        if touched:
+            self.rev = tx.rev
+
+    def _rollback_pg(self) -> None:
+        if self._cur is not None:
+            try:
+                self._cur.execute("ROLLBACK")
+            except adbc_driver_manager.Error:
+                self._drop_connection()
+
+    def close(self) -> None:
+        self._drop_connection()
+        self.duck.close()
+
+    # -- statements ----------------------------------------------------------------------------------
+    def _run(self, sql: str, params: Sequence[Any] | None) -> pa.Table:
+        first = _FIRST_WORD.match(sql)
+        word = first.group(1).upper() if first else ""
+        if _SEQUENCE_CALL.search(sql):
+            # The batch sequence must be one for every process: PostgreSQL's.
+            return self._pg_run(sql, params).fetch_arrow_table()
+        if word in _READS:
+            if self._tx is None:
+                self._catch_up()
+            return self._duck(sql, params)
+        if word not in ("INSERT", "UPDATE", "DELETE"):
+            raise UserError(f"a PostgreSQL workspace does not run {word or 'this'} statements: its schema changes "
+                            "only through migrations")
+        if self._tx is None:
+            with self.transaction():
+                return self._write(word, sql, params)
+        return self._write(word, sql, params)
+
+    def _duck(self, sql: str, params: Sequence[Any] | None) -> pa.Table:
+        rel = self.duck.sql(sql, params=list(params) if params else None)
+        return rel.to_arrow_table() if rel is not None else pa.table({})
+
+    def _write(self, word: str, sql: str, params: Sequence[Any] | None) -> pa.Table:
+        assert self._tx is not None
+        target = re.match(r"\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", sql, re.I)
+        table = target.group(1).lower() if target else ""
+        if table not in self.schemas:
+            raise UserError(f"a PostgreSQL workspace has no table {table!r} to write to")
+        schema = self.schemas[table]
+        body, returning = sql, None
+        found = _RETURNING.search(sql)
+        if found:
+            body, returning = sql[: found.start()], found.group(1)
+        extra = f", {returning}" if returning else ""
+        rows = self._duck(f"{body} RETURNING *{extra}", params)
+        result = rows.select(list(range(len(schema), rows.num_columns))) if returning else pa.table(
+            {"Count": [rows.num_rows]})
+        if rows.num_rows == 0:
+            return result
+        rows = pa.Table.from_arrays(rows.columns[: len(schema)], schema=schema)
+        if word == "INSERT":
+            self._copy_in(table, rows)
+            self._tx.appended.add(table)
+        elif word == "DELETE":
+            self._remove(table, rows, schema.names, nullable=True)
+            self._tx.rewritten.add(table)
+        else:
+            key = self.keys.get(table)
+            if key is None or self._remove(table, rows, key) != rows.num_rows:
+                # Without a key naming each row once, rewrite the table from the replica (exact, but slower).
+                self._pg_run(f"DELETE FROM {table}")
+                self._copy_in(table, self._duck(f"SELECT * FROM {table}", None))
+            else:
+                self._copy_in(table, rows)
+            self._tx.rewritten.add(table)
+        return result
+
+    def _copy_in(self, table: str, rows: pa.Table) -> None:
+        """Append rows to the PostgreSQL table by binary COPY, tagged with this transaction's revision."""
+        assert self._tx is not None
+        if rows.num_rows == 0:
+            return
+        tagged = rows.append_column("_rev", pa.array(np.full(rows.num_rows, self._tx.rev, dtype=np.int64)))
+        try:
+            self._pg().adbc_ingest(table, tagged, mode="append", db_schema_name=self.url.schema)
+        except adbc_driver_manager.OperationalError as exc:
+            raise self._lost(exc) from exc
+
+    def _remove(self, table: str, rows: pa.Table, key: Sequence[str], nullable: bool = False) -> int:
+        """Delete the PostgreSQL rows whose `key` columns equal those of `rows`; returns how many.
+        A key that must not be null is matched with `=`, which lets PostgreSQL use its index."""
+        cur = self._pg()
+        try:
+            cur.adbc_ingest("_linelab_keys", rows.select(list(key)), mode="replace", temporary=True)
+        except adbc_driver_manager.OperationalError as exc:
+            raise self._lost(exc) from exc
+        same = "IS NOT DISTINCT FROM" if nullable else "="
+        match = " AND ".join(f"t.{_quoted(k)} {same} k.{_quoted(k)}" for k in key)
+        cur = self._pg_run(f"DELETE FROM {table} AS t USING _linelab_keys AS k WHERE {match}")
+        removed = int(cur.rowcount)
+        self._pg_run("DROP TABLE _linelab_keys")
+        return removed
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
