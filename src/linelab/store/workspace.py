@@ -25,6 +25,7 @@ import xxhash
 
 from linelab.errors import UserError
 from linelab.store.backend import Backend, DuckDBBackend, duck_type, sql_literal
+from linelab.store.postgres import DatabaseURL, PostgresBackend, is_database_url, linked_url
 from linelab.store.schema import RECORD_TABLES
 from linelab.store.validate import conforms, valid_rows_sql, validate
 
@@ -92,7 +93,18 @@ def content_id(table: pa.Table, table_name: str) -> str:
 
 
 def resolve_path(path: str | Path | None) -> Path:
-    return Path(path or os.environ.get("LINELAB_WORKSPACE") or DEFAULT_WORKSPACE)
+    """The workspace's local folder. A PostgreSQL URL names a database; its folder keeps the files
+    (profile, monitor state, plots) and records the URL, so the folder opens the same database."""
+    location = path or os.environ.get("LINELAB_WORKSPACE") or DEFAULT_WORKSPACE
+    if is_database_url(location):
+        return DatabaseURL.parse(location).link_folder(location)
+    return Path(location)
+
+
+def workspace_exists(path: str | Path | None) -> bool:
+    """True when the workspace holds a store (a DuckDB file, or a link to a PostgreSQL database)."""
+    root = resolve_path(path)
+    return (root / DB_FILE).exists() or linked_url(root) is not None
 
 
 class Workspace:
@@ -108,6 +120,15 @@ class Workspace:
         root = resolve_path(path)
         if root.exists() and not root.is_dir():
             raise UserError(f"workspace {root} is a file, not a folder")
+        database = linked_url(root)
+        if database is not None:
+            try:
+                return cls(root, PostgresBackend(DatabaseURL.parse(database), NATURAL_KEYS, create=create,
+                                                 read_only=read_only))
+            except UserError:
+                raise
+            except Exception as exc:  # permissions, a schema made by something else...
+                raise UserError(f"cannot open workspace {DatabaseURL.parse(database)}: {exc}") from exc
         if not (root / DB_FILE).exists() and not create:
             raise UserError(f"no workspace at {root} (run `linelab init` first)")
         root.mkdir(parents=True, exist_ok=True)
