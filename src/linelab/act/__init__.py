@@ -8,21 +8,40 @@ checked against their expected effect).
     check_effect(ws, a["id"])                  # yield before vs after, with an interval
 """
 
-from linelab.act.actions import (
-    KIND,
-    STATUSES,
-    apply,
-    approve,
-    check_effect,
-    get_action,
-    list_actions,
-    mark_applied,
-    propose,
-    reject,
-    validate_action,
-)
-from linelab.act.control import Control, LineControl, Outbox, pending, publish
-from linelab.monitor.effect import Effect, compare_yields, effect_in_workspace, effect_of_outcomes
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from linelab.act.actions import (
+        KIND,
+        STATUSES,
+        apply,
+        approve,
+        check_effect,
+        get_action,
+        list_actions,
+        mark_applied,
+        propose,
+        reject,
+        validate_action,
+    )
+    from linelab.act.control import Control, LineControl, Outbox, pending, publish
+    from linelab.monitor.effect import Effect, compare_yields, effect_in_workspace, effect_of_outcomes
+
+# Loaded on first use, so that importing one module of the package does not load them all
+# (and the heavy libraries they need): commands start fast.
+_HOME = {
+    "KIND": "linelab.act.actions", "STATUSES": "linelab.act.actions", "apply": "linelab.act.actions",
+    "approve": "linelab.act.actions", "check_effect": "linelab.act.actions", "get_action": "linelab.act.actions",
+    "list_actions": "linelab.act.actions", "mark_applied": "linelab.act.actions", "propose": "linelab.act.actions",
+    "reject": "linelab.act.actions", "validate_action": "linelab.act.actions", "Control": "linelab.act.control",
+    "LineControl": "linelab.act.control", "Outbox": "linelab.act.control", "pending": "linelab.act.control",
+    "publish": "linelab.act.control", "Effect": "linelab.monitor.effect",
+    "compare_yields": "linelab.monitor.effect", "effect_in_workspace": "linelab.monitor.effect",
+    "effect_of_outcomes": "linelab.monitor.effect",
+}
 
 __all__ = [
     "KIND",
@@ -46,3 +65,11 @@ __all__ = [
     "reject",
     "validate_action",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value
+    return value

@@ -11,8 +11,31 @@ command `linelab diagnose PRB-0001`; two tables: `linelab diagnose --reference a
 b.parquet --target COLUMN [--dag edges.csv] [--json]`.
 """
 
-from .data import UserError, read_table
-from .diagnoser import Diagnoser, diagnose_tables
-from .model import Cause, Confounding, Diagnosis, Onset
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .data import UserError, read_table
+    from .diagnoser import Diagnoser, diagnose_tables
+    from .model import Cause, Confounding, Diagnosis, Onset
+
+# Loaded on first use, so that importing one module of the package does not load them all
+# (and the heavy libraries they need): commands start fast.
+_HOME = {
+    "UserError": "linelab.diagnose.data", "read_table": "linelab.diagnose.data",
+    "Diagnoser": "linelab.diagnose.diagnoser", "diagnose_tables": "linelab.diagnose.diagnoser",
+    "Cause": "linelab.diagnose.model", "Confounding": "linelab.diagnose.model",
+    "Diagnosis": "linelab.diagnose.model", "Onset": "linelab.diagnose.model",
+}
 
 __all__ = ["Cause", "Confounding", "Diagnoser", "Diagnosis", "Onset", "UserError", "diagnose_tables", "read_table"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value
+    return value

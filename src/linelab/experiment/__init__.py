@@ -18,21 +18,45 @@ with a batch or one record, `verdict()`.
 Workspace level (artefacts, events, plots, adoption): `linelab.experiment.experiments`.
 """
 
-from linelab.experiment.analysis import DesignedExperiment, DOEAnalysis, analyse
-from linelab.experiment.designs import (
-    Design,
-    Factor,
-    box_behnken,
-    central_composite,
-    fractional_factorial,
-    full_factorial,
-    make_design,
-)
-from linelab.experiment.optimise import RecipeOptimizer, trial_guardrail, tune_bounds
-from linelab.experiment.runner import run_design, run_search, run_split, run_trial
-from linelab.experiment.search import GridSearch, OneFactorAtATime, RandomSearch
-from linelab.experiment.sequential import BayesianSplitTest, MixtureSPRT, SplitRunTest, make_test
-from linelab.experiment.verdict import ArmSummary, Verdict
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from linelab.experiment.analysis import DesignedExperiment, DOEAnalysis, analyse
+    from linelab.experiment.designs import (
+        Design,
+        Factor,
+        box_behnken,
+        central_composite,
+        fractional_factorial,
+        full_factorial,
+        make_design,
+    )
+    from linelab.experiment.optimise import RecipeOptimizer, trial_guardrail, tune_bounds
+    from linelab.experiment.runner import run_design, run_search, run_split, run_trial
+    from linelab.experiment.search import GridSearch, OneFactorAtATime, RandomSearch
+    from linelab.experiment.sequential import BayesianSplitTest, MixtureSPRT, SplitRunTest, make_test
+    from linelab.experiment.verdict import ArmSummary, Verdict
+
+# Loaded on first use, so that importing one module of the package does not load them all
+# (and the heavy libraries they need): commands start fast.
+_HOME = {
+    "DesignedExperiment": "linelab.experiment.analysis", "DOEAnalysis": "linelab.experiment.analysis",
+    "analyse": "linelab.experiment.analysis", "Design": "linelab.experiment.designs",
+    "Factor": "linelab.experiment.designs", "box_behnken": "linelab.experiment.designs",
+    "central_composite": "linelab.experiment.designs", "fractional_factorial": "linelab.experiment.designs",
+    "full_factorial": "linelab.experiment.designs", "make_design": "linelab.experiment.designs",
+    "RecipeOptimizer": "linelab.experiment.optimise", "trial_guardrail": "linelab.experiment.optimise",
+    "tune_bounds": "linelab.experiment.optimise", "run_design": "linelab.experiment.runner",
+    "run_search": "linelab.experiment.runner", "run_split": "linelab.experiment.runner",
+    "run_trial": "linelab.experiment.runner", "GridSearch": "linelab.experiment.search",
+    "OneFactorAtATime": "linelab.experiment.search", "RandomSearch": "linelab.experiment.search",
+    "BayesianSplitTest": "linelab.experiment.sequential", "MixtureSPRT": "linelab.experiment.sequential",
+    "SplitRunTest": "linelab.experiment.sequential", "make_test": "linelab.experiment.sequential",
+    "ArmSummary": "linelab.experiment.verdict", "Verdict": "linelab.experiment.verdict",
+}
 
 __all__ = [
     "ArmSummary",
@@ -62,3 +86,11 @@ __all__ = [
     "trial_guardrail",
     "tune_bounds",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value
+    return value

@@ -23,12 +23,38 @@ Quality model (summary; MODEL.md has every constant):
   a ground-truth cause and the actions that fix it.
 """
 
-from linelab.twin.actions import ACTION_KINDS, parse_action
-from linelab.twin.errors import ActionError, ScenarioError, TwinError
-from linelab.twin.line import Chunk, Line
-from linelab.twin.materials import MATERIALS
-from linelab.twin.recipe import RECIPE_PARAMS, ParamSpec, default_recipe
-from linelab.twin.scenario import PROBLEM_TYPES, Scenario, ScenarioInfo, list_scenarios, load_scenario, parse_scenario
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from linelab.twin.actions import ACTION_KINDS, parse_action
+    from linelab.twin.errors import ActionError, ScenarioError, TwinError
+    from linelab.twin.line import Chunk, Line
+    from linelab.twin.materials import MATERIALS
+    from linelab.twin.recipe import RECIPE_PARAMS, ParamSpec, default_recipe
+    from linelab.twin.scenario import (
+        PROBLEM_TYPES,
+        Scenario,
+        ScenarioInfo,
+        list_scenarios,
+        load_scenario,
+        parse_scenario,
+    )
+
+# Loaded on first use, so that importing one module of the package does not load them all
+# (and the heavy libraries they need): commands start fast.
+_HOME = {
+    "ACTION_KINDS": "linelab.twin.actions", "parse_action": "linelab.twin.actions",
+    "ActionError": "linelab.twin.errors", "ScenarioError": "linelab.twin.errors",
+    "TwinError": "linelab.twin.errors", "Chunk": "linelab.twin.line", "Line": "linelab.twin.line",
+    "MATERIALS": "linelab.twin.materials", "RECIPE_PARAMS": "linelab.twin.recipe",
+    "ParamSpec": "linelab.twin.recipe", "default_recipe": "linelab.twin.recipe",
+    "PROBLEM_TYPES": "linelab.twin.scenario", "Scenario": "linelab.twin.scenario",
+    "ScenarioInfo": "linelab.twin.scenario", "list_scenarios": "linelab.twin.scenario",
+    "load_scenario": "linelab.twin.scenario", "parse_scenario": "linelab.twin.scenario",
+}
 
 __all__ = [
     "ACTION_KINDS",
@@ -49,3 +75,11 @@ __all__ = [
     "parse_action",
     "parse_scenario",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value
+    return value
