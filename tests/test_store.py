@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from postgres_service import fresh_schema
 
 from linelab.connect.files import ingest_file
 from linelab.errors import NotFound, UserError
@@ -55,9 +57,14 @@ def line_files(tmp_path: Path) -> dict[str, Path]:
     }
 
 
-@pytest.fixture
-def ws(tmp_path: Path) -> Workspace:
-    with Workspace.open(tmp_path / "ws") as w:
+@pytest.fixture(params=["duckdb", "postgresql"])
+def ws(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workspace]:
+    """Every store test runs on both backends: a DuckDB folder, and a PostgreSQL schema of its own."""
+    if request.param == "duckdb":
+        with Workspace.open(tmp_path / "ws") as w:
+            yield w
+        return
+    with fresh_schema(tmp_path / "ws") as (url, _), Workspace.open(url) as w:
         yield w
 
 
