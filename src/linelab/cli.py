@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from rich.console import Console
 
-from linelab.commands import CommandSpec, Context, load_all
+from linelab.commands import CommandSpec, Context, load, load_all, modules_defining
 from linelab.errors import UserError
 
 
@@ -100,11 +100,13 @@ def _runner(spec: CommandSpec) -> Any:
     return run
 
 
-def build_app() -> typer.Typer:
+def build_app(argv: list[str] | None = None) -> typer.Typer:
+    """The CLI; given the arguments it will run, only the stage modules that command needs are imported."""
     app = typer.Typer(help="LineLab: the production line as its own R&D lab.", no_args_is_help=True,
                       pretty_exceptions_enable=False, add_completion=False)
     groups: dict[str, typer.Typer] = {}
-    registry = load_all()
+    needed = modules_defining(argv[0]) if argv and not argv[0].startswith("-") else None
+    registry = load(needed) if needed else load_all()
     group_names = {name.split(" ")[0] for name in registry if " " in name}
     for name, spec in registry.items():
         words = name.split(" ")
@@ -173,7 +175,7 @@ def _add_serve(app: typer.Typer) -> None:
 
 def main() -> None:
     try:
-        build_app()()
+        build_app(sys.argv[1:])()
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         sys.exit(130)

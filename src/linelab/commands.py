@@ -101,7 +101,11 @@ def command(
 
 
 def load_all() -> dict[str, CommandSpec]:
-    for module in COMMAND_MODULES:
+    return load(COMMAND_MODULES)
+
+
+def load(modules: list[str]) -> dict[str, CommandSpec]:
+    for module in modules:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -109,6 +113,28 @@ def load_all() -> dict[str, CommandSpec]:
             if not exc.name or not module.startswith(exc.name):
                 raise
     return REGISTRY
+
+
+_REGISTERS = re.compile(r'@command\(\s*"([^"]+)"')
+
+
+def modules_defining(word: str) -> list[str] | None:
+    """The command modules that register `word` or `word ...` (a group), read from their source.
+
+    Lets the CLI import only the stage a command needs, so a quick command does not pay for
+    every stage's libraries. None when a module's source cannot be read (then load them all).
+    """
+    package = Path(__file__).parent
+    found = []
+    for module in COMMAND_MODULES:
+        source = package.joinpath(*module.split(".")[1:]).with_suffix(".py")
+        try:
+            names = _REGISTERS.findall(source.read_text(encoding="utf-8"))
+        except OSError:
+            return None
+        if any(name.split(" ")[0] == word for name in names):
+            found.append(module)
+    return found
 
 
 class WorkspaceBusy(UserError):

@@ -11,7 +11,6 @@ from rich.console import Console
 from linelab.commands import Context, Result, command
 from linelab.errors import UserError
 from linelab.monitor import problems as pb
-from linelab.monitor.engine import EngineConfig, MonitorEngine
 from linelab.render import print_rows
 
 Rows = list[dict[str, Any]]
@@ -50,6 +49,8 @@ class MonitorRunResult(Result):
 @command("monitor run", MonitorRunParams)
 def monitor_run(p: MonitorRunParams, ctx: Context) -> MonitorRunResult:
     """Run the detectors over everything ingested since the last run; file problems."""
+    from linelab.monitor.engine import EngineConfig, MonitorEngine  # the detectors' libraries: only here
+
     ws = ctx.workspace
     if p.reset:
         path = MonitorEngine.state_path(ws)

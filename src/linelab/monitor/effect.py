@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtri
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def compare_yields(
     if n0 < min_units or n1 < min_units:
         return Effect(n0, x0 / n0 if n0 else None, n1, x1 / n1 if n1 else None, None, None, confidence,
                       expected_delta, "not enough data", None)
-    z = float(ndtri(1 - (1 - confidence) / 2))
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)  # the standard library's: no SciPy to load
     p0, p1 = x0 / n0, x1 / n1
     l0, u0 = _wilson(x0, n0, z)
     l1, u1 = _wilson(x1, n1, z)

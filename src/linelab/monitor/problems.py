@@ -14,8 +14,6 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from scipy.stats import binomtest
-
 from linelab.errors import NotFound, UserError
 from linelab.model import Alarm, Evidence, Problem, Signal
 from linelab.monitor.cost import condition_cost
@@ -121,6 +119,8 @@ class ProblemBook:
         if not k or not n or k >= n:
             return False
         shared = len(mine & theirs)
+        from scipy.stats import binomtest  # here: listing problems must not load SciPy
+
         return float(binomtest(shared, len(mine), k / n, alternative="greater").pvalue) < 1e-6
 
     @staticmethod
