@@ -36,13 +36,16 @@ COMMAND_MODULES = [
     "linelab.store.commands",
     "linelab.profile.commands",
     "linelab.connect.commands",
+    "linelab.connect.service",
     "linelab.twin.commands",
+    "linelab.twin.publish",
     "linelab.monitor.commands",
     "linelab.monitor.chart_commands",
     "linelab.diagnose.commands",
     "linelab.experiment.commands",
     "linelab.knowhow.commands",
     "linelab.act.commands",
+    "linelab.deploy.commands",
     "linelab.loop.commands",
 ]
 
@@ -168,6 +171,9 @@ def open_workspace(path: str | Path | None, *, read_only: bool = False, wait_s: 
         try:
             return Workspace.open(path, read_only=read_only)
         except UserError as exc:
+            if read_only and "different configuration" in str(exc):
+                read_only = False  # this process writes the file already (a server): share its connection
+                continue
             holder = _held_by(exc)
             if holder is None:
                 raise

@@ -9,6 +9,7 @@ commands (NCMD/DCMD metrics) go to `on_command`.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -45,6 +46,7 @@ class EdgeNode:
         self.client = link.make_client(f"edge-{group}-{node}")
         self.client.on_message = self._on_message
         self.rebirths = 0
+        self.in_flight: list[mqtt.MQTTMessageInfo] = []  # QoS 1 publishes not yet acknowledged by the broker
 
     def topic(self, kind: str, device: str | None = None) -> str:
         return str(Topic(self.group, kind, self.node, device))
@@ -74,7 +76,15 @@ class EdgeNode:
             for device, metrics in self.devices.items():
                 self._send("DBIRTH", device, [Metric(n, None, dt, alias=a) for n, (a, dt) in metrics.items()])
 
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until the broker has every message published so far."""
+        deadline = time.monotonic() + timeout
+        for info in self.in_flight:
+            info.wait_for_publish(max(0.01, deadline - time.monotonic()))
+        self.in_flight = [i for i in self.in_flight if not i.is_published()]
+
     def close(self, graceful: bool = True) -> None:
+        self.flush()
         if graceful:  # a clean shutdown says so; a crash leaves it to the broker (the will)
             info = self.client.publish(self.topic("NDEATH"), encode([Metric(BDSEQ, self.bdseq, INT64)], None), qos=1)
             info.wait_for_publish(5)
@@ -85,18 +95,23 @@ class EdgeNode:
     def _send(self, kind: str, device: str | None, metrics: list[Metric]) -> mqtt.MQTTMessageInfo:
         payload = encode(metrics, seq=self.seq)
         self.seq = (self.seq + 1) % 256
-        return self.client.publish(self.topic(kind, device), payload, qos=1)
+        info = self.client.publish(self.topic(kind, device), payload, qos=1)
+        self.in_flight.append(info)
+        if len(self.in_flight) > 1000:
+            self.in_flight = [i for i in self.in_flight if not i.is_published()]
+        return info
 
     def data(self, device: str | None, records: Sequence[Mapping[str, Any]],
-             timestamps: Sequence[int | None] | None = None) -> mqtt.MQTTMessageInfo:
-        """One DDATA (NDATA for device None) carrying `records`: each record's metrics by alias, in order."""
+             timestamps: Sequence[int | None] | None = None, named: bool = False) -> mqtt.MQTTMessageInfo:
+        """One DDATA (NDATA for device None) carrying `records`: each record's metrics by alias, in order
+        (`named`: with their names too, for a reader that does not follow births)."""
         table = self.node_metrics if device is None else self.devices[device]
         metrics = []
         for i, rec in enumerate(records):
             ts = timestamps[i] if timestamps else None
             for name, value in rec.items():
                 alias, dt = table[name]
-                metrics.append(Metric(None, value, dt, alias=alias, timestamp=ts))
+                metrics.append(Metric(name if named else None, value, dt, alias=alias, timestamp=ts))
         with self.lock:
             return self._send("NDATA" if device is None else "DDATA", device, metrics)
 
