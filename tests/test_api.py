@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -9,37 +14,165 @@ from fastapi.testclient import TestClient
 from linelab.api import create_app
 from linelab.commands import call
 
+STEPS = (
+    "unit_id,station,machine,t_in,result,defect_code\n"
+    "SN1,AOI,A1,2026-01-05 06:00:00,fail,BRIDGE\nSN2,AOI,A1,2026-01-05 06:01:00,pass,\n"
+)
+
+
+def _client(ws: Path) -> TestClient:
+    return TestClient(create_app(ws), base_url="http://localhost")
+
 
 def test_rest_matches_python_api_and_reports_errors(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    csv = tmp_path / "steps.csv"
-    csv.write_text(
-        "unit_id,station,machine,t_in,result,defect_code\n"
-        "SN1,AOI,A1,2026-01-05 06:00:00,fail,BRIDGE\nSN2,AOI,A1,2026-01-05 06:01:00,pass,\n"
-    )
-    call("ingest", workspace=ws, paths=[csv])
-    client = TestClient(create_app(ws))
-    body = client.post("/api/pareto", json={}).json()
-    assert body == call("pareto", workspace=ws).model_dump(mode="json")
-    assert body["rows"][0]["defect_code"] == "BRIDGE"
-    bad = client.post("/api/yield", json={"by": "colour"})
-    assert bad.status_code == 400 and "choose one of" in bad.json()["error"]
-    assert client.post("/api/trace", json={"serial": "SN404"}).status_code == 404
-    names = {c["name"] for c in client.get("/api/commands").json()}
-    assert {"ingest", "yield", "pareto", "trace"} <= names
+    with _client(ws) as client:
+        stored = client.post("/api/ingest", files=[("paths", ("steps.csv", STEPS.encode(), "text/csv"))])
+        assert stored.status_code == 200, stored.text
+        assert stored.json()["stored"] == 2
+        body = client.post("/api/pareto", json={}).json()
+        assert body == call("pareto", workspace=ws).model_dump(mode="json")
+        assert body["rows"][0]["defect_code"] == "BRIDGE"
+        bad = client.post("/api/yield", json={"by": "colour"})
+        assert bad.status_code == 400 and "choose one of" in bad.json()["error"]["message"]
+        missing = client.post("/api/trace", json={"serial": "SN404"})
+        assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found"
+        names = {c["name"] for c in client.get("/api/commands").json()}
+        assert {"ingest", "yield", "pareto", "trace"} <= names
 
 
-def test_dashboard_is_served_with_its_plotting_library(tmp_path: Path) -> None:
-    client = TestClient(create_app(tmp_path / "ws"))
-    page = client.get("/")
-    assert page.status_code == 200 and "/api/yield" in page.text and "/static/plotly.js" in page.text
-    assert client.get("/static/plotly.js").text.startswith("/**")
+def test_an_upload_is_ingested_once_and_leaves_no_copy_behind(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    with _client(ws) as client:
+        files = [("paths", ("steps.csv", STEPS.encode(), "text/csv"))]
+        first = client.post("/api/ingest", files=files).json()
+        again = client.post("/api/ingest", files=files).json()
+    assert first["stored"] == 2 and again["stored"] == 0
+    assert not any((ws / ".uploads").iterdir())
+    assert [r["defects"] for r in call("pareto", workspace=ws).rows] == [1]
+
+
+def test_the_dashboard_is_served_with_its_plotting_library(tmp_path: Path) -> None:
+    with _client(tmp_path / "ws") as client:
+        assert client.get("/").status_code == 200
+        assert client.get("/static/plotly.js").text.startswith("/**")
+
+
+def test_the_api_docs_load_their_assets_from_the_package(tmp_path: Path) -> None:
+    with _client(tmp_path / "ws") as client:
+        page = client.get("/docs")
+        assert page.status_code == 200
+        sources = [line for line in page.text.splitlines() if "src=" in line or "href=" in line]
+        assert sources and not any("//" in line.split("=", 1)[1] for line in sources), sources
+        js = client.get("/static/docs/swagger-ui-bundle.js")
+        assert js.status_code == 200 and len(js.content) > 500_000
+        assert client.get("/static/docs/swagger-ui.css").status_code == 200
 
 
 def test_the_schema_documents_the_records_the_stages_share(tmp_path: Path) -> None:
-    schemas = TestClient(create_app(tmp_path / "ws")).get("/openapi.json").json()["components"]["schemas"]
+    with _client(tmp_path / "ws") as client:
+        schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert {"Problem", "Signal", "Evidence", "Cause", "Entity", "Action", "Watch"} <= set(schemas)
     assert schemas["Cause"]["properties"]["entity"]["anyOf"][0] == {"$ref": "#/components/schemas/Entity"}
     assert {"kind", "name", "station"} <= set(schemas["Entity"]["properties"])
     assert schemas["ActionResult"]["properties"]["action"] == {"$ref": "#/components/schemas/Action"}
     assert schemas["ProblemShowResult"]["properties"]["problem"]["$ref"] == "#/components/schemas/Problem"
+
+
+def test_every_error_has_one_shape_declared_in_the_schema(tmp_path: Path) -> None:
+    with _client(tmp_path / "ws") as client:
+        spec = client.get("/openapi.json").json()
+        for path, ops in spec["paths"].items():
+            if "post" in ops:
+                for status in ("400", "404", "422"):
+                    ref = ops["post"]["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+                    assert ref == "#/components/schemas/ErrorResponse", (path, status)
+        answers = [
+            client.post("/api/quarantine", json={"limit": -1}),
+            client.post("/api/pareto", json={"top": -1}),
+            client.post("/api/yield", json={"by": 3}),
+            client.post("/api/yield", content=b"{not json", headers={"content-type": "application/json"}),
+            client.post("/api/no/such/command", json={}),
+            client.get("/api/yield"),
+        ]
+        statuses = [a.status_code for a in answers]
+        assert statuses == [422, 422, 422, 422, 404, 405]
+        for answer in answers:
+            error = answer.json()["error"]
+            assert set(error) <= {"type", "message", "field"} and error["message"]
+        assert answers[0].json()["error"]["field"] == "limit"
+        assert answers[1].json()["error"]["field"] == "top"
+
+
+def _hold_workspace(ws: Path, seconds: float) -> subprocess.Popen[str]:
+    """Another process writing the workspace: it holds DuckDB's lock for `seconds`."""
+    code = textwrap.dedent(f"""
+        import time
+        from linelab.store.workspace import Workspace
+        ws = Workspace.open({str(ws)!r})
+        print("holding", flush=True)
+        time.sleep({seconds})
+        ws.close()
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+    return holder
+
+
+def _linelab(*args: str, wait: float) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LINELAB_BUSY_WAIT": str(wait)}
+    linelab = Path(sys.executable).parent / "linelab"
+    return subprocess.run([str(linelab), *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_a_reader_waits_for_a_busy_workspace_then_answers(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    call("init", workspace=ws)
+    holder = _hold_workspace(ws, 2.0)
+    try:
+        done = _linelab("quarantine", "--json", "-w", str(ws), wait=60)
+    finally:
+        holder.wait(timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["total"] == 0
+    assert "workspace busy (held by PID" in done.stderr and "retrying" in done.stderr
+
+
+def test_a_workspace_busy_for_too_long_is_a_clear_error_in_the_cli_and_over_rest(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    call("init", workspace=ws)
+    holder = _hold_workspace(ws, 60.0)
+    try:
+        done = _linelab("problems", "--json", "-w", str(ws), wait=0.5)
+        app = create_app(ws)
+        app.state.pool.busy_wait_s = 0.5
+        with TestClient(app, base_url="http://localhost") as client:
+            busy = client.post("/api/yield", json={})
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert done.returncode == 2
+    assert json.loads(done.stdout)["error"].startswith(f"workspace {ws} is busy (held by PID {holder.pid}")
+    assert "Traceback" not in done.stderr and "IO Error" not in done.stderr
+    assert busy.status_code == 503 and busy.json()["error"]["type"] == "busy"
+
+
+def test_readers_share_the_workspace(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    call("init", workspace=ws)
+    code = textwrap.dedent(f"""
+        import time
+        from linelab.commands import open_workspace
+        ws = open_workspace({str(ws)!r}, read_only=True, wait_s=0)
+        print("reading", flush=True)
+        time.sleep(30)
+    """)
+    reader = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "reading"
+        done = _linelab("yield", "--json", "-w", str(ws), wait=0)
+    finally:
+        reader.kill()
+        reader.wait(timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["overall"]["units"] == 0
