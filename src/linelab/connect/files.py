@@ -14,19 +14,18 @@ import csv
 import hashlib
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from linelab.connect import mapping
+from linelab.connect.reader import SUFFIXES, Export, columns_of, read_export
 from linelab.errors import UserError
 from linelab.profile.schema import Profile, Source
-from linelab.profile.sources import file_columns, plan, read_text
+from linelab.profile.sources import plan
 from linelab.store.schema import RECORD_TABLES
+from linelab.store.validate import LINE
 from linelab.store.workspace import IngestReport, Workspace, content_id
-
-SUFFIXES = {".csv", ".parquet", ".pq"}
 
 
 def guess_table(path: Path, columns: list[str]) -> str:
@@ -51,24 +50,8 @@ def guess_table(path: Path, columns: list[str]) -> str:
 
 
 def read_file(path: Path) -> pa.Table:
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            with path.open(newline="", encoding="utf-8-sig") as fh:
-                header = next(csv.reader(fh), [])
-            return pacsv.read_csv(
-                path,
-                convert_options=pacsv.ConvertOptions(
-                    column_types={c: pa.string() for c in header}, strings_can_be_null=True
-                ),
-            )
-        if suffix in (".parquet", ".pq"):
-            return pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise UserError(f"{path}: cannot read: {exc}") from exc
-    raise UserError(f"{path}: unsupported file type {suffix or '(none)'}; use .csv or .parquet")
+    """A LineLab-shaped file as text columns (with the line of each record), bad lines left out."""
+    return read_export(path).table
 
 
 def expand(paths: list[Path]) -> list[Path]:
@@ -82,29 +65,51 @@ def expand(paths: list[Path]) -> list[Path]:
     return out
 
 
+def _read(path: Path, source: Source | None) -> Export:
+    try:
+        return read_export(path, source.delimiter, source.encoding) if source else read_export(path)
+    except (pa.ArrowException, csv.Error, UnicodeError, ValueError) as exc:  # a reader's own words, not a crash
+        raise UserError(f"{path}: cannot read: {exc}") from exc
+
+
+def _digest(path: Path) -> hashlib.blake2b:
+    h = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h
+
+
 def ingest_file(ws: Workspace, path: Path, table: str | None = None, profile: Profile | None = None) -> IngestReport:
     source = mapping.source_for(profile, path)
+    export = _read(path, source)
     if source is not None:
-        return ingest_mapped(ws, path, source)
-    data = read_file(path)
-    name = table or guess_table(path, data.column_names)
+        return ingest_mapped(ws, path, source, export)
+    data = export.table
+    name = table or guess_table(path, [c for c in data.column_names if c != LINE])
     if name not in RECORD_TABLES:
         raise UserError(f"unknown table {name!r}; known: {', '.join(RECORD_TABLES)}")
     # The batch id is the file's content: re-ingesting the same file adds nothing.
-    digest = hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
-    first_row = 2 if path.suffix.lower() == ".csv" else 1  # CSV line 1 is the header
-    return ws.ingest_tables(
-        {name: data}, source=f"file:{path.resolve()}", first_row=first_row, batch_ids={name: f"{name}:{digest}"}
-    )
+    batch = f"{name}:{_digest(path).hexdigest()}"
+    return ws.ingest_tables({name: data}, source=f"file:{path.resolve()}", batch_ids={name: batch},
+                            rejected={name: export.rejected})
 
 
 def check_files(files: list[Path], profile: Profile | None) -> list[str]:
-    """What the profile's sources name that these files lack (read from their headers only)."""
+    """Why files cannot be ingested at all: unreadable, or lacking what their profile source names.
+
+    Read from the headers only, before anything is stored.
+    """
     problems: list[str] = []
     for path in files:
         source = mapping.source_for(profile, path)
+        try:
+            columns = columns_of(path, source.delimiter, source.encoding) if source else columns_of(path)
+        except UserError as exc:
+            problems.append(str(exc))
+            continue
         if source is not None:
-            problems += plan(source, file_columns(path, source)).problems(source, str(path))
+            problems += plan(source, columns).problems(source, str(path))
     return problems
 
 
@@ -127,28 +132,26 @@ def _stored_steps(ws: Workspace, units: pa.Table) -> pa.Table:
                     [lo, hi])
 
 
-def ingest_mapped(ws: Workspace, path: Path, source: Source) -> IngestReport:
+def ingest_mapped(ws: Workspace, path: Path, source: Source, export: Export | None = None) -> IngestReport:
     """Ingest one export through its profile source; quarantine entries name the export's column too."""
-    raw = read_text(path, source)
-    first_row = 2 if path.suffix.lower() not in (".parquet", ".pq") else 1
-    data = mapping.apply(source, raw, first_row, str(path))
+    raw = export if export is not None else _read(path, source)
+    try:
+        data = mapping.apply(source, raw.table, where=str(path))
+    except duckdb.Error as exc:
+        raise UserError(f"{path}: source '{source.name}' cannot be applied: {exc}") from exc
     name = source.table
     if source.derive and name == "units" and "unit_id" in data.column_names:
         data = mapping.derive_units(source, data, _stored_steps(ws, data))
     # The batch id is the file's content and the mapping that read it (and what was derived for it):
     # the same file read the same way adds nothing; the same units with newly derivable results update.
-    h = hashlib.blake2b(path.read_bytes(), digest_size=16)
+    h = _digest(path)
     h.update(source.model_dump_json().encode())
     batch = f"{name}:{h.hexdigest()}"
     if source.derive:
         batch += ":" + content_id(data, name)[:16]
-    wide = mapping.ROW_COLUMN in data.column_names
-    rep = ws.ingest_tables({name: data}, source=f"file:{path.resolve()}", first_row=0 if wide else first_row,
-                           batch_ids={name: batch})
-    columns = mapping.export_columns(source, raw.column_names)
-    file_rows = data.column(mapping.ROW_COLUMN) if wide else None
+    rep = ws.ingest_tables({name: data}, source=f"file:{path.resolve()}", batch_ids={name: batch},
+                           rejected={name: raw.rejected})
+    columns = mapping.export_columns(source, [c for c in raw.table.column_names if c != LINE])
     for entry in rep.quarantine:  # the first few entries, for display
         entry["column"] = columns.get(entry["field"])
-        if file_rows is not None:
-            entry["row"] = file_rows[int(entry["row"])].as_py()
     return rep

@@ -30,9 +30,10 @@ from linelab.profile.sources import DERIVES, Plan, plan, read_text, value_column
 from linelab.store.backend import sql_ident as q
 from linelab.store.backend import sql_text as lit
 from linelab.store.schema import RECORD_TABLES
+from linelab.store.validate import LINE, ZONED
 
-ROW_COLUMN = "file_row"  # carried by melted (wide) batches: the line of the file each reading came from
-_OFFSET = r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|z|UTC|[+-]\d{2}(:?\d{2})?)$"
+ROW_COLUMN = LINE  # the line of the file each record (each reading of a wide row) came from
+_OFFSET = ZONED
 TS_TEXT = "%Y-%m-%d %H:%M:%S.%f"
 
 
@@ -82,13 +83,16 @@ def _column_sql(name: str, typ: pa.DataType, p: Plan, source: Source) -> str:
     return x
 
 
-def apply(source: Source, data: pa.Table, first_row: int, where: str) -> pa.Table:
+def apply(source: Source, data: pa.Table, first_row: int = 1, where: str = "") -> pa.Table:
     """The export `data` as LineLab columns of `source.table` (text), per the source's mapping.
 
-    A wide export's batch carries `file_row`, the file line of each reading. Raises a UserError
-    naming the file, the source and the column when the file lacks what the source names.
+    The batch carries LINE, the file line of each record (of each reading, for a wide export): the
+    export's own LINE column when it has one, else positions counted from `first_row`. Raises a
+    UserError naming the file, the source and the column when the file lacks what the source names.
     """
-    columns = data.column_names
+    if LINE not in data.column_names:
+        data = data.append_column(LINE, pa.array(np.arange(data.num_rows, dtype=np.int64) + first_row))
+    columns = [c for c in data.column_names if c != LINE]
     p = plan(source, columns)
     problems = p.problems(source, where)
     if problems:
@@ -97,18 +101,17 @@ def apply(source: Source, data: pa.Table, first_row: int, where: str) -> pa.Tabl
     try:
         relation = "_raw"
         if source.wide is not None:
-            data = data.append_column(ROW_COLUMN, pa.array(np.arange(data.num_rows, dtype=np.int64) + first_row))
             ids = [c for c in columns if c in source.wide.id_columns]
             vals = value_columns(source, columns)
-            keep = ", ".join([*map(q, ids), *(f"CAST({q(v)} AS VARCHAR) AS {q(v)}" for v in vals)])
-            relation = (f"(UNPIVOT (SELECT {keep}, {q(ROW_COLUMN)} FROM _raw) "
+            # A blank cell is no reading: NULL, which UNPIVOT leaves out.
+            keep = ", ".join([*map(q, ids), *(f"NULLIF(trim(CAST({q(v)} AS VARCHAR)), '') AS {q(v)}" for v in vals)])
+            relation = (f"(UNPIVOT (SELECT {keep}, {q(LINE)} FROM _raw) "
                         f"ON {', '.join(map(q, vals))} INTO NAME name VALUE value)")
         con.register("_raw", data)
         exprs = [f"{_column_sql(f.name, f.type, p, source)} AS {q(f.name)}"
                  for f in RECORD_TABLES[source.table]
                  if f.name in p.sources or f.name in p.constants or f.name in p.derived]
-        if source.wide is not None:
-            exprs.append(q(ROW_COLUMN))
+        exprs.append(q(LINE))
         out = con.sql(f"SELECT {', '.join(exprs)} FROM {relation}").to_arrow_table()
     finally:
         con.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from rich.console import Console
@@ -11,6 +11,7 @@ from linelab.commands import Context, Result, command
 from linelab.errors import UserError
 from linelab.render import bar, fmt, print_rows
 from linelab.store import queries
+from linelab.store.ingest import awaiting_unit
 from linelab.store.schema import RECORD_TABLES
 
 Rows = list[dict[str, Any]]
@@ -38,25 +39,39 @@ def init(p: InitParams, ctx: Context) -> InitResult:
 
 class QuarantineParams(BaseModel):
     limit: int = Field(100, ge=0, description="rows to show")
+    state: Literal["open", "resolved", "all"] = Field(
+        "open", description="open entries, those a corrected record resolved, or all")
 
 
 class QuarantineResult(Result):
     total: int
+    open: int = Field(description="entries no corrected record has resolved yet")
+    resolved: int = Field(description="entries a later, corrected record of the same key resolved")
+    awaiting_unit: int = Field(description="stored rows whose unit is not in the workspace yet (kept, not "
+                                           "quarantined: late data is normal)")
     rows: Rows
 
     def render(self, console: Console) -> None:
-        print_rows(console, self.rows, f"quarantine ({self.total:,} rows)")
+        print_rows(console, self.rows, f"quarantine: {self.open:,} open, {self.resolved:,} resolved")
+        if self.awaiting_unit:
+            console.print(f"{self.awaiting_unit:,} stored row(s) await their unit")
 
 
-@command("quarantine", QuarantineParams, writes=False)
+@command("quarantine", QuarantineParams)
 def quarantine(p: QuarantineParams, ctx: Context) -> QuarantineResult:
-    """List quarantined rows: source file, row, field and reason."""
+    """List quarantined rows: source file, line, field, reason, and whether a corrected record resolved them."""
     ws = ctx.workspace
+    resolved_col = "resolved_batch"
+    where = {"open": f"WHERE {resolved_col} IS NULL", "resolved": f"WHERE {resolved_col} IS NOT NULL",
+             "all": ""}[p.state]
     rows = ws.query(
-        'SELECT source, table_name, "row", field, reason, raw FROM quarantine '
-        'ORDER BY t_ingested DESC, source, "row" LIMIT ?', [p.limit]
+        f'SELECT source, table_name, "row", field, reason, raw, {resolved_col} IS NOT NULL AS resolved '
+        f'FROM quarantine {where} ORDER BY t_ingested DESC, source, "row" LIMIT ?', [p.limit]
     ).to_pylist()
-    return QuarantineResult(total=ws.count("quarantine"), rows=rows)
+    total = ws.count("quarantine")
+    n_resolved = int(ws.scalar(f"SELECT count(*) FROM quarantine WHERE {resolved_col} IS NOT NULL"))
+    return QuarantineResult(total=total, open=total - n_resolved, resolved=n_resolved,
+                            awaiting_unit=awaiting_unit(ws), rows=rows)
 
 
 class YieldParams(BaseModel):

@@ -103,6 +103,21 @@ RECORD_TABLES: dict[str, pa.Schema] = {
     ),
 }
 
+# Natural keys: a record whose key is already stored is the same record arriving again.
+NATURAL_KEYS: dict[str, tuple[str, ...]] = {
+    "units": ("unit_id",),
+    "steps": ("unit_id", "station", "t_in"),
+    "measurements": ("unit_id", "station", "name", "t"),
+    "params": ("unit_id", "station", "name", "t"),
+    "materials": ("unit_id", "station", "material", "lot"),
+    "signals": ("name", "t"),
+    "events": ("t", "kind", "station", "machine", "target"),
+    "specs": ("product", "station", "name"),
+}
+# Fields a later record may fill in or correct (a tester uploading the final result late).
+UPDATABLE: dict[str, tuple[str, ...]] = {"units": ("t_end", "result", "first_pass"),
+                                         "specs": ("lsl", "usl", "target", "unit")}
+
 # Columns ingest appends to every record table (specs excepted: it is reference data).
 LINEAGE_FIELDS = [pa.field("batch", pa.int64())]
 

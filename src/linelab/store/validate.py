@@ -1,37 +1,55 @@
-"""Schema validation of a record batch, vectorised: every bad row gets a field and a reason.
+"""Schema validation of a record batch, vectorised: every bad row gets its line, field and reason.
 
-Bad rows never block good ones: `validate` splits a batch into the rows that conform to the
-table's schema (typed, ready to store) and a quarantine table naming, for each rejected row,
-its row number, the first field at fault and why.
+One path for every source: text read from a CSV file, a Parquet file's columns turned into text,
+and the typed Arrow batches adapters hand over are all checked by the same SQL checks (`CHECKS`).
+Bad rows never block good ones: `check` splits a batch into the rows that conform to the table's
+schema (typed, ready to store) and a quarantine table naming, for each rejected row, its line in
+the source, the first field at fault, why, the raw record, and its natural key (when readable), so
+a corrected record arriving later can resolve the entry.
+
+Text rules: only an empty (or blank) field is a missing value, so `NA` or `null` stay text where
+text is expected; timestamps with an offset (`+05:00`, `Z`) or a zone name are converted to UTC and
+stored without one; timestamps outside 1900-2200 and numbers that are not finite are refused.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from linelab.errors import UserError
-from linelab.store.schema import RECORD_TABLES
+from linelab.store.backend import sql_ident as q
+from linelab.store.backend import sql_text as lit
+from linelab.store.schema import NATURAL_KEYS, RECORD_TABLES
 
 # Values a categorical field may take; anything else is quarantined.
 ALLOWED = {
     ("steps", "result"): {"pass", "fail", "rework"},
     ("units", "result"): {"pass", "fail", "scrap"},
 }
+# Timestamps a line can have produced (also what every reader of the store can format).
+TS_RANGE = ("1900-01-01", "2200-01-01")
+# Row-order fields: a record whose end precedes its start is refused.
+ORDERED = {"steps": ("t_in", "t_out"), "units": ("t_start", "t_end")}
 
-QUARANTINE_SCHEMA = pa.schema(
-    [("row", pa.int64()), ("field", pa.string()), ("reason", pa.string()), ("raw", pa.string())]
-)
+# The column a batch may carry with the source line (or Parquet row) of each record.
+LINE = "__line__"
+
+QUARANTINE_SCHEMA = pa.schema([("row", pa.int64()), ("field", pa.string()), ("reason", pa.string()),
+                               ("raw", pa.string()), ("key", pa.string())])
+
+# A time of day followed by an offset or a zone name: read as TIMESTAMPTZ and converted to UTC.
+ZONED = r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|z|UTC|GMT|[+-]\d{2}(:?\d{2})?|[A-Za-z_]+/[A-Za-z_/+-]+)\s*$"
+WHITESPACE = " \t\r\n\f\v"
+_SQL_TYPES = {pa.float64(): "DOUBLE", pa.int64(): "BIGINT", pa.bool_(): "BOOLEAN", pa.string(): "VARCHAR"}
 
 
 @dataclass
-class Validated:
-    good: pa.Table
+class Checked:
+    good: pa.Table  # typed rows, with the LINE column when the batch had lines
     quarantine: pa.Table  # QUARANTINE_SCHEMA
 
     @property
@@ -39,130 +57,25 @@ class Validated:
         return self.quarantine.num_rows
 
 
-def _try_cast(values: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
-    """Cast text to `target`, null where a value does not parse (DuckDB's TRY_CAST, vectorised)."""
-    sql_type = {pa.float64(): "DOUBLE", pa.int64(): "BIGINT", pa.bool_(): "BOOLEAN"}.get(target, "TIMESTAMP")
-    con = duckdb.connect()
-    try:
-        con.register("v", pa.table({"x": values.cast(pa.string())}))
-        # Blank text means "no value": a missing value, not a parse failure.
-        out = con.sql(f"SELECT TRY_CAST(NULLIF(trim(x), '') AS {sql_type}) AS x FROM v").to_arrow_table()
-    finally:
-        con.close()
-    return out.column("x").cast(target)
+def timestamp_sql(x: str) -> str:
+    """Text `x` as a naive UTC timestamp: offsets and zone names honoured, NULL when unreadable."""
+    return (f"CASE WHEN regexp_matches({x}, {lit(ZONED)}) THEN timezone('UTC', TRY_CAST({x} AS TIMESTAMPTZ)) "
+            f"ELSE TRY_CAST({x} AS TIMESTAMP) END")
 
 
-def conforms(table: pa.Table, table_name: str) -> bool:
-    """True when every column the batch has is already of its schema type (adapters, Parquet)."""
-    schema = RECORD_TABLES[table_name]
-    have = {f.name: f.type for f in table.schema}
-    return all(f.name in have for f in schema if not f.nullable) and all(
-        have[f.name] == f.type for f in schema if f.name in have
-    )
+def blank_sql(x: str) -> str:
+    """SQL: `x` is missing (NULL, empty or only whitespace). Only strings starting below '!' are trimmed."""
+    return f"(CASE WHEN {x} IS NULL THEN TRUE WHEN {x} < '!' THEN trim({x}, {lit(WHITESPACE)}) = '' ELSE FALSE END)"
 
 
-def valid_rows_sql(table_name: str, columns: list[str], alias: str = "s") -> str:
-    """The checks of `validate` as one SQL predicate, for typed batches stored in a single pass."""
-    terms = []
-    for f in RECORD_TABLES[table_name]:
-        if f.name not in columns:
-            continue
-        col = f'{alias}."{f.name}"'
-        if not f.nullable:
-            terms.append(f"{col} IS NOT NULL")
-            if pa.types.is_string(f.type):
-                terms.append(f"{col} <> ''")
-        if pa.types.is_floating(f.type):
-            terms.append(f"({col} IS NULL OR isfinite({col}))")
-        allowed = ALLOWED.get((table_name, f.name))
-        if allowed:
-            terms.append(f"({col} IS NULL OR {col} IN ({', '.join(repr(a) for a in sorted(allowed))}))")
-    if table_name == "steps" and "t_out" in columns:
-        terms.append(f"({alias}.t_out IS NULL OR {alias}.t_out >= {alias}.t_in)")
-    return " AND ".join(terms) or "TRUE"
+def key_sql(table_name: str, alias: str = "s", prefix: str = "") -> str:
+    """A record's natural key as JSON text: how quarantine entries find the record that resolves them."""
+    parts = ", ".join(f"CAST({alias}.{q(prefix + k)} AS VARCHAR)" for k in NATURAL_KEYS[table_name])
+    return f"to_json([{parts}])"
 
 
-def validate(table: pa.Table, table_name: str, first_row: int = 1) -> Validated:
-    """Split `table` into conforming rows and quarantined rows for `table_name`.
-
-    `first_row` is the row number the first record carries in its source (e.g. 2 for a CSV
-    whose line 1 is the header), so a quarantine entry points at the right line.
-    """
-    schema = RECORD_TABLES[table_name]
-    missing = [f.name for f in schema if not f.nullable and f.name not in table.column_names]
-    if missing:
-        raise UserError(
-            f"{table_name}: required column(s) {', '.join(missing)} missing "
-            f"(found: {', '.join(table.column_names) or 'none'})"
-        )
-    n = table.num_rows
-    columns: dict[str, pa.ChunkedArray] = {}
-    # Per row: index into `reasons` of the first failing check, -1 if the row is good.
-    fault = np.full(n, -1, dtype=np.int64)
-    reasons: list[tuple[str, str]] = []
-
-    def flag(mask: pa.ChunkedArray | pa.Array, field: str, reason: str) -> None:
-        bad = np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
-        if bad.any():
-            fault[(fault < 0) & bad] = len(reasons)
-            reasons.append((field, reason))
-
-    for f in schema:
-        if f.name not in table.column_names:
-            columns[f.name] = pa.chunked_array([pa.nulls(n, f.type)])
-            continue
-        col = table.column(f.name)
-        if col.type != f.type:
-            if pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
-                cast = col.cast(pa.string())
-            elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_null(col.type):
-                cast = _try_cast(col, f.type)
-                given = pc.and_(pc.is_valid(col), pc.not_equal(pc.utf8_trim_whitespace(col.cast(pa.string())), ""))
-                flag(pc.and_(given, pc.is_null(cast)), f.name, f"cannot read as {_kind(f.type)}")
-            else:
-                try:
-                    cast = col.cast(f.type)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                    raise UserError(f"{table_name}: column {f.name} has type {col.type}, expected {f.type}") from exc
-            col = cast
-        if pa.types.is_string(f.type):
-            # Empty text is a missing value, the same as a null.
-            col = pc.if_else(pc.equal(pc.utf8_trim_whitespace(col), ""), pa.scalar(None, pa.string()), col)
-        if not f.nullable:
-            flag(pc.is_null(col), f.name, "missing value")
-        if pa.types.is_floating(f.type):
-            flag(pc.invert(pc.is_finite(col)), f.name, "not a finite number")
-        allowed = ALLOWED.get((table_name, f.name))
-        if allowed:
-            flag(
-                pc.and_(pc.is_valid(col), pc.invert(pc.is_in(col, pa.array(sorted(allowed))))),
-                f.name,
-                f"must be one of {', '.join(sorted(allowed))}",
-            )
-        columns[f.name] = col
-    typed = pa.table(columns, schema=schema)
-    if table_name == "steps":
-        flag(pc.less(typed.column("t_out"), typed.column("t_in")), "t_out", "earlier than t_in")
-
-    bad_rows = np.flatnonzero(fault >= 0)
-    if bad_rows.size == 0:
-        return Validated(typed, QUARANTINE_SCHEMA.empty_table())
-    good = typed.filter(pa.array(fault < 0))
-    raw = table.take(pa.array(bad_rows)).to_pylist()
-    picked = [reasons[i] for i in fault[bad_rows]]
-    quarantine = pa.table(
-        {
-            "row": pa.array(bad_rows + first_row, pa.int64()),
-            "field": [field for field, _ in picked],
-            "reason": [
-                f"{reason} (got {row.get(field)!r})" if row.get(field) not in (None, "") else reason
-                for (field, reason), row in zip(picked, raw, strict=True)
-            ],
-            "raw": [json.dumps(row, default=str) for row in raw],
-        },
-        schema=QUARANTINE_SCHEMA,
-    )
-    return Validated(good, quarantine)
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
 
 
 def _kind(t: pa.DataType) -> str:
@@ -173,3 +86,155 @@ def _kind(t: pa.DataType) -> str:
     if pa.types.is_integer(t):
         return "an integer"
     return "a number"
+
+
+def _checks(table_name: str, columns: dict[str, pa.DataType]) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """SELECT expressions typing each field (`v_<field>`), and the checks as (field, bad predicate, reason SQL).
+
+    The checks run in schema order; a row is reported under the first one it fails. The reason SQL
+    quotes the value as given.
+    """
+    exprs: list[str] = []
+    checks: list[tuple[str, str, str]] = []
+    for f in RECORD_TABLES[table_name]:
+        v, raw = q(f"v_{f.name}"), q(f.name)
+        if f.name not in columns:
+            exprs.append(f"NULL::{_SQL_TYPES.get(f.type, 'TIMESTAMP')} AS {v}")
+            if not f.nullable:
+                checks.append((f.name, f"{v} IS NULL", lit("missing value")))
+            continue
+        have = columns[f.name]
+        text = f"CAST({raw} AS VARCHAR)"
+        given = f"NOT {blank_sql(text)}"
+        got = f"' (got ''' || {text} || ''')'"
+        if pa.types.is_string(f.type):
+            # Only an empty or blank field is a missing value: `NA`, `null`, `N/A` are text like any other.
+            exprs.append(f"CASE WHEN {given} THEN {text} END AS {v}")
+        elif have == f.type:
+            exprs.append(f"{raw} AS {v}")
+        else:
+            if pa.types.is_timestamp(f.type):
+                typed = timestamp_sql(text)
+            elif pa.types.is_boolean(f.type):
+                typed = f"TRY_CAST(trim({text}, {lit(WHITESPACE)}) AS BOOLEAN)"
+            else:  # numbers are read with the whitespace around them
+                typed = f"TRY_CAST({text} AS {_SQL_TYPES[f.type]})"
+            exprs.append(f"CASE WHEN {given} THEN {typed} END AS {v}")
+            checks.append((f.name, f"{given} AND {v} IS NULL", f"{lit('cannot read as ' + _kind(f.type))} || {got}"))
+        if not f.nullable:
+            checks.append((f.name, f"{v} IS NULL", lit("missing value")))
+        if pa.types.is_floating(f.type):
+            checks.append((f.name, f"NOT isfinite({v})", f"'not a finite number' || {got}"))
+        if pa.types.is_timestamp(f.type):
+            lo, hi = TS_RANGE
+            checks.append((f.name, f"({v} < TIMESTAMP '{lo}' OR {v} >= TIMESTAMP '{hi}')",
+                           f"'outside {lo[:4]}-{hi[:4]}' || {got}"))
+        allowed = ALLOWED.get((table_name, f.name))
+        if allowed:
+            checks.append((f.name, f"{v} NOT IN ({', '.join(map(lit, sorted(allowed)))})",
+                           f"'must be one of {', '.join(sorted(allowed))}' || {got}"))
+    order = ORDERED.get(table_name)
+    if order and order[1] in columns:
+        start, end = order
+        checks.append((end, f"{q('v_' + end)} < {q('v_' + start)}", f"'earlier than {start}' || ' (got ''' || "
+                                                                      f"CAST({q(end)} AS VARCHAR) || ''')'"))
+    return exprs, checks
+
+
+def surely_valid_sql(table_name: str, columns: list[str], alias: str = "s") -> str:
+    """A predicate over a batch already of its schema types that holds only for rows passing every check.
+
+    The adapters' fast path: a batch where it holds for every row is stored as it is. It is
+    conservative for text (a value starting with whitespace or a control character fails it, blank
+    or not), so it costs no trimming; the few rows it fails go through `check`.
+    """
+    schema = RECORD_TABLES[table_name]
+    exprs, checks = _checks(table_name, {f.name: f.type for f in schema if f.name in columns})
+    # On a typed batch every `v_<field>` is the field itself; text below '!' counts as possibly blank.
+    subst = {q(f"v_{f.name}"): f"CASE WHEN {alias}.{q(f.name)} >= '!' THEN {alias}.{q(f.name)} END"
+             if pa.types.is_string(f.type) else f"{alias}.{q(f.name)}" for f in schema if f.name in columns}
+    terms = []
+    for _, bad, _ in checks:
+        for v, col in subst.items():
+            bad = bad.replace(v, col)
+        terms.append(f"NOT coalesce({bad}, FALSE)")
+    return " AND ".join(terms) or "TRUE"
+
+
+def conforms(table: pa.Table, table_name: str) -> bool:
+    """True when every column the batch has is already of its schema type (adapters)."""
+    schema = RECORD_TABLES[table_name]
+    have = {f.name: f.type for f in table.schema}
+    return all(f.name in have for f in schema if not f.nullable) and all(
+        have[f.name] == f.type for f in schema if f.name in have
+    )
+
+
+def _arrow_typed(table: pa.Table, table_name: str) -> pa.Table:
+    """Typed columns of another width (int32 values, ns timestamps) cast to the schema's type; text stays text."""
+    schema = RECORD_TABLES[table_name]
+    for f in schema:
+        if f.name not in table.column_names:
+            continue
+        col = table.column(f.name)
+        if col.type == f.type or _is_text(col.type):
+            continue
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        try:
+            col = col.cast(f.type, safe=False) if pa.types.is_timestamp(col.type) and pa.types.is_timestamp(f.type) \
+                else col.cast(f.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise UserError(f"{table_name}: column {f.name} has type {col.type}, expected {f.type}") from exc
+        table = table.set_column(table.column_names.index(f.name), f.name, col)
+    return table
+
+
+def check(table: pa.Table, table_name: str, first_row: int = 1) -> Checked:
+    """Split `table` into conforming typed rows and quarantined rows for `table_name`.
+
+    A row's line is its LINE column when the batch has one, else its position plus `first_row`.
+    """
+    schema = RECORD_TABLES[table_name]
+    missing = [f.name for f in schema if not f.nullable and f.name not in table.column_names]
+    if missing:
+        raise UserError(
+            f"{table_name}: required column(s) {', '.join(missing)} missing "
+            f"(found: {', '.join(c for c in table.column_names if c != LINE) or 'none'})"
+        )
+    table = _arrow_typed(table, table_name)
+    if LINE not in table.column_names:
+        table = table.append_column(LINE, pa.array(np.arange(table.num_rows, dtype=np.int64) + first_row))
+    names = [f.name for f in schema if f.name in table.column_names]
+    columns = {n: table.schema.field(n).type for n in names}
+    exprs, checks = _checks(table_name, columns)
+    fault = "CASE " + " ".join(f"WHEN {bad} THEN {i}" for i, (_, bad, _) in enumerate(checks)) + " END" \
+        if checks else "NULL"
+    reason = "CASE _fault " + " ".join(f"WHEN {i} THEN {r}" for i, (_, _, r) in enumerate(checks)) + " END" \
+        if checks else "NULL"
+    field = "CASE _fault " + " ".join(f"WHEN {i} THEN {lit(f)}" for i, (f, _, _) in enumerate(checks)) + " END" \
+        if checks else "NULL"
+    typed = ", ".join(f"{q('v_' + f.name)} AS {q(f.name)}" for f in schema)
+    keys = key_sql(table_name, "t", "v_")
+    required_keys = [k for k in NATURAL_KEYS[table_name] if not schema.field(k).nullable]
+    key_known = " AND ".join(f"t.{q('v_' + k)} IS NOT NULL" for k in required_keys) or "TRUE"
+    raw = "to_json(struct_pack(" + ", ".join(f"{q(n)} := CAST({q(n)} AS VARCHAR)" for n in names) + "))"
+    con = duckdb.connect()
+    try:
+        con.register("_batch", table)
+        con.execute(f"""CREATE TEMP TABLE _typed AS
+            SELECT *, {fault} AS _fault FROM (SELECT *, {', '.join(exprs)} FROM _batch)""")
+        good = con.sql(f"SELECT {typed}, {q(LINE)} FROM _typed WHERE _fault IS NULL").to_arrow_table()
+        bad = con.sql(f"""
+            SELECT {q(LINE)} AS "row", {field} AS field, {reason} AS reason, {raw} AS raw,
+                   CASE WHEN {key_known} THEN {keys} END AS "key"
+            FROM _typed AS t WHERE _fault IS NOT NULL ORDER BY {q(LINE)}""").to_arrow_table()
+    finally:
+        con.close()
+    good = good.cast(schema.append(pa.field(LINE, pa.int64())))
+    return Checked(good, bad.cast(QUARANTINE_SCHEMA))
+
+
+def quarantine_rows(rows: list[dict[str, object]]) -> pa.Table:
+    """Quarantine entries built by hand (unreadable lines: no field values, no key)."""
+    return pa.Table.from_pylist([{"key": None, **r} for r in rows], schema=QUARANTINE_SCHEMA)
