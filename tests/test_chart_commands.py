@@ -137,7 +137,8 @@ def test_cli_plots_and_json_and_rest_agree(ws: Path, tmp_path: Path) -> None:
     out = runner.invoke(build_app(), ["capability", "bore_mm", "--plot", str(png), "-w", str(ws)])
     assert out.exit_code == 0, out.output
     assert png.read_bytes()[:4] == b"\x89PNG" and "Ppk" in out.stdout
-    rest = TestClient(create_app(ws)).post("/api/chart", json={"series": "bore_mm", "phase1": 80})
+    client = TestClient(create_app(ws), base_url="http://localhost")
+    rest = client.post("/api/chart", json={"series": "bore_mm", "phase1": 80})
     assert rest.status_code == 200
     assert rest.json()["groups"][0]["violations"] == body["groups"][0]["violations"]
 

@@ -1,15 +1,24 @@
-"""The dashboard in a real browser (Debian's chromium, driven by Playwright) after a loop run:
-its plots draw, its tables fill from the REST API, and no script fails on the page."""
+"""The workbench in a real browser (Debian's chromium, driven by Playwright) after a loop run.
+
+A person opens the overview, follows a problem to its page (its chart, diagnosis, actions and
+know-how), opens the control chart and the capability of the problem's measurement, searches the
+know-how and drills down to a unit. Every chart must draw, the numbers shown must be those the
+REST API gives, and no script may fail. Screenshots go to reports/screenshots/.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 
@@ -18,6 +27,7 @@ from linelab.loop.runner import LoopPolicy
 from linelab.loop.session import run_session
 
 CHROMIUM = os.environ.get("LINELAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+SHOTS = Path(__file__).resolve().parents[1] / "reports" / "screenshots"
 
 
 def _browser_or_skip() -> str:
@@ -39,40 +49,165 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ws = tmp_path_factory.mktemp("dash") / "ws"
     run_session(ws, "recurring_nozzle", 1, 20_000, LoopPolicy(optimise_recipe=False))
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(ws), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(ws, host="127.0.0.1"), host="127.0.0.1", port=port,
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started, "the API server did not start"
-    yield f"http://127.0.0.1:{port}/"
+    yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
 
 
-def test_dashboard_draws_the_learning_curve_and_the_incident_table(served: str) -> None:
+@pytest.fixture(scope="module")
+def browser(served: str) -> Iterator[Any]:
     executable = _browser_or_skip()
     from playwright.sync_api import sync_playwright
 
-    errors: list[str] = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        page = browser.new_page()
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(served)
-        # The learning curve: one line per run (no loop, LineLab's loop, the oracle).
-        page.wait_for_selector("#learning .scatterlayer .trace", timeout=20_000)
-        assert page.locator("#learning .scatterlayer .trace").count() == 3
-        # The incident table: the nozzle problem, when it began, was detected and fixed, and by what.
-        rows = page.locator("#incidents tr")
-        rows.nth(1).wait_for(timeout=10_000)
-        assert "onset" in rows.nth(0).inner_text()
-        assert any("replace_nozzle" in rows.nth(i).inner_text() for i in range(1, rows.count()))
-        # The problems the monitor found and the know-how the loop wrote are listed too.
-        page.wait_for_selector("#problems table", timeout=10_000)
-        page.wait_for_selector("#knowhow table", timeout=10_000)
-        assert "KH-0001" in page.locator("#knowhow").inner_text()
-        page.wait_for_selector("#yield .main-svg", timeout=10_000)
-        browser.close()
-    assert not errors, errors
+        b = pw.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+class Page:
+    """A browser tab that records script errors and failed requests."""
+
+    def __init__(self, browser: Any, base: str) -> None:
+        self.page = browser.new_page(viewport={"width": 1280, "height": 900})
+        self.base = base
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+
+    def plots_drawn(self, selector: str = ".plot") -> int:
+        """Wait until every figure on the page is drawn; how many there are."""
+        n = self.page.locator(selector).count()
+        for i in range(n):
+            self.page.locator(selector).nth(i).and_(self.page.locator("[data-rendered='1']")).wait_for(timeout=20_000)
+            assert self.page.locator(selector).nth(i).locator(".main-svg").count() > 0
+        return n
+
+    def shot(self, name: str) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def api(base: str, name: str, **body: Any) -> Any:
+    r = httpx.post(f"{base}/api/{name}", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_overview_problem_chart_capability_knowhow_and_unit(served: str, browser: Any) -> None:
+    tab = Page(browser, served)
+    p = tab.page
+    # The overview: its numbers are the API's, its trend and Pareto draw.
+    p.goto(served + "/")
+    assert tab.plots_drawn() == 2
+    overall = api(served, "yield", by="station")["overall"]
+    assert p.locator("#kpi-units").inner_text() == f"{overall['units']:,}"
+    assert p.locator("#kpi-fpy").inner_text() == f"{100 * overall['first_pass_yield']:.2f}%"
+    problems = api(served, "problems")["problems"]
+    assert p.locator("#problems tr").count() == len(problems) + 1
+    tab.shot("overview")
+
+    # Follow the first problem to its page: chart, diagnosis, actions and know-how.
+    first = problems[0]["id"]
+    p.locator("#problems a", has_text=first).click()
+    p.wait_for_url(re.compile(f"/problem/{first}$"))
+    assert tab.plots_drawn() >= 2  # its chart and at least one evidence plot
+    shown = api(served, "problem/show", id=first, plot="none")["problem"]
+    assert p.locator("#units-affected").inner_text() == f"{shown['severity']['units_affected']:,}"
+    causes = p.locator("#causes tr")
+    assert causes.count() > 1
+    entries = [e for e in api(served, "knowhow/list")["entries"] if e["problem_id"] == first]
+    assert entries, "the loop wrote know-how for the problem it fixed"
+    assert entries[0]["id"] in p.locator("#knowhow").inner_text()
+    top = entries[0]["root_cause"]
+    assert causes.nth(1).inner_text().split("\t")[1].startswith(f"{top['factor']}={top['level']}")
+    assert p.locator("#actions").inner_text().count("ACT-") >= 1
+    tab.shot("problem")
+
+    # Its measurement's control chart, by machine: the limits shown are the API's.
+    p.locator("#series-chart").click()
+    p.wait_for_url(re.compile(r"/chart\?"))
+    assert tab.plots_drawn() >= 2
+    series = p.locator("input[name=series]").input_value()
+    chart = api(served, "chart", series=series, by="machine", points=2000)
+    centres = [row.locator("td").nth(3).inner_text() for row in p.locator("#limits tr").all()[1:]]
+    assert centres == [f"{g['centre']:.4g}" for g in chart["groups"]]
+    flagged = [row.locator("td").nth(6).inner_text() for row in p.locator("#limits tr").all()[1:]]
+    assert flagged == [f"{g['flagged']:,}" for g in chart["groups"]]
+    tab.shot("chart")
+
+    # A p chart from the same form.
+    p.select_option("select[name=type]", "p")
+    p.fill("input[name=series]", api(served, "yield", by="station")["rows"][0]["station"])
+    p.locator("#chart-form button").click()
+    p.wait_for_url(re.compile(r"type=p"))
+    assert tab.plots_drawn() == 1
+
+    # Capability of the measurement: histogram with spec limits, the API's indices.
+    p.goto(f"{served}/capability?series={series}")
+    assert tab.plots_drawn() >= 1
+    cap = api(served, "capability", series=series)["studies"][0]
+    row = p.locator("#capability-table tr").nth(1).inner_text()
+    assert f"{cap['ppk']['value']:.2f}" in row and f"{cap['n']:,}" in row
+    assert "LSL" in p.locator("#capability-1").inner_text()
+    tab.shot("capability")
+
+    # Search the know-how.
+    p.goto(served + "/knowhow")
+    word = entries[0]["signature"]["measurement"] or entries[0]["fix"]["action"]
+    p.fill("input[name=q]", word)
+    p.locator("#search-button").click()
+    p.wait_for_selector("#matches table")
+    found = api(served, "knowhow/search", text=word, top=10)["matches"]
+    assert found and found[0]["entry_id"] in p.locator("#matches").inner_text()
+    tab.shot("knowhow")
+
+    # Drill down to a unit behind the problem's onset: its genealogy, as `trace` gives it.
+    p.goto(f"{served}/problem/{first}")
+    p.locator("#facts a.unit").first.click()
+    p.wait_for_url(re.compile(r"/unit/"))
+    serial = p.url.rsplit("/", 1)[-1]
+    traced = api(served, "trace", serial=serial)["tables"]
+    assert p.locator(".table-steps tr").count() == len(traced["steps"]) + 1
+    tab.shot("unit")
+
+    p.goto(served + "/learning")
+    assert tab.plots_drawn() == 1
+    assert p.locator("#incidents tr").count() > 1
+    assert not tab.errors, tab.errors
+
+
+def test_a_fix_recorded_on_the_page_goes_through_problem_resolve(served: str, browser: Any) -> None:
+    tab = Page(browser, served)
+    p = tab.page
+    first = api(served, "problems")["problems"][0]["id"]
+    api(served, "problem/status", id=first, status="open", note="seen again on the line")
+    p.goto(f"{served}/problem/{first}")
+    p.fill("input[name=cause]", "the feeder was loose")  # a cause without its fix: refused, said on the page
+    p.locator("#resolve-button").click()
+    p.wait_for_selector("#form-error")
+    assert "--fix" in p.locator("#form-error").inner_text()
+    p.fill("textarea[name=note]", "closed from the workbench")
+    p.locator("#resolve-button").click()
+    p.wait_for_selector("#form-done")
+    shown = api(served, "problem/show", id=first, plot="none")["problem"]
+    assert shown["status"] == "resolved"
+    assert shown["history"][-1]["note"] == "closed from the workbench"
+    assert not tab.errors, tab.errors
+
+
+def test_pages_answer_bad_requests_with_a_page_not_a_trace(served: str) -> None:
+    r = httpx.get(f"{served}/problem/PRB-9999")
+    assert r.status_code == 404 and "no problem" in r.text
+    r = httpx.get(f"{served}/chart", params={"series": "no_such_reading"})
+    assert r.status_code == 400 and "no measurement" in r.text
+    assert httpx.get(f"{served}/workbench/static/..%2Fviews.py").status_code == 404
+    assert httpx.get(f"{served}/static/plotly.js").status_code == 200

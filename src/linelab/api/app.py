@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from linelab.api import errors
 from linelab.api.docs import add_docs
+from linelab.api.pages import pages_router
 from linelab.api.pool import WorkspacePool
 from linelab.api.rest import add_command_routes, add_output_route
 from linelab.api.security import Guard, allowed_host_names
@@ -32,6 +33,7 @@ def create_app(workspace: str | Path | None = None, *, token: str | None = None,
     app.router.add_event_handler("shutdown", pool.close)
     errors.install(app)
     add_docs(app)
+    app.include_router(pages_router(root, pool))  # the workbench pages, before the bare dashboard route
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def dashboard() -> str:

@@ -10,6 +10,7 @@ see which rule caught it; plots are in the measurement's own units (from the spe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,6 +121,16 @@ def available_series(ws: Any) -> list[str]:
     return names
 
 
+def stations(ws: Any) -> list[str]:
+    """The stations that attribute charts (p, np, u) can take."""
+    return [r["station"] for r in ws.query("SELECT DISTINCT station FROM steps ORDER BY 1").to_pylist()]
+
+
+def spec_unit(ws: Any, station: str | None, name: str) -> str | None:
+    """The unit of measure the specs give a reading (None when the specs do not say)."""
+    return _spec(ws, station, name).get("unit")
+
+
 def read_counts(ws: Any, series: str, by: str | None = None) -> Series:
     """A station's units in the order they first reached it: value = 1 for a unit that failed there
     (or, for `STATION/CODE`, the number of its visits with that defect code); attribute charts
@@ -178,6 +189,7 @@ class ChartGroup(BaseModel):
     rules: list[int] = Field(description="per point, bit r-1 set when Nelson rule r fired")
     spread: Spread | None = None
     violations: list[Violation]
+    flagged: int = Field(description="points flagged by any rule over the whole chart")
     rule_counts: dict[str, int] = Field(description="points breaking each rule over the whole chart")
 
 
@@ -215,7 +227,7 @@ def _attribute(kind: str, g: np.ndarray, ph: int) -> tuple[np.ndarray, np.ndarra
 
 
 def chart_group(s: Series, idx: np.ndarray, kind: str, rules: str | list[int], phase1: int | None, size: int,
-                points: int, group: str = "") -> ChartGroup:
+                points: int, group: str = "", until: datetime | None = None) -> ChartGroup:
     """One chart over the values `idx` of series `s`."""
     from linelab.monitor.rules import rule_mask
 
@@ -265,22 +277,28 @@ def chart_group(s: Series, idx: np.ndarray, kind: str, rules: str | list[int], p
     counts = {str(r): int(((mask >> (r - 1)) & 1).sum()) for r in rule_set}
     if spread_alarm is not None:
         counts["0"] = int(np.asarray(spread_alarm).sum())
-    start = max(0, m - points)
+    # The listed window: the last `points` up to `until` (every point is judged either way).
+    stop = m if until is None else int(np.searchsorted(np.asarray(t, dtype="datetime64[ms]"),
+                                                       np.datetime64(until, "ms"), side="right"))
+    stop = max(stop, min(m, 1))
+    start = max(0, stop - points)
     spread_hit = np.zeros(m, bool) if spread_alarm is None else np.asarray(spread_alarm, bool)
-    flagged = np.flatnonzero((mask[start:] > 0) | spread_hit[start:])
-    t_text = np.datetime_as_string(np.asarray(t[start:], dtype="datetime64[s]"))
+    hit = (mask > 0) | spread_hit
+    flagged = np.flatnonzero(hit[start:stop])
+    t_text = np.datetime_as_string(np.asarray(t[start:stop], dtype="datetime64[s]"))
     violations = [Violation(index=int(start + i), t=str(t_text[i]), value=float(stat[start + i]),
                             unit_id=str(units[start + i]),
                             rules=rules_fired(int(mask[start + i]))
                             + ([0] if spread_hit[start + i] else []))
                   for i in flagged]
     return ChartGroup(group=group, points=m, phase1=ph, first_index=start, centre=float(centre), sigma=sigma,
-                      t=[str(x) for x in t_text], value=_clean_list(stat[start:]),
-                      lower=_clean_list(np.asarray(lower)[start:]), upper=_clean_list(np.asarray(upper)[start:]),
-                      units=[str(u) for u in units[start:]], rules=[int(x) for x in mask[start:]],
+                      t=[str(x) for x in t_text], value=_clean_list(stat[start:stop]),
+                      lower=_clean_list(np.asarray(lower)[start:stop]),
+                      upper=_clean_list(np.asarray(upper)[start:stop]),
+                      units=[str(u) for u in units[start:stop]], rules=[int(x) for x in mask[start:stop]],
                       spread=spread if spread is None else spread.model_copy(
-                          update={"value": spread.value[start:]}),
-                      violations=violations, rule_counts=counts)
+                          update={"value": spread.value[start:stop]}),
+                      violations=violations, flagged=int(hit.sum()), rule_counts=counts)
 
 
 def _groups(s: Series) -> list[tuple[str, np.ndarray]]:
@@ -322,6 +340,8 @@ class ChartParams(BaseModel):
                                  "200 units for p, np, u]")
     by: str | None = Field(None, description=f"one chart per level of: {', '.join(BY_FACTORS)}")
     points: int = Field(5000, gt=0, description="list (and plot) the last this many points; all are judged")
+    until: datetime | None = Field(None, description="list (and plot) the points up to this time "
+                                   "[default: the latest]")
     plot: Path | None = Field(None, description="write the chart: .html (interactive) or .png",
                               json_schema_extra=dict(OUTPUT))
 
@@ -345,7 +365,7 @@ class ChartResult(Result):
                       + (f", subgroups of {self.subgroup}" if self.subgroup else ""))
         rows = [{"group": g.group or "all", "points": g.points, "phase I": g.phase1, "centre": g.centre,
                  "LCL": g.lower[-1] if g.lower else None, "UCL": g.upper[-1] if g.upper else None,
-                 "flagged": sum(1 for v in g.violations)} for g in self.groups]
+                 "flagged": g.flagged} for g in self.groups]
         print_rows(console, rows, "limits (learnt on phase I)")
         for g in self.groups:
             flagged = [{"point": v.index, "time": v.t.replace("T", " "), "value": v.value, "unit": v.unit_id,
@@ -358,7 +378,7 @@ class ChartResult(Result):
             console.print(f"plot: {self.plot}")
 
 
-@command("chart", ChartParams)
+@command("chart", ChartParams, writes=False)
 def chart(p: ChartParams, ctx: Context) -> ChartResult:
     """Control chart of any series (I-MR, X̄-R/S, p/np/u, EWMA, CUSUM), points flagged by rule."""
     rules = _rules_name(p.rules)
@@ -367,7 +387,7 @@ def chart(p: ChartParams, ctx: Context) -> ChartResult:
     if not len(s.value):
         raise UserError(f"{p.series} has no values in this workspace")
     size = (p.subgroup or (200 if attribute else 5)) if p.type in SUBGROUPED else None
-    groups = [chart_group(s, idx, p.type, _rule_set(rules), p.phase1, size or 1, p.points, g)
+    groups = [chart_group(s, idx, p.type, _rule_set(rules), p.phase1, size or 1, p.points, g, p.until)
               for g, idx in _groups(s)]
     texts = {str(k): v for k, v in RULE_TEXT.items()}
     texts["0"] = "the spread chart (moving range, range or standard deviation) beyond its limits"
@@ -485,7 +505,7 @@ def capability_study(values: np.ndarray, lsl: float | None, usl: float | None, s
                            histogram={"counts": counts.astype(float).tolist(), "edges": edges.tolist()})
 
 
-@command("capability", CapabilityParams)
+@command("capability", CapabilityParams, writes=False)
 def capability(p: CapabilityParams, ctx: Context) -> CapabilityResult:
     """Process capability of a series: Cp, Cpk, Pp, Ppk with confidence intervals, and its histogram."""
     s = read_values(ctx.workspace, p.series, p.by)

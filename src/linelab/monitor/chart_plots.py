@@ -28,6 +28,14 @@ def _axis_title(name: str, unit: str | None) -> str:
     return f"{name} [{unit}]" if unit else name
 
 
+def _level(t: list[str], y: list[float | None], name: str, line: dict[str, Any], legend: bool = True) -> go.Scatter:
+    """A limit line: two points when it is constant (most charts), else one point per chart point."""
+    ys = [v for v in y if v is not None]
+    if t and ys and len(ys) == len(y) and min(ys) == max(ys):
+        t, y = [t[0], t[-1]], [ys[0], ys[0]]
+    return go.Scatter(x=t, y=y, mode="lines", name=name, line=line, showlegend=legend, hoverinfo="skip")
+
+
 def chart_figure(r: ChartResult, group: int = 0) -> go.Figure:
     """The chart (and its spread chart) of one group, flagged points in red with their rules."""
     g = r.groups[group]
@@ -39,11 +47,9 @@ def chart_figure(r: ChartResult, group: int = 0) -> go.Figure:
     fig.add_trace(go.Scatter(x=g.t, y=g.value, mode="lines+markers", name=label, customdata=custom,
                              marker={"size": 4, "color": LINE}, line={"width": 1, "color": LINE},
                              hovertemplate="%{x}<br>%{y:.4g}<br>unit %{customdata}<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=g.t, y=g.upper, mode="lines", name="UCL", line={"dash": "dash", "color": LIMIT,
-                                                                               "width": 1}), row=1, col=1)
-    fig.add_trace(go.Scatter(x=g.t, y=g.lower, mode="lines", name="LCL", line={"dash": "dash", "color": LIMIT,
-                                                                               "width": 1}), row=1, col=1)
-    fig.add_hline(y=g.centre, line={"color": "#2e7d32", "width": 1}, row=1, col=1)
+    for name, y in (("UCL", g.upper), ("LCL", g.lower)):
+        fig.add_trace(_level(g.t, y, name, {"dash": "dash", "color": LIMIT, "width": 1}), row=1, col=1)
+    fig.add_trace(_level(g.t, [g.centre] * len(g.t), "centre", {"color": "#2e7d32", "width": 1}), row=1, col=1)
     if g.violations:
         v = g.violations
         fig.add_trace(go.Scatter(
@@ -59,8 +65,10 @@ def chart_figure(r: ChartResult, group: int = 0) -> go.Figure:
         s = g.spread
         fig.add_trace(go.Scatter(x=g.t, y=s.value, mode="lines", name=s.name, line={"width": 1, "color": "#555"}),
                       row=2, col=1)
-        fig.add_hline(y=s.ucl, line={"dash": "dash", "color": LIMIT, "width": 1}, row=2, col=1)
-        fig.add_hline(y=s.centre, line={"color": "#2e7d32", "width": 1}, row=2, col=1)
+        fig.add_trace(_level(g.t, [s.ucl] * len(g.t), f"{s.name} UCL", {"dash": "dash", "color": LIMIT, "width": 1},
+                             legend=False), row=2, col=1)
+        fig.add_trace(_level(g.t, [s.centre] * len(g.t), f"{s.name} centre", {"color": "#2e7d32", "width": 1},
+                             legend=False), row=2, col=1)
         fig.update_yaxes(title_text=s.name, row=2, col=1)
     ytitle = "CUSUM (sigma units)" if r.type == "cusum" else _axis_title(r.series, r.unit) if r.type not in (
         "p", "np", "u") else {"p": "fraction failed", "np": "units failed", "u": "defects per unit"}[r.type]

@@ -1,1 +1,1 @@
-"""The dashboard: one page over the REST API (plots of yield, defects, problems, learning)."""
+"""The workbench: page views, Jinja2 templates and static assets served by `linelab serve`."""

@@ -1,0 +1,290 @@
+"""What each workbench page shows: command results turned into tables and Plotly figures.
+
+Each view runs the registered commands (through the page's `Workbench`) and reads nothing the
+commands do not read; figures use the same colours as the reports.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from linelab.errors import UserError
+from linelab.loop.report import COLOURS, NAMES
+from linelab.monitor import problems as pb
+from linelab.monitor.chart_commands import ATTRIBUTE, available_series, spec_unit, stations
+from linelab.monitor.chart_plots import FLAG, LIMIT, LINE, capability_figure, chart_figure
+
+if TYPE_CHECKING:
+    from linelab.api.pages import Workbench
+    from linelab.commands import Context
+
+OK = "#2e7d32"
+ONSET = "#e69500"
+LAYOUT: dict[str, Any] = {"template": "plotly_white", "margin": {"t": 30, "l": 60, "r": 20, "b": 40},
+                          "legend": {"orientation": "h", "y": -0.2}}
+
+
+def figure_json(fig: go.Figure) -> str:
+    # `</` inside a <script> block would end it early: escape it in the embedded JSON.
+    return str(fig.to_json()).replace("</", "<\\/")
+
+
+# -- overview ------------------------------------------------------------------------------------
+def _trend(bench: Workbench, ctx: Context) -> tuple[str, list[dict[str, Any]]]:
+    """Yield over time: by day, or by hour when the data spans only a few days."""
+    rows = bench.run(ctx, "yield", by="day").rows  # type: ignore[attr-defined]
+    if len(rows) < 4:
+        return "hour", bench.run(ctx, "yield", by="hour").rows  # type: ignore[attr-defined]
+    return "day", rows
+
+
+def overview(bench: Workbench, ctx: Context) -> dict[str, Any]:
+    by_station = bench.run(ctx, "yield", by="station")
+    period, trend = _trend(bench, ctx)
+    pareto = bench.run(ctx, "pareto", top=12).rows  # type: ignore[attr-defined]
+    problems = bench.run(ctx, "problems").problems  # type: ignore[attr-defined]
+    active = sorted((p for p in problems if p["status"] in pb.ACTIVE), key=lambda p: -(p["lost_units"] or 0))
+    fig = go.Figure()
+    x = [r[period] for r in trend]
+    fig.add_scatter(x=x, y=[r["first_pass_yield"] for r in trend], name="first-pass yield", mode="lines+markers",
+                    line={"color": COLOURS["loop"]}, customdata=[r["units"] for r in trend],
+                    hovertemplate="%{x}<br>%{y:.2%} of %{customdata:,} units<extra></extra>")
+    fig.add_scatter(x=x, y=[r["final_yield"] for r in trend], name="final yield", mode="lines",
+                    line={"color": OK, "dash": "dot"})
+    low = min([r["first_pass_yield"] for r in trend] or [0.0])
+    for p in problems:
+        if p["since"]:
+            fig.add_scatter(x=[p["since"]], y=[low], mode="markers+text", text=[p["id"]], textposition="top center",
+                            marker={"symbol": "triangle-up", "size": 11, "color": FLAG if p["status"] in pb.ACTIVE
+                                    else "#888"}, name=p["id"], showlegend=False, customdata=[p["id"]],
+                            hovertemplate=f"{p['id']} ({p['status']}): onset %{{x}}<extra></extra>")
+    # The axis follows the data: a line at 60 % and one at 99.9 % both show their movement.
+    fig.update_layout(**LAYOUT, height=320, yaxis={"tickformat": ".1%", "title": "yield"})
+    labels = [f"{r['station']}/{r['defect_code']}" for r in pareto]
+    pfig = make_subplots(specs=[[{"secondary_y": True}]])
+    # A click on a bar opens that defect's u chart, whose points lead to the units.
+    links = [f"/chart?series={quote(label, safe='')}&type=u" for label in labels]
+    pfig.add_bar(x=labels, y=[r["defects"] for r in pareto], name="defects", marker_color=LIMIT,
+                 customdata=links, hovertemplate="%{x}: %{y:,} defects<extra></extra>")
+    pfig.add_scatter(x=labels, y=[r["cumulative_share"] for r in pareto], name="cumulative share",
+                     mode="lines+markers", line={"color": LINE}, secondary_y=True)
+    pfig.update_layout(**LAYOUT, height=320)
+    pfig.update_yaxes(tickformat=".0%", range=[0, 1.02], secondary_y=True)
+    knowhow = bench.run(ctx, "knowhow list").entries  # type: ignore[attr-defined]
+    return {"title": "Line overview", "overall": by_station.overall, "stations": by_station.rows,  # type: ignore
+            "period": period, "trend_fig": figure_json(fig), "pareto": pareto, "pareto_fig": figure_json(pfig),
+            "problems": problems, "active": active, "knowhow_count": len(knowhow)}
+
+
+# -- a problem -----------------------------------------------------------------------------------
+def problem_figure(problem: dict[str, Any]) -> go.Figure | None:
+    """The monitor's chart of the problem: values, limits, flagged points, onset and detection."""
+    c = problem.get("chart") or {}
+    if not c.get("t"):
+        return None
+    t, v = c["t"], np.array([np.nan if x is None else x for x in c["value"]], dtype=float)
+    stat = c.get("statistic")
+    rows = 2 if stat and c.get("h") is not None else 1
+    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        row_heights=[0.65, 0.35] if rows == 2 else [1.0])
+    fig.add_scatter(x=t, y=v, mode="lines+markers", name=c.get("label") or "value", marker={"size": 4},
+                    line={"color": LINE, "width": 1}, row=1, col=1)
+    flagged = np.zeros(len(v), bool)
+    for key, colour, dash in (("lcl", LIMIT, "dash"), ("ucl", LIMIT, "dash"), ("lsl", "#555", "dot"),
+                              ("usl", "#555", "dot"), ("centre", OK, "solid")):
+        if c.get(key) is not None:
+            fig.add_hline(y=c[key], line={"color": colour, "dash": dash, "width": 1}, annotation_text=key.upper(),
+                          row=1, col=1)
+    if c.get("lcl") is not None:
+        flagged |= v < c["lcl"]
+    if c.get("ucl") is not None:
+        flagged |= v > c["ucl"]
+    if rows == 2:
+        s = np.array([np.nan if x is None else x for x in stat or []], dtype=float)
+        fig.add_scatter(x=t, y=s, mode="lines", name="CUSUM (sigma units)", line={"color": "#555", "width": 1},
+                        row=2, col=1)
+        fig.add_hline(y=c["h"], line={"color": LIMIT, "dash": "dash", "width": 1}, annotation_text="h", row=2, col=1)
+        flagged |= s > c["h"]
+    idx = np.flatnonzero(flagged)
+    fig.add_scatter(x=[t[i] for i in idx], y=v[idx], mode="markers", name="beyond the limits",
+                    marker={"color": FLAG, "size": 9, "symbol": "circle-open", "line": {"width": 2}}, row=1, col=1)
+    for when, colour, text in ((problem["onset"].get("t"), ONSET, "onset"),
+                               (problem["first_evidence"].get("t"), FLAG, "detected")):
+        if when:
+            fig.add_vline(x=when, line={"color": colour, "width": 2}, annotation_text=text)
+    fig.update_layout(**LAYOUT, height=440)
+    return fig
+
+
+def evidence_figures(diagnosis: dict[str, Any], unit: str | None) -> list[tuple[dict[str, Any], str]]:
+    """One figure per top cause, reference against incident, in the symptom's own units."""
+    out = []
+    target = diagnosis.get("target", "")
+    mode = diagnosis.get("symptom_mode")
+    for c in diagnosis.get("causes", [])[:3]:
+        p = c.get("plot") or {}
+        if not p:
+            continue
+        fig = go.Figure()
+        if p.get("type") == "levels":
+            colours = [FLAG if lv == p.get("highlight") else LINE for lv in p["levels"]]
+            fig.add_bar(x=p["levels"], y=p["reference"], name="reference", marker_color="#9aa5b1")
+            fig.add_bar(x=p["levels"], y=p["incident"], name="incident", marker_color=colours)
+            what = f"mean {target}" if mode == "mean" else f"{target} ({mode})"
+            fig.update_layout(yaxis_title=what + (f" [{unit}]" if unit and mode == "mean" else ""), barmode="group")
+        else:
+            edges = np.asarray(p["edges"], dtype=float)
+            mids = (edges[1:] + edges[:-1]) / 2
+            fig.add_bar(x=mids, y=p["reference"], name="reference", marker_color="#9aa5b1", opacity=0.6)
+            fig.add_bar(x=mids, y=p["incident"], name="incident", marker_color=FLAG, opacity=0.6)
+            fig.update_layout(xaxis_title=c["factor"], yaxis_title="density", barmode="overlay")
+        fig.update_layout(**LAYOUT, height=300, title={"text": f"#{c['rank']} {_label(c)}", "font": {"size": 13}})
+        out.append((c, figure_json(fig)))
+    return out
+
+
+def _label(c: dict[str, Any]) -> str:
+    return f"{c['factor']}={c['level']}" if c.get("level") is not None else c["factor"]
+
+
+def problem(bench: Workbench, ctx: Context, problem_id: str) -> dict[str, Any]:
+    shown = bench.run(ctx, "problem show", id=problem_id, plot="none").problem  # type: ignore[attr-defined]
+    record = pb.get_problem(ctx.workspace, problem_id)  # the same record `problem show` reads, with its chart
+    fig = problem_figure(record)
+    stored = ctx.workspace.get_artifact("diagnosis", problem_id)
+    diagnosis = (stored or {}).get("diagnosis")
+    scope = record.get("scope") or {}
+    measurement = scope.get("measurement")
+    unit = spec_unit(ctx.workspace, scope.get("station"), measurement) if measurement else None
+    actions = bench.run(ctx, "act list", problem_id=problem_id).actions  # type: ignore[attr-defined]
+    entries = [e for e in bench.run(ctx, "knowhow list").entries  # type: ignore[attr-defined]
+               if e.get("problem_id") == problem_id]
+    recalled, _ = bench.attempt(ctx, "knowhow search", problem=problem_id, top=3)
+    # The control chart around the problem: up to the end of the monitor's own chart of it.
+    until = ((record.get("chart") or {}).get("t") or [None])[-1] or record["latest_evidence"].get("t")
+    if scope.get("measurement") and scope.get("station"):
+        chart_link = {"series": f"{scope['station']}/{scope['measurement']}", "type": "imr",
+                      "by": "machine" if scope.get("machine") else "", "until": until}
+    elif scope.get("station"):
+        code = scope.get("defect_code")
+        chart_link = {"series": scope["station"] + (f"/{code}" if code else ""), "type": "u" if code else "p",
+                      "by": "", "until": until}
+    else:
+        chart_link = None
+    return {"title": f"{problem_id}", "p": shown, "record": record, "fig": figure_json(fig) if fig else None,
+            "diagnosis": diagnosis, "diagnosis_meta": stored, "unit": unit,
+            "evidence": evidence_figures(diagnosis, unit) if diagnosis else [],
+            "actions": actions, "entries": entries,
+            "recalled": [m for m in (recalled.matches if recalled else [])  # type: ignore[attr-defined]
+                         if m.entry_id not in {e["id"] for e in entries}],
+            "chart_link": chart_link}
+
+
+# -- control charts and capability ---------------------------------------------------------------
+def _int(form: dict[str, str], key: str) -> int | None:
+    raw = (form.get(key) or "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise UserError(f"{key} must be a whole number (got {raw!r})") from None
+
+
+def _choices(ctx: Context) -> dict[str, list[str]]:
+    return {"series": available_series(ctx.workspace), "stations": stations(ctx.workspace)}
+
+
+def chart(bench: Workbench, ctx: Context, form: dict[str, str]) -> dict[str, Any]:
+    choices = _choices(ctx)
+    kind = form.get("type") or "imr"
+    default = (choices["stations"] if kind in ATTRIBUTE else choices["series"]) or [""]
+    series = form.get("series") or default[0]
+    values = {"series": series, "type": kind, "rules": form.get("rules") or "western-electric",
+              "phase1": _int(form, "phase1"), "subgroup": _int(form, "subgroup"), "by": form.get("by") or None,
+              "points": _int(form, "points") or 2000, "until": form.get("until") or None}
+    result: Any = bench.run(ctx, "chart", **values)
+    figures = [figure_json(chart_figure(result, i)) for i in range(len(result.groups))]
+    cap: Any = None
+    if kind not in ATTRIBUTE and (result.lsl is not None or result.usl is not None):
+        cap, _ = bench.attempt(ctx, "capability", series=series, by=values["by"])
+    return {"title": f"{kind.upper()} chart of {result.series}", "form": values, "choices": choices,
+            "result": result, "figures": figures, "types": CHART_TYPES, "rule_sets": RULE_SETS,
+            "cap": cap, "cap_figures": [figure_json(capability_figure(cap, i)) for i in range(len(cap.studies))]
+            if cap else []}
+
+
+def capability(bench: Workbench, ctx: Context, form: dict[str, str]) -> dict[str, Any]:
+    choices = _choices(ctx)
+    series = form.get("series") or (choices["series"] or [""])[0]
+
+    def limit(key: str) -> float | None:
+        raw = (form.get(key) or "").strip()
+        try:
+            return float(raw) if raw else None
+        except ValueError:
+            raise UserError(f"{key} must be a number (got {raw!r})") from None
+
+    values = {"series": series, "lsl": limit("lsl"), "usl": limit("usl"), "subgroup": _int(form, "subgroup"),
+              "by": form.get("by") or None}
+    cap: Any = bench.run(ctx, "capability", **values)
+    return {"title": f"Capability of {cap.series}", "form": values, "choices": choices, "cap": cap,
+            "cap_figures": [figure_json(capability_figure(cap, i)) for i in range(len(cap.studies))]}
+
+
+CHART_TYPES = ("imr", "xbar-r", "xbar-s", "p", "np", "u", "ewma", "cusum")
+RULE_SETS = ("western-electric", "nelson", "none")
+
+
+# -- know-how, experiments, learning, units ------------------------------------------------------
+def knowhow(bench: Workbench, ctx: Context, q: str | None) -> dict[str, Any]:
+    entries = bench.run(ctx, "knowhow list").entries  # type: ignore[attr-defined]
+    matches = bench.run(ctx, "knowhow search", text=q, top=10).matches if q else None  # type: ignore[attr-defined]
+    return {"title": "Know-how", "entries": entries, "q": q or "", "matches": matches}
+
+
+def experiments(bench: Workbench, ctx: Context) -> dict[str, Any]:
+    rows = bench.run(ctx, "experiment status").experiments  # type: ignore[attr-defined]
+    learned, _ = bench.attempt(ctx, "learning")
+    return {"title": "Experiments", "rows": rows, "trials": getattr(learned, "recipe_trials", None) or []}
+
+
+def experiment(bench: Workbench, ctx: Context, exp_id: str) -> dict[str, Any]:
+    e = bench.run(ctx, "experiment status", id=exp_id).experiment  # type: ignore[attr-defined]
+    results = e.get("results") or {}
+    fig = None
+    steps = results.get("steps") or []
+    if steps:
+        f = go.Figure(go.Scatter(x=list(range(1, len(steps) + 1)),
+                                 y=[s.get("yield", s.get("first_pass_yield")) for s in steps],
+                                 mode="lines+markers", line={"color": LINE}, name="trial"))
+        f.update_layout(**LAYOUT, height=300, xaxis_title="trial", yaxis={"tickformat": ".2%", "title": "yield"})
+        fig = figure_json(f)
+    return {"title": f"Experiment {exp_id}", "e": e, "fig": fig}
+
+
+def learning(bench: Workbench, ctx: Context) -> dict[str, Any]:
+    res, why = bench.attempt(ctx, "learning")
+    if res is None:
+        return {"title": "Learning curve", "missing": why, "fig": None, "incidents": []}
+    fig = go.Figure()
+    for name, c in res.curves.items():  # type: ignore[attr-defined]
+        fig.add_scatter(x=c["units"], y=c["yield"], mode="lines", name=NAMES.get(name, name),
+                        line={"color": COLOURS.get(name, LINE)})
+    fig.update_layout(**LAYOUT, height=380, xaxis_title="cumulative units",
+                      yaxis={"tickformat": ".1%", "title": "first-pass yield"})
+    return {"title": "Learning curve", "res": res, "fig": figure_json(fig),
+            "incidents": res.incidents}  # type: ignore[attr-defined]
+
+
+def trace(bench: Workbench, ctx: Context, serial: str | None = None, lot: str | None = None) -> dict[str, Any]:
+    res: Any = bench.run(ctx, "trace", serial=serial, lot=lot)
+    if serial and not any(res.tables.values()):
+        raise UserError(f"no unit {serial!r} in this workspace")
+    return {"title": f"unit {serial}" if serial else f"lot {lot}", "serial": serial, "lot": lot,
+            "tables": res.tables}
