@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -454,3 +455,36 @@ class PostgresBackend:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def empty_linked_folder(folder: Path) -> None:
+    """Empty a PostgreSQL workspace (its schema, and its folder's files), keeping the folder's link to it."""
+    url = linked_url(folder)
+    if url is None:
+        raise UserError(f"{folder} is not a PostgreSQL workspace's folder")
+    address = DatabaseURL.parse(url)
+    from adbc_driver_postgresql import dbapi
+
+    try:
+        with dbapi.connect(address.uri, autocommit=True) as con, con.cursor() as cur:
+            cur.execute(f"DROP SCHEMA IF EXISTS {_quoted(address.schema)} CASCADE")
+    except adbc_driver_manager.Error as exc:
+        raise DatabaseUnavailable(f"cannot empty the workspace {address}: {_first_line(exc)}") from exc
+    for entry in folder.iterdir():
+        if entry.name != DATABASE_FILE:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def schema_exists(url: str) -> bool:
+    """True when the database holds this workspace's schema (a folder's link alone says nothing of that)."""
+    address = DatabaseURL.parse(url)
+    from adbc_driver_postgresql import dbapi
+
+    try:
+        with dbapi.connect(address.uri, autocommit=True) as con, con.cursor() as cur:
+            cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 "
+                        "AND table_name = 'schema_version'", (address.schema,))
+            row = cur.fetchone()
+    except adbc_driver_manager.Error as exc:
+        raise DatabaseUnavailable(f"cannot reach PostgreSQL at {address}: {_first_line(exc)}") from exc
+    return bool(row and row[0])
