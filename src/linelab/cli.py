@@ -92,7 +92,7 @@ def _runner(spec: CommandSpec) -> Any:
         params.append(inspect.Parameter(
             "workspace", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
             default=typer.Option(None, "--workspace", "-w", envvar="LINELAB_WORKSPACE",
-                                 help="workspace folder [default: ./linelab-workspace]")))
+                                 help="workspace folder or postgresql:// URL [default: ./linelab-workspace]")))
     run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     run.__annotations__ = {p.name: p.annotation for p in params}
     run.__doc__ = spec.func.__doc__
@@ -145,7 +145,8 @@ def _add_serve(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", help="address to listen on (loopback unless a --token is set)"),
         port: int = typer.Option(8000, help="port"),
         workspace: Path | None = typer.Option(None, "--workspace", "-w", envvar="LINELAB_WORKSPACE",
-                                              help="workspace folder [default: ./linelab-workspace]"),
+                                              help="workspace folder or postgresql:// URL "
+                                                   "[default: ./linelab-workspace]"),
         token: str | None = typer.Option(None, "--token", envvar="LINELAB_TOKEN",
                                          help="secret every request must carry (Authorization: Bearer TOKEN); "
                                               "required unless HOST is a loopback address"),

@@ -19,7 +19,8 @@ from typing import Any
 from linelab.errors import UserError
 from linelab.line import SimulatedLine, open_simulator
 from linelab.profile import PROFILE_FILE, profile_path, save_profile
-from linelab.store.workspace import DB_FILE, Workspace
+from linelab.store.postgres import empty_linked_folder, linked_url
+from linelab.store.workspace import Workspace, workspace_exists
 
 KIND = "simulation"
 VIA = "simulator"  # applied.via of actions a simulated line took at once
@@ -45,14 +46,16 @@ def simulation_path(path: str | Path | None) -> Path:
 def prepare_simulation_workspace(path: str | Path | None, fresh: bool) -> Path:
     """The simulation's workspace, emptied when `fresh`; refused when it holds a real line's data."""
     root = simulation_path(path)
-    if (root / DB_FILE).exists():
+    if workspace_exists(root):
         with Workspace.open(root, create=False) as ws:
             foreign = foreign_sources(ws)
         if foreign:
             raise UserError(f"workspace {root} holds data ingested from a line ({', '.join(foreign[:3])}); a "
                             "simulation never overwrites or mixes with it: give it a workspace of its own "
                             f"(--workspace {SIM_WORKSPACE})")
-        if fresh:
+        if fresh and linked_url(root):
+            empty_linked_folder(root)  # a PostgreSQL workspace: its schema goes, its folder's link stays
+        elif fresh:
             shutil.rmtree(root)
     return root
 

@@ -18,11 +18,11 @@ from linelab.profile.draft import draft_from_facts, draft_from_files, expand
 from linelab.profile.facts import LineFacts, file_facts, workspace_facts
 from linelab.profile.io import PROFILE_FILE, load_profile, profile_path, save_profile
 from linelab.profile.schema import Profile
-from linelab.store.workspace import DB_FILE, resolve_path
+from linelab.store.workspace import resolve_path, workspace_exists
 
 
 def _workspace_has_data(ctx: Context) -> bool:
-    return (resolve_path(ctx.workspace_path) / DB_FILE).exists()
+    return workspace_exists(ctx.workspace_path)
 
 
 class InitParams(BaseModel):
