@@ -20,7 +20,7 @@ from linelab.errors import UserError
 from linelab.line import SimulatedLine, open_simulator
 from linelab.profile import PROFILE_FILE, profile_path, save_profile
 from linelab.store.postgres import empty_linked_folder, linked_url
-from linelab.store.workspace import Workspace, workspace_exists
+from linelab.store.workspace import Workspace, resolve_path, workspace_exists
 
 KIND = "simulation"
 VIA = "simulator"  # applied.via of actions a simulated line took at once
@@ -53,8 +53,8 @@ def prepare_simulation_workspace(path: str | Path | None, fresh: bool) -> Path:
             raise UserError(f"workspace {root} holds data ingested from a line ({', '.join(foreign[:3])}); a "
                             "simulation never overwrites or mixes with it: give it a workspace of its own "
                             f"(--workspace {SIM_WORKSPACE})")
-        if fresh and linked_url(root):
-            empty_linked_folder(root)  # a PostgreSQL workspace: its schema goes, its folder's link stays
+        if fresh and linked_url(resolve_path(root)):
+            empty_linked_folder(resolve_path(root))  # a PostgreSQL workspace: its schema goes, its link stays
         elif fresh:
             shutil.rmtree(root)
     return root
