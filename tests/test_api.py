@@ -104,17 +104,18 @@ def test_every_error_has_one_shape_declared_in_the_schema(tmp_path: Path) -> Non
         assert answers[1].json()["error"]["field"] == "top"
 
 
-def _hold_workspace(ws: Path, seconds: float) -> subprocess.Popen[str]:
-    """Another process writing the workspace: it holds DuckDB's lock for `seconds`."""
+def _hold_workspace(ws: Path) -> subprocess.Popen[str]:
+    """Another process writing the workspace: it holds DuckDB's lock until its stdin closes."""
     code = textwrap.dedent(f"""
-        import time
+        import sys
         from linelab.store.workspace import Workspace
         ws = Workspace.open({str(ws)!r})
         print("holding", flush=True)
-        time.sleep({seconds})
+        sys.stdin.read()
         ws.close()
     """)
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
     assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
     return holder
 
@@ -128,20 +129,27 @@ def _linelab(*args: str, wait: float) -> subprocess.CompletedProcess[str]:
 def test_a_reader_waits_for_a_busy_workspace_then_answers(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     call("init", workspace=ws)
-    holder = _hold_workspace(ws, 2.0)
+    holder = _hold_workspace(ws)
+    linelab = Path(sys.executable).parent / "linelab"
+    reader = subprocess.Popen([str(linelab), "quarantine", "--json", "-w", str(ws)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, "LINELAB_BUSY_WAIT": "120"})
     try:
-        done = _linelab("quarantine", "--json", "-w", str(ws), wait=60)
+        assert reader.stderr is not None
+        told = reader.stderr.readline()
+        assert "workspace busy (held by PID" in told and "retrying" in told
     finally:
+        assert holder.stdin is not None
+        holder.stdin.close()  # the writer finishes: the reader gets its turn
         holder.wait(timeout=30)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["total"] == 0
-    assert "workspace busy (held by PID" in done.stderr and "retrying" in done.stderr
+    out, _ = reader.communicate(timeout=120)
+    assert reader.returncode == 0
+    assert json.loads(out)["total"] == 0
 
 
 def test_a_workspace_busy_for_too_long_is_a_clear_error_in_the_cli_and_over_rest(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     call("init", workspace=ws)
-    holder = _hold_workspace(ws, 60.0)
+    holder = _hold_workspace(ws)
     try:
         done = _linelab("problems", "--json", "-w", str(ws), wait=0.5)
         app = create_app(ws)

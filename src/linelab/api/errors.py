@@ -44,18 +44,23 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorResponse, "description": "the workspace is busy (another process writes it)"},
 }
 
-_STATUS_TYPES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+# Commands that take files answer 415 to a body that is not multipart/form-data.
+UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    415: {"model": ErrorResponse, "description": "files are uploaded as multipart/form-data"}}
+
+_STATUS_TYPES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+                 415: "unsupported_media_type"}
 
 
-def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+def _field(loc: Any) -> str:
     # "body" / "query" are where, not what: the field is the rest of the path.
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
     return ".".join(parts)
 
 
-def validation_error(errors: list[dict[str, Any]] | Any) -> JSONResponse:
+def validation_error(errors: list[Any]) -> JSONResponse:
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    field = _field(first.get("loc", ()))
+    field = _field(tuple(first.get("loc", ())))
     message = "; ".join(f"{_field(e.get('loc', ())) or 'body'}: {e.get('msg', 'invalid')}" for e in errors)
     return error_response(422, "validation_error", message or "invalid request", field or None)
 

@@ -22,13 +22,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, get_type_hints
 
-from fastapi import Body, FastAPI, File, Form, UploadFile
+from fastapi import Body, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model
 from pydantic.fields import FieldInfo
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
-from linelab.api.errors import ERROR_RESPONSES
+from linelab.api.errors import ERROR_RESPONSES, UPLOAD_RESPONSES
 from linelab.api.pool import WorkspacePool
 from linelab.commands import CommandSpec, Context
 from linelab.errors import NotFound
@@ -89,7 +91,7 @@ def rest_shape(params: type[BaseModel]) -> RestShape:
             fields[name] = (annotation, Field(info.default, description=f"{info.description or ''} (a name)"))
             continue
         fields[name] = (info.annotation, info)
-    shape.body = create_model(  # type: ignore[call-overload]
+    shape.body = create_model(
         params.__name__, __config__=ConfigDict(extra="forbid"), __doc__=params.__doc__,
         __module__=params.__module__, **fields)
     return shape
@@ -217,15 +219,26 @@ def _endpoint(spec: CommandSpec, shape: RestShape, pool: WorkspacePool) -> Calla
             else:
                 uploads[name] = (kind | None, File(None, description=info.description))
 
-        def endpoint(**kw: Any) -> Response:  # type: ignore[misc]
+        files_required = any(spec.params.model_fields[n].is_required() for n in shape.inputs)
+
+        async def endpoint(request: Request, **kw: Any) -> Response:  # type: ignore[misc]
+            kind = request.headers.get("content-type", "")
+            if kind.startswith("application/json") and not files_required:
+                text, where = await request.body(), "body"  # no files: the parameters alone, as elsewhere
+            elif kind.startswith("multipart/form-data"):
+                text, where = kw.pop("params").encode(), "params"
+            else:
+                raise HTTPException(415, "send multipart/form-data: the files as uploads, the other "
+                                         f"parameters as JSON in the `params` part ({model.__name__})")
             try:
-                body = model.model_validate_json(kw.pop("params"))
+                body = model.model_validate_json(text or b"{}")
             except ValidationError as exc:
-                raise _invalid(exc, "params") from None
-            files = {n: (f if isinstance(f, list) else [f]) for n, f in kw.items() if f}
-            return run(body, files)
+                raise _invalid(exc, where) from None
+            files = {n: (f if isinstance(f, list) else [f]) for n, f in kw.items() if f and n != "params"}
+            return await run_in_threadpool(run, body, files)
 
         endpoint.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
             inspect.Parameter("params", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=params_part),
             *[inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=t, default=marker)
               for n, (t, marker) in uploads.items()]])
@@ -238,7 +251,8 @@ def add_command_routes(app: FastAPI, specs: list[CommandSpec], pool: WorkspacePo
     for spec in specs:
         shape = rest_shape(spec.params)
         returns = get_type_hints(spec.func).get("return")
-        app.post(spec.path, summary=spec.summary, response_model=returns, responses=ERROR_RESPONSES)(
+        responses: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, **(UPLOAD_RESPONSES if shape.inputs else {})}
+        app.post(spec.path, summary=spec.summary, response_model=returns, responses=responses)(
             _endpoint(spec, shape, pool))
 
 
