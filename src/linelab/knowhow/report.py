@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -69,18 +70,42 @@ def _units(n: int | None) -> str:
     return f"{n:,} units" if n is not None else "—"
 
 
+def _canon(text: str) -> str:
+    return re.sub(r"[^0-9a-z]+", "", text.lower())
+
+
+def join(*parts: str) -> str:
+    """Sentences joined, each said once: a part another part already contains is left out."""
+    kept: list[str] = []
+    for part in (p.strip().rstrip(".") for p in parts):
+        if not part:
+            continue
+        c = _canon(part)
+        if any(c in _canon(k) for k in kept):
+            continue
+        kept = [k for k in kept if _canon(k) not in c] + [part]
+    return ". ".join(kept) + ("." if kept else "")
+
+
+def params_text(params: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (params or {}).items())
+
+
 def sections(entry: Entry, problem: dict[str, Any] | None) -> list[tuple[str, str]]:
     sig, cause, fix = entry.signature, entry.root_cause, entry.fix
     p = problem or {}
-    level = f" = {cause.level}" if cause.level else ""
+    level = f"={cause.level}" if cause.level else ""
     containment = "Affected units are traceable with `linelab trace --lot` or by machine and time window."
+    writer = entry.evidence.get("written_by")
+    team = "Line process engineering and quality" + (f" (written by {writer})" if writer
+                                                      else ", with LineLab's closed loop")
+    action = f"{fix.action} ({params_text(fix.params)})" if fix.params else fix.action
     return [
-        ("D1 Team", "Line process engineering and quality, with LineLab's closed loop"
-         + (f" — {entry.notes}" if entry.notes else "")),
-        ("D2 Problem", f"{sig.headline()}. {p.get('description', '')}".strip()),
+        ("D1 Team", join(team, entry.notes)),
+        ("D2 Problem", p.get("description") or join(sig.headline())),
         ("D3 Containment", p.get("containment", containment)),
-        ("D4 Root cause", f"{cause.factor}{level}. {cause.description}".strip()),
-        ("D5 Corrective action", f"{fix.action} {fix.params or ''}. {fix.description}".strip()),
+        ("D4 Root cause", join(f"{cause.factor}{level}", cause.description)),
+        ("D5 Corrective action", _corrective(action, fix.action, fix.description, fix.params)),
         ("D6 Verification", entry.effect.text() if entry.effect else "not yet measured"),
         ("D7 Prevention", f"Know-how entry {entry.id} is recalled when this signature returns; "
          f"monitors keep watching {sig.station or 'the line'}."
@@ -90,11 +115,40 @@ def sections(entry: Entry, problem: dict[str, Any] | None) -> list[tuple[str, st
     ]
 
 
+def _corrective(action: str, name: str, description: str, params: dict[str, Any] | None) -> str:
+    """The action and its description, without saying the action or its arguments twice."""
+    desc = description.replace(str(params), params_text(params)) if params else description
+    desc = desc[len(name):].strip() if desc.startswith(name) else desc
+    return join(f"{action} {desc}") if desc.startswith("(") else join(action, desc)
+
+
+def summary_rows(entries: list[Entry]) -> list[list[str]]:
+    """One line per entry for the report's opening table."""
+    rows = []
+    for e in entries:
+        c = e.root_cause
+        effect = (f"{100 * e.effect.before:.2f}% → {100 * e.effect.after:.2f}%" if e.effect else "not measured")
+        rows.append([e.id, e.problem_id or "—", f"{c.factor}={c.level}" if c.level else c.factor,
+                     f"{e.fix.action} {params_text(e.fix.params)}".strip(), effect, str(e.reused)])
+    return rows
+
+
+SUMMARY_HEAD = ["entry", "problem", "root cause", "fix", "failure rate before → after", "reused"]
+
+
 def export(entries: list[Entry], problems: dict[str, dict[str, Any]], out_dir: Path, name: str) -> dict[str, str]:
-    """Write `<name>.md` and `<name>.html` (PNG plots beside the Markdown, inlined in the HTML)."""
+    """Write `<name>.md` and `<name>.html` (PNG plots beside the Markdown, inlined in the HTML).
+
+    Entries about the same problem share its evidence chart: it is drawn and shown once."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    md: list[str] = [f"# 8D report — {name}", ""]
-    body: list[str] = [f"<h1>8D report — {html.escape(name)}</h1>"]
+    rows = summary_rows(entries)
+    md: list[str] = [f"# 8D report — {name}", "", "| " + " | ".join(SUMMARY_HEAD) + " |",
+                     "|" + "---|" * len(SUMMARY_HEAD)] + ["| " + " | ".join(r) + " |" for r in rows] + [""]
+    body: list[str] = [f"<h1>8D report — {html.escape(name)}</h1>", "<table><tr>"
+                       + "".join(f"<th>{html.escape(h)}</th>" for h in SUMMARY_HEAD) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+                       + "</table>"]
+    charted: dict[str, str] = {}
     for entry in entries:
         problem = problems.get(entry.problem_id or "")
         md += [f"## {entry.id}: {entry.title}", ""]
@@ -102,11 +156,19 @@ def export(entries: list[Entry], problems: dict[str, dict[str, Any]], out_dir: P
         for head, text in sections(entry, problem):
             md += [f"### {head}", "", text, ""]
             body.append(f"<h3>{html.escape(head)}</h3><p>{html.escape(text)}</p>")
-        chart = (problem or {}).get("chart") or {}
-        plots = [
-            chart_png(chart, out_dir / f"{entry.id}-evidence.png", entry.signature.headline()),
-            effect_png(entry, out_dir / f"{entry.id}-effect.png"),
-        ]
+        key = entry.problem_id or entry.id
+        plots: list[Path | None] = []
+        if key in charted:
+            note = f"Evidence chart: see {charted[key]} (the same problem)."
+            md += [note, ""]
+            body.append(f"<p>{html.escape(note)}</p>")
+        else:
+            chart = (problem or {}).get("chart") or {}
+            drawn = chart_png(chart, out_dir / f"{entry.id}-evidence.png", entry.signature.headline())
+            if drawn is not None:
+                charted[key] = entry.id
+            plots.append(drawn)
+        plots.append(effect_png(entry, out_dir / f"{entry.id}-effect.png"))
         for plot in filter(None, plots):
             md += [f"![{plot.stem}]({plot.name})", ""]
             data = base64.b64encode(plot.read_bytes()).decode()
@@ -115,7 +177,9 @@ def export(entries: list[Entry], problems: dict[str, dict[str, Any]], out_dir: P
     md_path.write_text("\n".join(md))
     html_path.write_text(
         "<!doctype html><meta charset='utf-8'><title>8D report</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:900px;margin:24px auto;}"
+        "<style>body{font-family:system-ui,sans-serif;max-width:900px;margin:24px auto;padding:0 16px}"
+        "table{border-collapse:collapse;font-size:13px;width:100%}td,th{border-bottom:1px solid #ddd;"
+        "padding:4px 6px;text-align:left;vertical-align:top}"
         "img{max-width:100%;display:block;margin:8px 0}</style>" + "\n".join(body)
     )
     return {"markdown": str(md_path), "html": str(html_path)}
