@@ -173,7 +173,7 @@ class _Lines:
         if self.i >= len(self.lines) or self.i >= self.limit:
             raise StopIteration
         self.i += 1
-        return self.lines[self.i - 1]
+        return self.lines[self.i - 1] + "\n"
 
 
 def _read_line_by_line(text: str, names: list[str], delimiter: str) -> Export:
@@ -187,7 +187,7 @@ def _read_line_by_line(text: str, names: list[str], delimiter: str) -> Export:
     bad: list[dict[str, object]] = []
 
     def reject(i: int, reason: str) -> None:
-        bad.append({"row": i + 1, "field": UNREADABLE, "reason": reason, "raw": lines[i]})
+        bad.append({"row": i + 1, "field": UNREADABLE, "reason": reason, "raw": _BAD_TEXT.sub("\ufffd", lines[i])})
 
     undecodable = _undecodable_lines(text)
     i = 1
