@@ -1,0 +1,286 @@
+"""A PostgreSQL workspace: versioned schema, several processes at once, all-or-nothing batches
+through a cut connection, and the user's commands answering as on DuckDB.
+
+(tests/test_store.py runs every store test on both backends; these are what only a shared
+database has.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+from postgres_service import admin, fresh_schema, require_postgres, with_params
+
+from linelab.commands import call
+from linelab.errors import UserError
+from linelab.store import Workspace
+from linelab.store.migrations import LATEST, MIGRATIONS
+from linelab.store.postgres import DatabaseUnavailable
+from linelab.store.workspace import DB_FILE
+
+T0 = 1_767_600_000_000_000  # 2026-01-05, in µs
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    with fresh_schema(tmp_path / "files") as url_and_schema:
+        yield url_and_schema
+
+
+def measurements(first: int, n: int, unit_prefix: str = "SN") -> pa.Table:
+    i = np.arange(first, first + n)
+    return pa.table({
+        "unit_id": pa.array([f"{unit_prefix}{k:07d}" for k in i]),
+        "station": pa.array(["SPI"] * n),
+        "name": pa.array(["paste_volume_pct"] * n),
+        "value": pa.array(100.0 + np.sin(i)),
+        "t": pa.array(T0 + i * 1_000_000, pa.timestamp("us")),
+    })
+
+
+def units(ids: list[str], result: list[str | None] | None = None) -> pa.Table:
+    cols = {"unit_id": ids, "product": ["A"] * len(ids), "line": ["L1"] * len(ids),
+            "t_start": pa.array([T0 + k for k in range(len(ids))], pa.timestamp("us"))}
+    if result is not None:
+        cols["result"] = result
+    return pa.table(cols)
+
+
+# -- schema ------------------------------------------------------------------------------------------
+def test_the_schema_is_migrated_in_order_and_matches_what_the_code_reads(pg: tuple[str, str], tmp_path: Path) -> None:
+    url, schema = pg
+    with Workspace.open(url) as ws:
+        replica = {t: ws.query(f"SELECT * FROM {t} LIMIT 0").schema for t in
+                   ("units", "steps", "measurements", "params", "materials", "signals", "events", "specs",
+                    "batches", "quarantine", "artifacts")}
+    with admin() as con:
+        versions = [r[0] for r in con.execute(f'SELECT version FROM "{schema}".schema_version ORDER BY 1')]
+        assert versions == [m.version for m in MIGRATIONS] and versions[-1] == LATEST
+        pg_types = {"character varying": pa.string(), "double precision": pa.float64(), "bigint": pa.int64(),
+                    "boolean": pa.bool_(), "timestamp without time zone": pa.timestamp("us")}
+        for table, want in replica.items():
+            cols = con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                               "WHERE table_schema = %s AND table_name = %s AND column_name <> '_rev'",
+                               (schema, table)).fetchall()
+            assert sorted((c, pg_types[t]) for c, t in cols) == sorted((f.name, f.type) for f in want), table
+        # A second process opening the workspace migrates nothing again.
+        Workspace.open(url).close()
+        assert con.execute(f'SELECT count(*) FROM "{schema}".schema_version').fetchone() == (LATEST,)
+        # A workspace made by a newer LineLab is refused, not guessed at.
+        con.execute(f'INSERT INTO "{schema}".schema_version VALUES (%s, %s, now())', (LATEST + 1, "future"))
+    with pytest.raises(UserError, match=f"version {LATEST + 1}, newer than this LineLab"):
+        Workspace.open(url)
+
+
+def test_a_duckdb_workspace_from_before_versioning_is_brought_up_to_date(tmp_path: Path) -> None:
+    folder = tmp_path / "old"
+    folder.mkdir()
+    con = duckdb.connect(str(folder / DB_FILE))
+    for ddl in MIGRATIONS[0].duckdb:  # the tables as the first release made them, without schema_version
+        con.execute(ddl)
+    con.execute("INSERT INTO quarantine VALUES ('b1', 'old.csv', 'units', 3, 'unit_id', 'missing value', '{}', "
+                "TIMESTAMP '2026-01-05 06:00:00')")
+    con.close()
+    with Workspace.open(folder) as ws:
+        assert ws.scalar("SELECT max(version) FROM schema_version") == LATEST
+        row = ws.query('SELECT batch_id, "key", resolved_batch FROM quarantine').to_pylist()
+        assert row == [{"batch_id": "b1", "key": None, "resolved_batch": None}]
+
+
+# -- several processes on one database ------------------------------------------------------------------
+def test_an_open_workspace_sees_what_another_one_writes(pg: tuple[str, str]) -> None:
+    url, _ = pg
+    with Workspace.open(url) as writer, Workspace.open(url) as reader:
+        assert reader.count("units") == 0
+        writer.ingest_tables({"units": units(["SN1", "SN2"])}, source="a")
+        assert reader.count("units") == 2  # appended rows are read incrementally
+        writer.ingest_tables({"units": units(["SN1", "SN2"], ["pass", "fail"])}, source="late")
+        assert reader.query("SELECT unit_id, result FROM units ORDER BY 1").to_pylist() == [
+            {"unit_id": "SN1", "result": "pass"}, {"unit_id": "SN2", "result": "fail"}]  # a late result
+        writer.put_artifact("problem", "P-1", {"status": "open"})
+        writer.put_artifact("problem", "P-1", {"status": "resolved"})
+        assert reader.list_artifacts("problem") == [{"status": "resolved"}]
+        # The reader writes too, on top of what it has just seen; the writer sees that.
+        reader.ingest_tables({"units": units(["SN3"])}, source="b")
+        assert writer.query("SELECT unit_id FROM units ORDER BY 1").column(0).to_pylist() == ["SN1", "SN2", "SN3"]
+        assert sorted(writer.query("SELECT seq FROM batches").column(0).to_pylist()) == [1, 2, 3]
+
+
+WRITER = """
+import sys
+import numpy as np, pyarrow as pa
+from linelab.store import Workspace
+url, name, n_batches, rows = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+T0 = {t0}
+with Workspace.open(url) as ws:
+    for b in range(n_batches):
+        # Batch b of both writers holds the same rows: one stores them, the other finds them stored.
+        i = np.arange(b * rows, (b + 1) * rows)
+        batch = pa.table({{"unit_id": [f"SN{{k:07d}}" for k in i], "station": ["SPI"] * rows,
+                          "name": ["paste_volume_pct"] * rows, "value": 100.0 + np.sin(i),
+                          "t": pa.array(T0 + i * 1_000_000, pa.timestamp("us"))}})
+        ws.ingest_tables({{"measurements": batch}}, source=name, batch_ids={{"measurements": f"{{name}}-{{b}}"}})
+"""
+
+READER = """
+import json, sys, time
+from linelab.store import Workspace
+url, rows, expected = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+seen = []
+with Workspace.open(url, read_only=True) as ws:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        # One query, so both numbers come from the same state of the replica.
+        n, stored = ws.query("SELECT (SELECT count(*) FROM measurements), "
+                             "(SELECT coalesce(sum(n_rows), 0) FROM batches)").to_pylist()[0].values()
+        seen.append([int(n), int(stored)])
+        if n >= expected:
+            break
+        time.sleep(0.01)
+print(json.dumps(seen))
+"""
+
+
+def test_two_writers_and_a_reader_at_once_store_every_row_once(pg: tuple[str, str]) -> None:
+    url, schema = pg
+    n_batches, rows = 8, 2_000
+    Workspace.open(url).close()  # made once; the processes then race only on data
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    writer = textwrap.dedent(WRITER.format(t0=T0))
+    reader = subprocess.Popen([sys.executable, "-c", READER, url, str(rows), str(n_batches * rows)],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    writers = [subprocess.Popen([sys.executable, "-c", writer, url, name, str(n_batches), str(rows)], env=env)
+               for name in ("w1", "w2")]
+    assert [w.wait(timeout=180) for w in writers] == [0, 0]
+    out, _ = reader.communicate(timeout=180)
+    assert reader.returncode == 0
+    seen = json.loads(out)
+    # The reader only ever saw whole batches, each with its batches row, and never a count going back.
+    counts = [n for n, _ in seen]
+    assert all(n % rows == 0 for n in counts) and counts == sorted(counts)
+    assert all(n == stored for n, stored in seen)
+    assert counts[-1] == n_batches * rows
+    with admin() as con:
+        assert con.execute(f'SELECT count(*), count(DISTINCT (unit_id, t)) FROM "{schema}".measurements').fetchone() \
+            == (n_batches * rows, n_batches * rows)
+        batches = con.execute(f'SELECT seq, source, n_rows, n_duplicates FROM "{schema}".batches').fetchall()
+    assert len(batches) == 2 * n_batches and len({b[0] for b in batches}) == 2 * n_batches  # one seq each
+    assert sum(b[2] for b in batches) == n_batches * rows and sum(b[3] for b in batches) == n_batches * rows
+    for name in ("w1", "w2"):  # each writer's batches all landed, stored or found stored
+        assert sum(1 for b in batches if b[1] == name) == n_batches
+
+
+# -- a cut connection ---------------------------------------------------------------------------------------
+def test_a_connection_cut_mid_copy_stores_nothing_and_a_retry_stores_the_batch_once(pg: tuple[str, str]) -> None:
+    url, schema = pg
+    batch = measurements(0, 50_000)
+    with Workspace.open(url) as ws, admin() as blocker, admin() as killer:
+        ws.ingest_tables({"units": units(["SN0000000"])}, source="before")
+        # Hold the table so the COPY is certainly under way (sent, waiting) when the connection is cut.
+        blocker.execute("BEGIN")
+        blocker.execute(f'LOCK TABLE "{schema}".measurements IN ACCESS EXCLUSIVE MODE')
+        failure: list[BaseException] = []
+
+        def ingest() -> None:
+            try:
+                ws.ingest_tables({"measurements": batch}, source="cut")
+            except BaseException as exc:  # noqa: BLE001 - the test inspects it
+                failure.append(exc)
+
+        worker = threading.Thread(target=ingest)
+        worker.start()
+        try:
+            deadline = time.monotonic() + 30
+            copying: list[tuple[int, ...]] = []
+            while not copying and time.monotonic() < deadline:
+                copying = killer.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'COPY%%' "
+                    "AND query LIKE %s AND wait_event_type = 'Lock'", (f"%{schema}%measurements%",)).fetchall()
+                time.sleep(0.01)
+            assert copying, "the ingest never reached its COPY"
+            killer.execute("SELECT pg_terminate_backend(%s)", (copying[0][0],))
+        finally:
+            blocker.execute("ROLLBACK")
+            worker.join(timeout=60)
+        assert len(failure) == 1 and isinstance(failure[0], DatabaseUnavailable), failure
+        assert "nothing of the interrupted transaction was stored" in str(failure[0])
+        with admin() as con:
+            assert con.execute(f'SELECT count(*) FROM "{schema}".measurements').fetchone() == (0,)
+            assert con.execute(f'SELECT count(*) FROM "{schema}".batches').fetchone() == (1,)
+        assert ws.count("measurements") == 0  # the replica rolled back too
+        # The same workspace reconnects; the retry stores the batch, and a second retry adds nothing.
+        rep = ws.ingest_tables({"measurements": batch}, source="cut")
+        assert rep.stored == batch.num_rows
+        again = ws.ingest_tables({"measurements": batch}, source="cut")
+        assert again.tables[0].skipped_batch and again.stored == 0
+    with admin() as con:
+        assert con.execute(f'SELECT count(*), count(DISTINCT (unit_id, t)) FROM "{schema}".measurements').fetchone() \
+            == (batch.num_rows, batch.num_rows)
+
+
+# -- opening ------------------------------------------------------------------------------------------------
+def test_bad_addresses_and_read_only_use_say_what_is_wrong(pg: tuple[str, str], tmp_path: Path) -> None:
+    url, _ = pg
+    closed_port = with_params(require_postgres().replace(":5432", ":1"), files=str(tmp_path / "x"))
+    with pytest.raises(DatabaseUnavailable, match="cannot reach PostgreSQL"):
+        Workspace.open(closed_port)
+    with pytest.raises(UserError, match="schema 'Bad-Name'"):
+        Workspace.open(with_params(url, schema="Bad-Name"))
+    with pytest.raises(UserError, match="no workspace at"):
+        Workspace.open(with_params(url, schema="never_made"), create=False)
+    Workspace.open(url).close()
+    with Workspace.open(url, read_only=True) as ws, pytest.raises(UserError, match="read-only"):
+        ws.put_artifact("problem", "P-1", {"status": "open"})
+
+
+# -- the user's commands ----------------------------------------------------------------------------------
+def test_the_commands_answer_on_postgres_as_on_duckdb(pg: tuple[str, str], tmp_path: Path) -> None:
+    url, _ = pg
+    answers = {}
+    for name, where in (("duckdb", str(tmp_path / "duck")), ("postgres", url)):
+        run = call("twin run", workspace=where, units=600, seed=3)
+        assert run.units == 600
+        with Workspace.open(where) as ws:
+            serial = str(ws.scalar("SELECT min(unit_id) FROM units"))
+        csv = tmp_path / f"steps_{name}.csv"
+        csv.write_text("unit_id,station,machine,t_in,t_out,result,defect_code\n"
+                       "XX1,AOI,AOI1,2026-01-05 06:00:00,2026-01-05 06:01:00,pass,\n"
+                       "XX2,AOI,AOI1,not a time,2026-01-05 06:01:00,pass,\n")
+        ingested = call("ingest", workspace=where, paths=[csv], table="steps")
+        answers[name] = {
+            "yield": call("yield", workspace=where, by="machine").model_dump(),
+            "pareto": call("pareto", workspace=where).model_dump(),
+            "trace": call("trace", workspace=where, serial=serial).model_dump(),
+            "ingest": (ingested.model_dump()["stored"], ingested.model_dump()["quarantined"]),
+            "quarantine": [(r["row"], r["field"]) for r in call("quarantine", workspace=where).model_dump()["rows"]],
+            "monitor": call("monitor run", workspace=where).model_dump(exclude={"seconds"}),
+            "problems": call("problems", workspace=where).model_dump(),
+        }
+    assert answers["postgres"]["ingest"] == (1, 1)
+    for key in answers["duckdb"]:
+        assert answers["postgres"][key] == answers["duckdb"][key], key
+
+
+def test_without_a_server_the_tests_skip_with_the_reason_but_under_ci_they_fail() -> None:
+    require_postgres()  # this test itself needs nothing but pytest; it runs where the others do
+    repo = Path(__file__).parent.parent
+    args = [sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider",
+            "tests/test_store.py::test_artifacts_round_trip"]
+    env = {**os.environ, "LINELAB_PG_URL": "postgresql://postgres@127.0.0.1:1/test"}
+    local = subprocess.run(args, cwd=repo, env={**env, "CI": "false"}, capture_output=True, text=True)
+    assert local.returncode == 0 and "1 passed, 1 skipped" in local.stdout
+    assert "no PostgreSQL at postgresql://postgres@127.0.0.1:1/test" in local.stdout
+    ci = subprocess.run(args, cwd=repo, env={**env, "CI": "true"}, capture_output=True, text=True)
+    assert ci.returncode == 1 and "1 passed, 1 error" in ci.stdout and "required under CI" in ci.stdout
