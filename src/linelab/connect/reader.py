@@ -161,7 +161,7 @@ def _undecodable_lines(text: str) -> set[int]:
 
 
 class _Lines:
-    """Feeds physical lines to a csv reader, one record's worth at a time, and knows where it is."""
+    """Feeds physical lines to a csv reader; stops a record that runs past `limit` (an unclosed quote)."""
 
     def __init__(self, lines: list[str], start: int) -> None:
         self.lines, self.i, self.limit = lines, start, start + MAX_RECORD_LINES
@@ -177,11 +177,17 @@ class _Lines:
 
 
 def _read_line_by_line(text: str, names: list[str], delimiter: str) -> Export:
-    """Parse an irregular file: every line that is not a record becomes a quarantine entry."""
+    """Parse an irregular file: every line that is not a record becomes a quarantine entry.
+
+    One csv reader runs over the lines; where it fails (or a record spanning lines turns out to be
+    an unclosed quote), the line the record started on is quarantined and reading resumes on the
+    line after it, so a broken line never takes the lines after it along.
+    """
     lines = text.split("\n") if "\n" in text else text.split("\r")
     if lines and lines[-1] == "":
         lines.pop()
     lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    undecodable = _undecodable_lines(text)
     records: list[list[str]] = []
     record_lines: list[int] = []
     bad: list[dict[str, object]] = []
@@ -189,37 +195,38 @@ def _read_line_by_line(text: str, names: list[str], delimiter: str) -> Export:
     def reject(i: int, reason: str) -> None:
         bad.append({"row": i + 1, "field": UNREADABLE, "reason": reason, "raw": _BAD_TEXT.sub("\ufffd", lines[i])})
 
-    undecodable = _undecodable_lines(text)
-    i = 1
-    while i < len(lines):
-        if i in undecodable:
-            reject(i, "not UTF-8 text (bytes that do not decode)")
-            i += 1
-            continue
-        if lines[i] == "":
-            i += 1
-            continue
-        feed = _Lines(lines, i)
+    pos = 1
+    while pos < len(lines):
+        feed = _Lines(lines, pos)
+        reader = csv.reader(feed, delimiter=delimiter, strict=True)
+        done = 0  # lines taken by the records read so far
+        resume = None
         try:
-            fields = next(csv.reader(feed, delimiter=delimiter, strict=True))
-        except (csv.Error, StopIteration) as exc:
-            reason = str(exc) if isinstance(exc, csv.Error) else "unreadable"
-            if "unexpected end of data" in reason:
-                reason = "a quoted value is not closed"
-            reject(i, reason)
-            i += 1
-            continue
-        span = feed.i - i
-        if len(fields) != len(names) or (span > 1 and undecodable & set(range(i, feed.i))):
-            if span > 1:  # a quote that swallowed the lines after it: only this line is bad
-                reject(i, "a quoted value is not closed on this line")
-                i += 1
-                continue
-            reject(i, f"{len(fields)} field(s) where the header has {len(names)}")
-        else:
-            records.append(fields)
-            record_lines.append(i + 1)
-        i = feed.i
+            for fields in reader:
+                start, span = pos + done, reader.line_num - done
+                done = reader.line_num
+                feed.limit = feed.i + MAX_RECORD_LINES
+                if not fields:  # a blank line
+                    continue
+                if undecodable and undecodable.intersection(range(start, start + span)):
+                    resume = start + 1
+                    reject(start, "not UTF-8 text (bytes that do not decode)")
+                    break
+                if len(fields) != len(names):
+                    if span > 1:  # a quote that swallowed the lines after it: only this line is bad
+                        resume = start + 1
+                        reject(start, "a quoted value is not closed on this line")
+                        break
+                    reject(start, f"{len(fields)} field(s) where the header has {len(names)}")
+                    continue
+                records.append(fields)
+                record_lines.append(start + 1)
+        except csv.Error as exc:
+            start = pos + done
+            reason = str(exc)
+            reject(start, "a quoted value is not closed" if "unexpected end of data" in reason else reason)
+            resume = start + 1
+        pos = resume if resume is not None else max(feed.i, pos + done, pos + 1)
     columns = list(zip(*records, strict=True)) if records else [() for _ in names]
     table = pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, columns, strict=True)})
     table = table.append_column(LINE, pa.array(record_lines, pa.int64()))
