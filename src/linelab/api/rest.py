@@ -20,8 +20,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, get_type_hints
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
+from annotated_types import Ge, Le
 from fastapi import Body, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -39,6 +41,7 @@ OUTPUTS = "outputs"
 UPLOADS = ".uploads"
 FILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 PLAIN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+JSON_SAFE_INT = 2**53 - 1
 
 
 def path_kind(info: FieldInfo) -> str | None:
@@ -63,6 +66,23 @@ class RestShape:
 
 def _takes_list(annotation: Any) -> bool:
     return "list[" in str(annotation) or getattr(annotation, "__origin__", None) is list
+
+
+def _bounded(annotation: Any) -> Any:
+    """JSON numbers as a request may send them: integers a JSON client holds exactly, finite floats.
+
+    (A 20-digit limit would otherwise reach the database and fail there, as a server error.)
+    """
+    if annotation is int:
+        return Annotated[int, Ge(-JSON_SAFE_INT), Le(JSON_SAFE_INT)]
+    if annotation is float:
+        return Annotated[float, Field(allow_inf_nan=False)]
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, UnionType):
+        return Union[tuple(_bounded(a) for a in args)]  # noqa: UP007 (built at run time)
+    if origin is list and args:
+        return list[_bounded(args[0])]  # type: ignore[misc]
+    return annotation
 
 
 def rest_shape(params: type[BaseModel]) -> RestShape:
@@ -90,7 +110,7 @@ def rest_shape(params: type[BaseModel]) -> RestShape:
             annotation: Any = plain | None if info.default is None else plain
             fields[name] = (annotation, Field(info.default, description=f"{info.description or ''} (a name)"))
             continue
-        fields[name] = (info.annotation, info)
+        fields[name] = (_bounded(info.annotation), info)
     shape.body = create_model(
         params.__name__, __config__=ConfigDict(extra="forbid"), __doc__=params.__doc__,
         __module__=params.__module__, **fields)
