@@ -36,7 +36,7 @@ def _cli_type(annotation: Any) -> Any:
 def _parameter(name: str, info: FieldInfo) -> inspect.Parameter:
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
     required = info.is_required()
-    default = ... if required else info.default
+    default = ... if required else info.get_default(call_default_factory=True)  # a factory's value, not Undefined
     help_text = info.description or ""
     if extra.get("argument"):
         marker = typer.Argument(default, help=help_text, show_default=not required)
@@ -100,6 +100,18 @@ def _runner(spec: CommandSpec) -> Any:
     return run
 
 
+# What each command group is for (a group with a command of its own shows that command's summary).
+GROUP_HELP = {
+    "profile": "The line profile: draft it from exports, check it, its JSON Schema.",
+    "twin": "The simulated SMT line: its scenarios, and a run into a workspace of its own.",
+    "monitor": "Run the detectors over new data; the Tennessee Eastman benchmark.",
+    "problem": "One problem: show it, move its status, resolve it (with its know-how).",
+    "experiment": "Split runs, designed experiments and recipe optimisation: design, run, analyse, verdict.",
+    "act": "Actions through the line's control interface: propose, approve, apply, acknowledge, check, list.",
+    "knowhow": "The ledger of solved problems: list, show, search, add, edit, 8D export, watches.",
+}
+
+
 def build_app(argv: list[str] | None = None) -> typer.Typer:
     """The CLI; given the arguments it will run, only the stage modules that command needs are imported."""
     app = typer.Typer(help="LineLab: the production line as its own R&D lab.", no_args_is_help=True,
@@ -118,7 +130,9 @@ def build_app(argv: list[str] | None = None) -> typer.Typer:
         group = groups.get(words[0])
         if group is None:
             own = registry.get(words[0])
-            group = typer.Typer(no_args_is_help=own is None, help=own.summary if own else None)
+            listed = "commands: " + ", ".join(n.split(" ", 1)[1] for n in registry if n.startswith(words[0] + " "))
+            group = typer.Typer(no_args_is_help=own is None,
+                                help=own.summary if own else GROUP_HELP.get(words[0], listed))
             if own is not None:
                 callback = _runner(own)
 

@@ -1,4 +1,9 @@
-"""Human rendering helpers shared by command results (Rich tables, bars, numbers)."""
+"""Human rendering helpers shared by command results (Rich tables, bars, numbers).
+
+Tables are laid out for the terminal they print on: short columns (ids, numbers, times) never
+wrap, long text folds into the width that is left, and when even the short columns do not fit
+(an 80-column terminal), short columns are left out from the right and the caption names them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+# Cells up to this long are kept on one line; longer ones (descriptions) fold.
+SHORT = 24
+# Rich draws a border and one space of padding either side of each cell.
+CELL_OVERHEAD = 3
 
 
 def fmt(value: Any, name: str = "") -> str:
@@ -24,25 +34,55 @@ def fmt(value: Any, name: str = "") -> str:
     return str(value)
 
 
-def rows_table(rows: Sequence[dict[str, Any]], title: str | None = None, limit: int = 50) -> Table:
-    table = Table(title=title, title_justify="left", header_style="bold")
+def rows_table(rows: Sequence[dict[str, Any]], title: str | None = None, limit: int = 50,
+               width: int | None = None, headers: dict[str, str] | None = None) -> Table:
+    """`rows` as a table fitted to `width` columns of terminal; `headers` renames columns."""
+    headers = headers or {}
     columns = list(rows[0]) if rows else []
+    shown = rows[:limit]
+    cells = {c: [fmt(r.get(c), c) for r in shown] for c in columns}
+    head = {c: headers.get(c, c.replace("_", " ")) for c in columns}
+    longest = {c: max([len(head[c]), *map(len, cells[c])]) for c in columns}
+    short = {c for c in columns if longest[c] <= SHORT}
+    hidden: list[str] = []
+    if width:
+        # Room a column needs: its whole width when short, at least a readable 16 when it folds.
+        def need(cols: list[str]) -> int:
+            return sum(min(longest[c], 16) if c not in short else longest[c] for c in cols) + \
+                CELL_OVERHEAD * len(cols) + 1
+
+        # Leave out short columns from the right first: the text that folds is usually what the row says.
+        while len(columns) > 1 and need(columns) > width:
+            droppable = [c for c in columns[1:] if c in short] or columns[1:]
+            drop = droppable[-1]
+            columns.remove(drop)
+            hidden.insert(0, drop)
+    table = Table(title=title, title_justify="left", header_style="bold")
     for c in columns:
-        # Fold rather than cut: a number or an id cut to "0.9…" reads as a different value.
-        table.add_column(c, justify="right" if rows and isinstance(rows[0][c], int | float) else "left",
-                         overflow="fold")
-    for row in rows[:limit]:
-        table.add_row(*(fmt(row[c], c) for c in columns))
+        numeric = bool(rows) and isinstance(rows[0][c], int | float) and not isinstance(rows[0][c], bool)
+        if c in short:
+            # Never cut or wrap an id, a number or a time: "0.9…" reads as another value.
+            table.add_column(head[c], justify="right" if numeric else "left", no_wrap=True, overflow="fold")
+        else:
+            table.add_column(head[c], justify="left", overflow="fold", ratio=1, min_width=12)
+    for i in range(len(shown)):
+        table.add_row(*(cells[c][i] for c in columns))
+    notes = []
     if len(rows) > limit:
-        table.caption = f"{len(rows) - limit:,} more rows (use --json for all)"
+        notes.append(f"{len(rows) - limit:,} more rows (use --json for all)")
+    if hidden:
+        notes.append(f"not shown at this width: {', '.join(head[c] for c in hidden)} (wider terminal or --json)")
+    if notes:
+        table.caption = "; ".join(notes)
     return table
 
 
-def print_rows(console: Console, rows: Sequence[dict[str, Any]], title: str, limit: int = 50) -> None:
+def print_rows(console: Console, rows: Sequence[dict[str, Any]], title: str, limit: int = 50,
+               headers: dict[str, str] | None = None) -> None:
     if not rows:
         console.print(f"[dim]{title}: none[/dim]")
         return
-    console.print(rows_table(rows, title, limit))
+    console.print(rows_table(rows, title, limit, width=console.width, headers=headers))
 
 
 def bar(share: float, width: int = 30) -> str:

@@ -150,18 +150,35 @@ class ListResult(Result):
     actions: list[Action]
 
     def render(self, console: Console) -> None:
-        rows = [{"id": a.id, "kind": a.kind, "params": json.dumps(a.params) if a.params else "",
-                 "status": a.status, "problem": a.problem_id or "", "source": a.source,
-                 "expected": a.expected_effect.delta if a.expected_effect else None,
-                 "observed": (a.observed_effect or {}).get("delta")} for a in self.actions]
+        rows = [{"id": a.id, "action": " ".join([a.kind, *(f"{k}={v}" for k, v in (a.params or {}).items())]),
+                 "status": a.status, "problem": a.problem_id or "—", "measured effect": _effect_text(a),
+                 "source": a.source} for a in self.actions]
         print_rows(console, rows, "actions")
+
+
+def _effect_text(a: Action) -> str:
+    """First-pass yield before → after the action, with the change in points (or why there is none)."""
+    obs = a.observed_effect or {}
+    if obs.get("delta") is None:
+        return obs.get("verdict") or "—"
+    return (f"{fmt(obs['before_yield'], 'yield')} → {fmt(obs['after_yield'], 'yield')} "
+            f"({100 * obs['delta']:+.2f} pt, {obs['verdict']})")
 
 
 @command("act list", ListParams)
 def act_list(p: ListParams, ctx: Context) -> ListResult:
     """List actions with their status, problem, expected and observed effect."""
-    return ListResult(actions=[Action.model_validate(a) for a in act.list_actions(ctx.workspace, p.status,
-                                                                                  p.problem_id)])
+    from linelab.monitor.effect import effect_in_workspace
+
+    ws = ctx.workspace
+    listed = [Action.model_validate(a) for a in act.list_actions(ws, p.status, p.problem_id)]
+    for a in listed:
+        applied = a.applied or {}
+        if a.status == "applied" and not a.observed_effect and applied.get("t"):
+            # Not checked yet (`act check` stores it): measured here on the data around it, not stored.
+            window = a.expected_effect.window_units if a.expected_effect else 2000
+            a.observed_effect = {**effect_in_workspace(ws, applied["t"], window).as_dict(), "stored": False}
+    return ListResult(actions=listed)
 
 
 class DoneParams(BaseModel):

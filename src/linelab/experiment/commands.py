@@ -219,12 +219,21 @@ class StatusParams(BaseModel):
 class StatusResult(Result):
     experiments: list[dict[str, Any]]
     experiment: dict[str, Any] | None = None
+    recipe_trials: list[dict[str, Any]] = Field(default_factory=list, description="the recipe trials the last "
+                                                "simulated loop ran between incidents (it keeps them in its run)")
 
     def render(self, console: Console) -> None:
         if self.experiment is not None:
             ExperimentResult(experiment=self.experiment).render(console)
             return
         print_rows(console, self.experiments, "experiments")
+        if self.recipe_trials:
+            start = self.recipe_trials[0].get("start") or {}
+            rows = [{"at_unit": t.get("unit"), "units": t.get("units"), "first_pass_yield": t.get("first_pass_yield"),
+                     "changed": ", ".join(f"{k}={v:.4g}" for k, v in (t.get("recipe") or {}).items()
+                                          if abs(v - start.get(k, v)) > 1e-9) or "the starting recipe"}
+                    for t in self.recipe_trials]
+            print_rows(console, rows, f"recipe trials of the last loop run ({len(rows)})")
 
 
 @command("experiment status", StatusParams)
@@ -233,7 +242,12 @@ def experiment_status(p: StatusParams, ctx: Context) -> StatusResult:
     ws = ctx.workspace
     if p.id:
         return StatusResult(experiments=[], experiment=ex.get_experiment(ws, p.id))
-    return StatusResult(experiments=ex.summary_rows(ws))
+    # The simulated loop searches the recipe in trials of its own and keeps them in its run record
+    # ("loop_run"): data a later stage wrote, read here so the trials are not reported as "none".
+    run = ws.get_artifact("loop_run", "latest") or {}
+    recipe = run.get("recipe") or {}
+    trials = [{**t, "start": recipe.get("start") or {}} for t in recipe.get("trials") or []]
+    return StatusResult(experiments=ex.summary_rows(ws), recipe_trials=trials)
 
 
 class VerdictParams(BaseModel):

@@ -11,7 +11,7 @@ from rich.console import Console
 from linelab.commands import Context, Result, command
 from linelab.errors import UserError
 from linelab.line import open_simulator
-from linelab.loop.report import write_report
+from linelab.loop.report import action_text, write_report
 from linelab.loop.runner import LoopPolicy
 from linelab.loop.session import RUN_KIND, run_session
 from linelab.render import print_rows
@@ -94,6 +94,27 @@ class LearningResult(Result):
     recurrence_ratio: float | None = None
     curves: dict[str, dict[str, list[float]]]
     incidents: list[dict[str, Any]] = Field(default_factory=list, description="the run's incident table")
+
+    def render(self, console: Console) -> None:
+        console.print(f"[bold]{self.scenario}[/bold]: yield gap closed [bold]{self.yield_gap_closed:.2f}[/bold]"
+                      + (f", recurrence time-to-fix ratio {self.recurrence_ratio:.2f}"
+                         if self.recurrence_ratio is not None else ""))
+        rows = []
+        for name, c in self.curves.items():
+            y, units = c.get("yield") or [], c.get("units") or []
+            tenth = max(1, len(y) // 10)  # first and last tenth of the run: where the curve starts and ends
+            rows.append({"run": name, "units": int(units[-1]) if units else 0,
+                         "first_tenth_yield": sum(y[:tenth]) / tenth if y else None,
+                         "last_tenth_yield": sum(y[-tenth:]) / tenth if y else None,
+                         "mean_yield": sum(y) / len(y) if y else None})
+        print_rows(console, rows, "first-pass yield along the run",
+                   headers={"first_tenth_yield": "first tenth", "last_tenth_yield": "last tenth"})
+        cols = ("problem_id", "onset_unit", "detected_unit", "fixed_unit", "action", "knowhow_reused")
+        rows = [{k: action_text(i.get(k)) if k == "action" else i.get(k) for k in cols} for i in self.incidents]
+        print_rows(console, rows, "incidents (in units produced)",
+                   headers={"problem_id": "problem", "onset_unit": "onset", "detected_unit": "detected",
+                            "fixed_unit": "fixed", "knowhow_reused": "know-how reused"})
+        console.print("[dim]the curves point by point: --json; the plot: linelab serve → Learning curve[/dim]")
 
 
 @command("learning", LearningParams, writes=False)

@@ -88,7 +88,13 @@ class YieldResult(Result):
         console.print(f"[bold]{fmt(o['units'])}[/bold] units — first-pass yield "
                       f"[bold]{fmt(o['first_pass_yield'], 'yield')}[/bold], final yield "
                       f"[bold]{fmt(o['final_yield'], 'yield')}[/bold]")
-        print_rows(console, self.rows, f"yield by {self.by}")
+        if self.by in queries.STEP_FACTORS:
+            # Per visit at a station versus per unit: two different things, so two plain names.
+            headers = {"units": "units visited", "first_pass_yield": "passed here 1st time",
+                       "final_yield": "its units' final yield"}
+        else:
+            headers = {"first_pass_yield": "first-pass yield", "final_yield": "final yield"}
+        print_rows(console, self.rows, f"yield by {self.by}", headers=headers)
 
 
 @command("yield", YieldParams, writes=False)
