@@ -1,0 +1,232 @@
+"""Deploy benchmark: models on the line, judged by the line's own results.
+
+On the twin (scenario `bad_lot`) and on a zoo line (`assembly:bad_lot_fails`), each run fresh:
+
+1. Predictor: a failure predictor trained on the first units, deployed full, scored on the units
+   that follow: its live precision and recall at its operating point, and the cost it saved
+   (inspection, test, escape and failure costs at the defaults of `linelab.deploy.registry.Costs`)
+   against running with no model (the baseline, saving 0) — per unit and in total.
+2. Shuffled-label canary: a model trained on permuted labels goes canary (10 % of units) beside
+   the good incumbent; units are produced and scored in chunks with a review after each. Reported:
+   units it scored until rolled back, and units it mis-routed before that.
+3. Good model: the predictor as canary against no model; units until it is promoted to full.
+4. A/A: two models of equal skill on simulated score streams (vectorised), the paired always-valid
+   test run over each stream: the false-promotion rate over `--aa-runs` runs (target <= 0.05).
+5. Serving: `POST /score` (one unit, read from the workspace) under 8 concurrent clients against
+   the bare endpoint `GET /score/ping` of the same server in the same run: p50 / p99 in ms
+   (target p99 <= 20 ms); and batch scoring in units per second.
+
+`--quick` uses smaller runs. Prints one JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from linelab.act.simulation import open_workspace_line, record_simulation  # noqa: E402
+from linelab.commands import call  # noqa: E402
+from linelab.deploy import live, predict, rollout, scoring  # noqa: E402
+from linelab.deploy.registry import Costs  # noqa: E402
+from linelab.deploy.sequential import PairedTest  # noqa: E402
+from linelab.line import open_simulator  # noqa: E402
+from linelab.store import Workspace  # noqa: E402
+
+LINES = [("twin", "bad_lot"), ("zoo", "assembly:bad_lot_fails")]
+
+
+def build(root: Path, simulator: str, scenario: str, units: int) -> str:
+    """A workspace of the line's first `units` units; returns the station the predictor guards."""
+    line = open_simulator(simulator, scenario, 0)
+    with Workspace.open(root) as ws:
+        while line.units_produced < units:
+            ws.ingest_tables(line.produce(min(2000, units - line.units_produced)), source=line.source)
+        record_simulation(ws, line, simulator, scenario, 0)
+        # the station whose first visits fail most: where a predictor saves most
+        row = ws.query("SELECT station, count(*) FILTER (WHERE r <> 'pass') AS f FROM (SELECT unit_id, station, "
+                       "arg_min(result, t_in) AS r FROM steps GROUP BY ALL) GROUP BY station ORDER BY f DESC LIMIT 1")
+    return str(row.column("station")[0].as_py())
+
+
+def produce(root: Path, units: int) -> None:
+    with Workspace.open(root) as ws:
+        held = open_workspace_line(ws)
+        ws.ingest_tables(held.line.produce(units), source=held.source)
+
+
+def predictor_live(root: Path, station: str, units: int) -> dict[str, Any]:
+    call("model promote", root, version="M-0001", to="full", force=True)
+    produce(root, units)
+    call("model score", root, station=station, review=False)
+    with Workspace.open(root) as ws:
+        ev = live.evidence(ws, rollout.get(ws, station), "M-0001")
+    m = ev["live"]
+    return {"units": ev["labelled"], "bad_rate": m["bad_rate"], "precision": m["precision"], "recall": m["recall"],
+            "lift": (m["precision"] or 0) / m["bad_rate"] if m["bad_rate"] else None,
+            "saving_per_unit": m["saving_per_unit"], "cost_saved": m["saving_per_unit"] * ev["labelled"],
+            "baseline_saving": 0.0, "escape_rate": m["escape_rate"], "passed": m["passed"]}
+
+
+def until(root: Path, station: str, version: str, stop: str, chunk: int, limit: int) -> dict[str, Any]:
+    """Produce and score in chunks (review after each) until `version` is rolled back or made full."""
+    produced = 0
+    while produced < limit:
+        produce(root, chunk)
+        produced += chunk
+        changes = call("model score", root, station=station).changes
+        hit = [c for c in changes if c["version"] == version and c["to"] == stop]
+        if hit:
+            e = hit[0]["evidence"]
+            return {"units": e["labelled"], "misrouted": e["misrouted"], "reason": hit[0]["reason"],
+                    "produced": produced}
+    return {"units": None, "misrouted": None, "reason": f"not within {limit} units", "produced": produced}
+
+
+def one_line(work: Path, simulator: str, scenario: str, a: argparse.Namespace) -> dict[str, Any]:
+    base = work / f"{simulator}-base"
+    t0 = time.perf_counter()
+    station = build(base, simulator, scenario, a.train_units)
+    good = call("model train", base, station=station).model
+    call("model train", base, station=station, shuffle_labels=True)
+    trained_s = time.perf_counter() - t0
+    out: dict[str, Any] = {"scenario": f"{simulator}:{scenario}", "station": station, "train_s": round(trained_s, 1),
+                           "holdout": {k: good["metrics"][k] for k in ("auc", "precision", "recall", "bad_rate")}}
+    runs = {}
+    for name in ("predictor", "shuffled", "promote"):
+        runs[name] = work / f"{simulator}-{name}"
+        shutil.copytree(base, runs[name])
+    out["predictor"] = predictor_live(runs["predictor"], station, a.live_units)
+    call("model promote", runs["shuffled"], version="M-0001", to="full", force=True)
+    call("model promote", runs["shuffled"], version="M-0002", to="canary", share=0.1)
+    out["shuffled_canary"] = until(runs["shuffled"], station, "M-0002", "retired", a.chunk, a.live_units * 3)
+    call("model promote", runs["promote"], version="M-0001", to="canary", share=0.1)
+    out["good_canary"] = until(runs["promote"], station, "M-0001", "full", a.chunk, a.live_units * 3)
+    out["serving"] = serving(runs["predictor"], station, a)
+    return out
+
+
+def aa_rate(runs: int, units: int, seed: int = 0) -> dict[str, Any]:
+    """Two equally good models on the same units: how often the test promotes one over the other."""
+    rng = np.random.default_rng(seed)
+    costs = Costs()
+    test = PairedTest()
+    promoted = wrong = 0
+    for _ in range(runs):
+        bad = rng.random(units) < 0.05
+        # equal skill: the same signal, independent noise; each inspects its own top 10 %
+        a = 1.5 * bad + rng.normal(size=units)
+        b = 1.5 * bad + rng.normal(size=units)
+        da = np.where(a >= np.quantile(a, 0.9), "inspect", "none")
+        db = np.where(b >= np.quantile(b, 0.9), "inspect", "none")
+        d = predict.savings(db, bad, costs) - predict.savings(da, bad, costs)
+        verdict = test.run(d, discordant=da != db)["decision"]
+        promoted += verdict == "better"
+        wrong += verdict != "continue"
+    return {"runs": runs, "units": units, "false_promotion_rate": promoted / runs, "any_verdict_rate": wrong / runs}
+
+
+def serving(root: Path, station: str, a: argparse.Namespace) -> dict[str, Any]:
+    import httpx
+    import uvicorn
+
+    from linelab.api.app import create_app
+
+    call("model train", root, station=station, shuffle_labels=True, seed=1)
+    call("model promote", root, version="M-0003", to="shadow")
+    with Workspace.open(root) as ws:
+        t = time.perf_counter()
+        dep = rollout.get(ws, station)
+        dep.scored_seq = 0
+        rollout.save(ws, dep)
+        batch = scoring.score_batch(ws, station)
+        batch_s = time.perf_counter() - t
+        units = ws.query("SELECT unit_id FROM units ORDER BY unit_id DESC LIMIT 400").column(0).to_pylist()
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(root), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+
+    def client(k: int, kind: str) -> list[float]:
+        lat = []
+        with httpx.Client(base_url=url, timeout=10) as c:
+            for i in range(a.requests):
+                u = units[(k * a.requests + i) % len(units)]
+                t0 = time.perf_counter()
+                r = c.post("/score", json={"station": station, "unit_id": u}) if kind == "score" \
+                    else c.get("/score/ping")
+                lat.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    raise RuntimeError(r.text)
+        return lat
+
+    try:
+        out = {}
+        for kind in ("ping", "score", "ping"):  # the baseline on both sides of the measured run
+            with ThreadPoolExecutor(8) as pool:
+                lat = np.concatenate(list(pool.map(lambda k, kind=kind: client(k, kind), range(8)))) * 1000
+            key = kind if kind not in out else "ping_after"
+            out[key] = {"p50_ms": round(float(np.percentile(lat, 50)), 2), "p99_ms": round(float(np.percentile(lat,
+                                                                                                           99)), 2),
+                        "requests": int(lat.size)}
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    return {"clients": 8, **out, "p99_ratio_vs_bare": round(out["score"]["p99_ms"] / out["ping"]["p99_ms"], 2),
+            "batch_units": batch["units"], "batch_versions": len(batch["by_version"]),
+            "batch_units_per_s": round(batch["units"] / batch_s, 1)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller runs (about a minute or two)")
+    ap.add_argument("--aa-runs", type=int, default=None)
+    a = ap.parse_args()
+    a.train_units = 6600 if a.quick else 12000
+    a.live_units = 1500 if a.quick else 4000
+    a.chunk = 100
+    a.requests = 50 if a.quick else 250
+    aa_runs = a.aa_runs or (200 if a.quick else 1000)
+    t0 = time.perf_counter()
+    lines = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for simulator, scenario in LINES:
+            lines[simulator] = one_line(Path(tmp), simulator, scenario, a)
+            print(json.dumps(lines[simulator]), file=sys.stderr)
+    aa = aa_rate(aa_runs, 3000)
+    serve = lines["zoo"]["serving"]
+    result = {
+        "bench": "deploy", "quick": a.quick, "lines": lines, "aa": aa,
+        "aa_false_promotion_rate": aa["false_promotion_rate"], "aa_target_met": aa["false_promotion_rate"] <= 0.05,
+        "score_p99_ms": serve["score"]["p99_ms"], "bare_p99_ms": serve["ping"]["p99_ms"],
+        "score_p99_target_met": serve["score"]["p99_ms"] <= 20.0,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

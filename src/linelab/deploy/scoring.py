@@ -1,0 +1,115 @@
+"""Scoring: every live version scores every unit; the stage's routing says whose decision is applied.
+
+Units outside the canary get the incumbent's decision (`none` when the station has no incumbent),
+units inside it the canary's; shadows are scored and recorded but never applied. Every version's
+score and decision is a row of `deploy_predictions` (with `acted` telling which one was applied),
+so feedback can later price each version on every unit. Batch scoring takes the units ingested
+since the station was last scored; a station scores one unit at a time through `score_unit`
+(`POST /score`), handing the unit's readings in or letting them be read from the workspace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from linelab.errors import NotFound, UserError
+
+from . import predict, registry, rollout, tables
+from .features import frame_from_records, matrix, unit_frame
+from .registry import ModelRecord
+
+
+def record(ws: Any, version: str) -> ModelRecord:
+    return registry.get(ws, version)
+
+
+def route(ws: Any, dep: rollout.Deployment, frames: Mapping[str, pa.Table], serials: pa.Array,
+          via: str) -> dict[str, Any]:
+    """Score units with every live version, apply the routing, record; returns the applied decisions."""
+    n = len(serials)
+    in_canary = rollout.canary_units(serials, dep.station, dep.canary_share) if dep.canary else np.zeros(n, bool)
+    applied = np.full(n, "none", dtype=object)
+    acting = np.full(n, None, dtype=object)
+    scores_of: dict[str, np.ndarray] = {}
+    rows: list[pa.Table] = []
+    t = datetime.now(UTC).replace(tzinfo=None)
+    for v in dep.live:
+        rec = record(ws, v)
+        score = predict.scores(rec, registry.load(ws, rec), matrix(frames[v], rec.features))
+        decision = predict.decisions(rec, score)
+        stage = dep.stage_of(v)
+        acts = in_canary if stage == "canary" else (~in_canary if stage == "full" else np.zeros(n, bool))
+        applied[acts] = decision[acts]
+        acting[acts] = v
+        scores_of[v] = score
+        rows.append(pa.table({
+            "unit_id": serials, "station": pa.repeat(dep.station, n), "version": pa.repeat(v, n),
+            "stage": pa.repeat(stage, n), "score": score, "decision": pa.array(decision, pa.string()),
+            "acted": acts, "t": pa.repeat(pa.scalar(t, pa.timestamp("us")), n), "via": pa.repeat(via, n),
+        }, schema=tables.PREDICTION_SCHEMA))
+    if rows:
+        tables.append(ws, tables.PREDICTIONS, pa.concat_tables(rows))
+    return {"decision": applied, "version": acting, "scores": scores_of}
+
+
+def score_batch(ws: Any, station: str, limit: int | None = None) -> dict[str, Any]:
+    """Score the units ingested since the station was last scored; then review the live versions."""
+    dep = rollout.get(ws, station)
+    if not dep.live:
+        raise UserError(f"no model is live at {station}: `linelab model promote VERSION --to shadow` first")
+    last = ws.last_batch_seq()
+    where = f"batch > {int(dep.scored_seq)} AND batch <= {int(last)}"
+    frames = _frames(ws, dep, where, limit)
+    first = next(iter(frames.values()))
+    serials = first.column("unit_id").combine_chunks()
+    out = route(ws, dep, frames, serials, "batch")
+    # Remember where scoring stopped: the batch of the last unit scored (all of them when not limited).
+    dep = rollout.get(ws, station)
+    dep.scored_seq = int(first.column("batch")[-1].as_py()) if limit and len(serials) == limit else last
+    rollout.save(ws, dep)
+    d = out["decision"]
+    return {"station": station, "units": len(serials),
+            "decisions": {k: int((d == k).sum()) for k in predict.DECISIONS},
+            "by_version": {str(v): int((out["version"] == v).sum()) for v in dep.live}}
+
+
+def _frames(ws: Any, dep: rollout.Deployment, where: str, limit: int | None) -> dict[str, pa.Table]:
+    """Each live version's feature rows for the same units in the same order (versions sharing a
+    feature spec share one query)."""
+    by_spec: dict[str, pa.Table] = {}
+    frames = {}
+    for v in dep.live:
+        spec = record(ws, v).features
+        key = spec.model_dump_json()
+        if key not in by_spec:
+            frame = unit_frame(ws, spec, where)
+            by_spec[key] = frame.slice(0, limit) if limit else frame
+        frames[v] = by_spec[key]
+    return frames
+
+
+def score_unit(ws: Any, station: str, unit_id: str, features: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One unit, as a station asks before acting on it: the applied decision and the version behind it."""
+    dep = rollout.get(ws, station)
+    if not dep.live:
+        raise UserError(f"no model is live at {station}")
+    frames = {}
+    for v in dep.live:
+        spec = record(ws, v).features
+        if features is not None:
+            frames[v] = frame_from_records([features], spec)
+        else:
+            frames[v] = unit_frame(ws, spec, "unit_id = ?", [unit_id])
+            if frames[v].num_rows == 0:
+                raise NotFound(f"no unit {unit_id!r} in the workspace: send its readings with the request")
+    out = route(ws, dep, frames, pa.array([unit_id], pa.string()), "request")
+    version = out["version"][0]
+    return {"unit_id": unit_id, "station": station, "decision": str(out["decision"][0]), "version": version,
+            "stage": dep.stage_of(version) if version else None,
+            "score": float(out["scores"][version][0]) if version else None,
+            "shadow": {v: float(s[0]) for v, s in out["scores"].items() if v != version}}

@@ -1,0 +1,241 @@
+"""Deploying models on a simulated line: train, register, shadow → canary → full, roll back, score, relabel."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import skops.io as sio
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from linelab.act.simulation import open_workspace_line, record_simulation
+from linelab.api.app import create_app
+from linelab.cli import build_app
+from linelab.commands import call
+from linelab.deploy import predict, registry, rollout
+from linelab.deploy.features import matrix, unit_frame
+from linelab.errors import UserError
+from linelab.line import open_simulator
+from linelab.store import Workspace
+
+# A seal lot fails a quarter of its units at the leak test (units ~5,600 to ~8,200); the next lot is good.
+# Trained on the first 7,600 units, a model meets the rest of the bad lot and then the good one.
+SCENARIO = "assembly:bad_lot_fails"
+STATION = "LEAK"
+TRAIN_UNITS = 7600
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A zoo line's workspace with a good model (M-0001) and one trained on shuffled labels (M-0002)."""
+    root = tmp_path_factory.mktemp("deploy") / "ws"
+    line = open_simulator("zoo", SCENARIO, 0)
+    with Workspace.open(root) as ws:
+        while line.units_produced < TRAIN_UNITS:
+            ws.ingest_tables(line.produce(1900), source=line.source)
+        record_simulation(ws, line, "zoo", SCENARIO, 0)
+    good = call("model train", root, station=STATION)
+    bad = call("model train", root, station=STATION, shuffle_labels=True)
+    assert (good.model["id"], bad.model["id"]) == ("M-0001", "M-0002")
+    return root
+
+
+@pytest.fixture
+def ws_path(trained: Path, tmp_path: Path) -> Path:
+    shutil.copytree(trained, tmp_path / "ws")
+    registry._CACHE.clear()
+    return tmp_path / "ws"
+
+
+def _produce(path: Path, units: int) -> None:
+    """The line runs on: more units, with their results, into the workspace."""
+    with Workspace.open(path) as ws:
+        held = open_workspace_line(ws)
+        ws.ingest_tables(held.line.produce(units), source=held.source)
+
+
+def _predictions(path: Path, version: str) -> list[dict[str, Any]]:
+    with Workspace.open(path) as ws:
+        return ws.query("SELECT unit_id, decision, acted, stage FROM deploy_predictions WHERE version = ? "
+                        "ORDER BY t, unit_id", [version]).to_pylist()
+
+
+def test_training_is_recorded_and_learns_the_failures(trained: Path) -> None:
+    good = call("model show", trained, version="M-0001").model
+    bad = call("model show", trained, version="M-0002").model
+    assert good["data"]["seq_from"] == 1 and good["data"]["seq_to"] >= 7 and good["data"]["units"] > 6000
+    assert good["code"]["linelab"] and good["params"]["seed"] == 0 and good["parent"] is None
+    assert bad["parent"] == "M-0001" and bad["data"]["shuffled"]
+    # features come from the stations before the leak test, named as the profile names them
+    names = [n for n in good["features"]["numeric"]] + good["features"]["categorical"]
+    assert {f["station"] for f in names if f.get("station")} <= {"PRESS", "SCREW"}
+    m = good["metrics"]
+    assert m["auc"] > 0.85 and m["precision"] > 3 * m["bad_rate"] and m["recall"] > 0.3
+    assert bad["metrics"]["auc"] < 0.65
+
+
+def test_registry_round_trip_is_skops_without_pickle(ws_path: Path) -> None:
+    with Workspace.open(ws_path) as ws:
+        rec = registry.get(ws, "M-0001")
+        path = ws_path / rec.file
+        assert zipfile.is_zipfile(path) and set(sio.get_untrusted_types(file=path)) <= set(registry.TRUSTED)
+        with zipfile.ZipFile(path) as z:
+            assert not any(n.endswith((".pkl", ".pickle")) for n in z.namelist())
+        x = matrix(unit_frame(ws, rec.features, "batch <= 3"), rec.features)
+        first = predict.scores(rec, registry.load(ws, rec), x)
+    registry._CACHE.clear()
+    with Workspace.open(ws_path) as ws:  # another process, the same model
+        again = predict.scores(rec, registry.load(ws, registry.get(ws, "M-0001")), x)
+    assert len(first) > 1000 and np.array_equal(first, again)
+    with pytest.raises(UserError, match="no model is live"):
+        call("model score", ws_path, station=STATION, unit="U")
+
+
+@pytest.mark.parametrize("planted", ["pickle", "foreign_type"])
+def test_planted_model_file_is_refused(ws_path: Path, planted: str) -> None:
+    marker = ws_path / "owned"
+    with Workspace.open(ws_path) as ws:
+        rec = registry.get(ws, "M-0001")
+        target = ws_path / rec.file
+        if planted == "pickle":
+            target.write_bytes(pickle.dumps(_Exploit(str(marker))))
+            message = "not a skops archive"
+        else:
+            sio.dump({"payload": _Foreign()}, target)
+            message = "does not trust"
+        with pytest.raises(UserError, match=message):
+            registry.load(ws, rec)
+    result = runner.invoke(build_app(), ["model", "promote", "M-0001", "--to", "shadow", "-w", str(ws_path)])
+    assert result.exit_code == 0  # moving a version reads no file
+    _produce(ws_path, 50)
+    result = runner.invoke(build_app(), ["model", "score", "--station", STATION, "-w", str(ws_path)])
+    assert result.exit_code == 2 and message in result.output
+    assert not marker.exists()
+
+
+class _Exploit:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (Path(self.path),))
+
+
+class _Foreign:
+    pass
+
+
+def test_shadow_scores_every_unit_and_acts_on_none(ws_path: Path) -> None:
+    call("model promote", ws_path, version="M-0001", to="full", force=True)
+    call("model promote", ws_path, version="M-0002", to="shadow")
+    _produce(ws_path, 600)
+    out = call("model score", ws_path, station=STATION, review=False).result
+    assert out["units"] == 600 and out["by_version"] == {"M-0001": 600, "M-0002": 0}
+    shadow = _predictions(ws_path, "M-0002")
+    assert len(shadow) == 600 and not any(r["acted"] for r in shadow)
+    assert {r["decision"] for r in shadow} & {"inspect"}  # it would have acted, but did not
+    assert all(r["acted"] for r in _predictions(ws_path, "M-0001"))
+
+
+def test_canary_share_is_respected_and_stable(ws_path: Path) -> None:
+    call("model promote", ws_path, version="M-0001", to="canary", share=0.25)
+    _produce(ws_path, 1200)
+    out = call("model score", ws_path, station=STATION, review=False).result
+    acted = [r for r in _predictions(ws_path, "M-0001") if r["acted"]]
+    assert len(_predictions(ws_path, "M-0001")) == 1200
+    assert abs(len(acted) / 1200 - 0.25) < 0.04 and out["by_version"]["M-0001"] == len(acted)
+    # the same serial is routed the same way, every time and in every process
+    serials = np.array([r["unit_id"] for r in _predictions(ws_path, "M-0001")])
+    again = rollout.canary_units(serials, STATION, 0.25)
+    assert sorted(serials[again].tolist()) == sorted(r["unit_id"] for r in acted)
+
+
+def test_shuffled_label_canary_is_rolled_back_and_opens_a_problem(ws_path: Path) -> None:
+    call("model promote", ws_path, version="M-0001", to="full", force=True)
+    call("model promote", ws_path, version="M-0002", to="canary", share=0.2)
+    _produce(ws_path, 1500)
+    changes = call("model score", ws_path, station=STATION).changes
+    assert [(c["version"], c["event"], c["to"]) for c in changes] == [("M-0002", "rollback", "retired")]
+    assert "inspected units fail" in changes[0]["reason"] or "sd less" in changes[0]["reason"]
+    problem = call("problem show", ws_path, id=changes[0]["problem"], plot="none").model_dump()
+    text = json.dumps(problem)
+    assert "M-0002" in text and "rolled back" in text
+    listed = call("model list", ws_path, station=STATION)
+    assert listed.deployments[0]["full"] == "M-0001" and listed.deployments[0]["canary"] is None
+    # after the rollback the incumbent decides for every unit again
+    _produce(ws_path, 200)
+    assert call("model score", ws_path, station=STATION).result["by_version"] == {"M-0001": 200}
+
+
+def test_good_model_is_promoted_by_live_evidence(ws_path: Path) -> None:
+    call("model promote", ws_path, version="M-0001", to="canary", share=0.2)
+    with pytest.raises(UserError, match="not yet better"):
+        call("model promote", ws_path, version="M-0001", to="full")
+    _produce(ws_path, 1200)
+    changes = call("model score", ws_path, station=STATION).changes
+    assert [(c["version"], c["event"], c["from"], c["to"]) for c in changes] == [("M-0001", "promote", "canary",
+                                                                                  "full")]
+    assert changes[0]["evidence"]["lower"] > 0 and changes[0]["by"] == "review"
+    shown = call("model show", ws_path, version="M-0001")
+    assert shown.stage == "full" and [e["to"] for e in shown.events] == ["canary", "full"]
+
+
+def test_signoff_holds_a_promotion_until_a_person_gives_it(ws_path: Path) -> None:
+    call("model promote", ws_path, version="M-0001", to="canary", require_signoff=True)
+    _produce(ws_path, 1200)
+    changes = call("model score", ws_path, station=STATION).changes
+    assert [c["event"] for c in changes] == ["awaiting_signoff"]
+    assert call("model list", ws_path).deployments[0]["awaiting_signoff"] == "M-0001"
+    event = call("model promote", ws_path, version="M-0001", to="full", by="quality lead").events[0]
+    assert event["by"] == "quality lead" and event["reason"].startswith("signed off")
+
+
+def test_manual_rollback_of_the_incumbent_restores_its_predecessor(ws_path: Path) -> None:
+    call("model promote", ws_path, version="M-0002", to="full", force=True)
+    call("model promote", ws_path, version="M-0001", to="full", force=True)
+    event = call("model rollback", ws_path, station=STATION, reason="operators report odd routing").events[0]
+    assert event["version"] == "M-0001" and event["problem"].startswith("PRB-")
+    assert call("model list", ws_path).deployments[0]["full"] == "M-0002"
+
+
+def test_score_endpoint_routes_records_and_answers(ws_path: Path) -> None:
+    call("model promote", ws_path, version="M-0001", to="full", force=True)
+    call("model promote", ws_path, version="M-0002", to="shadow")
+    client = TestClient(create_app(ws_path), base_url="http://localhost")
+    with Workspace.open(ws_path) as ws:
+        unit = ws.scalar("SELECT max(unit_id) FROM units")
+    r = client.post("/score", json={"station": STATION, "unit_id": unit})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["version"] == "M-0001" and body["decision"] in ("inspect", "pass", "none")
+    assert set(body["shadow"]) == {"M-0002"}
+    # a station can hand the unit's readings in; unknown names are refused with the name
+    r = client.post("/score", json={"station": STATION, "unit_id": "NEW-1", "features": {"nonsense": 1}})
+    assert r.status_code == 400 and "nonsense" in r.json()["error"]["message"]
+    r = client.post("/api/model/score", json={"station": STATION, "unit": unit})
+    assert r.status_code == 200 and r.json()["result"]["version"] == "M-0001"
+    assert len([p for p in _predictions(ws_path, "M-0001")]) == 2
+
+
+def test_relabels_feed_the_next_training(ws_path: Path) -> None:
+    with Workspace.open(ws_path) as ws:
+        failed = ws.query("SELECT DISTINCT unit_id FROM steps WHERE station = ? AND result <> 'pass' ORDER BY 1 "
+                          "LIMIT 3", [STATION]).column(0).to_pylist()
+    for u in failed:
+        result = runner.invoke(build_app(), ["model", "label", u, "--verdict", "false_fail", "--note", "retest ok",
+                                             "-w", str(ws_path)])
+        assert result.exit_code == 0, result.output
+    before = call("model show", ws_path, version="M-0001").model["data"]
+    after = call("model train", ws_path, station=STATION).model
+    assert after["data"]["verdicts"] == 3 and after["data"]["bad"] == before["bad"] - 3
+    assert after["parent"] == "M-0002"
+    result = runner.invoke(build_app(), ["model", "label", "NO-SUCH", "--verdict", "escape", "-w", str(ws_path)])
+    assert result.exit_code == 2 and "NO-SUCH" in result.output
