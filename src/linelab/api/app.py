@@ -17,6 +17,7 @@ from linelab.api.docs import add_docs
 from linelab.api.pages import pages_router
 from linelab.api.pool import WorkspacePool
 from linelab.api.rest import add_command_routes, add_output_route
+from linelab.api.score import score_router
 from linelab.api.security import Guard, allowed_host_names
 from linelab.commands import load_all
 from linelab.store.workspace import resolve_path
@@ -54,6 +55,7 @@ def create_app(workspace: str | Path | None = None, *, token: str | None = None,
         """The commands this server offers: name, path and summary."""
         return [{"name": s.name, "path": s.path, "summary": s.summary} for s in specs]
 
+    app.include_router(score_router(pool))
     add_command_routes(app, specs, pool)
     add_output_route(app, root)
     app.add_middleware(Guard, allowed_hosts=allowed_host_names(host, allowed_hosts), token=token)
