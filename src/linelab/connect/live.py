@@ -22,12 +22,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 from paho.mqtt.client import topic_matches_sub
 
 from linelab.connect.mapping import apply
 from linelab.connect.sparkplug.host import Envelope
 from linelab.connect.sparkplug.payload import Metric, ms_to_iso
+from linelab.errors import UserError
 from linelab.profile.schema import Profile, Source
 from linelab.store.schema import RECORD_TABLES
 from linelab.store.workspace import Workspace
@@ -167,12 +169,19 @@ class LiveSink:
             if rows is None or not rows.n:
                 continue
             where = f"MQTT source '{source.name}' ({source.mqtt.topic if source.mqtt else ''})"
-            tables[source.table].append(apply(source, rows.table(needed_columns(source)), 1, where))
+            try:
+                tables[source.table].append(apply(source, rows.table(needed_columns(source)), 1, where))
+            except UserError as exc:  # messages that do not fit the source: kept with the reason, not fatal
+                self._reject_rows(source, rows, str(exc))
         if self.events.n:
             tables["events"].append(self.events.table([]))
         merged = {name: pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
                   for name, parts in tables.items()}
         counts = {"stored": 0, "updated": 0, "duplicates": 0, "quarantined": 0, "garbage": 0}
+        for name, table in merged.items():
+            # A record delivered twice within one batch: the store checks a batch against what it holds.
+            merged[name] = distinct(table)
+            counts["duplicates"] += table.num_rows - merged[name].num_rows
         if merged:
             rep = self.ws.ingest_tables(_ordered(merged), source=self.name)
             for t in rep.tables:
@@ -194,17 +203,36 @@ class LiveSink:
     def saved_state(self) -> dict[str, Any]:
         return (self.ws.get_artifact(STATE_KIND, self.name) or {}).get("sessions", {})
 
+    def _reject_rows(self, source: Source, rows: Rows, reason: str) -> None:
+        table = rows.table([])
+        for i, row in enumerate(table.to_pylist()):
+            raw = json.dumps(row)
+            self.bad.append({"batch_id": "mqtt-" + xxhash.xxh3_128_hexdigest(f"{source.name}\0{raw}".encode()),
+                             "table": source.table, "reason": reason, "row": i + 1, "field": "(message)",
+                             "raw": raw[:2000]})
+
     def _quarantine_garbage(self) -> int:
         n = 0
         now = datetime.now(UTC).replace(tzinfo=None)
         for b in self.bad:
             if self.ws.scalar("SELECT count(*) FROM quarantine WHERE batch_id = ?", [b["batch_id"]]):
                 continue  # the same unreadable message delivered again
-            self.ws.backend.execute("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                    [b["batch_id"], self.name, b["table"], 0, "payload", b["reason"], b["raw"], now])
+            self.ws.backend.execute('INSERT INTO quarantine (batch_id, source, table_name, "row", field, reason, '
+                                    "raw, t_ingested) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                    [b["batch_id"], self.name, b["table"], b.get("row", 0), b.get("field", "payload"),
+                                     b["reason"], b["raw"], now])
             n += 1
         self.bad.clear()
         return n
+
+
+def distinct(table: pa.Table) -> pa.Table:
+    """The table without repeated rows (first occurrences, in order)."""
+    if table.num_rows < 2:
+        return table
+    first = table.append_column("_i", pa.array(range(table.num_rows), pa.int64())) \
+        .group_by(table.column_names, use_threads=False).aggregate([("_i", "min")]).column("_i_min")
+    return table.take(pc.take(first, pc.sort_indices(first)))
 
 
 def _ordered(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
@@ -50,9 +51,10 @@ def connect_properties(session_expiry: int = 0, receive_maximum: int | None = No
 class Connected:
     """Waits for a client's (re)connection; paho reconnects by itself after a broker restart."""
 
-    def __init__(self, client: mqtt.Client) -> None:
+    def __init__(self, client: mqtt.Client, then: Callable[[mqtt.Client], None] | None = None) -> None:
         self.event = threading.Event()
         self.reason: str | None = None
+        self.then = then  # run on every connection (subscriptions, births): a new broker knows none of them
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
 
@@ -60,6 +62,8 @@ class Connected:
                     props: object = None) -> None:
         self.reason = str(rc)
         if not getattr(rc, "is_failure", False):
+            if self.then is not None:
+                self.then(client)
             self.event.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, rc: object,
@@ -73,10 +77,11 @@ class Connected:
 
 
 def start(client: mqtt.Client, url: str | None, props: Properties | None = None, clean_start: bool = True,
-          timeout: float = 10.0) -> Connected:
-    """Connect in the background (retrying while the broker is down) and wait for the first connection."""
+          timeout: float = 10.0, on_connect: Callable[[mqtt.Client], None] | None = None) -> Connected:
+    """Connect in the background (retrying while the broker is down) and wait for the first connection;
+    `on_connect` runs on it and on every reconnection."""
     host, port = host_port(url)
-    connected = Connected(client)
+    connected = Connected(client, on_connect)
     client.reconnect_delay_set(min_delay=1, max_delay=2)
     deadline = time.monotonic() + timeout
     while True:

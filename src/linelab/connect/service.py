@@ -20,7 +20,7 @@ from rich.console import Console
 
 from linelab.commands import Context, Result, command
 from linelab.connect.live import live_sources
-from linelab.connect.sparkplug.connector import Connector, Settings, Status
+from linelab.connect.sparkplug.connector import SESSION_EXPIRY_S, Connector, Settings, Status
 from linelab.errors import UserError
 from linelab.profile.io import load_profile, profile_path
 from linelab.profile.schema import Profile
@@ -43,6 +43,8 @@ class ConnectParams(BaseModel):
     batch_seconds: float = Field(0.25, gt=0, description="... or after this many seconds")
     reorder_timeout: float = Field(2.0, gt=0, description="seconds a Sparkplug message ahead of its turn waits "
                                                           "for the ones before it before the gap is declared")
+    session_expiry: int = Field(SESSION_EXPIRY_S, gt=0, description="seconds the broker keeps the connector's "
+                                                                    "session (and its messages) while it is down")
 
 
 class ConnectResult(Result):
@@ -79,11 +81,12 @@ def connect(p: ConnectParams, ctx: Context) -> ConnectResult:
     """Connect to the live line (MQTT Sparkplug B or JSON, per the profile's sources) and store what arrives."""
     profile = _profile(p, ctx)
     settings = Settings(url=p.broker, client_id=p.client_id, batch_rows=p.batch_rows,
-                        batch_seconds=p.batch_seconds, reorder_timeout=p.reorder_timeout)
+                        batch_seconds=p.batch_seconds, reorder_timeout=p.reorder_timeout,
+                        session_expiry=p.session_expiry)
     ws = ctx.workspace
     connector = Connector(ws, profile, settings)
     status_path = Path(ws.path) / STATUS_FILE
-    connector.on_flush = lambda c: _write_status(status_path, c, True)
+    connector.on_report = lambda c: _write_status(status_path, c, True)
     restore = []
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -20,8 +20,8 @@ import json
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import paho.mqtt.client as mqtt
 
@@ -57,6 +57,7 @@ class Settings:
     queue_size: int = 20_000
     reorder_timeout: float = 2.0
     receive_maximum: int = 20_000
+    session_expiry: int = SESSION_EXPIRY_S
 
 
 @dataclass
@@ -117,6 +118,7 @@ class Connector:
         self.to_ack: list[mqtt.MQTTMessage] = []
         self.status = Status()
         self.stop = threading.Event()
+        self.on_report: Callable[[Connector], None] | None = None  # once connected, then after each flush
         self.client = link.make_client(self.settings.client_id, manual_ack=True)
         self.client.on_message = self._on_message
         self.client.will_set(self._state_topic, json.dumps({"online": False}), qos=1, retain=True)
@@ -129,23 +131,15 @@ class Connector:
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self.inbox.put(msg)  # blocks when full: back-pressure onto the broker
 
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: object,
-                    props: object = None) -> None:
+    def _on_connect(self, client: mqtt.Client) -> None:
         # Subscribed on every (re)connection: the session normally keeps them, a new broker does not.
         client.subscribe([(t, 1) for t in self.topics])
         client.publish(self._state_topic, json.dumps({"online": True, "timestamp": now_ms()}), qos=1, retain=True)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        props = link.connect_properties(SESSION_EXPIRY_S, self.settings.receive_maximum)
-        connected = link.Connected(self.client)
-        inner = connected._on_connect
-
-        def on_connect(*args: Any) -> None:
-            self._on_connect(*args)
-            inner(*args)
-
-        self.client.on_connect = on_connect
+        props = link.connect_properties(self.settings.session_expiry, self.settings.receive_maximum)
+        connected = link.Connected(self.client, self._on_connect)
         host, port = link.host_port(self.url)
         self.client.reconnect_delay_set(min_delay=1, max_delay=2)
         try:
@@ -154,6 +148,8 @@ class Connector:
             raise UserError(f"cannot connect to the MQTT broker at {self.url}: {exc}") from None
         self.client.loop_start()
         connected.wait(self.url)
+        if self.on_report is not None:
+            self.on_report(self)
 
     def close(self) -> None:
         self._flush()
@@ -266,3 +262,5 @@ class Connector:
         st.missing = self.host.counts["missing"]
         st.nodes_online = sorted("/".join(k) for k, s in self.host.sessions.items() if s.online)
         st.last_flush = ms_to_iso(now_ms())
+        if self.on_report is not None:
+            self.on_report(self)

@@ -46,7 +46,11 @@ class EdgeNode:
         self.client = link.make_client(f"edge-{group}-{node}")
         self.client.on_message = self._on_message
         self.rebirths = 0
-        self.in_flight: list[mqtt.MQTTMessageInfo] = []  # QoS 1 publishes not yet acknowledged by the broker
+        # QoS 1 publishes the broker has not acknowledged yet (paho resends them after a reconnection).
+        self.unacked: set[int] = set()
+        self.acked_early: set[int] = set()  # PUBACKs that came before publish() returned
+        self.acks_lock = threading.Lock()  # never held while calling into paho
+        self.client.on_publish = self._on_publish
 
     def topic(self, kind: str, device: str | None = None) -> str:
         return str(Topic(self.group, kind, self.node, device))
@@ -63,8 +67,11 @@ class EdgeNode:
     def connect(self) -> None:
         death = encode([Metric(BDSEQ, self.bdseq, INT64)], seq=None)
         self.client.will_set(self.topic("NDEATH"), death, qos=1)
-        link.start(self.client, self.url)
-        self.client.subscribe([(self.topic("NCMD"), 1), (f"{NAMESPACE}/{self.group}/DCMD/{self.node}/+", 1)])
+        link.start(self.client, self.url, on_connect=self._on_connect)
+
+    def _on_connect(self, client: mqtt.Client) -> None:
+        # On every connection: a restarted broker knows neither the subscriptions nor the node.
+        client.subscribe([(self.topic("NCMD"), 1), (f"{NAMESPACE}/{self.group}/DCMD/{self.node}/+", 1)])
         self.birth()
 
     def birth(self) -> None:
@@ -76,12 +83,18 @@ class EdgeNode:
             for device, metrics in self.devices.items():
                 self._send("DBIRTH", device, [Metric(n, None, dt, alias=a) for n, (a, dt) in metrics.items()])
 
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, rc: object, props: object) -> None:
+        with self.acks_lock:
+            if mid in self.unacked:
+                self.unacked.discard(mid)
+            else:
+                self.acked_early.add(mid)
+
     def flush(self, timeout: float = 30.0) -> None:
-        """Wait until the broker has every message published so far."""
+        """Wait until the broker has every message published so far (across reconnections)."""
         deadline = time.monotonic() + timeout
-        for info in self.in_flight:
-            info.wait_for_publish(max(0.01, deadline - time.monotonic()))
-        self.in_flight = [i for i in self.in_flight if not i.is_published()]
+        while self.unacked and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def close(self, graceful: bool = True) -> None:
         self.flush()
@@ -96,9 +109,11 @@ class EdgeNode:
         payload = encode(metrics, seq=self.seq)
         self.seq = (self.seq + 1) % 256
         info = self.client.publish(self.topic(kind, device), payload, qos=1)
-        self.in_flight.append(info)
-        if len(self.in_flight) > 1000:
-            self.in_flight = [i for i in self.in_flight if not i.is_published()]
+        with self.acks_lock:
+            if info.mid in self.acked_early:
+                self.acked_early.discard(info.mid)
+            else:
+                self.unacked.add(info.mid)
         return info
 
     def data(self, device: str | None, records: Sequence[Mapping[str, Any]],

@@ -8,10 +8,14 @@ node and its devices) and the next `seq` it expects (0..255, wrapping). A messag
   they do not come, the gap is declared (the missing seqs are remembered, a rebirth is asked for)
   and the held messages are delivered;
 - behind: a message declared missing that arrives late is delivered; any other is a duplicate
-  (QoS 1 delivers at least once) and is dropped.
+  (QoS 1 delivers at least once) and is dropped;
+- older than the current birth (its timestamp before the NBIRTH's): sent in the previous session
+  and queued across a reconnection; delivered with that session's aliases, its seq ignored.
 
-An NDEATH ends the session only when its bdSeq is the session's (a stale death from an older
-connection is ignored). Data from a node whose session is unknown is delivered when its metrics
+An NDEATH marks the node offline only when its bdSeq is the session's (a stale death from an older
+connection is ignored); the session's aliases and seq stay valid until the next NBIRTH, since
+messages sent before the death may arrive after it (a broker restart delivers them after the will).
+Data from a node whose session is unknown is delivered when its metrics
 carry their names, and a rebirth is asked for either way. The state is plain data, saved with
 each flush, so a restarted host continues where the last flush left off.
 
@@ -43,19 +47,23 @@ class Session:
     bdseq: int | None = None
     expected: int | None = None  # the next seq; None: the session is not known
     aliases: dict[int, str] = field(default_factory=dict)
+    born: int | None = None  # the NBIRTH's timestamp (ms)
+    earlier: dict[int, str] = field(default_factory=dict)  # the previous session's aliases
     online: bool = False
     missing: list[int] = field(default_factory=list)  # seqs declared lost, delivered if they turn up
     held: dict[int, Envelope] = field(default_factory=dict)
     rebirth_asked: float | None = None  # when a rebirth was last asked for (not saved)
 
     def state(self) -> dict[str, Any]:
-        return {"bdseq": self.bdseq, "expected": self.expected, "online": self.online,
-                "aliases": {str(k): v for k, v in self.aliases.items()}, "missing": self.missing}
+        return {"bdseq": self.bdseq, "expected": self.expected, "online": self.online, "born": self.born,
+                "aliases": {str(k): v for k, v in self.aliases.items()}, "missing": self.missing,
+                "earlier": {str(k): v for k, v in self.earlier.items()}}
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> Session:
         return cls(bdseq=s.get("bdseq"), expected=s.get("expected"), online=bool(s.get("online")),
-                   aliases={int(k): v for k, v in (s.get("aliases") or {}).items()},
+                   born=s.get("born"), aliases={int(k): v for k, v in (s.get("aliases") or {}).items()},
+                   earlier={int(k): v for k, v in (s.get("earlier") or {}).items()},
                    missing=[int(x) for x in s.get("missing") or []])
 
 
@@ -109,9 +117,9 @@ class Host:
         if t.kind == "NDEATH":
             bdseq = _metric_int(msg, BDSEQ)
             if session.bdseq is None or bdseq is None or bdseq == session.bdseq:
-                self._release(session, out, t)  # what was held is all that will come of this session
+                # Offline; the session's aliases and seq stay: messages the node sent before its death
+                # may still be on their way (a broker restart delivers them after the will).
                 session.online = False
-                session.expected = None
                 out.deaths.append(env)
                 self.counts["deaths"] += 1
             else:
@@ -124,6 +132,8 @@ class Host:
         if t.kind == "NBIRTH":
             self._release(session, out, t)
             session.bdseq = _metric_int(msg, BDSEQ)
+            session.earlier = session.aliases or session.earlier
+            session.born = msg.timestamp
             session.aliases = {}
             session.missing = []
             session.expected = msg.seq
@@ -132,6 +142,8 @@ class Host:
             self.counts["births"] += 1
             self._in_order(session, env, out)
             return out
+        if not session.online and session.expected is not None:
+            self._ask_rebirth(session, t, now, out)  # it speaks after its death: its new birth was missed
         if session.expected is None:
             # No birth known: deliverable only if every metric is named; ask for a rebirth either way.
             self._ask_rebirth(session, t, now, out)
@@ -141,6 +153,13 @@ class Host:
                 out.rejected.append((env, f"{t.kind} from {t.group}/{t.node} before its birth certificate: "
                                           "metric aliases cannot be resolved"))
                 self.counts["rejected"] += 1
+            return out
+        if session.born is not None and msg.timestamp is not None and msg.timestamp < session.born \
+                and t.kind in ("NDATA", "DDATA"):
+            # Sent before the current birth (queued by the node's client across a reconnection): its
+            # seq belongs to the previous session, its aliases too.
+            self.counts["late"] += 1
+            self._accept(session, env, out, session.earlier)
             return out
         ahead = (msg.seq - session.expected) % SEQ_MODULO
         if ahead == 0:
@@ -201,7 +220,7 @@ class Host:
             self._accept(session, env, out)
             session.expected = (session.expected + 1) % SEQ_MODULO
 
-    def _accept(self, session: Session, env: Envelope, out: Outcome) -> None:
+    def _accept(self, session: Session, env: Envelope, out: Outcome, aliases: dict[int, str] | None = None) -> None:
         kind = env.topic.kind
         if kind in ("NBIRTH", "DBIRTH"):
             for m in env.message.metrics:
@@ -215,9 +234,10 @@ class Host:
         try:
             for m in env.message.metrics:
                 if m.name is None:
-                    if m.alias is None or m.alias not in session.aliases:
+                    known = session.aliases if aliases is None else aliases
+                    if m.alias is None or m.alias not in known:
                         raise PayloadError(f"metric alias {m.alias} is not in the birth certificate")
-                    m.name = session.aliases[m.alias]
+                    m.name = known[m.alias]
         except PayloadError as exc:
             out.rejected.append((env, str(exc)))
             self.counts["rejected"] += 1
