@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -50,6 +51,25 @@ def test_an_upload_is_ingested_once_and_leaves_no_copy_behind(tmp_path: Path) ->
     assert first["stored"] == 2 and again["stored"] == 0
     assert not any((ws / ".uploads").iterdir())
     assert [r["defects"] for r in call("pareto", workspace=ws).rows] == [1]
+
+
+def test_a_kept_answer_is_never_stale(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    app = create_app(ws)
+    app.state.pool.idle_s = 0.2
+    with TestClient(app, base_url="http://localhost") as client:
+        assert client.post("/api/pareto", json={}).json()["rows"] == []
+        assert client.post("/api/pareto", json={}).json()["rows"] == []  # kept
+        client.post("/api/ingest", files=[("paths", ("steps.csv", STEPS.encode(), "text/csv"))])
+        assert [r["defects"] for r in client.post("/api/pareto", json={}).json()["rows"]] == [1]
+        # Another process writes while the server is idle (it lets go of the file after idle_s).
+        deadline = time.monotonic() + 30
+        while app.state.pool._shared is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        more = tmp_path / "more_steps.csv"
+        more.write_text(STEPS.replace("SN1", "SN3").replace("SN2", "SN4"))
+        call("ingest", workspace=ws, paths=[more])
+        assert [r["defects"] for r in client.post("/api/pareto", json={}).json()["rows"]] == [2]
 
 
 def test_the_dashboard_is_served_with_its_plotting_library(tmp_path: Path) -> None:

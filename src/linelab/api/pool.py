@@ -3,13 +3,19 @@
 Each request gets its own cursor on one open database (cheap, and safe across threads) instead of
 opening the file again. When no request has come for `idle_s` the file is closed, so a command
 in another process (which needs DuckDB's single writer lock) can take its turn.
+
+While the file is open here no other process can write it, so the answers of read-only commands
+are kept and served again until something may have changed: `generation` moves on whenever the
+file is (re)opened and when any lease that was not declared read-only ends. Workspaces whose
+backend other processes can write while it is open (PostgreSQL) are never cached.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,13 +42,20 @@ class WorkspacePool:
         self._users = 0
         self._last_used = 0.0
         self._timer: threading.Timer | None = None
+        self.generation = 0
+        self.cache_size = 256
+        self._answers: OrderedDict[Hashable, tuple[int, bytes]] = OrderedDict()
+        self._computing: dict[Hashable, threading.Lock] = {}
+        self._cacheable = False
 
     @contextmanager
-    def workspace(self) -> Iterator[Workspace]:
-        """A workspace for one request."""
+    def workspace(self, read_only: bool = False) -> Iterator[Workspace]:
+        """A workspace for one request; `read_only` promises it writes nothing (so cached answers stay)."""
         with self._lock:
             if self._shared is None:
                 self._shared = open_workspace(self.root, wait_s=self.busy_wait_s)
+                self.generation += 1  # another process may have written while it was closed
+                self._cacheable = isinstance(self._shared.backend, DuckDBBackend)
             shared = self._shared
             self._users += 1
         view = (Workspace(shared.path, _CursorBackend(shared.backend))
@@ -59,10 +72,37 @@ class WorkspacePool:
             with self._lock:
                 self._users -= 1
                 self._last_used = time.monotonic()
+                if not read_only:
+                    self.generation += 1
                 if self._users == 0 and self._timer is None:
                     self._timer = threading.Timer(self.idle_s, self._close_if_idle)
                     self._timer.daemon = True
                     self._timer.start()
+
+    def answer(self, key: Hashable, compute: Callable[[Workspace], bytes]) -> bytes:
+        """A read-only command's answer, `compute(workspace)`: kept from an earlier identical request
+        while nothing may have changed since; concurrent identical requests compute it once."""
+        with self._lock:
+            kept = self._answers.get(key)
+            if kept is not None and kept[0] == self.generation and self._shared is not None:
+                self._answers.move_to_end(key)
+                return kept[1]
+            gate = self._computing.setdefault(key, threading.Lock())
+        with gate, self.workspace(read_only=True) as ws:
+            with self._lock:
+                kept = self._answers.get(key)
+                if kept is not None and kept[0] == self.generation:
+                    return kept[1]
+                generation = self.generation  # what the answer is computed from (a write ending meanwhile moves it)
+            value = compute(ws)
+            with self._lock:
+                if self._cacheable:
+                    self._answers[key] = (generation, value)
+                    self._answers.move_to_end(key)
+                    while len(self._answers) > self.cache_size:
+                        self._answers.popitem(last=False)
+                self._computing.pop(key, None)
+            return value
 
     def _close_if_idle(self) -> None:
         with self._lock:

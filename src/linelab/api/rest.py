@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException
 
 from linelab.api.errors import ERROR_RESPONSES, UPLOAD_RESPONSES
 from linelab.api.pool import WorkspacePool
-from linelab.commands import CommandSpec, Context
+from linelab.commands import CommandSpec, Context, Result
 from linelab.errors import NotFound
 
 OUTPUTS = "outputs"
@@ -165,7 +165,7 @@ class _RequestContext(Context):
     def workspace(self) -> Any:
         if self._workspace is None:
             assert self.pool is not None
-            self._workspace = self._lease.enter_context(self.pool.workspace())
+            self._workspace = self._lease.enter_context(self.pool.workspace(read_only=self.read_only))
         return self._workspace
 
     def close(self) -> None:
@@ -176,6 +176,15 @@ class _RequestContext(Context):
 def _invalid(exc: ValidationError, prefix: str = "") -> RequestValidationError:
     return RequestValidationError([{"loc": (prefix, *e["loc"]) if prefix else e["loc"], "msg": e["msg"],
                                     "type": e["type"]} for e in exc.errors()])
+
+
+def _call(spec: CommandSpec, params: BaseModel, pool: WorkspacePool, workspace: Any = None) -> Result:
+    ctx = _RequestContext(workspace_path=pool.root, show_progress=False, read_only=not spec.writes, pool=pool,
+                          _workspace=workspace)
+    try:
+        return spec.func(params, ctx)
+    finally:
+        ctx.close()
 
 
 def _runner(spec: CommandSpec, shape: RestShape, pool: WorkspacePool) -> Callable[..., Response]:
@@ -201,11 +210,11 @@ def _runner(spec: CommandSpec, shape: RestShape, pool: WorkspacePool) -> Callabl
                 params = spec.params(**values)
             except ValidationError as exc:
                 raise _invalid(exc, "body") from None
-            ctx = _RequestContext(workspace_path=root, show_progress=False, pool=pool)
-            try:
-                result = spec.func(params, ctx)
-            finally:
-                ctx.close()
+            if out_dir is None and not spec.writes:
+                answer = pool.answer((spec.name, params.model_dump_json()),
+                                     lambda ws: _call(spec, params, pool, ws).model_dump_json().encode())
+                return Response(answer, media_type="application/json")
+            result = _call(spec, params, pool)
             if out_dir is None:
                 return Response(result.model_dump_json(), media_type="application/json")
             if out_dir.exists() and not any(out_dir.iterdir()):

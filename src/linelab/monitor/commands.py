@@ -127,7 +127,7 @@ class ProblemShowResult(Result):
             console.print(f"chart: {c}")
 
 
-@command("problem show", ProblemShowParams)
+@command("problem show", ProblemShowParams, writes=False)  # charts are files; the store is only read
 def problem_show(p: ProblemShowParams, ctx: Context) -> ProblemShowResult:
     """Show one problem: what, where, since when, how bad, and its control chart."""
     if p.plot not in ("png", "html", "both", "none"):
