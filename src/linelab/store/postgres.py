@@ -36,6 +36,7 @@ the URL: the URL is written to that file.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import shutil
@@ -147,6 +148,8 @@ def _placeholders(sql: str) -> str:
 _FIRST_WORD = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(\w+)", re.S)
 _SEQUENCE_CALL = re.compile(r"\b(nextval|setval|currval)\s*\(", re.I)
 _READS = {"SELECT", "WITH", "FROM", "VALUES", "SHOW", "DESCRIBE", "SUMMARIZE", "EXPLAIN", "PRAGMA", "TABLE"}
+_INSERT_SELECT = re.compile(r"^\s*INSERT\s+INTO\s+\w+\s*(\(([^()]*)\))?\s*((?:SELECT|WITH|FROM)\b.*)$", re.I | re.S)
+_STREAM_ROWS = 65_536  # rows per chunk DuckDB hands to the COPY stream
 _RETURNING = re.compile(r"\s+RETURNING\s+(.*?)\s*;?\s*$", re.I | re.S)
 
 
@@ -180,6 +183,7 @@ class PostgresBackend:
                 self.duck.execute(ddl)
         self.schemas = {t: self.duck.sql(f"SELECT * FROM {t} LIMIT 0").to_arrow_table().schema for t in _TABLES}
         self.rev = -1  # the replica's revision: -1 until the first full read
+        self._types: dict[str, dict[str, str]] = {}
         self._tx: _Transaction | None = None
         self._catch_up()
 
@@ -398,6 +402,10 @@ class PostgresBackend:
         if table not in self.schemas:
             raise UserError(f"a PostgreSQL workspace has no table {table!r} to write to")
         schema = self.schemas[table]
+        streamed = _INSERT_SELECT.match(sql)
+        if streamed and not _RETURNING.search(sql):
+            n = self._insert_streamed(table, streamed.group(2), streamed.group(3), params)
+            return pa.table({"Count": [n]})
         body, returning = sql, None
         found = _RETURNING.search(sql)
         if found:
@@ -425,6 +433,66 @@ class PostgresBackend:
                 self._copy_in(table, rows)
             self._tx.rewritten.add(table)
         return result
+
+    def _insert_streamed(self, table: str, listed: str | None, select: str, params: Sequence[Any] | None) -> int:
+        """INSERT ... SELECT: DuckDB computes the rows and streams them into PostgreSQL's COPY as it
+        goes (the server stores the first rows while DuckDB computes the next), then the replica
+        takes the same rows. Returns how many."""
+        assert self._tx is not None
+        schema = self.schemas[table]
+        names = [n.strip().strip('"') for n in listed.split(",")] if listed else list(schema.names)
+        unknown = [n for n in names if n not in schema.names]
+        if unknown:
+            raise UserError(f"table {table} has no column {unknown[0]!r}")
+        types = self._column_types(table)
+        position = {n: i for i, n in enumerate(names)}
+        cols = ", ".join(
+            f"CAST({f'_s._c{position[f.name]}' if f.name in position else 'NULL'} AS {types[f.name]}) "
+            f"AS {_quoted(f.name)}" for f in schema)
+        aliases = ", ".join(f"_c{i}" for i in range(len(names)))
+        reader = self.duck.sql(f"SELECT {cols} FROM ({select}) AS _s({aliases})",
+                               params=list(params) if params else None).to_arrow_reader(_STREAM_ROWS)
+        tagged = schema.append(pa.field("_rev", pa.int64()))
+        kept: list[pa.RecordBatch] = []
+        failed: list[BaseException] = []
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                for chunk in reader:
+                    if chunk.num_rows:
+                        rows = pa.RecordBatch.from_arrays(chunk.columns, schema=schema)
+                        kept.append(rows)
+                        rev = pa.array(np.full(rows.num_rows, self._tx.rev if self._tx else 0, dtype=np.int64))
+                        yield pa.RecordBatch.from_arrays([*rows.columns, rev], schema=tagged)
+            except BaseException as exc:  # kept: the driver would only say that the stream failed
+                failed.append(exc)
+                raise
+
+        stream = batches()
+        try:
+            first = next(stream, None)
+            if first is None:
+                return 0
+            self._pg().adbc_ingest(table, pa.RecordBatchReader.from_batches(tagged, itertools.chain([first], stream)),
+                                   mode="append", db_schema_name=self.url.schema)
+        except adbc_driver_manager.Error as exc:
+            if failed:
+                raise failed[0] from exc
+            if isinstance(exc, adbc_driver_manager.OperationalError):
+                raise self._lost(exc) from exc
+            raise
+        finally:  # a stream cut short must not keep DuckDB's result open (the rollback needs the connection)
+            stream.close()
+            reader.close()
+        rows = pa.Table.from_batches(kept, schema)
+        self._replica_append(table, rows)
+        self._tx.appended.add(table)
+        return rows.num_rows
+
+    def _column_types(self, table: str) -> dict[str, str]:
+        if table not in self._types:
+            self._types[table] = {r[0]: r[1] for r in self.duck.execute(f"DESCRIBE {table}").fetchall()}
+        return self._types[table]
 
     def _copy_in(self, table: str, rows: pa.Table) -> None:
         """Append rows to the PostgreSQL table by binary COPY, tagged with this transaction's revision."""
