@@ -40,7 +40,7 @@ import itertools
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -456,7 +456,7 @@ class PostgresBackend:
         kept: list[pa.RecordBatch] = []
         failed: list[BaseException] = []
 
-        def batches() -> Iterator[pa.RecordBatch]:
+        def batches() -> Generator[pa.RecordBatch, None, None]:
             try:
                 for chunk in reader:
                     if chunk.num_rows:
