@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -63,6 +64,8 @@ class Workbench:
         self.root = root
         self.pool = pool
         self.env = _env()
+        self._memo: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[int, Result]] = {}
+        self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def context(self) -> Iterator[Context]:
@@ -86,6 +89,19 @@ class Workbench:
         except ValidationError as exc:
             raise UserError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
         return spec.func(values, ctx)
+
+    def cached(self, ctx: Context, name: str, **params: Any) -> Result:
+        """`run` for a command that reads only ingested records (yield, pareto): its result is kept until
+        the next ingest batch, so a page reloaded on a million-unit line does not scan it again."""
+        version = ctx.workspace.last_batch_seq()
+        key = (name, tuple(sorted(params.items())))
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        result = self.run(ctx, name, **params)
+        with self._lock:
+            self._memo[key] = (version, result)
+        return result
 
     def attempt(self, ctx: Context, name: str, **params: Any) -> tuple[Result | None, str | None]:
         """Run a command whose absence is normal (no loop run yet, no know-how): (result, why not)."""

@@ -6,12 +6,12 @@ commands do not read; figures use the same colours as the reports.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from linelab.errors import UserError
 from linelab.loop.report import COLOURS, NAMES
@@ -25,100 +25,157 @@ if TYPE_CHECKING:
 
 OK = "#2e7d32"
 ONSET = "#e69500"
-LAYOUT: dict[str, Any] = {"template": "plotly_white", "margin": {"t": 30, "l": 60, "r": 20, "b": 40},
-                          "legend": {"orientation": "h", "y": -0.2}}
+GRID = {"gridcolor": "#e8e8e8", "zerolinecolor": "#ccc"}
+Figure = dict[str, Any]
 
 
-def figure_json(fig: go.Figure) -> str:
+def figure(data: list[dict[str, Any]], height: int, **layout: Any) -> Figure:
+    """A Plotly figure as plain JSON data: plotly.js draws it; building it costs no Python plotting."""
+    base: dict[str, Any] = {"height": height, "margin": {"t": 30, "l": 60, "r": 20, "b": 40},
+                            "legend": {"orientation": "h", "y": -0.2}, "plot_bgcolor": "white",
+                            "xaxis": dict(GRID), "yaxis": dict(GRID)}
+    for key, value in layout.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return {"data": data, "layout": base}
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return [_plain(x) for x in v.tolist()]
+    if isinstance(v, float | np.floating):
+        return None if not np.isfinite(v) else float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
+def figure_json(fig: go.Figure | Figure) -> str:
+    text = str(fig.to_json()) if isinstance(fig, go.Figure) else json.dumps(_plain(fig), default=str)
     # `</` inside a <script> block would end it early: escape it in the embedded JSON.
-    return str(fig.to_json()).replace("</", "<\\/")
+    return text.replace("</", "<\\/")
+
+
+def vline(x: Any, colour: str, text: str, yref: str = "paper") -> tuple[dict[str, Any], dict[str, Any]]:
+    """A vertical line across the plot and its label (shape, annotation)."""
+    return ({"type": "line", "xref": "x", "yref": yref, "x0": x, "x1": x, "y0": 0, "y1": 1,
+             "line": {"color": colour, "width": 2}},
+            {"x": x, "xref": "x", "yref": "paper", "y": 1, "yanchor": "bottom", "text": text, "showarrow": False,
+             "font": {"color": colour, "size": 11}})
+
+
+def hline(y: float, colour: str, text: str, dash: str = "dash", yref: str = "y") -> tuple[dict[str, Any], ...]:
+    return ({"type": "line", "xref": "paper", "yref": yref, "x0": 0, "x1": 1, "y0": y, "y1": y,
+             "line": {"color": colour, "width": 1, "dash": dash}},
+            {"x": 1, "xref": "paper", "xanchor": "left", "yref": yref, "y": y, "text": text, "showarrow": False,
+             "font": {"color": colour, "size": 10}})
 
 
 # -- overview ------------------------------------------------------------------------------------
 def _trend(bench: Workbench, ctx: Context) -> tuple[str, list[dict[str, Any]]]:
     """Yield over time: by day, or by hour when the data spans only a few days."""
-    rows = bench.run(ctx, "yield", by="day").rows  # type: ignore[attr-defined]
+    rows = bench.cached(ctx, "yield", by="day").rows  # type: ignore[attr-defined]
     if len(rows) < 4:
-        return "hour", bench.run(ctx, "yield", by="hour").rows  # type: ignore[attr-defined]
+        return "hour", bench.cached(ctx, "yield", by="hour").rows  # type: ignore[attr-defined]
     return "day", rows
 
 
 def overview(bench: Workbench, ctx: Context) -> dict[str, Any]:
-    by_station = bench.run(ctx, "yield", by="station")
+    by_station = bench.cached(ctx, "yield", by="station")
     period, trend = _trend(bench, ctx)
-    pareto = bench.run(ctx, "pareto", top=12).rows  # type: ignore[attr-defined]
+    pareto = bench.cached(ctx, "pareto", top=12).rows  # type: ignore[attr-defined]
     problems = bench.run(ctx, "problems").problems  # type: ignore[attr-defined]
     active = sorted((p for p in problems if p["status"] in pb.ACTIVE), key=lambda p: -(p["lost_units"] or 0))
-    fig = go.Figure()
     x = [r[period] for r in trend]
-    fig.add_scatter(x=x, y=[r["first_pass_yield"] for r in trend], name="first-pass yield", mode="lines+markers",
-                    line={"color": COLOURS["loop"]}, customdata=[r["units"] for r in trend],
-                    hovertemplate="%{x}<br>%{y:.2%} of %{customdata:,} units<extra></extra>")
-    fig.add_scatter(x=x, y=[r["final_yield"] for r in trend], name="final yield", mode="lines",
-                    line={"color": OK, "dash": "dot"})
-    low = min([r["first_pass_yield"] for r in trend] or [0.0])
-    for p in problems:
-        if p["since"]:
-            fig.add_scatter(x=[p["since"]], y=[low], mode="markers+text", text=[p["id"]], textposition="top center",
-                            marker={"symbol": "triangle-up", "size": 11, "color": FLAG if p["status"] in pb.ACTIVE
-                                    else "#888"}, name=p["id"], showlegend=False, customdata=[p["id"]],
-                            hovertemplate=f"{p['id']} ({p['status']}): onset %{{x}}<extra></extra>")
+    fpy = [r["first_pass_yield"] for r in trend]
+    data: list[dict[str, Any]] = [
+        {"type": "scatter", "x": x, "y": fpy, "name": "first-pass yield", "mode": "lines+markers",
+         "line": {"color": COLOURS["loop"]}, "customdata": [r["units"] for r in trend],
+         "hovertemplate": "%{x}<br>%{y:.2%} of %{customdata:,} units<extra></extra>"},
+        {"type": "scatter", "x": x, "y": [r["final_yield"] for r in trend], "name": "final yield", "mode": "lines",
+         "line": {"color": OK, "dash": "dot"}}]
+    low = min(fpy or [0.0])
+    marked = [p for p in problems if p["since"]]
+    if marked:
+        # One marker per problem at its onset, on the axis floor; a click opens the problem.
+        data.append({"type": "scatter", "x": [p["since"] for p in marked], "y": [low] * len(marked),
+                     "mode": "markers+text", "text": [p["id"] for p in marked], "textposition": "top center",
+                     "customdata": [f"/problem/{quote(p['id'], safe='')}" for p in marked], "name": "problem onsets",
+                     "marker": {"symbol": "triangle-up", "size": 11,
+                                "color": [FLAG if p["status"] in pb.ACTIVE else "#888" for p in marked]},
+                     "hovertemplate": "%{text}: onset %{x}<extra></extra>"})
     # The axis follows the data: a line at 60 % and one at 99.9 % both show their movement.
-    fig.update_layout(**LAYOUT, height=320, yaxis={"tickformat": ".1%", "title": "yield"})
+    trend_fig = figure(data, 320, yaxis={"tickformat": ".1%", "title": {"text": "yield"}})
     labels = [f"{r['station']}/{r['defect_code']}" for r in pareto]
-    pfig = make_subplots(specs=[[{"secondary_y": True}]])
     # A click on a bar opens that defect's u chart, whose points lead to the units.
     links = [f"/chart?series={quote(label, safe='')}&type=u" for label in labels]
-    pfig.add_bar(x=labels, y=[r["defects"] for r in pareto], name="defects", marker_color=LIMIT,
-                 customdata=links, hovertemplate="%{x}: %{y:,} defects<extra></extra>")
-    pfig.add_scatter(x=labels, y=[r["cumulative_share"] for r in pareto], name="cumulative share",
-                     mode="lines+markers", line={"color": LINE}, secondary_y=True)
-    pfig.update_layout(**LAYOUT, height=320)
-    pfig.update_yaxes(tickformat=".0%", range=[0, 1.02], secondary_y=True)
+    pareto_fig = figure([
+        {"type": "bar", "x": labels, "y": [r["defects"] for r in pareto], "name": "defects",
+         "marker": {"color": LIMIT}, "customdata": links, "hovertemplate": "%{x}: %{y:,} defects<extra></extra>"},
+        {"type": "scatter", "x": labels, "y": [r["cumulative_share"] for r in pareto], "name": "cumulative share",
+         "mode": "lines+markers", "line": {"color": LINE}, "yaxis": "y2"}], 320,
+        yaxis2={"overlaying": "y", "side": "right", "tickformat": ".0%", "range": [0, 1.02], "showgrid": False})
     knowhow = bench.run(ctx, "knowhow list").entries  # type: ignore[attr-defined]
     return {"title": "Line overview", "overall": by_station.overall, "stations": by_station.rows,  # type: ignore
-            "period": period, "trend_fig": figure_json(fig), "pareto": pareto, "pareto_fig": figure_json(pfig),
-            "problems": problems, "active": active, "knowhow_count": len(knowhow)}
+            "period": period, "trend_fig": figure_json(trend_fig), "pareto": pareto,
+            "pareto_fig": figure_json(pareto_fig), "problems": problems, "active": active,
+            "knowhow_count": len(knowhow)}
 
 
 # -- a problem -----------------------------------------------------------------------------------
-def problem_figure(problem: dict[str, Any]) -> go.Figure | None:
+def _values(v: list[Any] | None) -> np.ndarray:
+    return np.array([np.nan if x is None else x for x in v or []], dtype=float)
+
+
+def problem_figure(problem: dict[str, Any]) -> Figure | None:
     """The monitor's chart of the problem: values, limits, flagged points, onset and detection."""
     c = problem.get("chart") or {}
     if not c.get("t"):
         return None
-    t, v = c["t"], np.array([np.nan if x is None else x for x in c["value"]], dtype=float)
-    stat = c.get("statistic")
-    rows = 2 if stat and c.get("h") is not None else 1
-    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        row_heights=[0.65, 0.35] if rows == 2 else [1.0])
-    fig.add_scatter(x=t, y=v, mode="lines+markers", name=c.get("label") or "value", marker={"size": 4},
-                    line={"color": LINE, "width": 1}, row=1, col=1)
-    flagged = np.zeros(len(v), bool)
+    t, v = c["t"], _values(c["value"])
+    stat = _values(c.get("statistic"))
+    two = bool(len(stat)) and c.get("h") is not None
+    data: list[dict[str, Any]] = [{"type": "scatter", "x": t, "y": v, "mode": "lines+markers",
+                                   "name": c.get("label") or "value", "marker": {"size": 4, "color": LINE},
+                                   "line": {"color": LINE, "width": 1}}]
+    shapes: list[dict[str, Any]] = []
+    notes: list[dict[str, Any]] = []
     for key, colour, dash in (("lcl", LIMIT, "dash"), ("ucl", LIMIT, "dash"), ("lsl", "#555", "dot"),
                               ("usl", "#555", "dot"), ("centre", OK, "solid")):
         if c.get(key) is not None:
-            fig.add_hline(y=c[key], line={"color": colour, "dash": dash, "width": 1}, annotation_text=key.upper(),
-                          row=1, col=1)
+            shape, note = hline(c[key], colour, key.upper(), dash)
+            shapes.append(shape)
+            notes.append(note)
+    flagged = np.zeros(len(v), bool)
     if c.get("lcl") is not None:
         flagged |= v < c["lcl"]
     if c.get("ucl") is not None:
         flagged |= v > c["ucl"]
-    if rows == 2:
-        s = np.array([np.nan if x is None else x for x in stat or []], dtype=float)
-        fig.add_scatter(x=t, y=s, mode="lines", name="CUSUM (sigma units)", line={"color": "#555", "width": 1},
-                        row=2, col=1)
-        fig.add_hline(y=c["h"], line={"color": LIMIT, "dash": "dash", "width": 1}, annotation_text="h", row=2, col=1)
-        flagged |= s > c["h"]
+    if two:
+        data.append({"type": "scatter", "x": t, "y": stat, "mode": "lines", "name": "CUSUM (sigma units)",
+                     "line": {"color": "#555", "width": 1}, "yaxis": "y2"})
+        shape, note = hline(c["h"], LIMIT, "h", yref="y2")
+        shapes.append(shape)
+        notes.append(note)
+        flagged |= stat > c["h"]
     idx = np.flatnonzero(flagged)
-    fig.add_scatter(x=[t[i] for i in idx], y=v[idx], mode="markers", name="beyond the limits",
-                    marker={"color": FLAG, "size": 9, "symbol": "circle-open", "line": {"width": 2}}, row=1, col=1)
+    data.append({"type": "scatter", "x": [t[i] for i in idx], "y": v[idx], "mode": "markers",
+                 "name": "beyond the limits",
+                 "marker": {"color": FLAG, "size": 9, "symbol": "circle-open", "line": {"width": 2}}})
     for when, colour, text in ((problem["onset"].get("t"), ONSET, "onset"),
                                (problem["first_evidence"].get("t"), FLAG, "detected")):
         if when:
-            fig.add_vline(x=when, line={"color": colour, "width": 2}, annotation_text=text)
-    fig.update_layout(**LAYOUT, height=440)
-    return fig
+            shape, note = vline(when, colour, text)
+            shapes.append(shape)
+            notes.append(note)
+    layout: dict[str, Any] = {"shapes": shapes, "annotations": notes}
+    if two:
+        layout |= {"yaxis": {"domain": [0.4, 1.0], "title": {"text": c.get("label") or ""}},
+                   "yaxis2": {**GRID, "domain": [0.0, 0.3], "anchor": "x", "title": {"text": "CUSUM"}}}
+    return figure(data, 440, **layout)
 
 
 def evidence_figures(diagnosis: dict[str, Any], unit: str | None) -> list[tuple[dict[str, Any], str]]:
@@ -130,20 +187,23 @@ def evidence_figures(diagnosis: dict[str, Any], unit: str | None) -> list[tuple[
         p = c.get("plot") or {}
         if not p:
             continue
-        fig = go.Figure()
+        title = {"text": f"#{c['rank']} {_label(c)}", "font": {"size": 13}}
         if p.get("type") == "levels":
             colours = [FLAG if lv == p.get("highlight") else LINE for lv in p["levels"]]
-            fig.add_bar(x=p["levels"], y=p["reference"], name="reference", marker_color="#9aa5b1")
-            fig.add_bar(x=p["levels"], y=p["incident"], name="incident", marker_color=colours)
             what = f"mean {target}" if mode == "mean" else f"{target} ({mode})"
-            fig.update_layout(yaxis_title=what + (f" [{unit}]" if unit and mode == "mean" else ""), barmode="group")
+            fig = figure([{"type": "bar", "x": p["levels"], "y": p["reference"], "name": "reference",
+                           "marker": {"color": "#9aa5b1"}},
+                          {"type": "bar", "x": p["levels"], "y": p["incident"], "name": "incident",
+                           "marker": {"color": colours}}], 300, title=title, barmode="group",
+                         yaxis={"title": {"text": what + (f" [{unit}]" if unit and mode == "mean" else "")}})
         else:
             edges = np.asarray(p["edges"], dtype=float)
             mids = (edges[1:] + edges[:-1]) / 2
-            fig.add_bar(x=mids, y=p["reference"], name="reference", marker_color="#9aa5b1", opacity=0.6)
-            fig.add_bar(x=mids, y=p["incident"], name="incident", marker_color=FLAG, opacity=0.6)
-            fig.update_layout(xaxis_title=c["factor"], yaxis_title="density", barmode="overlay")
-        fig.update_layout(**LAYOUT, height=300, title={"text": f"#{c['rank']} {_label(c)}", "font": {"size": 13}})
+            fig = figure([{"type": "bar", "x": mids, "y": p["reference"], "name": "reference", "opacity": 0.6,
+                           "marker": {"color": "#9aa5b1"}},
+                          {"type": "bar", "x": mids, "y": p["incident"], "name": "incident", "opacity": 0.6,
+                           "marker": {"color": FLAG}}], 300, title=title, barmode="overlay",
+                         xaxis={"title": {"text": c["factor"]}}, yaxis={"title": {"text": "density"}})
         out.append((c, figure_json(fig)))
     return out
 
@@ -260,11 +320,11 @@ def experiment(bench: Workbench, ctx: Context, exp_id: str) -> dict[str, Any]:
     fig = None
     steps = results.get("steps") or []
     if steps:
-        f = go.Figure(go.Scatter(x=list(range(1, len(steps) + 1)),
-                                 y=[s.get("yield", s.get("first_pass_yield")) for s in steps],
-                                 mode="lines+markers", line={"color": LINE}, name="trial"))
-        f.update_layout(**LAYOUT, height=300, xaxis_title="trial", yaxis={"tickformat": ".2%", "title": "yield"})
-        fig = figure_json(f)
+        fig = figure_json(figure([{"type": "scatter", "x": list(range(1, len(steps) + 1)),
+                                   "y": [s.get("yield", s.get("first_pass_yield")) for s in steps],
+                                   "mode": "lines+markers", "line": {"color": LINE}, "name": "trial"}], 300,
+                                 xaxis={"title": {"text": "trial"}},
+                                 yaxis={"tickformat": ".2%", "title": {"text": "yield"}}))
     return {"title": f"Experiment {exp_id}", "e": e, "fig": fig}
 
 
@@ -272,12 +332,10 @@ def learning(bench: Workbench, ctx: Context) -> dict[str, Any]:
     res, why = bench.attempt(ctx, "learning")
     if res is None:
         return {"title": "Learning curve", "missing": why, "fig": None, "incidents": []}
-    fig = go.Figure()
-    for name, c in res.curves.items():  # type: ignore[attr-defined]
-        fig.add_scatter(x=c["units"], y=c["yield"], mode="lines", name=NAMES.get(name, name),
-                        line={"color": COLOURS.get(name, LINE)})
-    fig.update_layout(**LAYOUT, height=380, xaxis_title="cumulative units",
-                      yaxis={"tickformat": ".1%", "title": "first-pass yield"})
+    fig = figure([{"type": "scatter", "x": c["units"], "y": c["yield"], "mode": "lines", "name": NAMES.get(name, name),
+                   "line": {"color": COLOURS.get(name, LINE)}} for name, c in res.curves.items()],  # type: ignore
+                 380, xaxis={"title": {"text": "cumulative units"}},
+                 yaxis={"tickformat": ".1%", "title": {"text": "first-pass yield"}})
     return {"title": "Learning curve", "res": res, "fig": figure_json(fig),
             "incidents": res.incidents}  # type: ignore[attr-defined]
 
