@@ -36,6 +36,7 @@ COMMAND_MODULES = [
     "linelab.store.commands",
     "linelab.profile.commands",
     "linelab.connect.commands",
+    "linelab.connect.opcua_commands",
     "linelab.twin.commands",
     "linelab.monitor.commands",
     "linelab.monitor.chart_commands",
