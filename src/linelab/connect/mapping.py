@@ -86,12 +86,13 @@ def _column_sql(name: str, typ: pa.DataType, p: Plan, source: Source) -> str:
 def apply(source: Source, data: pa.Table, first_row: int = 1, where: str = "") -> pa.Table:
     """The export `data` as LineLab columns of `source.table` (text), per the source's mapping.
 
-    The batch carries LINE, the file line of each record (of each reading, for a wide export): the
-    export's own LINE column when it has one, else positions counted from `first_row`. Raises a
+    The batch carries LINE, the file line of each record (of each reading, for a wide export) when
+    the export has it; a wide export without it gets positions counted from `first_row`. Raises a
     UserError naming the file, the source and the column when the file lacks what the source names.
     """
-    if LINE not in data.column_names:
+    if LINE not in data.column_names and source.wide is not None:
         data = data.append_column(LINE, pa.array(np.arange(data.num_rows, dtype=np.int64) + first_row))
+    lined = LINE in data.column_names
     columns = [c for c in data.column_names if c != LINE]
     p = plan(source, columns)
     problems = p.problems(source, where)
@@ -111,7 +112,8 @@ def apply(source: Source, data: pa.Table, first_row: int = 1, where: str = "") -
         exprs = [f"{_column_sql(f.name, f.type, p, source)} AS {q(f.name)}"
                  for f in RECORD_TABLES[source.table]
                  if f.name in p.sources or f.name in p.constants or f.name in p.derived]
-        exprs.append(q(LINE))
+        if lined:
+            exprs.append(q(LINE))
         out = con.sql(f"SELECT {', '.join(exprs)} FROM {relation}").to_arrow_table()
     finally:
         con.close()
