@@ -89,12 +89,13 @@ def until(root: Path, station: str, version: str, stop: str, chunk: int, limit: 
         produce(root, chunk)
         produced += chunk
         changes = call("model score", root, station=station).changes
-        hit = [c for c in changes if c["version"] == version and c["to"] == stop]
+        hit = [c for c in changes if c["version"] == version and c["to"] in (stop, "retired", "full")]
         if hit:
             e = hit[0]["evidence"]
-            return {"units": e["labelled"], "misrouted": e["misrouted"], "reason": hit[0]["reason"],
-                    "produced": produced}
-    return {"units": None, "misrouted": None, "reason": f"not within {limit} units", "produced": produced}
+            return {"outcome": hit[0]["to"], "as_expected": hit[0]["to"] == stop, "units": e["labelled"],
+                    "misrouted": e["misrouted"], "reason": hit[0]["reason"], "produced": produced}
+    return {"outcome": "still live", "as_expected": False, "units": None, "misrouted": None,
+            "reason": f"no verdict within {limit} units", "produced": produced}
 
 
 def one_line(work: Path, simulator: str, scenario: str, a: argparse.Namespace) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import skops.io as sio
 from fastapi.testclient import TestClient
@@ -20,8 +22,10 @@ from linelab.api.app import create_app
 from linelab.cli import build_app
 from linelab.commands import call
 from linelab.deploy import predict, registry, rollout
-from linelab.deploy.features import matrix, unit_frame
+from linelab.deploy.features import frame_from_records, matrix, unit_features, unit_frame
+from linelab.deploy.sequential import PairedTest, mixture_halfwidth
 from linelab.errors import UserError
+from linelab.experiment.sequential import MixtureSPRT
 from linelab.line import open_simulator
 from linelab.store import Workspace
 
@@ -164,7 +168,8 @@ def test_shuffled_label_canary_is_rolled_back_and_opens_a_problem(ws_path: Path)
     _produce(ws_path, 1500)
     changes = call("model score", ws_path, station=STATION).changes
     assert [(c["version"], c["event"], c["to"]) for c in changes] == [("M-0002", "rollback", "retired")]
-    assert "inspected units fail" in changes[0]["reason"] or "sd less" in changes[0]["reason"]
+    assert "sd less per unit than M-0001" in changes[0]["reason"]
+    assert 0 < changes[0]["evidence"]["misrouted"] < changes[0]["evidence"]["labelled"] * 0.2
     problem = call("problem show", ws_path, id=changes[0]["problem"], plot="none").model_dump()
     text = json.dumps(problem)
     assert "M-0002" in text and "rolled back" in text
@@ -239,3 +244,26 @@ def test_relabels_feed_the_next_training(ws_path: Path) -> None:
     assert after["parent"] == "M-0002"
     result = runner.invoke(build_app(), ["model", "label", "NO-SUCH", "--verdict", "escape", "-w", str(ws_path)])
     assert result.exit_code == 2 and "NO-SUCH" in result.output
+
+
+def test_a_unit_scored_alone_reads_what_batch_scoring_reads(trained: Path) -> None:
+    with Workspace.open(trained) as ws:
+        rec = registry.get(ws, "M-0001")
+        frame = unit_frame(ws, rec.features, "batch >= 5")
+        some = frame.column("unit_id").to_pylist()[::97]
+        batch = matrix(frame.filter(pc.is_in(frame.column("unit_id"), pa.array(some))), rec.features)
+        alone = np.vstack([matrix(frame_from_records([unit_features(ws, rec.features, u) or {}], rec.features),
+                                  rec.features) for u in some])
+    assert len(some) > 20 and np.array_equal(np.isnan(batch), np.isnan(alone))
+    assert np.allclose(np.nan_to_num(batch), np.nan_to_num(alone))
+
+
+def test_promotion_test_is_the_experiments_mixture_sprt_and_holds_its_error_rate() -> None:
+    # the same normal-mixture boundary as the split-run test, at the same variance and tau
+    s2 = np.array([1e-4, 4e-5])
+    assert np.allclose(mixture_halfwidth(s2, 0.01**2, 0.05), MixtureSPRT(tau=0.01)._halfwidth(s2, 0.05))
+    rng = np.random.default_rng(0)
+    test = PairedTest()
+    null = [test.run(rng.choice([-1.0, 0.0, 0.0, 1.0], 3000))["decision"] for _ in range(200)]
+    assert np.mean([d == "better" for d in null]) <= 0.05
+    assert test.run(rng.choice([-1.0, 0.0, 1.0, 1.0], 3000))["decision"] == "better"

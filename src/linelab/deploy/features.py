@@ -121,26 +121,27 @@ def _add_levels(spec: FeatureSpec, rows: list[dict[str, Any]], field: str, by: s
 
 def unit_frame(ws: Any, spec: FeatureSpec, where_units: str = "TRUE", params: Sequence[Any] = ()) -> pa.Table:
     """unit_id, t_start, batch and every feature (raw values, text for categories), in build order."""
+    mine_only = "unit_id IN (SELECT unit_id FROM w)"
     cols, joins = [], []
     for table in ("params", "measurements"):
         mine = [f for f in spec.numeric if f.table == table]
         if mine:
             sel = ", ".join(f"avg(value) FILTER (WHERE station = {_lit(f.station)} AND name = {_lit(f.reading)}) "
                             f"AS {_q(f.name)}" for f in mine)
-            joins.append(f"LEFT JOIN (SELECT unit_id, {sel} FROM {table} WHERE unit_id IN (SELECT unit_id FROM w) "
+            joins.append(f"LEFT JOIN (SELECT unit_id, {sel} FROM {table} WHERE {mine_only} "
                          "GROUP BY unit_id) USING (unit_id)")
             cols += [_q(f.name) for f in mine]
     steps = [c for c in spec.categorical if c.station is not None]
     if steps:
         sel = ", ".join(f"arg_min({c.field}, t_in) FILTER (WHERE station = {_lit(c.station or '')}) AS {_q(c.name)}"
                         for c in steps)
-        joins.append(f"LEFT JOIN (SELECT unit_id, {sel} FROM steps WHERE unit_id IN (SELECT unit_id FROM w) "
+        joins.append(f"LEFT JOIN (SELECT unit_id, {sel} FROM steps WHERE {mine_only} "
                      "GROUP BY unit_id) USING (unit_id)")
     mats = [c for c in spec.categorical if c.material is not None]
     if mats:
         sel = ", ".join(f"max({c.field}) FILTER (WHERE material = {_lit(c.material or '')}) AS {_q(c.name)}"
                         for c in mats)
-        joins.append(f"LEFT JOIN (SELECT unit_id, {sel} FROM materials WHERE unit_id IN (SELECT unit_id FROM w) "
+        joins.append(f"LEFT JOIN (SELECT unit_id, {sel} FROM materials WHERE {mine_only} "
                      "GROUP BY unit_id) USING (unit_id)")
     names = ", ".join(["unit_id", "t_start", "batch"] + [_q(n) for n in spec.names])
     sql = (f"WITH w AS (SELECT unit_id, t_start, batch FROM units WHERE {where_units}) "
@@ -185,3 +186,26 @@ def frame_from_records(records: Sequence[Mapping[str, Any]], spec: FeatureSpec) 
     for c in spec.categorical:
         data[c.name] = pa.array([None if r.get(c.name) is None else str(r.get(c.name)) for r in records], pa.string())
     return pa.table(data) if data else pa.table({"_": pa.nulls(len(records))})
+
+
+def unit_features(ws: Any, spec: FeatureSpec, unit: str) -> dict[str, Any] | None:
+    """One unit's features by name, read in one query on its serial (a station waits for this answer;
+    the zone maps find the serial's rows without scanning the tables). None: nothing of that unit."""
+    rows = ws.query(
+        "SELECT 'r' AS k, station AS a, name AS b, avg(value) AS v, NULL AS x, NULL AS y, NULL AS z "
+        "FROM (SELECT station, name, value FROM params WHERE unit_id = ? UNION ALL "
+        "SELECT station, name, value FROM measurements WHERE unit_id = ?) GROUP BY ALL "
+        "UNION ALL SELECT 's', station, NULL, NULL, arg_min(machine, t_in), arg_min(fixture, t_in), "
+        "arg_min(operator, t_in) FROM steps WHERE unit_id = ? GROUP BY station "
+        "UNION ALL SELECT 'm', material, NULL, NULL, max(lot), max(supplier), NULL FROM materials "
+        "WHERE unit_id = ? GROUP BY material", [unit] * 4).to_pylist()
+    if not rows:
+        return None
+    readings = {f"{r['a']}.{r['b']}": r["v"] for r in rows if r["k"] == "r"}
+    visits = {r["a"]: {"machine": r["x"], "fixture": r["y"], "operator": r["z"]} for r in rows if r["k"] == "s"}
+    used = {r["a"]: {"lot": r["x"], "supplier": r["y"]} for r in rows if r["k"] == "m"}
+    out: dict[str, Any] = {f.name: readings.get(f.name) for f in spec.numeric}
+    for c in spec.categorical:
+        source = visits.get(c.station or "") if c.station is not None else used.get(c.material or "")
+        out[c.name] = (source or {}).get(c.field)
+    return out

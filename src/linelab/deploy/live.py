@@ -7,9 +7,9 @@ becomes full (or waits for a person's sign-off), a shadow that is better becomes
 there is none, a shadow that is worse is withdrawn. Guards withdraw an acting version (canary or
 full) by themselves, each judged by an effect size over enough units, never by a p-value:
 
-- lift: the units it sends to inspection fail less than `min_lift` times as often as the rest;
 - escapes: the units it lets skip the test fail at more than `max_escape_factor` times its budget;
-- loss: its paired saving is more than `max_loss` standard deviations below the incumbent's;
+- loss: its paired saving is more than `max_loss` standard deviations below the incumbent's (or
+  below doing nothing, where no model is the incumbent);
 - drift: a reading it reads moved more than `max_shift` training sds over its latest units
   (`drift.input_drift`; the population stability indices of the readings and of its score are
   reported beside it).
@@ -68,13 +68,10 @@ def evidence(ws: Any, dep: rollout.Deployment, version: str) -> dict[str, Any]:
     }
     guards = []
     inspect = dc == "inspect"
-    if inspect.sum() >= g.min_inspected and (~inspect).any():
-        rest = bad[~inspect].mean()
-        lift = float(bad[inspect].mean() / rest) if rest > 0 else float("inf")
-        out["lift"] = lift
-        if lift < g.min_lift:
-            guards.append(f"inspected units fail {lift:.2f}x as often as the rest (guard: at least {g.min_lift}x, "
-                          f"over {int(inspect.sum())} inspected units)")
+    if inspect.any() and (~inspect).any() and bad[~inspect].any():
+        # how much likelier its inspected units fail than the rest: reported, not a guard (inside a bad
+        # lot's run every unit is as likely to fail, and inspecting them all is still right)
+        out["lift"] = float(bad[inspect].mean() / bad[~inspect].mean())
     passed = dc == "pass"
     if passed.sum() >= g.min_passed:
         escape = float(bad[passed].mean())
@@ -82,11 +79,11 @@ def evidence(ws: Any, dep: rollout.Deployment, version: str) -> dict[str, Any]:
         if escape > budget:
             guards.append(f"{100 * escape:.2f}% of the units it let skip the test were bad "
                           f"(guard: {100 * budget:.2f}%)")
-    if out["incumbent"] and bad.size >= g.min_units:
+    if bad.size >= g.min_units:
         sd = float(d.std(ddof=1)) or 1e-12
         out["loss_sd"] = float(-d.mean() / sd)
         if out["loss_sd"] > g.max_loss:
-            guards.append(f"it saves {out['loss_sd']:.2f} sd less per unit than {out['incumbent']} "
+            guards.append(f"it saves {out['loss_sd']:.2f} sd less per unit than {out['incumbent'] or 'no model'} "
                           f"(guard: {g.max_loss} sd, over {bad.size} units)")
     drift = _drift(ws, dep, rec)
     out["drift"] = drift

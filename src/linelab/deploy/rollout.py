@@ -35,9 +35,6 @@ class Guards(BaseModel):
     alpha: float = Field(0.05, gt=0, lt=1, description="promotion: the always-valid test's error rate")
     tau: float = Field(0.1, gt=0, description="promotion: the effect (sd of the paired saving) tuned for")
     min_units: int = Field(300, ge=10, description="paired units with known results before any verdict")
-    min_lift: float = Field(1.5, gt=0, description="inspected units must fail at least this many times as "
-                                                   "often as the rest")
-    min_inspected: int = Field(40, ge=1, description="inspected units with known results before judging lift")
     max_escape_factor: float = Field(5.0, gt=1, description="passed units may fail at most this times the "
                                                             "model's escape budget")
     min_passed: int = Field(200, ge=1)
@@ -58,6 +55,7 @@ class Deployment(BaseModel):
     require_signoff: bool = False
     awaiting_signoff: str | None = None
     since: dict[str, str] = Field(default_factory=dict, description="version -> when it entered its stage")
+    files: dict[str, str] = Field(default_factory=dict, description="version -> its model file's SHA-256")
     scored_seq: int = Field(0, description="ingest batches up to this one have been scored")
     guards: Guards = Field(default_factory=Guards)
     updated: str = ""
@@ -131,6 +129,7 @@ def move(ws: Any, dep: Deployment, version: str, to: Stage, reason: str, by: str
     if dep.awaiting_signoff == version:
         dep.awaiting_signoff = None
     dep.kind = rec.kind
+    dep.files = {v: dep.files.get(v) or registry.get(ws, v).sha256 for v in dep.live}
     save(ws, dep)
     rec.status = to
     registry.update(ws, rec)

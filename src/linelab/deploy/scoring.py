@@ -20,12 +20,23 @@ import pyarrow as pa
 from linelab.errors import NotFound, UserError
 
 from . import predict, registry, rollout, tables
-from .features import frame_from_records, matrix, unit_frame
+from .features import frame_from_records, matrix, unit_features, unit_frame
 from .registry import ModelRecord
 
+_RECORDS: dict[tuple[str, str, str], ModelRecord] = {}
 
-def record(ws: Any, version: str) -> ModelRecord:
-    return registry.get(ws, version)
+
+def record(ws: Any, version: str, sha256: str | None = None) -> ModelRecord:
+    """A version's record; cached by its model file's hash (what it scores never changes with it)."""
+    if sha256 is None:
+        return registry.get(ws, version)
+    key = (str(ws.path), version, sha256)
+    if key not in _RECORDS:
+        rec = registry.get(ws, version)
+        if rec.sha256 != sha256:
+            return rec
+        _RECORDS[key] = rec
+    return _RECORDS[key]
 
 
 def route(ws: Any, dep: rollout.Deployment, frames: Mapping[str, pa.Table], serials: pa.Array,
@@ -39,7 +50,7 @@ def route(ws: Any, dep: rollout.Deployment, frames: Mapping[str, pa.Table], seri
     rows: list[pa.Table] = []
     t = datetime.now(UTC).replace(tzinfo=None)
     for v in dep.live:
-        rec = record(ws, v)
+        rec = record(ws, v, dep.files.get(v))
         score = predict.scores(rec, registry.load(ws, rec), matrix(frames[v], rec.features))
         decision = predict.decisions(rec, score)
         stage = dep.stage_of(v)
@@ -84,7 +95,7 @@ def _frames(ws: Any, dep: rollout.Deployment, where: str, limit: int | None) -> 
     by_spec: dict[str, pa.Table] = {}
     frames = {}
     for v in dep.live:
-        spec = record(ws, v).features
+        spec = record(ws, v, dep.files.get(v)).features
         key = spec.model_dump_json()
         if key not in by_spec:
             frame = unit_frame(ws, spec, where)
@@ -98,15 +109,17 @@ def score_unit(ws: Any, station: str, unit_id: str, features: Mapping[str, Any] 
     dep = rollout.get(ws, station)
     if not dep.live:
         raise UserError(f"no model is live at {station}")
-    frames = {}
+    frames: dict[str, pa.Table] = {}
+    by_spec: dict[str, pa.Table] = {}
     for v in dep.live:
-        spec = record(ws, v).features
-        if features is not None:
-            frames[v] = frame_from_records([features], spec)
-        else:
-            frames[v] = unit_frame(ws, spec, "unit_id = ?", [unit_id])
-            if frames[v].num_rows == 0:
+        spec = record(ws, v, dep.files.get(v)).features
+        key = spec.model_dump_json()
+        if key not in by_spec:
+            given = features if features is not None else unit_features(ws, spec, unit_id)
+            if given is None:
                 raise NotFound(f"no unit {unit_id!r} in the workspace: send its readings with the request")
+            by_spec[key] = frame_from_records([given], spec)
+        frames[v] = by_spec[key]
     out = route(ws, dep, frames, pa.array([unit_id], pa.string()), "request")
     version = out["version"][0]
     return {"unit_id": unit_id, "station": station, "decision": str(out["decision"][0]), "version": version,

@@ -47,6 +47,11 @@ def ensure(ws: Any) -> None:
 
 def append(ws: Any, table: str, rows: pa.Table) -> None:
     ensure(ws)
+    if rows.num_rows <= 8:  # a unit scored on request: one parameterised statement is quickest
+        marks = "(" + ", ".join("?" * rows.num_columns) + ")"
+        values = [v for row in rows.to_pylist() for v in row.values()]
+        ws.backend.execute(f"INSERT INTO {table} VALUES {', '.join([marks] * rows.num_rows)}", values)
+        return
     ws.backend.register("_deploy_rows", rows)
     try:
         ws.backend.execute(f"INSERT INTO {table} SELECT * FROM _deploy_rows")

@@ -125,9 +125,10 @@ def _fit_predictor(x: np.ndarray, y: np.ndarray, spec: FeatureSpec, s: TrainSett
         raise UserError("the training units are all good or all bad: nothing to learn from")
     cats = spec.is_categorical
     if s.estimator == "hgb":
-        est: Any = HistGradientBoostingClassifier(
-            categorical_features=np.array(cats, dtype=bool) if any(cats) else None, max_iter=s.max_iter,
-            learning_rate=s.learning_rate, random_state=s.seed, early_stopping=False)
+        # Categories go in as their vocabulary codes, split like numbers: the trees isolate a level in
+        # two splits, and scoring one unit skips the categorical encoder that took 25 ms of a 30 ms call.
+        est: Any = HistGradientBoostingClassifier(max_iter=s.max_iter, learning_rate=s.learning_rate,
+                                                  random_state=s.seed, early_stopping=False)
     else:
         num = [i for i, c in enumerate(cats) if not c]
         cat = [i for i, c in enumerate(cats) if c]
