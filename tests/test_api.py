@@ -125,6 +125,20 @@ def test_every_error_has_one_shape_declared_in_the_schema(tmp_path: Path) -> Non
         assert answers[1].json()["error"]["field"] == "top"
 
 
+def test_even_a_server_fault_answers_in_the_one_shape(tmp_path: Path) -> None:
+    app = create_app(tmp_path / "ws")
+
+    @app.post("/api/fails")
+    def fails() -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as client:
+        answer = client.post("/api/fails")
+    assert answer.status_code == 500
+    assert answer.json() == {"error": {"type": "internal_error",
+                                       "message": "the server failed on this request (RuntimeError)"}}
+
+
 def _hold_workspace(ws: Path) -> subprocess.Popen[str]:
     """Another process writing the workspace: it holds DuckDB's lock until its stdin closes."""
     code = textwrap.dedent(f"""

@@ -80,6 +80,11 @@ def install(app: FastAPI) -> None:
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         return validation_error(list(exc.errors()))
 
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # A bug, not the request's fault: the same shape, and no internals in the answer.
+        return error_response(500, "internal_error", f"the server failed on this request ({type(exc).__name__})")
+
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         return error_response(exc.status_code, _STATUS_TYPES.get(exc.status_code, "http_error"),
