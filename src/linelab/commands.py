@@ -27,7 +27,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from linelab.errors import UserError
 
@@ -215,6 +214,8 @@ class Context:
         if not (self.show_progress and sys.stderr.isatty()):
             yield lambda n: None
             return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
         columns = [
             TextColumn("[bold]{task.description}"),
             BarColumn(),
