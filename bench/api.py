@@ -8,7 +8,8 @@ with one extra route, POST /bench/bare, that returns a constant: the server's ow
 concurrent clients (asyncio, keep-alive) call each endpoint in turn for S seconds:
 POST /api/yield, POST /api/problems, a problem's page data (POST /api/problem/show, no chart) and
 the bare endpoint. Reports p50/p99 latency and requests/s of each, and each one's p50/p99 against
-the bare endpoint's. Targets: p99 <= 100 ms, and within 5x of the bare endpoint.
+the bare endpoint's. Targets: p99 <= 100 ms, and within 5x of the bare endpoint. The server keeps
+read-only answers until the data may have changed; --no-cache measures every read computed afresh.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ SERVER = textwrap.dedent("""
     from linelab.api import create_app
 
     app = create_app(sys.argv[1])
+    if sys.argv[3] == "no-cache":
+        app.state.pool.cache_size = 0  # every read computed afresh
 
     @app.post("/bench/bare")
     def bare() -> dict[str, bool]:
@@ -147,6 +150,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=None, help="seconds of load per endpoint [15]")
     ap.add_argument("--workspace", type=Path, default=None, help="reuse (or make and keep) this workspace")
+    ap.add_argument("--no-cache", action="store_true", help="compute every read afresh (no kept answers)")
     a = ap.parse_args()
     units = a.units or (30_000 if a.quick else 260_000)
     seconds = a.seconds or (5.0 if a.quick else 15.0)
@@ -154,7 +158,8 @@ def main() -> None:
         ws = a.workspace or Path(tmp) / "ws"
         make_workspace(ws, units)
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-c", SERVER, str(ws), str(port)])
+        cache = "no-cache" if a.no_cache else "cache"
+        server = subprocess.Popen([sys.executable, "-c", SERVER, str(ws), str(port), cache])
         try:
             wait_for(port, server)
             results = asyncio.run(measure(port, a.clients, seconds))
@@ -163,6 +168,7 @@ def main() -> None:
             server.wait(timeout=30)
     bare = results["bare"]
     summary: dict[str, Any] = {"bench": "api", "units": units, "clients": a.clients, "seconds": seconds,
+                               "kept_answers": not a.no_cache,
                                "load_average_1min": round(os.getloadavg()[0], 2)}
     met = True
     for name, r in results.items():
