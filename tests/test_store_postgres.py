@@ -284,3 +284,74 @@ def test_without_a_server_the_tests_skip_with_the_reason_but_under_ci_they_fail(
     assert "no PostgreSQL at postgresql://postgres@127.0.0.1:1/test" in local.stdout
     ci = subprocess.run(args, cwd=repo, env={**env, "CI": "true"}, capture_output=True, text=True)
     assert ci.returncode == 1 and "1 passed, 1 error" in ci.stdout and "required under CI" in ci.stdout
+
+
+def test_a_connection_dropped_while_idle_is_replaced_without_the_user_noticing(pg: tuple[str, str]) -> None:
+    url, schema = pg
+    with Workspace.open(url) as ws, admin() as con:
+        ws.ingest_tables({"units": units(["SN1"])}, source="a")
+
+        def cut_idle() -> None:
+            pids = con.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                               (f"linelab {schema}",)).fetchall()
+            assert pids
+            for (pid,) in pids:
+                con.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+        cut_idle()
+        assert ws.count("units") == 1  # a read reconnects
+        cut_idle()
+        assert ws.ingest_tables({"units": units(["SN2"])}, source="b").stored == 1  # so does a write
+        assert con.execute(f'SELECT count(*) FROM "{schema}".units').fetchone() == (2,)
+
+
+def test_threads_share_one_workspace_and_its_replica(pg: tuple[str, str]) -> None:
+    url, schema = pg
+    errors: list[BaseException] = []
+    with Workspace.open(url) as ws:
+        def write(k: int) -> None:
+            try:
+                for b in range(5):
+                    ws.ingest_tables({"measurements": measurements((k * 5 + b) * 500, 500)}, source=f"t{k}")
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        def read() -> None:
+            try:
+                for _ in range(40):
+                    n, stored = ws.query("SELECT (SELECT count(*) FROM measurements), "
+                                         "(SELECT coalesce(sum(n_rows), 0) FROM batches)").to_pylist()[0].values()
+                    assert n == stored and n % 500 == 0  # never inside another thread's transaction
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(k,)) for k in range(3)] + \
+                  [threading.Thread(target=read) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert errors == []
+        assert ws.count("measurements") == 3 * 5 * 500
+    with admin() as con:
+        assert con.execute(f'SELECT count(*) FROM "{schema}".measurements').fetchone() == (3 * 5 * 500,)
+
+
+def test_the_server_answers_from_a_postgres_workspace(pg: tuple[str, str]) -> None:
+    from fastapi.testclient import TestClient
+
+    from linelab.api import create_app
+
+    url, _ = pg
+    steps = ("unit_id,station,machine,t_in,result,defect_code\n"
+             "SN1,AOI,A1,2026-01-05 06:00:00,fail,BRIDGE\nSN2,AOI,A1,2026-01-05 06:01:00,pass,\n")
+    with TestClient(create_app(url), base_url="http://localhost") as client:
+        stored = client.post("/api/ingest", files=[("paths", ("steps.csv", steps.encode(), "text/csv"))])
+        assert stored.status_code == 200 and stored.json()["stored"] == 2, stored.text
+        assert client.post("/api/pareto", json={}).json()["rows"][0]["defect_code"] == "BRIDGE"
+        # Another process writes; the server's shared replica sees it at the next request.
+        with Workspace.open(url) as other:
+            other.ingest_tables({"steps": pa.table({
+                "unit_id": ["SN3"], "station": ["AOI"], "t_in": pa.array([T0], pa.timestamp("us")),
+                "result": ["fail"], "defect_code": ["BRIDGE"]})}, source="other")
+        assert client.post("/api/pareto", json={}).json()["rows"][0]["defects"] == 2

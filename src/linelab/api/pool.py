@@ -61,7 +61,9 @@ class WorkspacePool:
         view = (Workspace(shared.path, _CursorBackend(shared.backend))
                 if isinstance(shared.backend, DuckDBBackend) else None)
         try:
-            if view is None:  # a backend without cursors: a connection of the request's own
+            if view is None and getattr(shared.backend, "thread_safe", False):
+                yield shared  # one handle serves every request (PostgreSQL: one replica, kept current)
+            elif view is None:  # a backend without cursors: a connection of the request's own
                 with open_workspace(self.root, wait_s=self.busy_wait_s) as own:
                     yield own
             else:
@@ -107,8 +109,8 @@ class WorkspacePool:
     def _close_if_idle(self) -> None:
         with self._lock:
             self._timer = None
-            if self._shared is None or self._users:
-                return
+            if self._shared is None or self._users or getattr(self._shared.backend, "thread_safe", False):
+                return  # (a shared database holds no file lock: its handle stays open, its replica warm)
             idle = time.monotonic() - self._last_used
             if idle < self.idle_s:  # used again meanwhile: look again later
                 self._timer = threading.Timer(self.idle_s - idle, self._close_if_idle)

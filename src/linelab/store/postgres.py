@@ -40,12 +40,13 @@ import itertools
 import os
 import re
 import shutil
+import threading
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import adbc_driver_manager
 import duckdb
@@ -95,7 +96,8 @@ class DatabaseURL:
         if not parts.path.strip("/"):
             raise UserError(f"workspace {cls.redact(raw)}: name the database (postgresql://host:5432/DATABASE)")
         files = query.pop("files", None)
-        uri = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+        query.setdefault("application_name", f"linelab {schema}")  # who is connected, as the server shows it
+        uri = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query, quote_via=quote), ""))
         if files:
             folder = Path(files).expanduser()
         else:
@@ -165,7 +167,12 @@ class _Transaction:
 
 
 class PostgresBackend:
-    """The `Backend` of a PostgreSQL workspace (see the module docstring for the design)."""
+    """The `Backend` of a PostgreSQL workspace (see the module docstring for the design).
+
+    Threads may share one: a lock serialises its calls, and a transaction holds it throughout, so
+    no other thread's query runs inside it (the server shares one replica across its requests)."""
+
+    thread_safe = True
 
     def __init__(self, url: DatabaseURL, keys: Mapping[str, Sequence[str]], *, create: bool = True,
                  read_only: bool = False) -> None:
@@ -184,6 +191,7 @@ class PostgresBackend:
         self.schemas = {t: self.duck.sql(f"SELECT * FROM {t} LIMIT 0").to_arrow_table().schema for t in _TABLES}
         self.rev = -1  # the replica's revision: -1 until the first full read
         self._types: dict[str, dict[str, str]] = {}
+        self._lock = threading.RLock()
         self._tx: _Transaction | None = None
         self._catch_up()
 
@@ -227,6 +235,14 @@ class PostgresBackend:
             raise self._lost(exc) from exc
         return cur
 
+    def _pg_first(self, sql: str) -> Any:
+        """The first statement of a read or a transaction: a connection that died while idle (a
+        restarted server, a network cut, an idle timeout) is replaced once, as nothing was under way."""
+        try:
+            return self._pg_run(sql)
+        except DatabaseUnavailable:
+            return self._pg_run(sql)
+
     def _pg_scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
         row = self._pg_run(sql, params).fetchone()
         return row[0] if row else None
@@ -265,10 +281,12 @@ class PostgresBackend:
     def _catch_up(self, locked: bool = False) -> None:
         """Bring the replica to the database's committed state. Under the write lock the state cannot
         move; otherwise the reads run in one snapshot (REPEATABLE READ)."""
-        if not locked and self.rev >= 0 and self._pg_scalar("SELECT rev FROM store_state") == self.rev:
-            return
+        if not locked and self.rev >= 0:
+            row = self._pg_first("SELECT rev FROM store_state").fetchone()
+            if row and row[0] == self.rev:
+                return
         if not locked:
-            self._pg_run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            self._pg_first("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:
             rev = int(self._pg_scalar("SELECT rev FROM store_state"))
             if rev != self.rev:
@@ -312,25 +330,33 @@ class PostgresBackend:
 
     # -- Backend -------------------------------------------------------------------------------------
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
-        self._run(sql, params)
+        with self._lock:
+            self._run(sql, params)
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
-        return self._run(sql, params)
+        with self._lock:
+            return self._run(sql, params)
 
     def register(self, name: str, table: pa.Table) -> None:
-        self.duck.register(name, table)
+        with self._lock:
+            self.duck.register(name, table)
 
     def unregister(self, name: str) -> None:
-        self.duck.unregister(name)
+        with self._lock:
+            self.duck.unregister(name)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
+        with self._lock:
+            yield from self._transaction()
+
+    def _transaction(self) -> Iterator[None]:
         if self._tx is not None:  # joins the transaction already open
             yield
             return
         if self.read_only:
             raise UserError(f"the workspace {self.url} was opened read-only")
-        self._pg_run("BEGIN")
+        self._pg_first("BEGIN")
         try:
             locked = int(self._pg_scalar("SELECT rev FROM store_state FOR UPDATE"))
             self._catch_up(locked=True)
@@ -369,8 +395,9 @@ class PostgresBackend:
                 self._drop_connection()
 
     def close(self) -> None:
-        self._drop_connection()
-        self.duck.close()
+        with self._lock:
+            self._drop_connection()
+            self.duck.close()
 
     # -- statements ----------------------------------------------------------------------------------
     def _run(self, sql: str, params: Sequence[Any] | None) -> pa.Table:
