@@ -64,7 +64,7 @@ class Workbench:
         self.root = root
         self.pool = pool
         self.env = _env()
-        self._memo: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[int, Result]] = {}
+        self._memo: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[int, Any]] = {}
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -102,6 +102,17 @@ class Workbench:
         with self._lock:
             self._memo[key] = (version, result)
         return result
+
+    def memo(self, ctx: Context, key: str, compute: Any) -> Any:
+        """`compute(workspace)` kept until the next ingest batch (lists of series and stations for forms)."""
+        version = ctx.workspace.last_batch_seq()
+        hit = self._memo.get((key, ()))
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        value = compute(ctx.workspace)
+        with self._lock:
+            self._memo[(key, ())] = (version, value)
+        return value
 
     def attempt(self, ctx: Context, name: str, **params: Any) -> tuple[Result | None, str | None]:
         """Run a command whose absence is normal (no loop run yet, no know-how): (result, why not)."""

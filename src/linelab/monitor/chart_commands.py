@@ -84,11 +84,13 @@ def read_values(ws: Any, series: str, by: str | None = None) -> Series:
             group = "v.station" if by else "''"
             sql = f"SELECT v.t, v.value, v.unit_id, {group} AS g FROM {table} v WHERE {where} ORDER BY v.t, v.unit_id"
         else:
-            # The machine (fixture, operator, shift) of the visit at which the value was read.
-            sql = (f"SELECT v.t, v.value, v.unit_id, COALESCE(CAST(s.{by} AS VARCHAR), '?') AS g FROM {table} v "
-                   f"LEFT JOIN (SELECT DISTINCT ON (unit_id, station) unit_id, station, {by} FROM steps "
-                   f"ORDER BY unit_id, station, t_in DESC) s USING (unit_id, station) WHERE {where} "
-                   "ORDER BY v.t, v.unit_id")
+            # The machine (fixture, operator, shift) of the unit's last visit to the station the value is
+            # read at; only that station's steps are grouped (a fraction of the table).
+            at = station or stations[0]
+            sql = (f"SELECT v.t, v.value, v.unit_id, COALESCE(CAST(s.g AS VARCHAR), '?') AS g FROM {table} v "
+                   f"LEFT JOIN (SELECT unit_id, station, arg_max({by}, t_in) AS g FROM steps WHERE station = ? "
+                   f"GROUP BY ALL) s USING (unit_id, station) WHERE {where} ORDER BY v.t, v.unit_id")
+            args = [at, *args]
         rows = ws.query(sql, args)
         spec = _spec(ws, station or (stations[0] if len(stations) == 1 else None), name)
         return Series(name=name, station=station or (stations[0] if len(stations) == 1 else None),
@@ -194,7 +196,11 @@ class ChartGroup(BaseModel):
 
 
 def _clean_list(a: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, dtype=float)]
+    """Floats for JSON, NaN and infinities as None (vectorised: charts list thousands of points)."""
+    arr = np.asarray(a, dtype=float)
+    out = arr.astype(object)
+    out[~np.isfinite(arr)] = None
+    return list(out.tolist())
 
 
 def _subgroups(s: Series, idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -233,6 +239,7 @@ def chart_group(s: Series, idx: np.ndarray, kind: str, rules: str | list[int], p
 
     rule_set, run = resolve_rules(rules)
     spread: Spread | None = None
+    spread_values = np.empty(0)
     spread_alarm: np.ndarray | None = None
     sigma: float | None = None
     if kind in SUBGROUPED:
@@ -249,8 +256,8 @@ def chart_group(s: Series, idx: np.ndarray, kind: str, rules: str | list[int], p
         sc = ch.update(vals)
         stat, lower, upper, centre, mask = sc.statistic, sc.lower, sc.upper, ch.centre_, sc.extra["rules"]
         sigma = ch.sigma_
-        spread = Spread(name="moving range", value=_clean_list(sc.extra["moving_range"]), centre=ch.mr_bar_,
-                        lcl=0.0, ucl=ch.mr_ucl_)
+        spread = Spread(name="moving range", value=[], centre=ch.mr_bar_, lcl=0.0, ucl=ch.mr_ucl_)
+        spread_values = sc.extra["moving_range"]
         spread_alarm = sc.extra["mr_alarm"]
     elif kind in ("xbar-r", "xbar-s"):
         xb = XbarChart(dispersion="range" if kind == "xbar-r" else "std", rules=rules).fit(vals[:ph])
@@ -258,8 +265,8 @@ def chart_group(s: Series, idx: np.ndarray, kind: str, rules: str | list[int], p
         stat, lower, upper, centre, mask = sc.statistic, sc.lower, sc.upper, xb.centre_, sc.extra["rules"]
         sigma = xb.sigma_
         spread = Spread(name="range" if kind == "xbar-r" else "standard deviation",
-                        value=_clean_list(sc.extra["spread"]), centre=xb.spread_centre_, lcl=xb.spread_lcl_,
-                        ucl=xb.spread_ucl_)
+                        value=[], centre=xb.spread_centre_, lcl=xb.spread_lcl_, ucl=xb.spread_ucl_)
+        spread_values = sc.extra["spread"]
         spread_alarm = sc.extra["spread_alarm"]
     elif kind in ATTRIBUTE:
         stat, lower, upper, centre, z = _attribute(kind, vals, ph)
@@ -297,7 +304,7 @@ def chart_group(s: Series, idx: np.ndarray, kind: str, rules: str | list[int], p
                       upper=_clean_list(np.asarray(upper)[start:stop]),
                       units=[str(u) for u in units[start:stop]], rules=[int(x) for x in mask[start:stop]],
                       spread=spread if spread is None else spread.model_copy(
-                          update={"value": spread.value[start:stop]}),
+                          update={"value": _clean_list(spread_values[start:stop])}),
                       violations=violations, flagged=int(hit.sum()), rule_counts=counts)
 
 

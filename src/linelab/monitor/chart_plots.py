@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from linelab.errors import UserError
 
@@ -28,78 +27,105 @@ def _axis_title(name: str, unit: str | None) -> str:
     return f"{name} [{unit}]" if unit else name
 
 
-def _level(t: list[str], y: list[float | None], name: str, line: dict[str, Any], legend: bool = True) -> go.Scatter:
+Figure = dict[str, Any]
+GRID = {"gridcolor": "#e8e8e8", "zerolinecolor": "#ccc"}
+
+
+def _level(t: list[str], y: list[float | None], name: str, line: dict[str, Any], axis: str = "y",
+           legend: bool = True) -> dict[str, Any]:
     """A limit line: two points when it is constant (most charts), else one point per chart point."""
     ys = [v for v in y if v is not None]
     if t and ys and len(ys) == len(y) and min(ys) == max(ys):
         t, y = [t[0], t[-1]], [ys[0], ys[0]]
-    return go.Scatter(x=t, y=y, mode="lines", name=name, line=line, showlegend=legend, hoverinfo="skip")
+    return {"type": "scatter", "x": t, "y": y, "mode": "lines", "name": name, "line": line, "yaxis": axis,
+            "showlegend": legend, "hoverinfo": "skip"}
 
 
-def chart_figure(r: ChartResult, group: int = 0) -> go.Figure:
-    """The chart (and its spread chart) of one group, flagged points in red with their rules."""
+def _layout(height: int, title: str, **more: Any) -> dict[str, Any]:
+    return {"title": {"text": title}, "height": height, "margin": {"t": 50, "l": 60, "r": 20, "b": 40},
+            "legend": {"orientation": "h", "y": -0.12}, "plot_bgcolor": "white", "xaxis": dict(GRID),
+            "yaxis": dict(GRID), **more}
+
+
+def chart_data(r: ChartResult, group: int = 0) -> Figure:
+    """The chart (and its spread chart) of one group as Plotly JSON, flagged points circled in red
+    with their rules; a point's `customdata` is the unit behind it (the web pages link it)."""
     g = r.groups[group]
-    rows = 2 if g.spread else 1
-    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        row_heights=[0.7, 0.3] if rows == 2 else [1.0])
     label = r.series if r.type not in ("cusum",) else f"{r.series} CUSUM (sigma units)"
-    custom = np.array(g.units, dtype=object)
-    fig.add_trace(go.Scatter(x=g.t, y=g.value, mode="lines+markers", name=label, customdata=custom,
-                             marker={"size": 4, "color": LINE}, line={"width": 1, "color": LINE},
-                             hovertemplate="%{x}<br>%{y:.4g}<br>unit %{customdata}<extra></extra>"), row=1, col=1)
-    for name, y in (("UCL", g.upper), ("LCL", g.lower)):
-        fig.add_trace(_level(g.t, y, name, {"dash": "dash", "color": LIMIT, "width": 1}), row=1, col=1)
-    fig.add_trace(_level(g.t, [g.centre] * len(g.t), "centre", {"color": "#2e7d32", "width": 1}), row=1, col=1)
+    data: list[dict[str, Any]] = [
+        {"type": "scatter", "x": g.t, "y": g.value, "mode": "lines+markers", "name": label, "customdata": g.units,
+         "marker": {"size": 4, "color": LINE}, "line": {"width": 1, "color": LINE},
+         "hovertemplate": "%{x}<br>%{y:.4g}<br>unit %{customdata}<extra></extra>"},
+        _level(g.t, g.upper, "UCL", {"dash": "dash", "color": LIMIT, "width": 1}),
+        _level(g.t, g.lower, "LCL", {"dash": "dash", "color": LIMIT, "width": 1}),
+        _level(g.t, [g.centre] * len(g.t), "centre", {"color": "#2e7d32", "width": 1})]
     if g.violations:
         v = g.violations
-        fig.add_trace(go.Scatter(
-            x=[x.t for x in v], y=[x.value for x in v], mode="markers", name="flagged",
-            marker={"color": FLAG, "size": 8, "symbol": "circle-open", "line": {"width": 2}},
-            customdata=[x.unit_id for x in v], text=["rules " + ",".join(map(str, x.rules)) for x in v],
-            hovertemplate="%{x}<br>%{y:.4g}<br>%{text}<br>unit %{customdata}<extra></extra>"), row=1, col=1)
-    if g.first_index < g.phase1:
-        end = g.t[min(len(g.t), g.phase1 - g.first_index) - 1]
-        fig.add_vrect(x0=g.t[0], x1=end, fillcolor="#999", opacity=0.08, line_width=0,
-                      annotation_text="phase I", annotation_position="top left")
-    if g.spread:
-        s = g.spread
-        fig.add_trace(go.Scatter(x=g.t, y=s.value, mode="lines", name=s.name, line={"width": 1, "color": "#555"}),
-                      row=2, col=1)
-        fig.add_trace(_level(g.t, [s.ucl] * len(g.t), f"{s.name} UCL", {"dash": "dash", "color": LIMIT, "width": 1},
-                             legend=False), row=2, col=1)
-        fig.add_trace(_level(g.t, [s.centre] * len(g.t), f"{s.name} centre", {"color": "#2e7d32", "width": 1},
-                             legend=False), row=2, col=1)
-        fig.update_yaxes(title_text=s.name, row=2, col=1)
+        data.append({"type": "scatter", "x": [x.t for x in v], "y": [x.value for x in v], "mode": "markers",
+                     "name": "flagged", "customdata": [x.unit_id for x in v],
+                     "marker": {"color": FLAG, "size": 8, "symbol": "circle-open", "line": {"width": 2}},
+                     "text": ["rules " + ",".join(map(str, x.rules)) for x in v],
+                     "hovertemplate": "%{x}<br>%{y:.4g}<br>%{text}<br>unit %{customdata}<extra></extra>"})
     ytitle = "CUSUM (sigma units)" if r.type == "cusum" else _axis_title(r.series, r.unit) if r.type not in (
         "p", "np", "u") else {"p": "fraction failed", "np": "units failed", "u": "defects per unit"}[r.type]
-    fig.update_yaxes(title_text=ytitle, row=1, col=1)
-    title = f"{r.type.upper()} chart of {r.series}" + (f" — {g.group}" if g.group else "")
-    fig.update_layout(title=title, height=460 if rows == 2 else 380, margin={"t": 50, "l": 60, "r": 20, "b": 40},
-                      legend={"orientation": "h", "y": -0.12}, template="plotly_white")
-    return fig
+    layout = _layout(460 if g.spread else 380, f"{r.type.upper()} chart of {r.series}"
+                     + (f" — {g.group}" if g.group else ""), shapes=[], annotations=[])
+    layout["yaxis"]["title"] = {"text": ytitle}
+    if g.first_index < g.phase1 and g.t:
+        end = g.t[min(len(g.t), g.phase1 - g.first_index) - 1]
+        layout["shapes"].append({"type": "rect", "xref": "x", "yref": "paper", "x0": g.t[0], "x1": end, "y0": 0,
+                                 "y1": 1, "fillcolor": "#999", "opacity": 0.08, "line": {"width": 0}})
+        layout["annotations"].append({"x": g.t[0], "xref": "x", "y": 1, "yref": "paper", "text": "phase I",
+                                      "showarrow": False, "xanchor": "left", "yanchor": "bottom"})
+    if g.spread:
+        s = g.spread
+        data += [{"type": "scatter", "x": g.t, "y": s.value, "mode": "lines", "name": s.name, "yaxis": "y2",
+                  "line": {"width": 1, "color": "#555"}},
+                 _level(g.t, [s.ucl] * len(g.t), f"{s.name} UCL", {"dash": "dash", "color": LIMIT, "width": 1},
+                        "y2", legend=False),
+                 _level(g.t, [s.centre] * len(g.t), f"{s.name} centre", {"color": "#2e7d32", "width": 1}, "y2",
+                        legend=False)]
+        layout["yaxis"]["domain"] = [0.36, 1.0]
+        layout["yaxis2"] = {**GRID, "domain": [0.0, 0.28], "anchor": "x", "title": {"text": s.name}}
+        layout["xaxis"]["anchor"] = "y2"
+    return {"data": data, "layout": layout}
 
 
-def capability_figure(r: CapabilityResult, group: int = 0) -> go.Figure:
+def capability_data(r: CapabilityResult, group: int = 0) -> Figure:
     """Histogram in the measurement's units with the spec limits and the fitted normal curve."""
     s = r.studies[group]
     edges = np.asarray(s.histogram["edges"])
     counts = np.asarray(s.histogram["counts"])
     mids, width = (edges[1:] + edges[:-1]) / 2, np.diff(edges)
-    fig = go.Figure(go.Bar(x=mids, y=counts, width=width, name="values", marker={"color": "#8fb3d9"}))
+    data: list[dict[str, Any]] = [{"type": "bar", "x": mids.tolist(), "y": counts.tolist(), "width": width.tolist(),
+                                   "name": "values", "marker": {"color": "#8fb3d9"}}]
     if s.sigma_overall > 0:
         xs = np.linspace(min(edges[0], r.lsl if r.lsl is not None else edges[0]),
                          max(edges[-1], r.usl if r.usl is not None else edges[-1]), 200)
         dens = np.exp(-0.5 * ((xs - s.mean) / s.sigma_overall) ** 2) / (s.sigma_overall * np.sqrt(2 * np.pi))
-        fig.add_trace(go.Scatter(x=xs, y=dens * s.n * float(width.mean()), mode="lines", name="normal (overall σ)",
-                                 line={"color": LINE}))
+        data.append({"type": "scatter", "x": xs.tolist(), "y": (dens * s.n * float(width.mean())).tolist(),
+                     "mode": "lines", "name": "normal (overall σ)", "line": {"color": LINE}})
+    shapes, notes = [], []
     for name, v in (("LSL", r.lsl), ("USL", r.usl), ("target", r.target)):
         if v is not None:
-            fig.add_vline(x=v, line={"color": LIMIT if name != "target" else "#2e7d32", "dash": "dash"},
-                          annotation_text=name)
-    title = f"Capability of {r.series}" + (f" — {s.group}" if s.group else "")
-    fig.update_layout(title=title, xaxis_title=_axis_title(r.series, r.unit), yaxis_title="count", height=380,
-                      margin={"t": 50, "l": 60, "r": 20, "b": 40}, template="plotly_white", bargap=0)
-    return fig
+            colour = LIMIT if name != "target" else "#2e7d32"
+            shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": v, "x1": v, "y0": 0, "y1": 1,
+                           "line": {"color": colour, "dash": "dash"}})
+            notes.append({"x": v, "xref": "x", "y": 1, "yref": "paper", "text": name, "showarrow": False,
+                          "yanchor": "bottom", "font": {"color": colour}})
+    layout = _layout(380, f"Capability of {r.series}" + (f" — {s.group}" if s.group else ""), bargap=0,
+                     shapes=shapes, annotations=notes)
+    layout["xaxis"]["title"] = {"text": _axis_title(r.series, r.unit)}
+    layout["yaxis"]["title"] = {"text": "count"}
+    return {"data": data, "layout": layout}
+
+
+def chart_figure(r: ChartResult, group: int = 0) -> go.Figure:
+    return go.Figure(chart_data(r, group))
+
+
+def capability_figure(r: CapabilityResult, group: int = 0) -> go.Figure:
+    return go.Figure(capability_data(r, group))
 
 
 def _png_chart(r: ChartResult, path: Path) -> None:

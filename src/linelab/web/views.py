@@ -17,7 +17,7 @@ from linelab.errors import UserError
 from linelab.loop.report import COLOURS, NAMES
 from linelab.monitor import problems as pb
 from linelab.monitor.chart_commands import ATTRIBUTE, available_series, spec_unit, stations
-from linelab.monitor.chart_plots import FLAG, LIMIT, LINE, capability_figure, chart_figure
+from linelab.monitor.chart_plots import FLAG, LIMIT, LINE, capability_data, chart_data
 
 if TYPE_CHECKING:
     from linelab.api.pages import Workbench
@@ -173,7 +173,7 @@ def problem_figure(problem: dict[str, Any]) -> Figure | None:
             notes.append(note)
     layout: dict[str, Any] = {"shapes": shapes, "annotations": notes}
     if two:
-        layout |= {"yaxis": {"domain": [0.4, 1.0], "title": {"text": c.get("label") or ""}},
+        layout |= {"xaxis": {"anchor": "y2"}, "yaxis": {"domain": [0.4, 1.0], "title": {"text": c.get("label") or ""}},
                    "yaxis2": {**GRID, "domain": [0.0, 0.3], "anchor": "x", "title": {"text": "CUSUM"}}}
     return figure(data, 440, **layout)
 
@@ -256,12 +256,12 @@ def _int(form: dict[str, str], key: str) -> int | None:
         raise UserError(f"{key} must be a whole number (got {raw!r})") from None
 
 
-def _choices(ctx: Context) -> dict[str, list[str]]:
-    return {"series": available_series(ctx.workspace), "stations": stations(ctx.workspace)}
+def _choices(bench: Workbench, ctx: Context) -> dict[str, list[str]]:
+    return bench.memo(ctx, "choices", lambda ws: {"series": available_series(ws), "stations": stations(ws)})
 
 
 def chart(bench: Workbench, ctx: Context, form: dict[str, str]) -> dict[str, Any]:
-    choices = _choices(ctx)
+    choices = _choices(bench, ctx)
     kind = form.get("type") or "imr"
     default = (choices["stations"] if kind in ATTRIBUTE else choices["series"]) or [""]
     series = form.get("series") or default[0]
@@ -269,18 +269,18 @@ def chart(bench: Workbench, ctx: Context, form: dict[str, str]) -> dict[str, Any
               "phase1": _int(form, "phase1"), "subgroup": _int(form, "subgroup"), "by": form.get("by") or None,
               "points": _int(form, "points") or 2000, "until": form.get("until") or None}
     result: Any = bench.run(ctx, "chart", **values)
-    figures = [figure_json(chart_figure(result, i)) for i in range(len(result.groups))]
+    figures = [figure_json(chart_data(result, i)) for i in range(len(result.groups))]
     cap: Any = None
     if kind not in ATTRIBUTE and (result.lsl is not None or result.usl is not None):
         cap, _ = bench.attempt(ctx, "capability", series=series, by=values["by"])
     return {"title": f"{kind.upper()} chart of {result.series}", "form": values, "choices": choices,
             "result": result, "figures": figures, "types": CHART_TYPES, "rule_sets": RULE_SETS,
-            "cap": cap, "cap_figures": [figure_json(capability_figure(cap, i)) for i in range(len(cap.studies))]
+            "cap": cap, "cap_figures": [figure_json(capability_data(cap, i)) for i in range(len(cap.studies))]
             if cap else []}
 
 
 def capability(bench: Workbench, ctx: Context, form: dict[str, str]) -> dict[str, Any]:
-    choices = _choices(ctx)
+    choices = _choices(bench, ctx)
     series = form.get("series") or (choices["series"] or [""])[0]
 
     def limit(key: str) -> float | None:
@@ -294,7 +294,7 @@ def capability(bench: Workbench, ctx: Context, form: dict[str, str]) -> dict[str
               "by": form.get("by") or None}
     cap: Any = bench.run(ctx, "capability", **values)
     return {"title": f"Capability of {cap.series}", "form": values, "choices": choices, "cap": cap,
-            "cap_figures": [figure_json(capability_figure(cap, i)) for i in range(len(cap.studies))]}
+            "cap_figures": [figure_json(capability_data(cap, i)) for i in range(len(cap.studies))]}
 
 
 CHART_TYPES = ("imr", "xbar-r", "xbar-s", "p", "np", "u", "ewma", "cusum")
