@@ -355,3 +355,21 @@ def test_the_server_answers_from_a_postgres_workspace(pg: tuple[str, str]) -> No
                 "unit_id": ["SN3"], "station": ["AOI"], "t_in": pa.array([T0], pa.timestamp("us")),
                 "result": ["fail"], "defect_code": ["BRIDGE"]})}, source="other")
         assert client.post("/api/pareto", json={}).json()["rows"][0]["defects"] == 2
+
+
+def test_a_corrected_record_resolves_its_quarantine_entry_in_the_database(pg: tuple[str, str], tmp_path: Path) -> None:
+    url, schema = pg
+    header = "unit_id,station,name,value,t\n"
+    rows = [f"SN{i},TEST,vout_v,3.30{i},2026-01-05 06:0{i}:00\n" for i in range(3)]
+    bad = tmp_path / "measurements_1.csv"
+    bad.write_text(header + rows[0] + rows[1].replace("3.301", "oops") + rows[2])
+    assert call("ingest", workspace=url, paths=[bad]).model_dump()["quarantined"] == 1
+    fixed = tmp_path / "measurements_1_fixed.csv"
+    fixed.write_text(header + "".join(rows))
+    assert call("ingest", workspace=url, paths=[fixed]).model_dump()["resolved"] == 1
+    with admin() as con:  # the entry was updated in place in PostgreSQL, not duplicated
+        assert con.execute(f'SELECT count(*), count(resolved_batch) FROM "{schema}".quarantine').fetchone() == (1, 1)
+    with Workspace.open(url) as other:
+        assert other.query("SELECT field, resolved_batch IS NOT NULL AS r FROM quarantine").to_pylist() == [
+            {"field": "value", "r": True}]
+        assert other.count("measurements") == 3
