@@ -81,6 +81,11 @@ class WorkspacePool:
                     self._timer.daemon = True
                     self._timer.start()
 
+    def changed(self) -> None:
+        """Something may have written the workspace without a lease (a command opening it by path)."""
+        with self._lock:
+            self.generation += 1
+
     def answer(self, key: Hashable, compute: Callable[[Workspace], bytes]) -> bytes:
         """A read-only command's answer, `compute(workspace)`: kept from an earlier identical request
         while nothing may have changed since; concurrent identical requests compute it once."""

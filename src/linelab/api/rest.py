@@ -185,6 +185,8 @@ def _call(spec: CommandSpec, params: BaseModel, pool: WorkspacePool, workspace: 
         return spec.func(params, ctx)
     finally:
         ctx.close()
+        if spec.writes:
+            pool.changed()  # it may have written by path, not through its lease
 
 
 def _runner(spec: CommandSpec, shape: RestShape, pool: WorkspacePool) -> Callable[..., Response]:
