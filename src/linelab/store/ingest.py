@@ -94,13 +94,13 @@ def ingest_tables(ws: Workspace, tables: dict[str, pa.Table], source: str, first
                 continue
             rep.seq = seq = int(ws.scalar("SELECT nextval('batch_seq')"))
             bad = [unreadable]
-            rows, hashes = _clean_typed(ws, table, name)
-            if rows is None:
+            fast = _store_fresh_typed(ws, rep, name, table, seq, first_row)
+            if fast is not None:
+                bad.append(fast)
+            else:
                 checked = check(table, name, first_row)
-                rows, hashes = checked.good, None
                 bad.append(checked.quarantine)
-            conflicts = _store(ws, rep, name, rows, seq, first_row, hashes)
-            bad.append(conflicts)
+                bad.append(_store(ws, rep, name, checked.good, seq, first_row))
             quarantine = pa.concat_tables(bad).sort_by("row")
             rep.quarantined = quarantine.num_rows
             if quarantine.num_rows:
@@ -113,23 +113,65 @@ def ingest_tables(ws: Workspace, tables: dict[str, pa.Table], source: str, first
     return report
 
 
-def _key_hashes(ws: Workspace, name: str, extra: str = "") -> pa.Table:
+def _key_hashes(ws: Workspace, name: str) -> np.ndarray:
     keys = ", ".join(q(k) for k in NATURAL_KEYS[name])
-    return ws.query(f"SELECT hash({keys}) AS h{extra} FROM _incoming AS s")
+    return ws.query(f"SELECT hash({keys}) AS h FROM _incoming AS s").column("h").to_numpy()
 
 
-def _clean_typed(ws: Workspace, table: pa.Table, name: str) -> tuple[pa.Table | None, np.ndarray | None]:
-    """A typed batch with no bad row, as it is (and its key hashes); None when it needs the full check."""
-    if LINE in table.column_names or not conforms(table, name):
-        return None, None
+def _repeats_keys(hashes: np.ndarray) -> bool:
+    """Whether two rows may share a natural key (equal key hashes; the exact check tells)."""
+    ordered = np.sort(hashes)
+    return ordered.size > 1 and bool((ordered[1:] == ordered[:-1]).any())
+
+
+def _insert_sql(name: str, rows: pa.Table, seq: int) -> str:
+    cols = ", ".join(f's."{f.name}"' if f.name in rows.column_names else f"NULL::{duck_type(f.type)}"
+                     for f in RECORD_TABLES[name])
+    lineage = "" if name == "specs" else f", {seq}"
+    return f"INSERT INTO {name} SELECT {cols}{lineage} FROM _incoming AS s"
+
+
+def _store_fresh_typed(ws: Workspace, rep: TableReport, name: str, table: pa.Table, seq: int,
+                       first_row: int) -> pa.Table | None:
+    """The adapters' fast path: a typed batch of new records, stored in one statement.
+
+    Applies when the batch is of its schema types, no two rows share a key and no stored row lies in
+    its key range; the checks run inside the INSERT (`surely_valid_sql`), and only the rows that
+    predicate does not vouch for go through the full check. Returns their quarantine entries, or
+    None when the batch needs the general path.
+    """
+    if LINE in table.column_names or not conforms(table, name) or name not in PRUNE_COLUMN:
+        return None
     ws.backend.register("_incoming", table)
     try:
-        probe = _key_hashes(ws, name, f", NOT ({surely_valid_sql(name, table.column_names)}) AS bad")
+        prune = PRUNE_COLUMN[name]
+        lo, hi = pc.min_max(table.column(prune)).values()
+        if ws.scalar(f'SELECT count(*) FROM {name} AS t WHERE t."{prune}" BETWEEN {sql_literal(lo)} AND '
+                     f'{sql_literal(hi)}') or _repeats_keys(_key_hashes(ws, name)):
+            return None
+        valid = surely_valid_sql(name, table.column_names)
+        before = ws.count(name)
+        ws.backend.execute(f"{_insert_sql(name, table, seq)} WHERE {valid}")
+        rep.stored = ws.count(name) - before
+        rep.resolved = _resolve(ws, name, seq, valid)
+        if rep.stored == table.num_rows:
+            return QUARANTINE_SCHEMA.empty_table()
+        # The few rows the fast predicate did not vouch for (bad, or text starting with a blank).
+        lines = pa.array(np.arange(table.num_rows, dtype=np.int64) + first_row)
+        ws.backend.register("_incoming", table.append_column(LINE, lines))
+        unsure = ws.query(f"SELECT * FROM _incoming AS s WHERE NOT ({valid})")
     finally:
         ws.backend.unregister("_incoming")
-    if pc.any(probe.column("bad")).as_py():
-        return None, None
-    return table, probe.column("h").to_numpy()
+    checked = check(unsure, name, first_row)
+    if checked.good.num_rows:
+        ws.backend.register("_incoming", checked.good)
+        try:
+            ws.backend.execute(_insert_sql(name, checked.good, seq))
+            rep.resolved += _resolve(ws, name, seq)
+        finally:
+            ws.backend.unregister("_incoming")
+        rep.stored += checked.good.num_rows
+    return checked.quarantine
 
 
 def _lines(rows: pa.Table, first_row: int) -> np.ndarray:
@@ -203,8 +245,7 @@ def _drop(rows: pa.Table, positions: np.ndarray) -> pa.Table:
     return rows.filter(pa.array(~np.isin(rows.column(POS).to_numpy(), positions)))
 
 
-def _store(ws: Workspace, rep: TableReport, name: str, rows: pa.Table, seq: int, first_row: int,
-           hashes: np.ndarray | None) -> pa.Table:
+def _store(ws: Workspace, rep: TableReport, name: str, rows: pa.Table, seq: int, first_row: int) -> pa.Table:
     """Store a checked batch: in-batch repeats, then stored records, then new rows. Returns conflict entries."""
     conflicts = [QUARANTINE_SCHEMA.empty_table()]
     if rows.num_rows == 0:
@@ -213,10 +254,7 @@ def _store(ws: Workspace, rep: TableReport, name: str, rows: pa.Table, seq: int,
     rows = rows.append_column(POS, pa.array(np.arange(rows.num_rows, dtype=np.int64)))
     ws.backend.register("_incoming", rows)
     try:
-        if hashes is None:
-            hashes = _key_hashes(ws, name).column("h").to_numpy()
-        ordered = np.sort(hashes)
-        if ordered.size > 1 and bool((ordered[1:] == ordered[:-1]).any()):
+        if _repeats_keys(_key_hashes(ws, name)):
             repeats, found = _in_batch_repeats(ws, name, rows, lines)
             conflicts.append(found)
             rep.duplicates += repeats.size - found.num_rows
@@ -234,9 +272,6 @@ def _store(ws: Workspace, rep: TableReport, name: str, rows: pa.Table, seq: int,
             in_range = f' AND t."{prune}" BETWEEN {sql_literal(lo)} AND {sql_literal(hi)}'
             overlap = bool(ws.scalar(f"SELECT count(*) FROM {name} AS t WHERE TRUE{in_range}"))
         before = ws.count(name)
-        cols = ", ".join(f's."{f.name}"' if f.name in rows.column_names else f"NULL::{duck_type(f.type)}"
-                         for f in RECORD_TABLES[name])
-        lineage = "" if name == "specs" else f", {seq}"
         if overlap:
             positions, found = _stored_conflicts(ws, name, rows, lines, match, in_range)
             if positions.size:
@@ -249,10 +284,10 @@ def _store(ws: Workspace, rep: TableReport, name: str, rows: pa.Table, seq: int,
                 differs = " OR ".join(f's."{c}" IS NOT NULL AND s."{c}" IS DISTINCT FROM t."{c}"' for c in changed)
                 rep.updated = ws.query(f"UPDATE {name} AS t SET {sets} FROM _incoming AS s "
                                        f"WHERE {match}{in_range} AND ({differs}) RETURNING 1").num_rows
-            ws.backend.execute(f"INSERT INTO {name} SELECT {cols}{lineage} FROM _incoming AS s "
+            ws.backend.execute(f"{_insert_sql(name, rows, seq)} "
                                f"WHERE NOT EXISTS (SELECT 1 FROM {name} AS t WHERE {match}{in_range})")
         else:
-            ws.backend.execute(f"INSERT INTO {name} SELECT {cols}{lineage} FROM _incoming AS s")
+            ws.backend.execute(_insert_sql(name, rows, seq))
         rep.stored = ws.count(name) - before
         rep.duplicates += rows.num_rows - rep.stored - rep.updated
         rep.resolved = _resolve(ws, name, seq)
@@ -261,13 +296,16 @@ def _store(ws: Workspace, rep: TableReport, name: str, rows: pa.Table, seq: int,
     return pa.concat_tables(conflicts)
 
 
-def _resolve(ws: Workspace, name: str, seq: int) -> int:
-    """Mark earlier quarantine entries resolved whose natural key this batch now brings as a good record."""
+def _resolve(ws: Workspace, name: str, seq: int, where: str = "TRUE") -> int:
+    """Mark earlier quarantine entries resolved whose natural key this batch now brings as a good record.
+
+    `where` picks the good rows of `_incoming` when it holds others too.
+    """
     if not ws.scalar('SELECT count(*) FROM quarantine WHERE table_name = ? AND resolved_batch IS NULL '
                      'AND "key" IS NOT NULL', [name]):
         return 0
     return ws.query(f"""UPDATE quarantine SET resolved_batch = ? WHERE table_name = ? AND resolved_batch IS NULL
-                        AND "key" IN (SELECT {key_sql(name)} FROM _incoming AS s) RETURNING 1""",
+                        AND "key" IN (SELECT {key_sql(name)} FROM _incoming AS s WHERE {where}) RETURNING 1""",
                     [seq, name]).num_rows
 
 
