@@ -204,6 +204,18 @@ def test_a_fix_recorded_on_the_page_goes_through_problem_resolve(served: str, br
     assert not tab.errors, tab.errors
 
 
+def test_the_overview_updates_itself(served: str, browser: Any) -> None:
+    tab = Page(browser, served)
+    p = tab.page
+    p.goto(served + "/?refresh=1")
+    tab.plots_drawn()
+    first = api(served, "problems")["problems"][0]["id"]
+    assert first not in p.locator("#open-section").inner_text()
+    api(served, "problem/status", id=first, status="open", note="seen again")
+    p.locator("#open-problems", has_text=first).wait_for(timeout=15_000)  # no reload: the page fetched it
+    assert tab.plots_drawn() == 2 and not tab.errors, tab.errors
+
+
 def test_pages_answer_bad_requests_with_a_page_not_a_trace(served: str) -> None:
     r = httpx.get(f"{served}/problem/PRB-9999")
     assert r.status_code == 404 and "no problem" in r.text

@@ -158,8 +158,10 @@ def pages_router(root: Path, pool: Any = None) -> APIRouter:
 
     @router.get("/", response_class=HTMLResponse)
     @router.get("/overview", response_class=HTMLResponse)
-    def overview() -> Response:
-        return guarded(lambda ctx: bench.page("overview.html", **views.overview(bench, ctx)))()
+    def overview(refresh: int = 30) -> Response:
+        # The page refreshes its numbers every `refresh` seconds (at least 1; 0 turns it off).
+        every = max(1, refresh) if refresh else None
+        return guarded(lambda ctx: bench.page("overview.html", **(views.overview(bench, ctx) | {"refresh": every})))()
 
     @router.get("/problem/{problem_id}", response_class=HTMLResponse)
     def problem(problem_id: str, error: str | None = None, done: str | None = None) -> Response:

@@ -22,4 +22,24 @@
     });
   }
   document.querySelectorAll("[data-figure]").forEach(draw);
+
+  // Live pages (data-refresh="SECONDS" on <main>): fetch the page again and swap the parts marked
+  // data-live, so new units, problems and yields show without a reload.
+  const main = document.querySelector("main[data-refresh]");
+  if (!main) return;
+  async function refresh() {
+    try {
+      const r = await fetch(window.location.href, {headers: {"accept": "text/html"}});
+      if (!r.ok) return;
+      const fresh = new DOMParser().parseFromString(await r.text(), "text/html");
+      document.querySelectorAll("[data-live]").forEach(function (old) {
+        const next = fresh.getElementById(old.id);
+        if (!next || next.innerHTML === old.innerHTML) return;
+        old.replaceWith(next);
+        next.querySelectorAll("[data-figure]").forEach(draw);
+      });
+      main.dataset.refreshed = String(Date.now());
+    } catch (e) { /* the server is away for a moment: try again at the next tick */ }
+  }
+  setInterval(refresh, 1000 * Number(main.dataset.refresh));
 })();
