@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from asyncua import Server, ua, uamethod
 from asyncua.server.history_sql import HistorySQLite
 
+from linelab.commands import call
 from linelab.connect.opcua import OpcUaConnector, opcua_sources
 from linelab.connect.opcua_control import OpcUaControl
 from linelab.errors import UserError
@@ -55,7 +57,7 @@ class Plc:
         await speed.set_writable()
 
         @uamethod
-        def set_recipe(parent: Any, name: str, value: float) -> str:
+        def change_setpoint(parent: Any, name: str, value: float) -> str:
             self.calls.append((name, value))
             return f"{name}={value}"
 
@@ -67,7 +69,7 @@ class Plc:
         def refuse(parent: ua.NodeId, lot: ua.Variant) -> ua.StatusCode:  # the server says no
             return ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)
 
-        await line.add_method(ua.NodeId("SetRecipe", NS), "SetRecipe", set_recipe,
+        await line.add_method(ua.NodeId("ChangeSetpoint", NS), "ChangeSetpoint", change_setpoint,
                               [ua.VariantType.String, ua.VariantType.Double], [ua.VariantType.String])
         await line.add_method(ua.NodeId("Slow", NS), "Slow", slow, [], [ua.VariantType.String])
         await line.add_method(ua.NodeId("Refuse", NS), "Refuse", refuse, [ua.VariantType.String], [])
@@ -148,10 +150,10 @@ def profile(url: str, extra_nodes: list[dict[str, str]] | None = None) -> Profil
              "opcua": {"url": url, "publishing_ms": 50, "station": "ICT", "unit_node": f"ns={NS};i={SERIAL}",
                        "nodes": [{"node": f"ns={NS};i={TORQUE}", "name": "torque"}]}},
         ],
-        "actions": [{"name": "set_recipe", "params": [{"name": "name"}, {"name": "value", "type": "number"}]}],
+        "actions": [{"name": "change_setpoint", "params": [{"name": "name"}, {"name": "value", "type": "number"}]}],
         "control": {"channel": "opcua", "options": {
             "url": url, "object": f"ns={NS};s=Line", "timeout_s": 1.5,
-            "method:set_recipe": f"ns={NS};s=SetRecipe", "method:slow": f"ns={NS};s=Slow",
+            "method:change_setpoint": f"ns={NS};s=ChangeSetpoint", "method:slow": f"ns={NS};s=Slow",
             "method:refuse": f"ns={NS};s=Refuse", "write:set_speed": f"ns={NS};i={SPEED}"}},
     })
 
@@ -293,14 +295,15 @@ def test_actions_by_method_call_and_write_are_acknowledged_timed_out_or_failed(t
     async def main() -> None:
         plc = Plc(free_port(), tmp_path / "history.sqlite")
         await plc.start()
-        control = OpcUaControl.from_profile(profile(plc.url))
+        ws = Workspace.open(tmp_path / "ws")
+        control = OpcUaControl.from_profile(profile(plc.url), ws)
 
         def send(kind: str, **params: Any) -> dict[str, Any]:
             return control.apply({"id": f"A-{kind}", "kind": kind, "params": params})
 
         # The control blocks until acknowledged, as the act stage calls it: from a worker thread here,
         # so the server in this event loop can answer.
-        ok = await asyncio.to_thread(send, "set_recipe", value=2.5, name="speed")
+        ok = await asyncio.to_thread(send, "change_setpoint", value=2.5, name="speed")
         assert ok["status"] == "acknowledged" and ok["applied"] is True and ok["output"] == "speed=2.5"
         assert plc.calls == [("speed", 2.5)]  # the parameters in the order the profile declares them
         wrote = await asyncio.to_thread(send, "set_speed", value=1.75)
@@ -312,8 +315,15 @@ def test_actions_by_method_call_and_write_are_acknowledged_timed_out_or_failed(t
         unknown = await asyncio.to_thread(send, "reboot")
         assert unknown["status"] == "failed" and "method:reboot" in unknown["error"]
         await plc.stop()
-        down = await asyncio.to_thread(send, "set_recipe", name="speed", value=3.0)
+        down = await asyncio.to_thread(send, "change_setpoint", name="speed", value=3.0)
         assert down["status"] in ("failed", "timed_out") and down["applied"] is False
+        # Every answer is recorded in the workspace with what was sent.
+        recorded = {a["action"]["kind"]: a for a in ws.list_artifacts("opcua_action")}
+        assert {k: a["status"] for k, a in recorded.items()} == {
+            "change_setpoint": down["status"], "set_speed": "acknowledged", "slow": "timed_out", "refuse": "failed",
+            "reboot": "failed"}
+        assert recorded["set_speed"]["action"]["params"] == {"value": 1.75} and recorded["set_speed"]["answered"]
+        ws.close()
 
     asyncio.run(main())
 
@@ -326,3 +336,28 @@ def test_opcua_sources_are_checked() -> None:
     with pytest.raises(UserError, match="no OPC UA source named nope"):
         opcua_sources(p, ["nope"])
     assert p.sources[0].files == [] and not p.sources[0].matches("anything.csv")
+
+
+def test_act_apply_sends_an_approved_action_over_the_profiles_opcua_channel(tmp_path: Path) -> None:
+    async def main() -> None:
+        plc = Plc(free_port(), tmp_path / "history.sqlite")
+        await plc.start()
+        ws_dir = tmp_path / "ws"
+        Workspace.open(ws_dir).close()
+        (ws_dir / "profile.yaml").write_text(yaml.safe_dump(profile(plc.url).model_dump(mode="json")))
+
+        def apply() -> dict[str, Any]:
+            a = call("act propose", workspace=ws_dir, kind="change_setpoint", params='{"name": "speed", "value": 2.5}')
+            action_id = a.model_dump()["action"]["id"]
+            call("act approve", workspace=ws_dir, id=action_id)
+            return call("act apply", workspace=ws_dir, id=action_id).model_dump()["action"]
+
+        action = await asyncio.to_thread(apply)  # blocks until the line answers: off this event loop
+        await plc.stop()
+        assert plc.calls == [("speed", 2.5)]
+        assert action["status"] == "applied" and action["applied"]["via"] == "opcua"
+        assert action["applied"]["status"] == "acknowledged"
+        with Workspace.open(ws_dir) as ws:
+            assert [a["status"] for a in ws.list_artifacts("opcua_action")] == ["acknowledged"]
+
+    asyncio.run(main())

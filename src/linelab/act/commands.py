@@ -11,8 +11,10 @@ from rich.console import Console
 from linelab.act import actions as act
 from linelab.act.control import LineControl, Outbox
 from linelab.commands import Context, Result, command
+from linelab.connect.opcua_control import channel_control
 from linelab.errors import UserError
 from linelab.model import Action
+from linelab.profile.io import workspace_profile
 from linelab.render import fmt, print_rows
 
 
@@ -104,28 +106,40 @@ def act_reject(p: IdParams, ctx: Context) -> ActionResult:
 
 class ApplyParams(BaseModel):
     id: str = Field(..., description="action id", json_schema_extra={"argument": True})
-    via: Literal["auto", "simulator", "outbox"] = Field(
+    via: Literal["auto", "simulator", "outbox", "line"] = Field(
         "auto", description="simulator: apply to the workspace's simulated line now; outbox: queue for a real "
-                            "line; auto: the simulator if the workspace holds one")
+                            "line; line: send it over the profile's control channel (opcua, mqtt) and wait for "
+                            "the answer; auto: the simulator if the workspace holds one, else the line when "
+                            "its channel is opcua or mqtt, else the outbox")
     by: str = Field("operator", description="who applies it")
 
 
 @command("act apply", ApplyParams)
 def act_apply(p: ApplyParams, ctx: Context) -> ActionResult:
-    """Apply an approved action through the line's control interface (a simulator now, or the outbox)."""
+    """Apply an approved action through the line's control interface (a simulator, the line's channel, the outbox)."""
     from linelab.act.simulation import open_workspace_line, workspace_simulation
 
     ws = ctx.workspace
     via = p.via
+    profile = workspace_profile(ws.path)
+    line = channel_control(profile, ws) if profile is not None and via in ("auto", "line") else None
+    if via == "line" and line is None:
+        raise UserError("the workspace's profile has no control channel to the line (control.channel opcua or mqtt)")
     if via == "auto":
-        via = "simulator" if workspace_simulation(ws) is not None else "outbox"
-    if via == "simulator":
+        via = "simulator" if workspace_simulation(ws) is not None else "line" if line is not None else "outbox"
+    if via == "line":
+        control: Any = line
+    elif via == "simulator":
         if workspace_simulation(ws) is None:
             raise UserError("the workspace holds no simulated line (`linelab twin run` makes one); use --via outbox")
-        control: Any = LineControl(open_workspace_line(ws).line)
+        control = LineControl(open_workspace_line(ws).line)
     else:
         control = Outbox(ws)
-    return ActionResult(action=Action.model_validate(act.apply(ws, p.id, control, by=p.by)))
+    try:
+        return ActionResult(action=Action.model_validate(act.apply(ws, p.id, control, by=p.by)))
+    finally:
+        if line is not None and hasattr(line, "close"):
+            line.close()  # a channel's connection lives for this one action
 
 
 class CheckParams(BaseModel):

@@ -13,8 +13,10 @@ The profile's control section picks this channel and says where each action goes
         "write:set_speed": ns=2;s=Line.Speed          # written with the action's one parameter
 
 `OpcUaControl.apply(action)` has the shape of the act stage's control protocol: it returns what
-happened, `status` acknowledged (the server answered Good; `applied` true), timed_out or failed
-(with the server's status code or the connection error), so the action's record says which.
+happened, `status` acknowledged (the server answered Good; `applied` true, `t` the time it did),
+timed_out or failed (with the server's status code or the connection error), so the action's
+record says which. Given a workspace, every answer is also recorded there (artefact kind
+"opcua_action", with the action, when it was sent and when answered).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from linelab.errors import UserError
 from linelab.profile.schema import Profile
 
 OBJECTS_FOLDER = "i=85"
+RECORD_KIND = "opcua_action"
 
 
 def _now() -> str:
@@ -41,7 +44,8 @@ class OpcUaControl:
 
     name = "opcua"
 
-    def __init__(self, options: Mapping[str, Any], param_order: Mapping[str, list[str]] | None = None) -> None:
+    def __init__(self, options: Mapping[str, Any], param_order: Mapping[str, list[str]] | None = None,
+                 ws: Any = None) -> None:
         url = options.get("url")
         if not isinstance(url, str) or not url:
             raise UserError("control channel opcua: control.options.url (opc.tcp://host:port) is missing")
@@ -54,16 +58,23 @@ class OpcUaControl:
             if how in ("method", "write") and kind:
                 self.routes[kind] = (how, str(value))
         self.param_order = dict(param_order or {})
+        self.ws = ws
 
     @classmethod
-    def from_profile(cls, profile: Profile) -> OpcUaControl:
+    def from_profile(cls, profile: Profile, ws: Any = None) -> OpcUaControl:
         if profile.control.channel != "opcua":
             raise UserError(f"the profile's control channel is {profile.control.channel}, not opcua")
-        return cls(profile.control.options, {a.name: [p.name for p in a.params] for a in profile.actions})
+        return cls(profile.control.options, {a.name: [p.name for p in a.params] for a in profile.actions}, ws)
 
     def apply(self, action: Mapping[str, Any]) -> dict[str, Any]:
-        """Send one action and wait for its acknowledgement (from a thread without a running event loop)."""
-        return asyncio.run(self.send(action))
+        """Send one action and wait for its answer (from a thread without a running event loop)."""
+        sent = _now()
+        result = asyncio.run(self.send(action))
+        if self.ws is not None and action.get("id"):
+            body = {"id": action["id"], "kind": action["kind"], "params": dict(action.get("params") or {})}
+            self.ws.put_artifact(RECORD_KIND, str(action["id"]), {"action": body, "sent": sent, "answered": _now(),
+                                                                 **result}, status=result["status"])
+        return result
 
     def _args(self, kind: str, params: Mapping[str, Any]) -> list[Any]:
         order = self.param_order.get(kind) or list(params)
@@ -73,7 +84,7 @@ class OpcUaControl:
         kind = str(action["kind"])
         params = dict(action.get("params") or {})
         route = self.routes.get(kind)
-        out: dict[str, Any] = {"via": self.name, "t": _now(), "applied": False, "action_id": action.get("id")}
+        out: dict[str, Any] = {"via": self.name, "t": None, "applied": False}
         if route is None:
             return {**out, "status": "failed",
                     "error": f"no OPC UA route for action {kind!r}: add control.options 'method:{kind}' or "
@@ -132,3 +143,14 @@ def _as(vtype: ua.VariantType, v: Any) -> Any:
     if vtype.name.startswith(("Int", "UInt", "SByte", "Byte")):
         return int(v)
     return v
+
+
+def channel_control(profile: Profile, ws: Any = None) -> Any:
+    """The control of a profile whose channel reaches the line itself (opcua, mqtt); None otherwise."""
+    if profile.control.channel == "opcua":
+        return OpcUaControl.from_profile(profile, ws)
+    if profile.control.channel == "mqtt":
+        from linelab.connect.mqtt_control import MqttControl
+
+        return MqttControl.from_options(profile.control.options, ws)
+    return None
