@@ -21,12 +21,13 @@ from linelab.commands import call
 FUZZED = [
     "/api/commands", "/outputs/{name}",
     "/api/ingest", "/api/quarantine", "/api/yield", "/api/pareto", "/api/trace",
-    "/api/problems", "/api/problem/status", "/api/problem/resolve",
+    "/api/problems", "/api/problem/show", "/api/problem/status", "/api/problem/resolve",
     "/api/act/propose", "/api/act/approve", "/api/act/reject", "/api/act/check", "/api/act/list",
     "/api/act/done",
     "/api/knowhow/list", "/api/knowhow/show", "/api/knowhow/search", "/api/knowhow/edit",
     "/api/knowhow/add", "/api/knowhow/watches",
-    "/api/experiment/status", "/api/learning", "/api/twin/scenarios", "/api/profile/schema",
+    "/api/experiment/status", "/api/learning", "/api/twin/scenarios",
+    "/api/profile/schema", "/api/profile/init", "/api/profile/check",
 ]
 
 
@@ -45,7 +46,7 @@ def test_no_generated_call_gets_a_server_error(api_schema: Any, path: str) -> No
     assert operations, path
     for operation in operations:
         @given(case=operation.as_strategy())
-        @settings(max_examples=12, deadline=None, derandomize=True, database=None,
+        @settings(max_examples=15, deadline=None, derandomize=True, database=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                          HealthCheck.data_too_large])
         def generated_calls(case: Any) -> None:
