@@ -379,11 +379,11 @@ def test_host_orders_sequences_across_the_wrap(group: str) -> None:
 
     h = Host(reorder_timeout=1.0)
     t = Topic(group, "NBIRTH", "N")
-    h.receive(Envelope(t, Message(0, 250, [Metric("bdSeq", 1, INT64)])), 0.0)
+    h.receive(Envelope(t, Message.of(0, 250, [Metric("bdSeq", 1, INT64)])), 0.0)
     d = Topic(group, "NDATA", "N")
     order = []
     for seq in (251, 253, 252, 254, 255, 1, 0, 2):
-        out = h.receive(Envelope(d, Message(0, seq, [Metric("x", 1.0, DOUBLE)])), 0.0)
+        out = h.receive(Envelope(d, Message.of(0, seq, [Metric("x", 1.0, DOUBLE)])), 0.0)
         order += [e.message.seq for e in out.deliver]
     assert order == [251, 252, 253, 254, 255, 0, 1, 2]
     assert h.counts["gaps"] == 0 and not h.tick(5.0).gaps

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,9 +25,9 @@ import pyarrow.compute as pc
 import xxhash
 from paho.mqtt.client import topic_matches_sub
 
+from linelab.connect.live_rows import Rows, maps_nothing
 from linelab.connect.mapping import apply
 from linelab.connect.sparkplug.host import Envelope
-from linelab.connect.sparkplug.payload import Metric, ms_to_iso
 from linelab.errors import UserError
 from linelab.profile.schema import Profile, Source
 from linelab.store.schema import RECORD_TABLES
@@ -40,66 +39,6 @@ TOPIC_COLUMNS = ("$group", "$node", "$device", "$timestamp", "$topic")
 
 def live_sources(profile: Profile) -> list[Source]:
     return [s for s in profile.sources if s.mqtt is not None]
-
-
-@dataclass
-class Rows:
-    """Text columns of one source's pending rows (every column as long as `n`)."""
-
-    n: int = 0
-    columns: dict[str, list[str | None]] = field(default_factory=dict)
-
-    def add(self, row: dict[str, str | None]) -> None:
-        for name, value in row.items():
-            col = self.columns.get(name)
-            if col is None:
-                col = self.columns[name] = [None] * self.n
-            col.append(value)
-        self.n += 1
-        for col in self.columns.values():
-            if len(col) < self.n:
-                col.append(None)
-
-    def table(self, needed: list[str]) -> pa.Table:
-        """The rows as text; what the topic tells ($...) only where the source uses it (a wide source
-        would otherwise take it for a reading)."""
-        cols = {**{c: [None] * self.n for c in needed}, **self.columns}
-        return pa.table({k: pa.array(v, pa.string()) for k, v in cols.items()
-                         if not k.startswith("$") or k in needed})
-
-
-def _text(v: Any) -> str | None:
-    if v is None or isinstance(v, str):
-        return v
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, dict | list):
-        return json.dumps(v)
-    return str(v)
-
-
-def metric_records(metrics: list[Metric], prefix: str, stamp: str | None) -> list[dict[str, str | None]]:
-    """Record shape: the metrics of one message as records; the n-th repeat of a name is the n-th record."""
-    records: list[dict[str, str | None]] = []
-    seen: dict[str, int] = defaultdict(int)
-    for m in metrics:
-        name = m.name or ""
-        if prefix and not name.startswith(prefix):
-            continue
-        name = name[len(prefix):]
-        k = seen[name]
-        seen[name] += 1
-        if k == len(records):
-            records.append({"$timestamp": ms_to_iso(m.timestamp) if m.timestamp is not None else stamp})
-        records[k][name] = m.text
-    return records
-
-
-def metric_rows(metrics: list[Metric], prefix: str, stamp: str | None) -> list[dict[str, str | None]]:
-    """Metric shape: each metric one row (name, value, t)."""
-    return [{"name": (m.name or "")[len(prefix):], "value": m.text,
-             "t": ms_to_iso(m.timestamp) if m.timestamp is not None else stamp}
-            for m in metrics if not prefix or (m.name or "").startswith(prefix)]
 
 
 def needed_columns(source: Source) -> list[str]:
@@ -127,32 +66,35 @@ class LiveSink:
         return [s for s in self.sources if s.mqtt is not None and topic_matches_sub(s.mqtt.topic, topic)]
 
     def add_sparkplug(self, env: Envelope, topic: str) -> int:
-        stamp = ms_to_iso(env.message.timestamp) if env.message.timestamp is not None else None
         t = env.topic
+        extra = {"$group": t.group, "$node": t.node, "$device": t.device}
+        msg = env.message
         added = 0
         for source in self.routes(topic):
             assert source.mqtt is not None
-            shape = metric_rows if source.mqtt.shape == "metric" else metric_records
             rows = self.pending.setdefault(source.name, Rows())
-            for row in shape(env.message.metrics, source.mqtt.metrics, stamp):
-                row.update({"$group": t.group, "$node": t.node, "$device": t.device})
-                rows.add(row)
-                added += 1
+            prefix = source.mqtt.metrics
+            if source.mqtt.shape == "metric":
+                rows.datetimes.add("t")
+                added += rows.add_rows([{"name": (n or "")[len(prefix):], "value": v,
+                                         "t": ts if ts is not None else msg.timestamp}
+                                        for n, v, ts in zip(msg.names, msg.values, msg.timestamps, strict=True)
+                                        if not prefix or (n or "").startswith(prefix)], extra)
+            else:
+                added += rows.add_message(msg, prefix, extra)
         self.rows_pending += added
         return added
 
     def add_json(self, records: list[dict[str, Any]], topic: str) -> int:
         added = 0
         for source in self.routes(topic):
-            rows = self.pending.setdefault(source.name, Rows())
-            for r in records:
-                rows.add({"$topic": topic, **{str(k): _text(v) for k, v in r.items()}})
-                added += 1
+            added += self.pending.setdefault(source.name, Rows()).add_rows(records, {"$topic": topic})
         self.rows_pending += added
         return added
 
     def add_event(self, t: str, kind: str, machine: str, target: str, detail: dict[str, Any]) -> None:
-        self.events.add({"t": t, "kind": kind, "machine": machine, "target": target, "detail": json.dumps(detail)})
+        self.events.add_rows([{"t": t, "kind": kind, "machine": machine, "target": target,
+                               "detail": json.dumps(detail)}], {})
 
     def reject(self, topic: str, payload: bytes | bytearray, reason: str) -> None:
         """A payload that cannot be read: quarantined (once, however often it is delivered) at the next flush."""
@@ -168,15 +110,18 @@ class LiveSink:
             rows = self.pending.get(source.name)
             if rows is None or not rows.n:
                 continue
+            typed = rows.typed(source) if maps_nothing(source) else None
+            if typed is not None:
+                tables[source.table].append(typed)
+                continue
             where = f"MQTT source '{source.name}' ({source.mqtt.topic if source.mqtt else ''})"
             try:
-                tables[source.table].append(apply(source, rows.table(needed_columns(source)), 1, where))
+                tables[source.table].append(apply(source, rows.text(needed_columns(source)), 1, where))
             except UserError as exc:  # messages that do not fit the source: kept with the reason, not fatal
                 self._reject_rows(source, rows, str(exc))
         if self.events.n:
-            tables["events"].append(self.events.table([]))
-        merged = {name: pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
-                  for name, parts in tables.items()}
+            tables["events"].append(self.events.text([]))
+        merged = {name: _concat(parts) for name, parts in tables.items()}
         counts = {"stored": 0, "updated": 0, "duplicates": 0, "quarantined": 0, "garbage": 0}
         for name, table in merged.items():
             # A record delivered twice within one batch: the store checks a batch against what it holds.
@@ -204,7 +149,7 @@ class LiveSink:
         return (self.ws.get_artifact(STATE_KIND, self.name) or {}).get("sessions", {})
 
     def _reject_rows(self, source: Source, rows: Rows, reason: str) -> None:
-        table = rows.table([])
+        table = rows.text([])
         for i, row in enumerate(table.to_pylist()):
             raw = json.dumps(row)
             self.bad.append({"batch_id": "mqtt-" + xxhash.xxh3_128_hexdigest(f"{source.name}\0{raw}".encode()),
@@ -224,6 +169,16 @@ class LiveSink:
             n += 1
         self.bad.clear()
         return n
+
+
+def _concat(parts: list[pa.Table]) -> pa.Table:
+    """One table of a flush from several sources' parts; typed and text parts meet as text."""
+    if len(parts) == 1:
+        return parts[0]
+    if any(pa.types.is_string(f.type) for p in parts for f in p.schema) and not all(
+            pa.types.is_string(f.type) for p in parts for f in p.schema):
+        parts = [p.cast(pa.schema([pa.field(f.name, pa.string()) for f in p.schema])) for p in parts]
+    return pa.concat_tables(parts, promote_options="permissive")
 
 
 def distinct(table: pa.Table) -> pa.Table:

@@ -39,7 +39,7 @@ class ConnectParams(BaseModel):
                                                        "the messages that arrive while it is down)")
     profile: Path | None = Field(None, description="line profile [default: the workspace's profile.yaml]",
                                  json_schema_extra={"path": "input"})
-    batch_rows: int = Field(5000, gt=0, description="flush to the store after this many rows")
+    batch_rows: int = Field(20_000, gt=0, description="flush to the store after this many rows")
     batch_seconds: float = Field(0.25, gt=0, description="... or after this many seconds")
     reorder_timeout: float = Field(2.0, gt=0, description="seconds a Sparkplug message ahead of its turn waits "
                                                           "for the ones before it before the gap is declared")

@@ -52,7 +52,7 @@ SESSION_EXPIRY_S = 7 * 24 * 3600  # how long the broker keeps messages for a con
 class Settings:
     url: str | None = None
     client_id: str = "linelab-host"
-    batch_rows: int = 5000
+    batch_rows: int = 20_000
     batch_seconds: float = 0.25
     queue_size: int = 20_000
     reorder_timeout: float = 2.0

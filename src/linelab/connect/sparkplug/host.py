@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from linelab.connect.sparkplug.payload import BDSEQ, Message, PayloadError, Topic
+from linelab.connect.sparkplug.payload import BDSEQ, Message, Topic
 
 SEQ_MODULO = 256
 
@@ -85,7 +85,7 @@ class Outcome:
 
 
 def _metric_int(message: Message, name: str) -> int | None:
-    v = next((m.value for m in message.metrics if m.name == name), None)
+    v = next((v for n, v in zip(message.names, message.values, strict=True) if n == name), None)
     return int(v) if v is not None else None
 
 
@@ -147,7 +147,7 @@ class Host:
         if session.expected is None:
             # No birth known: deliverable only if every metric is named; ask for a rebirth either way.
             self._ask_rebirth(session, t, now, out)
-            if t.kind == "DBIRTH" or all(m.name is not None for m in msg.metrics):
+            if t.kind == "DBIRTH" or None not in msg.names:
                 self._accept(session, env, out)
             else:
                 out.rejected.append((env, f"{t.kind} from {t.group}/{t.node} before its birth certificate: "
@@ -222,26 +222,25 @@ class Host:
 
     def _accept(self, session: Session, env: Envelope, out: Outcome, aliases: dict[int, str] | None = None) -> None:
         kind = env.topic.kind
+        msg = env.message
         if kind in ("NBIRTH", "DBIRTH"):
-            for m in env.message.metrics:
-                if m.alias is not None and m.name is not None:
-                    session.aliases[m.alias] = m.name
+            session.aliases.update((a, n) for a, n in zip(msg.aliases, msg.names, strict=True)
+                                   if a is not None and n is not None)
             out.births.append(env)
             return
         if kind == "DDEATH":
             out.deaths.append(env)
             return
-        try:
-            for m in env.message.metrics:
-                if m.name is None:
-                    known = session.aliases if aliases is None else aliases
-                    if m.alias is None or m.alias not in known:
-                        raise PayloadError(f"metric alias {m.alias} is not in the birth certificate")
-                    m.name = known[m.alias]
-        except PayloadError as exc:
-            out.rejected.append((env, str(exc)))
-            self.counts["rejected"] += 1
-            return
+        if None in msg.names:
+            known = session.aliases if aliases is None else aliases
+            names = [n if n is not None else known.get(a) if a is not None else None
+                     for n, a in zip(msg.names, msg.aliases, strict=True)]
+            if None in names:
+                alias = msg.aliases[names.index(None)]
+                out.rejected.append((env, f"metric alias {alias} is not in the birth certificate"))
+                self.counts["rejected"] += 1
+                return
+            msg.names = names
         out.deliver.append(env)
         self.counts["delivered"] += 1
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -62,7 +63,7 @@ def parse_topic(topic: str) -> Topic | None:
     return Topic(parts[1], parts[2], parts[3], parts[4] if len(parts) == 5 else None)
 
 
-@dataclass
+@dataclass(slots=True)
 class Metric:
     name: str | None
     value: Any
@@ -87,9 +88,26 @@ class Metric:
 
 @dataclass
 class Message:
+    """A decoded payload, held as parallel columns (one entry per metric, in order): reading a
+    message costs one pass per field over its metrics, not one object per metric."""
+
     timestamp: int | None
     seq: int | None
-    metrics: list[Metric] = field(default_factory=list)
+    names: list[str | None] = field(default_factory=list)  # None: sent by alias only (until resolved)
+    aliases: list[int | None] = field(default_factory=list)
+    values: list[Any] = field(default_factory=list)
+    datatypes: list[int] = field(default_factory=list)
+    timestamps: list[int | None] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, timestamp: int | None, seq: int | None, metrics: list[Metric]) -> Message:
+        return cls(timestamp, seq, [m.name for m in metrics], [m.alias for m in metrics],
+                   [m.value for m in metrics], [m.datatype for m in metrics], [m.timestamp for m in metrics])
+
+    @property
+    def metrics(self) -> list[Metric]:
+        return [Metric(*row) for row in zip(self.names, self.values, self.datatypes, self.aliases, self.timestamps,
+                                            strict=True)]
 
 
 def ms_to_iso(ms: int) -> str:
@@ -154,17 +172,17 @@ def encode(metrics: list[Metric], seq: int | None, timestamp: int | None = None)
     return p.SerializeToString()
 
 
-def _value(m: Payload.Metric) -> Any:
-    if m.is_null:
-        return None
+_FIELD = {**{d: "int_value" for d in _INT_FIELD}, **{d: "long_value" for d in _LONG_FIELD},
+          **{d: "string_value" for d in _STRING_FIELD}, FLOAT: "float_value", DOUBLE: "double_value",
+          BOOLEAN: "boolean_value", BYTES: "bytes_value"}
+
+
+def _oneof(m: Payload.Metric) -> Any:
     which = m.WhichOneof("value")
-    if which is None:
-        return None
-    v = getattr(m, which)
-    bits = _SIGNED_BITS.get(m.datatype)
-    if bits and v >= 1 << (bits - 1):
-        v -= 1 << bits
-    return v
+    return None if which is None else getattr(m, which)
+
+
+_GETTERS = {d: attrgetter(f) for d, f in _FIELD.items()}
 
 
 def decode(data: bytes | bytearray) -> Message:
@@ -174,12 +192,27 @@ def decode(data: bytes | bytearray) -> Message:
         p.ParseFromString(bytes(data))
     except (DecodeError, RuntimeWarning) as exc:
         raise PayloadError(f"not a Sparkplug B payload: {exc}") from None
-    metrics = [Metric(name=m.name if m.HasField("name") else None, value=_value(m),
-                      datatype=m.datatype, alias=m.alias if m.HasField("alias") else None,
-                      timestamp=m.timestamp if m.HasField("timestamp") else None)
-               for m in p.metrics]
-    return Message(timestamp=p.timestamp if p.HasField("timestamp") else None,
-                   seq=p.seq if p.HasField("seq") else None, metrics=metrics)
+    ms = p.metrics
+    datatypes = [m.datatype for m in ms]
+    # The value's field follows from the data type; a metric whose type LineLab does not know is read
+    # from whichever field it set.
+    get = [_GETTERS.get(d, _oneof) for d in datatypes]
+    values = [g(m) for g, m in zip(get, ms, strict=True)]
+    if any(m.is_null for m in ms):
+        values = [None if m.is_null else v for m, v in zip(ms, values, strict=True)]
+    if any(d in _SIGNED_BITS for d in datatypes):
+        for i, d in enumerate(datatypes):
+            bits = _SIGNED_BITS.get(d)
+            v = values[i]
+            if bits and v is not None and v >= 1 << (bits - 1):
+                values[i] = v - (1 << bits)
+    names: list[str | None] = [m.name or None for m in ms]
+    aliases: list[int | None] = [m.alias for m in ms]
+    if 0 in aliases:  # 0 is also what an absent alias reads as
+        aliases = [a if a or m.HasField("alias") else None for a, m in zip(aliases, ms, strict=True)]
+    timestamps: list[int | None] = [m.timestamp or None for m in ms]
+    return Message(p.timestamp if p.HasField("timestamp") else None, p.seq if p.HasField("seq") else None,
+                   names, aliases, values, datatypes, timestamps)
 
 
 def decode_json(data: bytes | bytearray) -> list[dict[str, Any]]:
