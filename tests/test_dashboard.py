@@ -179,6 +179,9 @@ def test_overview_problem_chart_capability_knowhow_and_unit(served: str, browser
     assert p.locator(".table-steps tr").count() == len(traced["steps"]) + 1
     tab.shot("unit")
 
+    p.goto(served + "/experiments")
+    assert "no experiments designed yet" in p.locator("main").inner_text()
+
     p.goto(served + "/learning")
     assert tab.plots_drawn() == 1
     assert p.locator("#incidents tr").count() > 1

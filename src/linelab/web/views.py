@@ -309,23 +309,50 @@ def knowhow(bench: Workbench, ctx: Context, q: str | None) -> dict[str, Any]:
 
 
 def experiments(bench: Workbench, ctx: Context) -> dict[str, Any]:
-    rows = bench.run(ctx, "experiment status").experiments  # type: ignore[attr-defined]
-    learned, _ = bench.attempt(ctx, "learning")
-    return {"title": "Experiments", "rows": rows, "trials": getattr(learned, "recipe_trials", None) or []}
+    res: Any = bench.run(ctx, "experiment status")
+    return {"title": "Experiments", "rows": res.experiments, "trials": res.recipe_trials}
+
+
+def _lot_yield(lot: dict[str, Any]) -> float | None:
+    return lot["passed"] / lot["units"] if lot.get("units") else None
+
+
+def arms_figure(lots: list[dict[str, Any]]) -> Figure:
+    """A split run over time: each lot's first-pass yield by arm, and the difference with its interval."""
+    data: list[dict[str, Any]] = []
+    for arm, colour in (("control", "#9aa5b1"), ("treatment", LINE)):
+        mine = [lot for lot in lots if lot.get("arm") == arm]
+        data.append({"type": "scatter", "mode": "markers", "name": f"{arm} lots", "marker": {"color": colour},
+                     "x": [lot["cumulative_units"] for lot in mine], "y": [_lot_yield(lot) for lot in mine]})
+    x = [lot["cumulative_units"] for lot in lots]
+    data += [{"type": "scatter", "mode": "lines", "name": "difference (treatment − control)", "yaxis": "y2",
+              "x": x, "y": [lot.get("difference") for lot in lots], "line": {"color": FLAG}},
+             {"type": "scatter", "mode": "lines", "name": "its interval", "yaxis": "y2", "x": x + x[::-1],
+              "y": [lot.get("upper") for lot in lots] + [lot.get("lower") for lot in lots][::-1], "fill": "toself",
+              "fillcolor": "rgba(179,38,30,0.1)", "line": {"width": 0}, "hoverinfo": "skip"}]
+    return figure(data, 360, margin={"r": 70}, xaxis={"title": {"text": "units in the run"}},
+                  yaxis={"tickformat": ".1%", "title": {"text": "lot first-pass yield"}},
+                  yaxis2={"overlaying": "y", "side": "right", "tickformat": "+.1%", "showgrid": False,
+                          "title": {"text": "difference"}})
 
 
 def experiment(bench: Workbench, ctx: Context, exp_id: str) -> dict[str, Any]:
     e = bench.run(ctx, "experiment status", id=exp_id).experiment  # type: ignore[attr-defined]
     results = e.get("results") or {}
-    fig = None
+    figs = []
+    lots = results.get("lots") or (results.get("confirmation") or {}).get("lots") or []
+    if lots:
+        figs.append(("Arms over time", figure_json(arms_figure(lots))))
     steps = results.get("steps") or []
     if steps:
-        fig = figure_json(figure([{"type": "scatter", "x": list(range(1, len(steps) + 1)),
-                                   "y": [s.get("yield", s.get("first_pass_yield")) for s in steps],
-                                   "mode": "lines+markers", "line": {"color": LINE}, "name": "trial"}], 300,
-                                 xaxis={"title": {"text": "trial"}},
-                                 yaxis={"tickformat": ".2%", "title": {"text": "yield"}}))
-    return {"title": f"Experiment {exp_id}", "e": e, "fig": fig}
+        ys = [s["passed"] / s["units"] if s.get("units") else s.get("yield") for s in steps]
+        figs.append(("Recipe search", figure_json(figure(
+            [{"type": "scatter", "x": list(range(1, len(steps) + 1)), "y": ys, "mode": "lines+markers",
+              "line": {"color": LINE}, "name": "trial"},
+             {"type": "scatter", "x": list(range(1, len(steps) + 1)), "y": [s.get("incumbent_yield") for s in steps],
+              "mode": "lines", "line": {"color": OK, "dash": "dot"}, "name": "best so far (estimated)"}], 300,
+            xaxis={"title": {"text": "trial"}}, yaxis={"tickformat": ".2%", "title": {"text": "first-pass yield"}}))))
+    return {"title": f"Experiment {exp_id}", "e": e, "figs": figs}
 
 
 def learning(bench: Workbench, ctx: Context) -> dict[str, Any]:
