@@ -218,7 +218,7 @@ def test_garbage_payloads_are_quarantined_with_their_reason(url: str, group: str
 
 def _cli(ws: Path, url: str, client_id: str, *args: str) -> subprocess.Popen[bytes]:
     code = "import sys; from linelab.cli import main; sys.argv[0] = 'linelab'; main()"
-    return subprocess.Popen([sys.executable, "-c", code, "connect", "-w", str(ws), "--broker", url,
+    return subprocess.Popen([sys.executable, "-c", code, "connect", "mqtt", "-w", str(ws), "--broker", url,
                              "--client-id", client_id, "--batch-seconds", "0.05", "--session-expiry", "60",
                              *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

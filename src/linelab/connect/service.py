@@ -1,8 +1,8 @@
-"""`linelab connect`: the live connector as a long-lived service, configured by the line profile's sources.
+"""`linelab connect mqtt`: the MQTT connector as a long-lived service, configured by the profile's mqtt sources.
 
 It runs until stopped (Ctrl-C, SIGTERM), or for `--seconds` / `--max-records`. While it runs it
 writes its status to `connect-status.json` in the workspace folder after each flush, which
-`linelab connect status` prints (the workspace's database is the connector's while it runs).
+`linelab connect status` prints (the workspace's database may be the connector's while it runs).
 """
 
 from __future__ import annotations
@@ -76,9 +76,9 @@ def _write_status(path: Path, connector: Connector, running: bool) -> None:
     tmp.replace(path)
 
 
-@command("connect", ConnectParams)
-def connect(p: ConnectParams, ctx: Context) -> ConnectResult:
-    """Connect to the live line (MQTT Sparkplug B or JSON, per the profile's sources) and store what arrives."""
+@command("connect mqtt", ConnectParams, rest=False)
+def connect_mqtt(p: ConnectParams, ctx: Context) -> ConnectResult:
+    """Connect to the live line over MQTT (Sparkplug B or JSON, the profile's mqtt sources) and store what arrives."""
     profile = _profile(p, ctx)
     settings = Settings(url=p.broker, client_id=p.client_id, batch_rows=p.batch_rows,
                         batch_seconds=p.batch_seconds, reorder_timeout=p.reorder_timeout,
@@ -116,7 +116,7 @@ class StatusResult(Result):
                              for k, v in self.status.items()], "connector status")
 
 
-@command("connect status", StatusParams)
+@command("connect status", StatusParams, writes=False)
 def connect_status(p: StatusParams, ctx: Context) -> StatusResult:
     """The live connector's status (running or last run): records, stored, duplicates, gaps, quarantined."""
     path = resolve_path(ctx.workspace_path) / STATUS_FILE
@@ -125,4 +125,4 @@ def connect_status(p: StatusParams, ctx: Context) -> StatusResult:
     return StatusResult(status=json.loads(path.read_text()))
 
 
-__all__ = ["ConnectParams", "ConnectResult", "Status", "connect", "connect_status"]
+__all__ = ["ConnectParams", "ConnectResult", "Status", "connect_mqtt", "connect_status"]

@@ -7,7 +7,7 @@ paced in line time (`--speed 1` is real time, `--speed 60` a minute a second, no
 it goes). Actions arrive as NCMD `Action` metrics (see connect/mqtt_control.py) and are applied
 to the line between messages; the answer goes back on NDATA as `Action/Ack`.
 
-`--profile-out` writes the profile a workspace needs to connect to it (`linelab connect`): the
+`--profile-out` writes the profile a workspace needs to connect to it (`linelab connect mqtt`): the
 twin's own, with an MQTT source per table and the control channel set to mqtt.
 """
 
@@ -175,7 +175,7 @@ class PublishResult(Result):
                       f"({self.seconds:.1f} s); {len(self.actions)} action(s) applied")
 
 
-@command("twin publish", PublishParams, workspace=False)
+@command("twin publish", PublishParams, workspace=False, rest=False)
 def twin_publish(p: PublishParams, ctx: Context) -> PublishResult:
     """Run the simulated line as a live line: its production over MQTT Sparkplug B, its actions taken back."""
     if not p.mqtt:
