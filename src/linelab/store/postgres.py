@@ -403,6 +403,8 @@ class PostgresBackend:
     def _run(self, sql: str, params: Sequence[Any] | None) -> pa.Table:
         first = _FIRST_WORD.match(sql)
         word = first.group(1).upper() if first else ""
+        if not first and sql.lstrip().startswith("("):
+            word = "SELECT"  # (SELECT ...) UNION (SELECT ...)
         if _SEQUENCE_CALL.search(sql):
             # The batch sequence must be one for every process: PostgreSQL's.
             return self._pg_run(sql, params).fetch_arrow_table()
