@@ -118,12 +118,22 @@ def test_a_call_with_one_unreadable_file_stores_nothing_and_names_each_bad_file(
     assert ingest(tmp_path / "ws", good).code == 0 and len(stored(tmp_path / "ws")) == N
 
 
-def test_a_file_refused_midway_rolls_back_the_files_before_it(tmp_path: Path) -> None:
-    """Every call is one transaction: the second file's missing column undoes the first file."""
+def test_a_file_lacking_a_required_column_is_named_before_anything_is_stored(tmp_path: Path) -> None:
     units = write(tmp_path / "units_a.csv", ["unit_id,product,line,t_start", "SN1,P,L1,2026-01-05 06:00:00"])
     steps = write(tmp_path / "steps_b.csv", ["unit_id,station,t_in", "SN1,S1,2026-01-05 06:00:00"])  # no result
     out = ingest(tmp_path / "ws", units, steps)
-    assert out.code == 2 and "result" in out.stderr
+    assert out.code == 2 and f"{steps}: holds steps but lacks the required column(s) result" in out.stderr
+    assert stored(tmp_path / "ws", "units") == []
+
+
+def test_a_file_refused_midway_rolls_back_the_files_before_it(tmp_path: Path) -> None:
+    """Every call is one transaction: the second file, failing as it is mapped, undoes the first."""
+    units = write(tmp_path / "units_a.csv", ["unit_id,product,line,t_start", "SN1,P,L1,2026-01-05 06:00:00"])
+    steps = write(tmp_path / "mes_b.csv", ["unit_id,station,t_in,result", "SN1,S1,2026-01-05 06:00:00,pass"])
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("sources:\n  - {name: mes, table: steps, files: ['mes_*'], timezone: Mars/Olympus_Mons}\n")
+    out = ingest(tmp_path / "ws", units, steps, "--profile", profile)
+    assert out.code == 2 and str(steps) in out.stderr and "Mars/Olympus_Mons" in out.stderr
     assert stored(tmp_path / "ws", "units") == []
     with Workspace.open(tmp_path / "ws") as w:
         assert w.count("batches") == 0
@@ -278,6 +288,14 @@ def test_the_profile_zone_converts_local_times(tmp_path: Path) -> None:
         got = dict(w.query("SELECT unit_id, CAST(t_in AS VARCHAR) FROM steps").to_pylist()[i].values()
                    for i in range(2))
     assert got == {"C1": "2026-07-01 12:00:00", "C2": "2026-07-01 08:00:00"}
+    # A Parquet column with its own zone keeps its instants: the source's zone is for times without one.
+    zoned = pa.table({"unit_id": ["C3"], "station": ["S1"], "result": ["pass"],
+                      "t_in": pa.array([int(np.datetime64("2026-07-01T08:00:00", "us").astype(np.int64))],
+                                       pa.timestamp("us", tz="Asia/Tokyo"))})
+    pq.write_table(zoned, tmp_path / "mes_2.parquet")
+    assert ingest(tmp_path / "ws", tmp_path / "mes_2.parquet", "--profile", profile).code == 0
+    with Workspace.open(tmp_path / "ws") as w:
+        assert str(w.scalar("SELECT t_in FROM steps WHERE unit_id = 'C3'")) == "2026-07-01 08:00:00"
 
 
 def test_parquet_goes_through_the_same_checks(tmp_path: Path) -> None:

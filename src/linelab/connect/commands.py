@@ -89,7 +89,7 @@ def ingest(p: IngestParams, ctx: Context) -> IngestResult:
     if not files:
         raise UserError("no CSV or Parquet files found in " + ", ".join(map(str, p.paths)))
     profile = ingest_profile(p, ctx)
-    problems = check_files(files, profile)
+    problems = check_files(files, profile, p.table)
     if problems:  # before anything is stored
         raise UserError("cannot ingest:\n  " + "\n  ".join(problems))
     done: list[FileIngest] = []

@@ -89,22 +89,31 @@ def ingest_file(ws: Workspace, path: Path, table: str | None = None, profile: Pr
     name = table or guess_table(path, [c for c in data.column_names if c != LINE])
     if name not in RECORD_TABLES:
         raise UserError(f"unknown table {name!r}; known: {', '.join(RECORD_TABLES)}")
+    _required(path, name, [c for c in data.column_names if c != LINE])
     # The batch id is the file's content: re-ingesting the same file adds nothing.
     batch = f"{name}:{_digest(path).hexdigest()}"
     return ws.ingest_tables({name: data}, source=f"file:{path.resolve()}", batch_ids={name: batch},
                             rejected={name: export.rejected})
 
 
-def check_files(files: list[Path], profile: Profile | None) -> list[str]:
-    """Why files cannot be ingested at all: unreadable, or lacking what their profile source names.
+def _required(path: Path, name: str, columns: list[str]) -> None:
+    missing = [f.name for f in RECORD_TABLES[name] if not f.nullable and f.name not in columns]
+    if missing:
+        raise UserError(f"{path}: holds {name} but lacks the required column(s) {', '.join(missing)} "
+                        f"(its columns: {', '.join(columns) or 'none'})")
 
-    Read from the headers only, before anything is stored.
+
+def check_files(files: list[Path], profile: Profile | None, table: str | None = None) -> list[str]:
+    """Why files cannot be ingested at all: unreadable, not a known table, or lacking required columns
+    (or what their profile source names). Read from the headers only, before anything is stored.
     """
     problems: list[str] = []
     for path in files:
         source = mapping.source_for(profile, path)
         try:
             columns = columns_of(path, source.delimiter, source.encoding) if source else columns_of(path)
+            if source is None:
+                _required(path, table or guess_table(path, columns), columns)
         except UserError as exc:
             problems.append(str(exc))
             continue

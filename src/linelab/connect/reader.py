@@ -247,13 +247,11 @@ def parquet_columns(path: Path) -> list[str]:
 
 
 def _as_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
-    """A Parquet column as the text a CSV export would hold: timestamps in UTC, numbers as they round-trip."""
+    """A Parquet column as the text a CSV export would hold: instants with their offset, numbers as they round-trip."""
     t = col.type
     if pa.types.is_dictionary(t):
         col, t = col.cast(t.value_type), t.value_type
-    if pa.types.is_timestamp(t):
-        if t.tz is not None:  # stored as UTC instants: drop the zone, keep the instant
-            col = col.cast(pa.timestamp(t.unit))
+    if pa.types.is_timestamp(t):  # a zoned column is written with its offset, so no zone setting applies twice
         return col.cast(pa.string())
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return col
