@@ -77,6 +77,30 @@ def test_no_request_body_takes_a_server_path(client: TestClient) -> None:
                 assert field.get("format") != "binary" or content is body.get("multipart/form-data"), (path, name)
 
 
+def test_a_command_with_a_path_parameter_that_says_nothing_is_not_offered(tmp_path: Path) -> None:
+    from pydantic import BaseModel
+
+    from linelab.commands import REGISTRY, Result, command
+
+    class ExportParams(BaseModel):
+        target: Path
+
+    class Nothing(Result):
+        pass
+
+    @command("unmarked export", ExportParams)
+    def unmarked_export(p: ExportParams, ctx: Any) -> Nothing:
+        raise AssertionError("never called over REST")
+
+    try:
+        with pytest.warns(UserWarning, match="unmarked export"):
+            app = create_app(tmp_path / "ws")
+        with TestClient(app, base_url="http://localhost") as client:
+            assert client.post("/api/unmarked/export", json={"target": "/etc"}).status_code == 404
+    finally:
+        del REGISTRY["unmarked export"]
+
+
 @pytest.mark.parametrize("path, body", [
     ("/api/twin/run", {"fresh": True}),
     ("/api/twin/run", {"scenario": "/etc/passwd"}),

@@ -15,6 +15,7 @@ import inspect
 import re
 import secrets
 import shutil
+import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -278,8 +279,19 @@ def _endpoint(spec: CommandSpec, shape: RestShape, pool: WorkspacePool) -> Calla
     return endpoint
 
 
+def unmarked_paths(params: type[BaseModel]) -> list[str]:
+    """Path parameters that do not say what they are: the server cannot know how to take them."""
+    return [name for name, info in params.model_fields.items()
+            if "Path" in str(info.annotation) and not path_kind(info) and not is_destructive(info)]
+
+
 def add_command_routes(app: FastAPI, specs: list[CommandSpec], pool: WorkspacePool) -> None:
     for spec in specs:
+        unmarked = unmarked_paths(spec.params)
+        if unmarked:  # never let a request name a server path: such a command stays on the CLI
+            warnings.warn(f"`{spec.name}` is not offered over REST: mark its path parameter(s) "
+                          f"{', '.join(unmarked)} with json_schema_extra={{'path': ...}}", stacklevel=2)
+            continue
         shape = rest_shape(spec.params)
         returns = get_type_hints(spec.func).get("return")
         responses: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, **(UPLOAD_RESPONSES if shape.inputs else {})}
