@@ -205,6 +205,24 @@ def test_a_workspace_busy_for_too_long_is_a_clear_error_in_the_cli_and_over_rest
     assert busy.status_code == 503 and busy.json()["error"]["type"] == "busy"
 
 
+def test_a_reader_brings_a_workspace_of_an_older_version_up_to_date(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    call("init", workspace=ws)
+    import duckdb
+
+    from linelab.store.migrations import LATEST
+
+    with duckdb.connect(str(ws / "linelab.duckdb")) as con:  # as an older LineLab left it
+        con.execute("DELETE FROM schema_version WHERE version > 1")
+        con.execute('ALTER TABLE quarantine DROP COLUMN "resolved_batch"')
+        con.execute('ALTER TABLE quarantine DROP COLUMN "key"')
+    done = _linelab("quarantine", "--json", "-w", str(ws), wait=0)  # a reader: it opens the file read-only
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["total"] == 0
+    with duckdb.connect(str(ws / "linelab.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] == LATEST
+
+
 def test_readers_share_the_workspace(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     call("init", workspace=ws)

@@ -41,14 +41,16 @@ class QuarantineParams(BaseModel):
     limit: int = Field(100, ge=0, description="rows to show")
     state: Literal["open", "resolved", "all"] = Field(
         "open", description="open entries, those a corrected record resolved, or all")
+    awaiting: bool = Field(False, description="also count the stored rows whose unit is not ingested yet "
+                                              "(reads every row of the unit tables)")
 
 
 class QuarantineResult(Result):
     total: int
     open: int = Field(description="entries no corrected record has resolved yet")
     resolved: int = Field(description="entries a later, corrected record of the same key resolved")
-    awaiting_unit: int = Field(description="stored rows whose unit is not in the workspace yet (kept, not "
-                                           "quarantined: late data is normal)")
+    awaiting_unit: int | None = Field(None, description="with --awaiting: stored rows whose unit is not in the "
+                                                     "workspace yet (kept, not quarantined: late data is normal)")
     rows: Rows
 
     def render(self, console: Console) -> None:
@@ -57,7 +59,7 @@ class QuarantineResult(Result):
             console.print(f"{self.awaiting_unit:,} stored row(s) await their unit")
 
 
-@command("quarantine", QuarantineParams)
+@command("quarantine", QuarantineParams, writes=False)
 def quarantine(p: QuarantineParams, ctx: Context) -> QuarantineResult:
     """List quarantined rows: source file, line, field, reason, and whether a corrected record resolved them."""
     ws = ctx.workspace
@@ -71,7 +73,7 @@ def quarantine(p: QuarantineParams, ctx: Context) -> QuarantineResult:
     total = ws.count("quarantine")
     n_resolved = int(ws.scalar(f"SELECT count(*) FROM quarantine WHERE {resolved_col} IS NOT NULL"))
     return QuarantineResult(total=total, open=total - n_resolved, resolved=n_resolved,
-                            awaiting_unit=awaiting_unit(ws), rows=rows)
+                            awaiting_unit=awaiting_unit(ws) if p.awaiting else None, rows=rows)
 
 
 class YieldParams(BaseModel):
