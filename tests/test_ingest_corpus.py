@@ -342,7 +342,7 @@ def test_rows_awaiting_their_unit_are_kept_and_a_corrected_file_resolves_the_qua
     units = write(tmp_path / "units_day1.csv", ["unit_id,product,line,t_start",
                                                 *(f"SN{i:05d},P,L1,2026-01-05 05:00:00" for i in range(3))])
     assert ingest(ws, units).code == 0
-    listing = CliRunner().invoke(build_app(), ["quarantine", "--json", "-w", str(ws)])
+    listing = CliRunner().invoke(build_app(), ["quarantine", "--awaiting", "--json", "-w", str(ws)])
     body = json.loads(listing.stdout)
     assert (body["open"], body["resolved"], body["awaiting_unit"]) == (1, 0, 0)
     assert body["rows"][0]["row"] == 3 and body["rows"][0]["field"] == "value"
