@@ -156,6 +156,20 @@ def _held_by(exc: BaseException) -> str | None:
     return f"PID {found.group(2)}, {Path(found.group(1)).name}" if found else "another process"
 
 
+def _behind(ws: Any) -> bool:
+    """A DuckDB file written by an older LineLab, opened read-only (so not migrated)."""
+    from linelab.store.backend import DuckDBBackend
+    from linelab.store.migrations import LATEST
+
+    if not isinstance(ws.backend, DuckDBBackend):
+        return False
+    try:
+        version = ws.scalar("SELECT coalesce(max(version), 0) FROM schema_version")
+    except Exception:  # no version table: older than versioning itself
+        return True
+    return int(version or 0) < LATEST
+
+
 def open_workspace(path: str | Path | None, *, read_only: bool = False, wait_s: float | None = None,
                    say: Callable[[str], None] | None = None) -> Any:
     """Open a workspace; while another process holds it, retry for a bounded time, then fail clearly."""
@@ -167,7 +181,12 @@ def open_workspace(path: str | Path | None, *, read_only: bool = False, wait_s: 
     told = False
     while True:
         try:
-            return Workspace.open(path, read_only=read_only)
+            opened = Workspace.open(path, read_only=read_only)
+            if read_only and _behind(opened):
+                opened.close()
+                read_only = False  # a reader cannot bring an older file up to date: open it to write, once
+                continue
+            return opened
         except UserError as exc:
             if read_only and "different configuration" in str(exc):
                 read_only = False  # this process writes the file already (a server): share its connection
