@@ -48,7 +48,9 @@ def _is_utf8(encoding: str) -> bool:
 def _decode(path: Path, data: bytes, encoding: str) -> tuple[str | None, bytes]:
     """(text with undecodable bytes as lone surrogates, or None when valid UTF-8; the UTF-8 bytes)."""
     if _is_utf8(encoding):
-        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data[:4096]:
+        head = data[:4096]
+        # UTF-16 text has a byte-order mark, or a zero byte beside every ASCII character.
+        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or head.count(b"\x00") > len(head) // 4:
             raise UserError(f"{path}: looks like UTF-16 text; save it as UTF-8, or ingest it through a profile "
                             f"source that declares its encoding (encoding: utf-16)")
         if data.startswith(codecs.BOM_UTF8):
