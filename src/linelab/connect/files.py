@@ -1,8 +1,8 @@
 """Files exported by an MES or a tester: CSV and Parquet, one table per file.
 
 The table a file holds is named by `table=`, or read from the file name (`steps_0412.csv`),
-or recognised from its columns. CSV columns are read as text and typed by the validator, so a
-malformed value quarantines its row instead of failing the file.
+or recognised from its columns. Files are read as text (`linelab.connect.reader`) and typed by the
+store's validator, so a malformed value quarantines its row instead of failing the file.
 
 With a line profile, a file whose name matches one of its `sources` is read and mapped as that
 source says (`linelab.connect.mapping`): the export ingests as it is, with no rewriting.
@@ -47,11 +47,6 @@ def guess_table(path: Path, columns: list[str]) -> str:
             f"({', '.join(columns)}); name it after a table ({', '.join(RECORD_TABLES)}) or pass --table"
         )
     return fits[0]
-
-
-def read_file(path: Path) -> pa.Table:
-    """A LineLab-shaped file as text columns (with the line of each record), bad lines left out."""
-    return read_export(path).table
 
 
 def expand(paths: list[Path]) -> list[Path]:
