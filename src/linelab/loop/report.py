@@ -148,7 +148,7 @@ def outcome(problem: dict[str, Any] | None, inc: dict[str, Any] | None) -> str:
 
 
 def action_text(action: str | None) -> str:
-    """`replace_nozzle {'nozzle': 'P2-N3'}` as a person writes it: `replace_nozzle nozzle=P2-N3`."""
+    """`service_press {'machine': 'PR2'}` as a person writes it: `service_press machine=PR2`."""
     if not action:
         return "an action"
     return re.sub(r"\{([^{}]*)\}", lambda m: re.sub(r"'?([\w.-]+)'?:\s*'?([^',]+)'?", r"\1=\2", m.group(1)),
