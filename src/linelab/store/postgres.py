@@ -399,6 +399,11 @@ class PostgresBackend:
             self._drop_connection()
             self.duck.close()
 
+    def __del__(self) -> None:
+        # A workspace never closed: close the cursor before its connection (the driver insists).
+        with contextlib.suppress(Exception):
+            self._drop_connection()
+
     # -- statements ----------------------------------------------------------------------------------
     def _run(self, sql: str, params: Sequence[Any] | None) -> pa.Table:
         first = _FIRST_WORD.match(sql)
