@@ -93,7 +93,7 @@ def model_list(p: ListParams, ctx: Context) -> ListResult:
     rows = []
     for r in registry.all_versions(ws, p.station):
         dep = deps.get(r.station)
-        stage = dep.stage_of(r.id) if dep else "registered"
+        stage = dep.stage_of(r.id) if dep and r.id in dep.live else r.status
         rows.append({"id": r.id, "kind": r.kind, "station": r.station, "stage": stage,
                      "auc": r.metrics.get("auc"), "precision": r.metrics.get("precision"),
                      "recall": r.metrics.get("recall"), "units": r.data.get("units"),
@@ -115,8 +115,8 @@ def model_show(p: ShowParams, ctx: Context) -> ModelResult:
     ws = ctx.workspace
     rec = registry.get(ws, p.version)
     dep = rollout.get(ws, rec.station)
-    stage = dep.stage_of(rec.id)
-    ev = live.evidence(ws, dep, rec.id) if stage != "retired" else None
+    stage = dep.stage_of(rec.id) if rec.id in dep.live else rec.status
+    ev = live.evidence(ws, dep, rec.id) if rec.id in dep.live else None
     return ModelResult(model=rec.model_dump(mode="json"), stage=stage, evidence=ev,
                        events=rollout.events(ws, version=rec.id))
 

@@ -3,7 +3,8 @@
 Each reading's training distribution is kept as deciles, mean and standard deviation (and each
 category's level shares). Live units are compared by two effect sizes that do not shrink or grow
 with the number of units, so a verdict does not flip with sample size: the standardized mean
-shift (live mean - training mean, in training sds) and the population stability index
+shift (live mean - training mean, in training sds, within each product: products differ by design)
+and the population stability index
 (PSI = sum (live - train) * ln(live / train) over the training deciles). The mean shift decides;
 PSI is reported, since a line that runs products in campaigns empties whole deciles of a reading
 for hundreds of units without anything being wrong. New lots, suppliers and operators are a
@@ -57,8 +58,26 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def input_drift(x: np.ndarray, reference: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """PSI of every input of live units `x` against the training reference, largest first."""
+def product_stats(x: np.ndarray, products: np.ndarray, spec: FeatureSpec) -> dict[str, dict[str, Any]]:
+    """Mean and sd of every reading per product: products differ by design, so a shift is judged within one."""
+    k = len(spec.numeric)
+    out = {}
+    for prod in np.unique(products):
+        rows = x[products == prod, :k]
+        if len(rows) > 1:
+            out[str(prod)] = {"units": int(len(rows)), "mean": _nan_list(np.nanmean(rows, axis=0)),
+                              "sd": _nan_list(np.nanstd(rows, axis=0, ddof=1))}
+    return out
+
+
+def _nan_list(v: np.ndarray) -> list[float | None]:
+    return [float(a) if np.isfinite(a) else None for a in v]
+
+
+def input_drift(x: np.ndarray, reference: list[dict[str, Any]], products: np.ndarray | None = None,
+                by_product: dict[str, dict[str, Any]] | None = None, min_units: int = 100) -> list[dict[str, Any]]:
+    """Each judged input of live units `x` against training, largest mean shift first: the shift in
+    training sds within each product (both sides with `min_units`; the largest counts), and PSI."""
     out = []
     for j, ref in enumerate(reference):
         if not ref.get("judged", True):
@@ -68,9 +87,20 @@ def input_drift(x: np.ndarray, reference: list[dict[str, Any]]) -> list[dict[str
             live = _cat_shares(col, len(ref["share"]) - 1)
         else:
             live = _num_shares(col, np.asarray(ref["edges"], dtype=float))
-        finite = col[np.isfinite(col)]
-        shift = None
-        if ref.get("sd") and finite.size:
-            shift = float((finite.mean() - ref["mean"]) / ref["sd"])
-        out.append({"name": ref["name"], "psi": psi(ref["share"], live), "shift_sd": shift})
+        out.append({"name": ref["name"], "psi": psi(ref["share"], live),
+                    "shift_sd": _shift(col, j, ref, products, by_product, min_units)})
     return sorted(out, key=lambda r: -abs(r["shift_sd"] or 0.0))
+
+
+def _shift(col: np.ndarray, j: int, ref: dict[str, Any], products: np.ndarray | None,
+           by_product: dict[str, dict[str, Any]] | None, min_units: int) -> float | None:
+    if products is None or not by_product:
+        finite = col[np.isfinite(col)]
+        return float((finite.mean() - ref["mean"]) / ref["sd"]) if ref.get("sd") and finite.size else None
+    shifts = []
+    for prod, stats in by_product.items():
+        mine = col[(products == prod) & np.isfinite(col)]
+        mean, sd = stats["mean"][j], stats["sd"][j]
+        if mine.size >= min_units and stats["units"] >= min_units and mean is not None and sd:
+            shifts.append((mine.mean() - mean) / sd)
+    return float(max(shifts, key=abs)) if shifts else None

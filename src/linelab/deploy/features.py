@@ -120,7 +120,7 @@ def _add_levels(spec: FeatureSpec, rows: list[dict[str, Any]], field: str, by: s
 
 
 def unit_frame(ws: Any, spec: FeatureSpec, where_units: str = "TRUE", params: Sequence[Any] = ()) -> pa.Table:
-    """unit_id, t_start, batch and every feature (raw values, text for categories), in build order."""
+    """unit_id, t_start, batch, product and every feature (raw values, text for categories), in build order."""
     mine_only = "unit_id IN (SELECT unit_id FROM w)"
     cols, joins = [], []
     for table in ("params", "measurements"):
@@ -143,8 +143,8 @@ def unit_frame(ws: Any, spec: FeatureSpec, where_units: str = "TRUE", params: Se
                         for c in mats)
         joins.append(f"LEFT JOIN (SELECT unit_id, {sel} FROM materials WHERE {mine_only} "
                      "GROUP BY unit_id) USING (unit_id)")
-    names = ", ".join(["unit_id", "t_start", "batch"] + [_q(n) for n in spec.names])
-    sql = (f"WITH w AS (SELECT unit_id, t_start, batch FROM units WHERE {where_units}) "
+    names = ", ".join(["unit_id", "t_start", "batch", "product"] + [_q(n) for n in spec.names])
+    sql = (f"WITH w AS (SELECT unit_id, t_start, batch, product FROM units WHERE {where_units}) "
            f"SELECT {names} FROM w {' '.join(joins)} ORDER BY t_start, unit_id")
     return ws.query(sql, list(params))
 

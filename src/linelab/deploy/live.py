@@ -108,7 +108,9 @@ def _drift(ws: Any, dep: rollout.Deployment, rec: registry.ModelRecord) -> dict[
     inputs: list[dict[str, Any]] = []
     frame = unit_frame(ws, rec.features, f"unit_id IN (SELECT unit_id FROM ({latest}))", [dep.station, rec.id])
     if frame.num_rows >= g.drift_units // 2 and rec.reference.get("features"):
-        inputs = input_drift(matrix(frame, rec.features), rec.reference["features"])
+        inputs = input_drift(matrix(frame, rec.features), rec.reference["features"],
+                             frame.column("product").to_numpy(zero_copy_only=False).astype(str),
+                             rec.reference.get("products"), min_units=g.drift_units // 5)
     worst: dict[str, Any] = inputs[0] if inputs else {"name": None, "shift_sd": 0.0, "psi": 0.0}
     return {"units": int(scored.num_rows), "max_shift_sd": abs(worst["shift_sd"] or 0.0), "worst": worst["name"],
             "worst_psi": worst["psi"], "score_psi": found[0]["psi"] if found else None, "inputs": inputs[:5]}

@@ -10,6 +10,7 @@ or what moved which version from which stage to which, why, and the evidence.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -87,6 +88,23 @@ def get(ws: Any, station: str) -> Deployment:
 def save(ws: Any, dep: Deployment) -> None:
     dep.updated = now()
     ws.put_artifact(KIND, dep.station, dep.model_dump(mode="json"), status="live" if dep.live else "empty")
+    _RECENT.pop((str(ws.path), dep.station), None)
+
+
+_RECENT: dict[tuple[str, str], tuple[float, Deployment]] = {}
+RECENT_S = 0.5  # how stale a per-unit request's view of the stages may be (a change made by another process)
+
+
+def recent(ws: Any, station: str) -> Deployment:
+    """The deployment as a per-unit request sees it: read at most every `RECENT_S` seconds (changes made
+    in this process are seen at once)."""
+    key = (str(ws.path), station)
+    hit = _RECENT.get(key)
+    if hit is not None and time.monotonic() - hit[0] < RECENT_S:
+        return hit[1]
+    dep = get(ws, station)
+    _RECENT[key] = (time.monotonic(), dep)
+    return dep
 
 
 def all_deployments(ws: Any) -> list[Deployment]:
@@ -106,7 +124,7 @@ def move(ws: Any, dep: Deployment, version: str, to: Stage, reason: str, by: str
         raise UserError(f"model {version} is for station {rec.station}, not {dep.station}")
     if dep.kind and dep.kind != rec.kind and dep.live:
         raise UserError(f"station {dep.station} runs {dep.kind} models; {version} is a {rec.kind}")
-    before = dep.stage_of(version)
+    before = dep.stage_of(version) if version in dep.live else rec.status  # registered, or retired
     if before == to:
         raise UserError(f"model {version} is already {to} at {dep.station}")
     if to == "canary" and dep.canary not in (None, version):

@@ -106,7 +106,7 @@ def _frames(ws: Any, dep: rollout.Deployment, where: str, limit: int | None) -> 
 
 def score_unit(ws: Any, station: str, unit_id: str, features: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One unit, as a station asks before acting on it: the applied decision and the version behind it."""
-    dep = rollout.get(ws, station)
+    dep = rollout.recent(ws, station)
     if not dep.live:
         raise UserError(f"no model is live at {station}")
     frames: dict[str, pa.Table] = {}

@@ -31,7 +31,7 @@ from linelab.monitor.anomaly import IsolationAnomaly
 from linelab.profile import workspace_profile
 
 from . import registry, tables
-from .drift import reference_bins
+from .drift import product_stats, reference_bins
 from .features import FeatureSpec, discover, matrix, unit_frame
 from .labels import Label, outcome_sql, verdict_count
 from .predict import anomaly_scores, decisions, one_thread, routing_metrics
@@ -82,6 +82,7 @@ def train(ws: Any, s: TrainSettings) -> ModelRecord:
     if s.shuffle_labels:
         bad = rng.permutation(bad)
     x = matrix(frame, spec)
+    products = frame.column("product").to_numpy(zero_copy_only=False).astype(str)
     # A seeded random holdout: a line's failures come in episodes, and the latest units alone may hold none.
     held = rng.permutation(n) < int(round(n * s.holdout))
     with one_thread():
@@ -102,7 +103,8 @@ def train(ws: Any, s: TrainSettings) -> ModelRecord:
                  "holdout_units": int(held.sum()), "verdicts": verdict_count(ws), "shuffled": s.shuffle_labels,
                  "first_unit": frame.column("unit_id")[0].as_py(), "last_unit": frame.column("unit_id")[-1].as_py()},
         "code": registry.code_version(),
-        "reference": {"features": reference_bins(x[~held], spec), "score": _score_bins(hold)},
+        "reference": {"features": reference_bins(x[~held], spec), "score": _score_bins(hold),
+                      "products": product_stats(x[~held], products[~held], spec)},
         "parent": _parent(ws, s.station, s.kind),
     }
     probe = ModelRecord(**fields, file="", sha256="")
