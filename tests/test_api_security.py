@@ -97,6 +97,7 @@ def test_a_command_with_a_path_parameter_that_says_nothing_is_not_offered(tmp_pa
             app = create_app(tmp_path / "ws")
         with TestClient(app, base_url="http://localhost") as client:
             assert client.post("/api/unmarked/export", json={"target": "/etc"}).status_code == 404
+            assert "unmarked export" not in {c["name"] for c in client.get("/api/commands").json()}
     finally:
         del REGISTRY["unmarked export"]
 

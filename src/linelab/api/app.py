@@ -19,7 +19,7 @@ from linelab.api.pool import WorkspacePool
 from linelab.api.rest import add_command_routes, add_output_route
 from linelab.api.score import score_router
 from linelab.api.security import Guard, allowed_host_names
-from linelab.commands import load_all
+from linelab.commands import CommandSpec, load_all
 from linelab.store.workspace import resolve_path
 
 
@@ -48,15 +48,15 @@ def create_app(workspace: str | Path | None = None, *, token: str | None = None,
         return Response(get_plotlyjs(), media_type="application/javascript",
                         headers={"cache-control": "max-age=86400"})
 
-    specs = [s for s in load_all().values() if s.rest]
+    offered: list[CommandSpec] = []
 
     @app.get("/api/commands")
     def commands() -> list[dict[str, str]]:
         """The commands this server offers: name, path and summary."""
-        return [{"name": s.name, "path": s.path, "summary": s.summary} for s in specs]
+        return [{"name": s.name, "path": s.path, "summary": s.summary} for s in offered]
 
     app.include_router(score_router(pool))
-    add_command_routes(app, specs, pool)
+    offered += add_command_routes(app, [s for s in load_all().values() if s.rest], pool)
     add_output_route(app, root)
     app.add_middleware(Guard, allowed_hosts=allowed_host_names(host, allowed_hosts), token=token)
     return app

@@ -285,7 +285,9 @@ def unmarked_paths(params: type[BaseModel]) -> list[str]:
             if "Path" in str(info.annotation) and not path_kind(info) and not is_destructive(info)]
 
 
-def add_command_routes(app: FastAPI, specs: list[CommandSpec], pool: WorkspacePool) -> None:
+def add_command_routes(app: FastAPI, specs: list[CommandSpec], pool: WorkspacePool) -> list[CommandSpec]:
+    """Routes for the commands; returns those offered."""
+    offered = []
     for spec in specs:
         unmarked = unmarked_paths(spec.params)
         if unmarked:  # never let a request name a server path: such a command stays on the CLI
@@ -297,6 +299,8 @@ def add_command_routes(app: FastAPI, specs: list[CommandSpec], pool: WorkspacePo
         responses: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, **(UPLOAD_RESPONSES if shape.inputs else {})}
         app.post(spec.path, summary=spec.summary, response_model=returns, responses=responses)(
             _endpoint(spec, shape, pool))
+        offered.append(spec)
+    return offered
 
 
 def add_output_route(app: FastAPI, root: Path) -> None:
