@@ -15,12 +15,21 @@ in-memory DuckDB *replica* of the workspace's tables:
   revision order, and catches the replica up under that lock: DuckDB then evaluates each
   statement against exactly the database's state. An INSERT's rows are computed by DuckDB
   (validation, de-duplication) and sent to PostgreSQL by one binary COPY tagged with the new
-  revision; an UPDATE or DELETE runs in DuckDB with RETURNING, and the rows it touched are
+  revision (streamed: the server stores the first rows while DuckDB computes the next); an
+  UPDATE or DELETE runs in DuckDB with RETURNING, and the rows it touched are
   replaced in PostgreSQL by their natural key (removed by full match for a DELETE). Sequences
   (the batch sequence) live in PostgreSQL.
 - Atomicity: PostgreSQL commits first; if it fails (a cut connection, a restarted server) both
   sides roll back, so a batch is stored whole or not at all, and a retry stores it once (its
-  content id is not in `batches`). The next use of the workspace reconnects.
+  content id is not in `batches`). The next use of the workspace reconnects, and a connection
+  that died while idle is replaced before a read or a transaction starts, unnoticed.
+- Sharing: processes share the database; threads of one process may share one backend (the
+  server does: one warm replica for all requests), a lock serialising them.
+
+Costs, measured in bench/store_postgres.py: an append pays DuckDB's validation and
+de-duplication (as on a DuckDB workspace) plus the COPY, one after the other, and the `_rev`
+block-range index; a new process first reads the records into its replica (once, then only
+what is new) and holds it in memory; queries then run at DuckDB's speed.
 
 DuckDB's own postgres extension would avoid the replica but is downloaded at run time, which a
 plant network often forbids; the replica needs only pip-installed packages.
