@@ -353,3 +353,24 @@ def test_rows_awaiting_their_unit_are_kept_and_a_corrected_file_resolves_the_qua
     body = json.loads(CliRunner().invoke(build_app(), ["quarantine", "--json", "--state", "all", "-w", str(ws)]).stdout)
     assert (body["open"], body["resolved"]) == (0, 1) and body["rows"][0]["resolved"] is True
     assert stored(ws) == sorted(good_ids(range(3)))
+
+
+def test_the_same_holds_on_a_postgresql_workspace(tmp_path: Path) -> None:
+    """Repeats, conflicts, bad values and their resolution through the PostgreSQL store."""
+    from postgres_service import fresh_schema
+
+    with fresh_schema(tmp_path / "files") as (url, _):
+        meas = [HEADER, good_line(0), good_line(1).replace("3.3010", "oops"), good_line(2), good_line(0),
+                good_line(2).replace("3.3020", "7.0")]
+        first = ingest(url, write(tmp_path / "measurements_a.csv", meas))
+        f = first.body["files"][0]
+        assert (first.code, f["stored"], f["duplicates"], f["quarantined"]) == (1, 2, 1, 2)
+        meas[2] = good_line(1)
+        second = ingest(url, write(tmp_path / "measurements_b.csv", meas[:4]))
+        assert (second.code, second.body["stored"], second.body["resolved"]) == (0, 1, 2)
+        with Workspace.open(url) as w:
+            entries = w.query('SELECT "row", field, reason, resolved_batch IS NOT NULL AS resolved FROM quarantine '
+                              'ORDER BY "row"').to_pylist()
+            assert w.count("measurements") == 3
+    assert entries == [{"row": 3, "field": "value", "reason": "cannot read as a number (got 'oops')", "resolved": True},
+                       {"row": 6, "field": "value", "reason": "conflicts with line 4", "resolved": True}]
