@@ -5,8 +5,8 @@
 Each round writes a valid CSV export (measurements or steps), applies a few random mutations
 (garbage lines, undecodable bytes, ragged rows, junk values, impossible numbers and times, blank
 ids, repeats, conflicting repeats, unclosed quotes, quoted newlines, blank lines, CRLF, a BOM) or
-breaks the whole file (UTF-16, a duplicated header name, an empty file,
-random bytes in a Parquet file), ingests it, and counts:
+breaks the whole file (UTF-16, a duplicated header name, an empty file, random bytes in a Parquet
+file), ingests it through `linelab ingest` (the Python API), and counts:
 
 - tracebacks: anything but a clean result or a clear error (must be 0);
 - rows_lost: lines left intact whose record was not stored (a file refused for one bad row counts
