@@ -156,7 +156,7 @@ def move(ws: Any, dep: Deployment, version: str, to: Stage, reason: str, by: str
 
 
 def _rank(stage: str) -> int:
-    return {"retired": 0, "shadow": 1, "canary": 2, "full": 3}[stage]
+    return {"registered": 0, "retired": 0, "shadow": 1, "canary": 2, "full": 3}[stage]
 
 
 def _remove(dep: Deployment, version: str) -> None:
