@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 # Cells up to this long are kept on one line; longer ones (descriptions) fold.
-SHORT = 24
+SHORT = 30
 # Rich draws a border and one space of padding either side of each cell.
 CELL_OVERHEAD = 3
 
@@ -38,9 +38,10 @@ def rows_table(rows: Sequence[dict[str, Any]], title: str | None = None, limit: 
                width: int | None = None, headers: dict[str, str] | None = None) -> Table:
     """`rows` as a table fitted to `width` columns of terminal; `headers` renames columns."""
     headers = headers or {}
-    columns = list(rows[0]) if rows else []
     shown = rows[:limit]
-    cells = {c: [fmt(r.get(c), c) for r in shown] for c in columns}
+    cells = {c: [fmt(r.get(c), c) for r in shown] for c in (list(rows[0]) if rows else [])}
+    # A column with nothing in it (a note no row needs) only takes room from the others.
+    columns = [c for c, v in cells.items() if any(v)] or list(cells)[:1]
     head = {c: headers.get(c, c.replace("_", " ")) for c in columns}
     longest = {c: max([len(head[c]), *map(len, cells[c])]) for c in columns}
     short = {c for c in columns if longest[c] <= SHORT}
