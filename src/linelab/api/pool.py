@@ -86,9 +86,10 @@ class WorkspacePool:
         with self._lock:
             self.generation += 1
 
-    def answer(self, key: Hashable, compute: Callable[[Workspace], bytes]) -> bytes:
-        """A read-only command's answer, `compute(workspace)`: kept from an earlier identical request
-        while nothing may have changed since; concurrent identical requests compute it once."""
+    def answer(self, key: Hashable, compute: Callable[[Workspace], tuple[bytes, bool]]) -> bytes:
+        """A read-only command's answer, `compute(workspace)` -> (answer, may it be kept): kept from an
+        earlier identical request while nothing may have changed since; concurrent identical requests
+        compute it once."""
         with self._lock:
             kept = self._answers.get(key)
             if kept is not None and kept[0] == self.generation and self._shared is not None:
@@ -101,9 +102,9 @@ class WorkspacePool:
                 if kept is not None and kept[0] == self.generation:
                     return kept[1]
                 generation = self.generation  # what the answer is computed from (a write ending meanwhile moves it)
-            value = compute(ws)
+            value, keep = compute(ws)
             with self._lock:
-                if self._cacheable:
+                if self._cacheable and keep:
                     self._answers[key] = (generation, value)
                     self._answers.move_to_end(key)
                     while len(self._answers) > self.cache_size:

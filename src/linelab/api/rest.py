@@ -12,6 +12,7 @@ A command's parameter model marks its file parameters (see `linelab.commands.com
 from __future__ import annotations
 
 import inspect
+import json
 import re
 import secrets
 import shutil
@@ -27,7 +28,7 @@ from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 from annotated_types import Ge, Le
 from fastapi import Body, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model
 from pydantic.fields import FieldInfo
 from starlette.concurrency import run_in_threadpool
@@ -193,7 +194,8 @@ def _call(spec: CommandSpec, params: BaseModel, pool: WorkspacePool, workspace: 
 def _runner(spec: CommandSpec, shape: RestShape, pool: WorkspacePool) -> Callable[..., Response]:
     root = pool.root
 
-    def run(body: BaseModel, files: dict[str, list[UploadFile]]) -> Response:
+    def answer(body: BaseModel, files: dict[str, list[UploadFile]], workspace: Any = None) -> tuple[bytes, bool]:
+        """The command's answer as JSON, and whether it may be kept (it wrote no output file)."""
         values = body.model_dump(exclude_unset=True)
         with ExitStack() as cleanup:
             out_dir = None
@@ -213,16 +215,21 @@ def _runner(spec: CommandSpec, shape: RestShape, pool: WorkspacePool) -> Callabl
                 params = spec.params(**values)
             except ValidationError as exc:
                 raise _invalid(exc, "body") from None
-            if out_dir is None and not spec.writes:
-                answer = pool.answer((spec.name, params.model_dump_json()),
-                                     lambda ws: _call(spec, params, pool, ws).model_dump_json().encode())
-                return Response(answer, media_type="application/json")
-            result = _call(spec, params, pool)
+            result = _call(spec, params, pool, workspace)
             if out_dir is None:
-                return Response(result.model_dump_json(), media_type="application/json")
-            if out_dir.exists() and not any(out_dir.iterdir()):
+                return result.model_dump_json().encode(), True
+            wrote = out_dir.exists() and any(out_dir.iterdir())
+            if out_dir.exists() and not wrote:
                 out_dir.rmdir()
-            return JSONResponse(_links(result.model_dump(mode="json"), root / OUTPUTS))
+            linked = _links(result.model_dump(mode="json"), root / OUTPUTS)
+            return json.dumps(linked, ensure_ascii=False, separators=(",", ":")).encode(), not wrote
+
+    def run(body: BaseModel, files: dict[str, list[UploadFile]]) -> Response:
+        if spec.writes or shape.inputs:
+            content = answer(body, files)[0]
+        else:  # a read: kept while the workspace cannot have changed (see WorkspacePool.answer)
+            content = pool.answer((spec.name, body.model_dump_json()), lambda ws: answer(body, files, ws))
+        return Response(content, media_type="application/json")
 
     return run
 
