@@ -34,7 +34,7 @@ class InitResult(Result):
 def init(p: InitParams, ctx: Context) -> InitResult:
     """Create (or open) the workspace and show its tables."""
     ws = ctx.workspace
-    return InitResult(workspace=str(ws.path), tables={t: ws.count(t) for t in RECORD_TABLES})
+    return InitResult(workspace=ws.location, tables={t: ws.count(t) for t in RECORD_TABLES})
 
 
 class QuarantineParams(BaseModel):

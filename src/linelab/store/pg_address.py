@@ -65,7 +65,8 @@ class DatabaseURL:
         return re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:***@", uri)
 
     def __str__(self) -> str:
-        return f"{self.redact(self.uri)} (schema {self.schema})"
+        parts = urlsplit(self.uri)
+        return f"{self.redact(urlunsplit((parts.scheme, parts.netloc, parts.path, '', '')))} (schema {self.schema})"
 
     def link_folder(self, original: str | Path) -> Path:
         """Create the local folder and record in it which database it opens."""

@@ -99,6 +99,12 @@ class Workspace:
         except Exception as exc:  # a lock held by another process, a corrupt file...
             raise UserError(f"cannot open workspace {root}: {exc}") from exc
 
+    @property
+    def location(self) -> str:
+        """Where the records are, for people: the folder, or the PostgreSQL database and schema."""
+        url = getattr(self.backend, "url", None)
+        return str(url) if url is not None else str(self.path)
+
     def close(self) -> None:
         self.backend.close()
 
