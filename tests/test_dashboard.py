@@ -225,4 +225,10 @@ def test_pages_answer_bad_requests_with_a_page_not_a_trace(served: str) -> None:
     r = httpx.get(f"{served}/chart", params={"series": "no_such_reading"})
     assert r.status_code == 400 and "no measurement" in r.text
     assert httpx.get(f"{served}/workbench/static/..%2Fviews.py").status_code == 404
+    # A form another web site posts (cross-site request forgery) changes nothing.
+    first = api(served, "problems")["problems"][0]
+    r = httpx.post(f"{served}/problem/{first['id']}/resolve", data={"note": "forged"},
+                   headers={"origin": "http://evil.example"})
+    assert r.status_code == 403
+    assert api(served, "problem/show", id=first["id"], plot="none")["problem"]["status"] == first["status"]
     assert httpx.get(f"{served}/static/plotly.js").status_code == 200

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import plotly.graph_objects as go
 from fastapi import APIRouter, Form, Request
@@ -64,7 +64,7 @@ class Workbench:
         self.root = root
         self.pool = pool
         self.env = _env()
-        self._memo: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[int, Any]] = {}
+        self._memo: dict[str, tuple[int, Any]] = {}
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -93,25 +93,18 @@ class Workbench:
     def cached(self, ctx: Context, name: str, **params: Any) -> Result:
         """`run` for a command that reads only ingested records (yield, pareto): its result is kept until
         the next ingest batch, so a page reloaded on a million-unit line does not scan it again."""
-        version = ctx.workspace.last_batch_seq()
-        key = (name, tuple(sorted(params.items())))
-        hit = self._memo.get(key)
-        if hit is not None and hit[0] == version:
-            return hit[1]
-        result = self.run(ctx, name, **params)
-        with self._lock:
-            self._memo[key] = (version, result)
-        return result
+        key = name + repr(sorted(params.items()))
+        return self.memo(ctx, key, lambda _: self.run(ctx, name, **params))
 
     def memo(self, ctx: Context, key: str, compute: Any) -> Any:
-        """`compute(workspace)` kept until the next ingest batch (lists of series and stations for forms)."""
+        """`compute(workspace)` kept until the next ingest batch (results, the series lists of forms)."""
         version = ctx.workspace.last_batch_seq()
-        hit = self._memo.get((key, ()))
+        hit = self._memo.get(key)
         if hit is not None and hit[0] == version:
             return hit[1]
         value = compute(ctx.workspace)
         with self._lock:
-            self._memo[(key, ())] = (version, value)
+            self._memo[key] = (version, value)
         return value
 
     def attempt(self, ctx: Context, name: str, **params: Any) -> tuple[Result | None, str | None]:
@@ -124,6 +117,15 @@ class Workbench:
     def page(self, template: str, **values: Any) -> HTMLResponse:
         html = self.env.get_template(template).render(**values)
         return HTMLResponse(html)
+
+
+def cross_site(request: Request) -> bool:
+    """A form posted from another site's page (its Origin is not this server): a browser on the
+    engineer's desk must not let any web page it opens resolve problems here."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if not origin:
+        return False  # not a browser form (curl, scripts): the host and token checks apply as to the API
+    return urlsplit(origin).netloc != request.headers.get("host", "")
 
 
 def _error_page(bench: Workbench, exc: UserError) -> HTMLResponse:
@@ -169,8 +171,10 @@ def pages_router(root: Path, pool: Any = None) -> APIRouter:
                                               **views.problem(bench, ctx, problem_id)))()
 
     @router.post("/problem/{problem_id}/resolve")
-    def resolve(problem_id: str, cause: str = Form(""), fix: str = Form(""), params: str = Form(""),
-                note: str = Form("")) -> Response:
+    def resolve(request: Request, problem_id: str, cause: str = Form(""), fix: str = Form(""),
+                params: str = Form(""), note: str = Form("")) -> Response:
+        if cross_site(request):
+            return Response("a form from another site cannot change this workspace", status_code=403)
         target = f"/problem/{quote(problem_id)}"
         try:
             with bench.context() as ctx:
@@ -183,7 +187,9 @@ def pages_router(root: Path, pool: Any = None) -> APIRouter:
         return RedirectResponse(f"{target}?done={quote(said)}", status_code=303)
 
     @router.post("/problem/{problem_id}/diagnose")
-    def diagnose(problem_id: str) -> Response:
+    def diagnose(request: Request, problem_id: str) -> Response:
+        if cross_site(request):
+            return Response("a form from another site cannot change this workspace", status_code=403)
         target = f"/problem/{quote(problem_id)}"
         try:
             with bench.context() as ctx:
