@@ -76,9 +76,9 @@ def hline(y: float, colour: str, text: str, dash: str = "dash", yref: str = "y")
 
 # -- overview ------------------------------------------------------------------------------------
 def _trend(bench: Workbench, ctx: Context) -> tuple[str, list[dict[str, Any]]]:
-    """Yield over time: by day, or by hour when the data spans only a few days."""
+    """Yield over time: by day, or by hour when the data spans less than a week."""
     rows = bench.cached(ctx, "yield", by="day").rows  # type: ignore[attr-defined]
-    if len(rows) < 4:
+    if len(rows) < 7:
         return "hour", bench.cached(ctx, "yield", by="hour").rows  # type: ignore[attr-defined]
     return "day", rows
 
@@ -117,7 +117,8 @@ def overview(bench: Workbench, ctx: Context) -> dict[str, Any]:
          "marker": {"color": LIMIT}, "customdata": links, "hovertemplate": "%{x}: %{y:,} defects<extra></extra>"},
         {"type": "scatter", "x": labels, "y": [r["cumulative_share"] for r in pareto], "name": "cumulative share",
          "mode": "lines+markers", "line": {"color": LINE}, "yaxis": "y2"}], 320,
-        yaxis2={"overlaying": "y", "side": "right", "tickformat": ".0%", "range": [0, 1.02], "showgrid": False})
+        yaxis2={"overlaying": "y", "side": "right", "tickformat": ".0%", "range": [0, 1.02], "dtick": 0.25,
+                "showgrid": False})
     knowhow = bench.run(ctx, "knowhow list").entries  # type: ignore[attr-defined]
     return {"title": "Line overview", "overall": by_station.overall, "stations": by_station.rows,  # type: ignore
             "period": period, "trend_fig": figure_json(trend_fig), "pareto": pareto,
