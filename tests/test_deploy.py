@@ -267,3 +267,25 @@ def test_promotion_test_is_the_experiments_mixture_sprt_and_holds_its_error_rate
     null = [test.run(rng.choice([-1.0, 0.0, 0.0, 1.0], 3000))["decision"] for _ in range(200)]
     assert np.mean([d == "better" for d in null]) <= 0.05
     assert test.run(rng.choice([-1.0, 0.0, 1.0, 1.0], 3000))["decision"] == "better"
+
+
+def test_anomaly_detector_is_rolled_back_when_its_inputs_drift(tmp_path: Path) -> None:
+    from linelab.zoo import open_line
+
+    line = open_line("assembly:machine_step", seed=0, units=3000)  # a press steps out of its level
+    onset = line.truth[0]["onset_unit"]
+    with Workspace.open(tmp_path / "ws") as ws:
+        ws.ingest_tables(line.produce(onset), source=line.source)
+        record_simulation(ws, line, "zoo", "assembly:machine_step", 0)
+    model = call("model train", tmp_path / "ws", station="PRESS", kind="anomaly").model
+    assert model["kind"] == "anomaly" and {f["station"] for f in model["features"]["numeric"]} == {"PRESS"}
+    call("model promote", tmp_path / "ws", version=model["id"], to="full", force=True)
+    with Workspace.open(tmp_path / "ws") as ws:
+        dep = rollout.get(ws, "PRESS")  # judge it by its inputs alone: a half-sigma move is enough here
+        dep.guards = dep.guards.model_copy(update={"max_shift": 0.5, "max_loss": 100.0})
+        rollout.save(ws, dep)
+        ws.ingest_tables(line.produce(800), source=line.source)
+    changes = call("model score", tmp_path / "ws", station="PRESS").changes
+    assert [c["event"] for c in changes] == ["rollback"], changes
+    assert "inputs drifted: PRESS.press_force_kn moved" in changes[0]["reason"], changes[0]["evidence"]
+    assert changes[0]["evidence"]["max_shift_sd"] > 0.5 and changes[0]["problem"].startswith("PRB-")
