@@ -23,7 +23,7 @@ from linelab.cli import build_app
 from linelab.store import Workspace
 
 HEADER = "unit_id,station,name,value,t"
-N = 400  # good rows per generated file
+N = 200  # good rows per generated file
 
 
 def good_line(i: int) -> str:
@@ -42,7 +42,8 @@ class Outcome:
 
 
 def ingest(ws: Path, *args: str | Path) -> Outcome:
-    res = CliRunner().invoke(build_app(), ["ingest", *map(str, args), "--json", "-w", str(ws)])
+    argv = ["ingest", *map(str, args), "--json", "-w", str(ws)]
+    res = CliRunner().invoke(build_app(argv), argv)
     # A crash is never the answer: the only exception allowed out is the exit itself.
     assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
     assert "Traceback" not in res.output + res.stderr
@@ -54,6 +55,12 @@ def ingest(ws: Path, *args: str | Path) -> Outcome:
             assert min(f["stored"], f["updated"], f["duplicates"], f["quarantined"]) >= 0, f
             assert f["received"] == f["stored"] + f["updated"] + f["duplicates"] + f["quarantined"], f
     return Outcome(res.exit_code, body, res.stderr)
+
+
+def listing(argv: list[str]) -> dict:
+    res = CliRunner().invoke(build_app(argv), argv)
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
 
 
 def stored(ws: Path, table: str = "measurements", column: str = "unit_id") -> list:
@@ -181,18 +188,19 @@ def test_garbage_lines_and_undecodable_bytes_quarantine_only_their_lines(tmp_pat
             lines.append(junk.replace(b"\n", b" ").replace(b"\r", b" "))
             bad_lines[len(lines)] = "(line)"
         lines.append(good_line(i).encode())
-    lines.insert(300, good_line(10_000).encode().replace(b"vout_v", b"vout_\xff"))  # an invalid byte deep down
+    deep = len(lines) * 3 // 4  # an invalid byte deep down, on line deep + 1
+    lines.insert(deep, good_line(10_000).encode().replace(b"vout_v", b"vout_\xff"))
     path = tmp_path / "measurements_garbage.csv"
     path.write_bytes(b"\n".join(lines) + b"\n")
     out = ingest(tmp_path / "ws", path)
     assert out.code == 1
     got = {q["row"] for q in quarantine(tmp_path / "ws")}
-    # Garbage lines before line 300 moved down one by the insert.
-    expected = {n + (1 if n >= 301 else 0) for n in bad_lines} | {301}
+    # Garbage lines from there on moved down one by the insert.
+    expected = {n + (1 if n > deep else 0) for n in bad_lines} | {deep + 1}
     # A garbage line may by chance read as a record with the right fields; then it fails a check instead.
     assert got == expected
     assert stored(tmp_path / "ws") == sorted(good_ids(range(N)))
-    undecodable = [q for q in quarantine(tmp_path / "ws") if q["row"] == 301]
+    undecodable = [q for q in quarantine(tmp_path / "ws") if q["row"] == deep + 1]
     assert "not UTF-8" in undecodable[0]["reason"]
 
 
@@ -342,15 +350,14 @@ def test_rows_awaiting_their_unit_are_kept_and_a_corrected_file_resolves_the_qua
     units = write(tmp_path / "units_day1.csv", ["unit_id,product,line,t_start",
                                                 *(f"SN{i:05d},P,L1,2026-01-05 05:00:00" for i in range(3))])
     assert ingest(ws, units).code == 0
-    listing = CliRunner().invoke(build_app(), ["quarantine", "--awaiting", "--json", "-w", str(ws)])
-    body = json.loads(listing.stdout)
+    body = listing(["quarantine", "--awaiting", "--json", "-w", str(ws)])
     assert (body["open"], body["resolved"], body["awaiting_unit"]) == (1, 0, 0)
     assert body["rows"][0]["row"] == 3 and body["rows"][0]["field"] == "value"
 
     meas[2] = good_line(1)  # the corrected export
     fixed = ingest(ws, write(tmp_path / "measurements_day1_fixed.csv", meas))
     assert fixed.code == 0 and fixed.body["resolved"] == 1
-    body = json.loads(CliRunner().invoke(build_app(), ["quarantine", "--json", "--state", "all", "-w", str(ws)]).stdout)
+    body = listing(["quarantine", "--json", "--state", "all", "-w", str(ws)])
     assert (body["open"], body["resolved"]) == (0, 1) and body["rows"][0]["resolved"] is True
     assert stored(ws) == sorted(good_ids(range(3)))
 
