@@ -67,7 +67,7 @@ def quarantine(p: QuarantineParams, ctx: Context) -> QuarantineResult:
     where = {"open": f"WHERE {resolved_col} IS NULL", "resolved": f"WHERE {resolved_col} IS NOT NULL",
              "all": ""}[p.state]
     rows = ws.query(
-        f'SELECT source, table_name, "row", field, reason, raw, {resolved_col} IS NOT NULL AS resolved '
+        f'SELECT source, "row", field, reason, table_name, {resolved_col} IS NOT NULL AS resolved, raw '
         f'FROM quarantine {where} ORDER BY t_ingested DESC, source, "row" LIMIT ?', [p.limit]
     ).to_pylist()
     total = ws.count("quarantine")
