@@ -6,6 +6,7 @@ starts its own mosquitto on a free port. Under CI=true a missing broker fails th
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -271,8 +272,10 @@ def _free_port() -> int:
 
 def _mosquitto(port: int, folder: Path) -> subprocess.Popen[bytes]:
     conf = folder / "mosquitto.conf"
+    # `user`: mosquitto started as root would switch to its own user, which cannot write the test's folder
+    # (its sessions would then not survive the restart).
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                    f"persistence_location {folder}/\n")
+                    f"persistence_location {folder}/\nuser {getpass.getuser()}\n")
     proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: _reachable(f"mqtt://127.0.0.1:{port}"), 10)
     return proc
@@ -306,6 +309,7 @@ def test_broker_restart_mid_stream(url: str, group: str, tmp_path: Path) -> None
             wait_for(lambda: not c.host.sessions[(group, "N1")].online and not c.sink.rows_pending)
         assert stored(ws) == [150, 150]
         assert c.status.gaps == 0
+        assert (tmp_path / "mosquitto.db").exists()  # the broker kept the sessions across its restart
     finally:
         broker.terminate()
         broker.wait(10)
@@ -387,3 +391,27 @@ def test_host_orders_sequences_across_the_wrap(group: str) -> None:
         order += [e.message.seq for e in out.deliver]
     assert order == [251, 252, 253, 254, 255, 0, 1, 2]
     assert h.counts["gaps"] == 0 and not h.tick(5.0).gaps
+
+
+def test_run_stores_the_live_line_and_monitors_what_arrives(url: str, group: str, tmp_path: Path) -> None:
+    from linelab.commands import call
+
+    root = tmp_path / "ws"
+    pub = TwinPublisher(TwinLine("default", seed=2), group, "LINE", url, units_per_message=25)
+    save_profile(live_profile(pub.line.profile, group, "LINE", url), root / "profile.yaml")
+    out: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: out.update(result=call(
+        "run", workspace=root, seconds=12, monitor_every=1, client_id="t-" + uuid.uuid4().hex[:10],
+        session_expiry=60, batch_seconds=0.05)), daemon=True)
+    runner.start()
+    wait_for(lambda: _status(root).get("running") is True, 60)
+    pub.run(300)
+    pub.close()
+    runner.join(60)
+    res = out["result"]
+    assert res.connector["stored"] >= res.connector["records"] > 0  # (and the node's death, an event)
+    assert res.monitor_runs >= 1
+    status = _status(root)
+    assert status["running"] is False and status["monitor_runs"] == res.monitor_runs
+    with Workspace.open(root) as ws:
+        assert ws.count("units") == 300

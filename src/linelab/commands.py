@@ -35,8 +35,10 @@ COMMAND_MODULES = [
     "linelab.store.commands",
     "linelab.profile.commands",
     "linelab.connect.commands",
+    "linelab.connect.service",
     "linelab.connect.opcua_commands",
     "linelab.twin.commands",
+    "linelab.twin.publish",
     "linelab.monitor.commands",
     "linelab.monitor.chart_commands",
     "linelab.diagnose.commands",
@@ -45,6 +47,7 @@ COMMAND_MODULES = [
     "linelab.act.commands",
     "linelab.deploy.commands",
     "linelab.loop.commands",
+    "linelab.loop.live",
 ]
 
 

@@ -59,34 +59,36 @@ class ConnectResult(Result):
                              for k, v in self.status.items()], "connector status")
 
 
-def _profile(p: ConnectParams, ctx: Context) -> Profile:
-    if p.profile is not None:
-        return load_profile(p.profile)
-    found = profile_path(resolve_path(ctx.workspace_path))
+def load_live_profile(path: Path | None, workspace: Path | None) -> Profile:
+    """The given profile, else the workspace's."""
+    if path is not None:
+        return load_profile(path)
+    found = profile_path(resolve_path(workspace))
     if found is None:
         raise UserError("the workspace has no profile.yaml: give --profile, a profile whose sources have an "
                         "`mqtt:` section")
     return load_profile(found)
 
 
-def _write_status(path: Path, connector: Connector, running: bool) -> None:
+def write_status(path: Path, connector: Connector, running: bool, extra: dict[str, Any] | None = None) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"running": running, "pid": os.getpid(), "broker": connector.url,
-                               "topics": connector.topics, **asdict(connector.status)}, indent=1))
+                               "topics": connector.topics, **asdict(connector.status), **(extra or {})},
+                              indent=1, default=str))
     tmp.replace(path)
 
 
 @command("connect mqtt", ConnectParams, rest=False)
 def connect_mqtt(p: ConnectParams, ctx: Context) -> ConnectResult:
     """Connect to the live line over MQTT (Sparkplug B or JSON, the profile's mqtt sources) and store what arrives."""
-    profile = _profile(p, ctx)
+    profile = load_live_profile(p.profile, ctx.workspace_path)
     settings = Settings(url=p.broker, client_id=p.client_id, batch_rows=p.batch_rows,
                         batch_seconds=p.batch_seconds, reorder_timeout=p.reorder_timeout,
                         session_expiry=p.session_expiry)
     ws = ctx.workspace
     connector = Connector(ws, profile, settings)
     status_path = Path(ws.path) / STATUS_FILE
-    connector.on_report = lambda c: _write_status(status_path, c, True)
+    connector.on_report = lambda c: write_status(status_path, c, True)
     restore = []
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -96,7 +98,7 @@ def connect_mqtt(p: ConnectParams, ctx: Context) -> ConnectResult:
     finally:
         for sig, handler in restore:
             signal.signal(sig, handler)
-        _write_status(status_path, connector, False)
+        write_status(status_path, connector, False)
     return ConnectResult(broker=connector.url, sources=[s.name for s in live_sources(profile)],
                          topics=connector.topics, status=asdict(status))
 
