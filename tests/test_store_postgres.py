@@ -273,17 +273,20 @@ def test_the_commands_answer_on_postgres_as_on_duckdb(pg: tuple[str, str], tmp_p
         assert answers["postgres"][key] == answers["duckdb"][key], key
 
 
-def test_without_a_server_the_tests_skip_with_the_reason_but_under_ci_they_fail() -> None:
-    require_postgres()  # this test itself needs nothing but pytest; it runs where the others do
-    repo = Path(__file__).parent.parent
-    args = [sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider",
-            "tests/test_store.py::test_artifacts_round_trip"]
-    env = {**os.environ, "LINELAB_PG_URL": "postgresql://postgres@127.0.0.1:1/test"}
-    local = subprocess.run(args, cwd=repo, env={**env, "CI": "false"}, capture_output=True, text=True)
-    assert local.returncode == 0 and "1 passed, 1 skipped" in local.stdout
+def test_without_a_server_the_tests_skip_with_the_reason_but_under_ci_they_fail(tmp_path: Path) -> None:
+    require_postgres()  # runs where the others do; what it checks is the rule they all follow
+    (tmp_path / "test_needs_postgres.py").write_text(
+        "from postgres_service import require_postgres\n\n"
+        "def test_needs_postgres():\n    require_postgres()\n\n"
+        "def test_needs_nothing():\n    pass\n")
+    args = [sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider", "test_needs_postgres.py"]
+    env = {**os.environ, "LINELAB_PG_URL": "postgresql://postgres@127.0.0.1:1/test",
+           "PYTHONPATH": str(Path(__file__).parent)}
+    local = subprocess.run(args, cwd=tmp_path, env={**env, "CI": "false"}, capture_output=True, text=True)
+    assert local.returncode == 0 and "1 passed, 1 skipped" in local.stdout, local.stdout
     assert "no PostgreSQL at postgresql://postgres@127.0.0.1:1/test" in local.stdout
-    ci = subprocess.run(args, cwd=repo, env={**env, "CI": "true"}, capture_output=True, text=True)
-    assert ci.returncode == 1 and "1 passed, 1 error" in ci.stdout and "required under CI" in ci.stdout
+    ci = subprocess.run(args, cwd=tmp_path, env={**env, "CI": "true"}, capture_output=True, text=True)
+    assert ci.returncode == 1 and "1 failed, 1 passed" in ci.stdout and "required under CI" in ci.stdout, ci.stdout
 
 
 def test_a_connection_dropped_while_idle_is_replaced_without_the_user_noticing(pg: tuple[str, str]) -> None:
