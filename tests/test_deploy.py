@@ -178,6 +178,7 @@ def test_shuffled_label_canary_is_rolled_back_and_opens_a_problem(ws_path: Path)
     # after the rollback the incumbent decides for every unit again
     _produce(ws_path, 200)
     assert call("model score", ws_path, station=STATION).result["by_version"] == {"M-0001": 200}
+    assert call("model score", ws_path, station=STATION).result["units"] == 0  # nothing new: nothing scored
 
 
 def test_good_model_is_promoted_by_live_evidence(ws_path: Path) -> None:

@@ -188,7 +188,6 @@ class ScoreParams(BaseModel):
                                                "scoring)")
     features: str | None = Field(None, description="the unit's readings as JSON {name: value} (default: read "
                                                    "from the workspace)")
-    limit: int | None = Field(None, gt=0, description="score at most this many units")
     review: bool = Field(True, description="after batch scoring, judge the live versions on the feedback")
 
 
@@ -210,7 +209,7 @@ def model_score(p: ScoreParams, ctx: Context) -> ScoreResult:
         return ScoreResult(result=scoring.score_unit(ws, p.station, p.unit, feats))
     if p.features is not None:
         raise UserError("--features goes with --unit")
-    out = scoring.score_batch(ws, p.station, p.limit)
+    out = scoring.score_batch(ws, p.station)
     return ScoreResult(result=out, changes=live.review(ws, p.station) if p.review else [])
 
 

@@ -68,20 +68,19 @@ def route(ws: Any, dep: rollout.Deployment, frames: Mapping[str, pa.Table], seri
     return {"decision": applied, "version": acting, "scores": scores_of}
 
 
-def score_batch(ws: Any, station: str, limit: int | None = None) -> dict[str, Any]:
+def score_batch(ws: Any, station: str) -> dict[str, Any]:
     """Score the units ingested since the station was last scored; then review the live versions."""
     dep = rollout.get(ws, station)
     if not dep.live:
         raise UserError(f"no model is live at {station}: `linelab model promote VERSION --to shadow` first")
     last = ws.last_batch_seq()
     where = f"batch > {int(dep.scored_seq)} AND batch <= {int(last)}"
-    frames = _frames(ws, dep, where, limit)
+    frames = _frames(ws, dep, where)
     first = next(iter(frames.values()))
     serials = first.column("unit_id").combine_chunks()
     out = route(ws, dep, frames, serials, "batch")
-    # Remember where scoring stopped: the batch of the last unit scored (all of them when not limited).
     dep = rollout.get(ws, station)
-    dep.scored_seq = int(first.column("batch")[-1].as_py()) if limit and len(serials) == limit else last
+    dep.scored_seq = last
     rollout.save(ws, dep)
     d = out["decision"]
     return {"station": station, "units": len(serials),
@@ -89,7 +88,7 @@ def score_batch(ws: Any, station: str, limit: int | None = None) -> dict[str, An
             "by_version": {str(v): int((out["version"] == v).sum()) for v in dep.live}}
 
 
-def _frames(ws: Any, dep: rollout.Deployment, where: str, limit: int | None) -> dict[str, pa.Table]:
+def _frames(ws: Any, dep: rollout.Deployment, where: str) -> dict[str, pa.Table]:
     """Each live version's feature rows for the same units in the same order (versions sharing a
     feature spec share one query)."""
     by_spec: dict[str, pa.Table] = {}
@@ -98,8 +97,7 @@ def _frames(ws: Any, dep: rollout.Deployment, where: str, limit: int | None) -> 
         spec = record(ws, v, dep.files.get(v)).features
         key = spec.model_dump_json()
         if key not in by_spec:
-            frame = unit_frame(ws, spec, where)
-            by_spec[key] = frame.slice(0, limit) if limit else frame
+            by_spec[key] = unit_frame(ws, spec, where)
         frames[v] = by_spec[key]
     return frames
 

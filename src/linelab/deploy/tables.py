@@ -47,6 +47,8 @@ def ensure(ws: Any) -> None:
 
 def append(ws: Any, table: str, rows: pa.Table) -> None:
     ensure(ws)
+    if rows.num_rows == 0:
+        return
     if rows.num_rows <= 8:  # a unit scored on request: one parameterised statement is quickest
         marks = "(" + ", ".join("?" * rows.num_columns) + ")"
         values = [v for row in rows.to_pylist() for v in row.values()]
