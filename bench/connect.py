@@ -17,7 +17,8 @@ Records per second run from the publisher's first message to the last record rec
 or stored (connector); the ratio is connector / baseline (target >= 0.5). Latency: a paced run
 (publish times in the payloads) measures, per message, its publish to the flush that stored it.
 Faults: the stream again with 1 % garbage payloads, 2 % of messages sent twice and 2 % swapped
-with their successor; counted: lost, duplicated and quarantined records.
+with their successor; then `linelab connect mqtt` killed (-9) mid-stream and started again;
+counted: lost, duplicated and quarantined records.
 """
 
 from __future__ import annotations
@@ -288,12 +289,76 @@ def mqtt_section(quick: bool, folder: Path) -> dict[str, Any]:
               "lost": max(0, expect_rows - stored3), "duplicated": max(0, stored3 - expect_rows),
               "redelivered_dropped": c3.status.redelivered, "gaps": c3.status.gaps}
 
+    faults["killed"] = killed_connector(folder, url, units // 4)
+
     return {"units": units, "messages": len(messages), "baseline": base, "connector": connector,
             "parse_only_records_per_s": parse_only["records_per_s"],
             "ratio": round(connector["records_per_s"] / base["records_per_s"], 3),
             "latency_ms": {"pace_msgs_per_s": pace, "p50": round(float(np.nanmedian(lat)), 1),
                            "p95": round(float(np.nanpercentile(lat, 95)), 1), "n": int(lat.size)},
             "faults": faults}
+
+
+def _cli(root: Path, url: str, client_id: str) -> subprocess.Popen[bytes]:
+    code = "import sys; from linelab.cli import main; sys.argv[0] = 'linelab'; main()"
+    return subprocess.Popen([sys.executable, "-c", code, "connect", "mqtt", "-w", str(root), "--broker", url,
+                             "--client-id", client_id, "--session-expiry", "120", "--batch-seconds", "0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _status(root: Path) -> dict[str, Any]:
+    try:
+        return json.loads((root / "connect-status.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _until(cond: Callable[[], bool], timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while not cond() and time.monotonic() < end:
+        time.sleep(0.05)
+
+
+def killed_connector(folder: Path, url: str, units: int) -> dict[str, Any]:
+    """`linelab connect mqtt` killed (-9) mid-stream and started again: records lost and duplicated."""
+    group = "bench" + uuid.uuid4().hex[:8]
+    messages, line = stream(group, "LINE", units)
+    write_stream(messages, folder / "killed.bin")
+    root = folder / "ws-killed"
+    root.mkdir()
+    from linelab.profile import save_profile
+
+    save_profile(live_profile(line.profile, group, "LINE", url), root / "profile.yaml")
+    client_id = "bench-" + uuid.uuid4().hex[:8]
+    proc = _cli(root, url, client_id)
+    _until(lambda: _status(root).get("running") is True, 60)
+    pub = start_publisher(folder / "killed.bin", url, pace=len(messages) / 4.0)  # over about 4 s
+    publisher_start(pub)
+    _until(lambda: _status(root).get("stored", 0) > 0, 30)
+    proc.kill()  # SIGKILL: mid-batch, nothing flushed or acknowledged after the last flush
+    proc.wait()
+    pub.wait(120)
+    proc = _cli(root, url, client_id)
+    records = sum(m[2] for m in messages)
+    seen: list[int] = []
+
+    def settled() -> bool:  # the new process has flushed, and nothing more arrived for 2 s
+        st = _status(root)
+        if st.get("pid") != proc.pid or not st.get("flushes"):
+            return False
+        seen.append(int(st.get("received", 0)))
+        return len(seen) > 40 and seen[-1] == seen[-41]
+
+    _until(settled, 90)
+    proc.terminate()
+    proc.wait(60)
+    with Workspace.open(root) as ws:
+        stored = sum(ws.count(t) for t in TABLES) - int(
+            ws.scalar("SELECT count(*) FROM events WHERE kind IN ('data_gap', 'connection')"))
+        distinct_units = int(ws.scalar("SELECT count(DISTINCT unit_id) FROM units"))
+        unit_rows = ws.count("units")
+    return {"records": records, "stored": stored, "lost": max(0, records - stored),
+            "duplicated": max(0, stored - records) + (unit_rows - distinct_units)}
 
 
 SECTIONS: dict[str, Callable[[bool, Path], dict[str, Any]]] = {"mqtt": mqtt_section}
