@@ -192,6 +192,8 @@ def test_good_model_is_promoted_by_live_evidence(ws_path: Path) -> None:
     assert changes[0]["evidence"]["lower"] > 0 and changes[0]["by"] == "review"
     shown = call("model show", ws_path, version="M-0001")
     assert shown.stage == "full" and [e["to"] for e in shown.events] == ["canary", "full"]
+    canary = shown.scored[0]
+    assert canary["stage"] == "canary" and canary["units"] == 1200 and 0 < canary["acted"] < 400
 
 
 def test_signoff_holds_a_promotion_until_a_person_gives_it(ws_path: Path) -> None:

@@ -41,6 +41,8 @@ class ModelResult(Result):
     stage: str | None = None
     evidence: dict[str, Any] | None = None
     events: list[dict[str, Any]] = Field(default_factory=list)
+    scored: list[dict[str, Any]] = Field(default_factory=list, description="units it scored per stage: how "
+                                                                           "many, acted on, first and last")
 
     def render(self, console: Console) -> None:
         m = self.model
@@ -59,6 +61,9 @@ class ModelResult(Result):
             console.print(f"live ({e['labelled']} units with results): " + ", ".join(
                 f"{k} {fmt(e['live'].get(k))}" for k in ("precision", "recall", "saving_per_unit"))
                 + f"; test {e['test']['decision']}; guards: {'; '.join(e['guards']) or 'none'}")
+        for r in self.scored:
+            console.print(f"scored as {r['stage']}: {r['units']} units ({r['acted']} acted on), "
+                          f"{str(r['first'])[:19]} .. {str(r['last'])[:19]}")
         for ev in self.events[-10:]:
             console.print(f"  {ev['t'][:19]} {ev['event']}: {ev['from']} → {ev['to']} by {ev['by']} — {ev['reason']}")
 
@@ -118,7 +123,7 @@ def model_show(p: ShowParams, ctx: Context) -> ModelResult:
     stage = dep.stage_of(rec.id) if rec.id in dep.live else rec.status
     ev = live.evidence(ws, dep, rec.id) if rec.id in dep.live else None
     return ModelResult(model=rec.model_dump(mode="json"), stage=stage, evidence=ev,
-                       events=rollout.events(ws, version=rec.id))
+                       events=rollout.events(ws, version=rec.id), scored=scoring.scored(ws, rec.id))
 
 
 class PromoteParams(BaseModel):
