@@ -381,3 +381,20 @@ def test_the_same_holds_on_a_postgresql_workspace(tmp_path: Path) -> None:
             assert w.count("measurements") == 3
     assert entries == [{"row": 3, "field": "value", "reason": "cannot read as a number (got 'oops')", "resolved": True},
                        {"row": 6, "field": "value", "reason": "conflicts with line 4", "resolved": True}]
+
+
+def test_typed_batches_with_repeated_keys_are_stored_once(tmp_path: Path) -> None:
+    """Adapters hand over typed batches; a repeat in one is found even on the fast path for new records."""
+    n = 100
+    t = pa.array(np.datetime64("2026-01-05T06:00:00", "us") + np.arange(n) * np.timedelta64(1, "s"))
+    batch = pa.table({"unit_id": [f"T{i:03d}" for i in range(n)], "station": ["S"] * n, "name": ["v"] * n,
+                      "value": np.arange(n, dtype=float), "t": t})
+    again = batch.slice(10, 5)
+    changed = batch.slice(20, 1).set_column(3, "value", pa.array([-1.0]))
+    with Workspace.open(tmp_path / "ws") as w:
+        rep = w.ingest_tables({"measurements": pa.concat_tables([batch, again, changed])}, source="adapter")
+        t_rep = rep.tables[0]
+        assert (t_rep.stored, t_rep.duplicates, t_rep.quarantined) == (n, 5, 1)
+        assert rep.quarantine[0]["reason"] == "conflicts with line 21" and rep.quarantine[0]["row"] == n + 6
+        assert w.count("measurements") == n
+        assert w.scalar("SELECT value FROM measurements WHERE unit_id = 'T020'") == 20.0
