@@ -139,7 +139,6 @@ class _Repeats(threading.Thread):
     def __init__(self, table: pa.Table, name: str) -> None:
         super().__init__(daemon=True)
         self.table, self.name, self.found = table, name, True
-        self.error: BaseException | None = None
 
     def run(self) -> None:
         con = duckdb.connect()
