@@ -128,6 +128,10 @@ def unit_table(
     if sym_station:
         step_cols.append(f"arg_min(shift, t_in) FILTER (WHERE station = {_lit(sym_station)}) AS shift")
         meta["shift"] = {"type": "shift", "station": sym_station, "table": "steps"}
+    n_products = ws.scalar("SELECT count(DISTINCT product) FROM units WHERE t_start BETWEEN ? AND ?",
+                           [ref_start, inc_end])
+    if n_products and n_products > 1:
+        meta["product"] = {"type": "product", "table": "units"}
 
     # the symptom
     if spec.measurement:
@@ -209,7 +213,8 @@ def unit_table(
             "WHERE unit_id IN (SELECT unit_id FROM w) GROUP BY unit_id) USING (unit_id)"
         )
     sql = (
-        f"WITH w AS (SELECT u.unit_id, u.t_start, CAST(u.t_start >= ? AS INTEGER) AS incident FROM units u "
+        f"WITH w AS (SELECT u.unit_id, u.t_start, CAST(u.t_start >= ? AS INTEGER) AS incident, u.product "
+        f"FROM units u "
         f"WHERE {where_units}) "
         f"SELECT * FROM w LEFT JOIN {target_sql} tg USING (unit_id) "
         + " ".join(joins)
@@ -295,6 +300,22 @@ def _is_environment(profile: Profile | None, name: str, station: str | None) -> 
     return role == "environment" if role is not None else bool(ENVIRONMENT_PATTERN.search(name))
 
 
+def _per_product(data: pa.Table, reference: np.ndarray) -> pa.Table:
+    """A measurement whose level depends on the product, as each unit's deviation from its product's
+    level before the onset (around the overall level): a change of product mix is then no shift,
+    and a shift of one product's units shows as that product's."""
+    y = data.column("symptom").to_numpy(zero_copy_only=False).astype(float)
+    labels, codes = np.unique(np.asarray(data.column("product").to_pylist(), dtype=str), return_inverse=True)
+    ok = reference & ~np.isnan(y)
+    n = np.bincount(codes[ok], minlength=len(labels))
+    if ok.sum() == 0 or (n > 0).sum() < 2:
+        return data
+    overall = float(y[ok].mean())
+    level = np.where(n > 0, np.bincount(codes[ok], weights=y[ok], minlength=len(labels)) / np.maximum(n, 1), overall)
+    adjusted = y - level[codes] + overall
+    return data.set_column(data.column_names.index("symptom"), "symptom", pa.array(adjusted, mask=np.isnan(adjusted)))
+
+
 def diagnose_spec(ws: Any, spec: SymptomSpec) -> Diagnosis:
     """Diagnose a symptom in the workspace; every cause names its `entity` (kind, name, station or material)."""
     profile = workspace_profile(ws.path)
@@ -311,6 +332,10 @@ def diagnose_spec(ws: Any, spec: SymptomSpec) -> Diagnosis:
     inc_rows = np.flatnonzero((period == 1) & has)
     if ref_rows.size < 50 or inc_rows.size < 20:
         raise UserError(f"too few units to compare: {ref_rows.size} before and {inc_rows.size} since the onset")
+    if spec.measurement and "product" in meta:
+        data = _per_product(data, period == 0)
+    elif "product" not in meta:
+        data = data.drop_columns(["product"])
     ref, inc = data.take(pa.array(ref_rows)), data.take(pa.array(inc_rows))
     kinds = {c: "environment" for c in meta if meta[c]["type"] in ("param", "measurement")
              and _is_environment(profile, str(meta[c].get("name", c)), meta[c].get("station"))}

@@ -3,7 +3,10 @@
 What it watches:
 - every measurement series (station, measurement, machine of that station visit): a
   two-sided CUSUM on subgroup means, in sigmas of the reference's subgroup means (so slow
-  normal wander in the reference widens the limits instead of raising false problems);
+  normal wander in the reference widens the limits instead of raising false problems); a
+  reading whose level depends on the product is watched as each unit's deviation from its own
+  product's level, and an in-spec shift no wider than phase I's own wander at the same time
+  scale is not a problem;
 - first-pass failure rates per station and machine / fixture / operator / shift, and per
   material lot and supplier: binomial (beta-binomial) tests over a moving window with
   Benjamini–Hochberg across the groups of each factor and a minimum effect size.
@@ -11,12 +14,16 @@ What it watches:
 New data are found by ingest batch sequence (`batch` column), never by timestamps: late
 records arrive out of order, and a batch is processed exactly once. The engine's state
 (detectors, windows, the last batch seen) is saved after every chunk of batches, so an
-interrupted run resumes where it stopped. Each series learns its limits from its first
-`reference_records` records (phase I) and never re-learns them from data being judged.
+interrupted run resumes where it stopped. Each series learns its limits from the line's first
+`reference_hours` (phase I; a rate stream within record bounds, so a line of a hundred units a
+day learns from days and one of twenty thousand from hours) and never re-learns them from data
+being judged. A fix applied on the line (an action event naming a machine, a lot, a station)
+takes the records from before it out of the failure-rate windows of what it names.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from scipy.stats import poisson
 
 from linelab.monitor.attribute import GroupRateMonitor, PChart
 from linelab.monitor.problems import Alarm, Evidence, ProblemBook
@@ -34,7 +42,7 @@ from linelab.monitor.state import StateError, load_state, save_state
 from linelab.monitor.watch import active_watches
 
 STATE_FILE = "monitor/engine.npz"  # explicit data (monitor.state), never a pickle
-STATE_VERSION = 8
+STATE_VERSION = 9
 STEP_FACTORS = ("station", "machine", "fixture", "operator", "shift")
 MATERIAL_FACTORS = ("lot", "supplier")
 
@@ -44,7 +52,11 @@ class EngineConfig:
     # Phase I: each series' records in the first hours of data; long enough that normal wear
     # between maintenance shows as a trend (30 h missed it on some lines).
     reference_hours: float = 40.0
-    reference_records: int = 6000  # phase-I records per rate stream
+    # A failure-rate stream's phase I is the line's first `reference_hours` too (a line of a hundred
+    # units a day learns from days, one of twenty thousand from hours), with at least
+    # `rate_min_reference` and at most `reference_records` records.
+    reference_records: int = 6000
+    rate_min_reference: int = 300
     subgroup: int = 10  # measurement records averaged per CUSUM point
     arl0: float = 1e6  # in-control ARL of each measurement CUSUM, in subgroups
     # A watch learned from know-how looks for a failure mode known to happen: it may be more
@@ -74,7 +86,11 @@ class EngineConfig:
     level_margin: float = 2.0  # |t| a maintenance-age trend needs in the reference to be modelled
     max_inflation: float = 3.0  # cap on the autocorrelation widening of CUSUM sigma
     rate_window: int = 20000  # records per rate stream in the moving window
-    rate_every: int = 1000  # evaluate rate tests every this many records
+    # Rate tests run every half day of the stream's records (as many as phase I saw in
+    # that time), between `rate_min_every` and `rate_every` records.
+    rate_every: int = 1000
+    rate_min_every: int = 100
+    rate_every_hours: float = 12.0
     rate_alpha: float = 1e-4  # BH false discovery level per evaluation
     rate_min_ratio: float = 1.3  # smallest rate ratio worth a problem
     rate_min_excess: float = 0.005  # smallest excess failure rate worth a problem
@@ -98,6 +114,11 @@ class EngineConfig:
     # within weeks).
     relevel_records: int = 300
     relevel_z: float = 3.0
+    # A reading whose level depends on the product (a 20 mm and a 25 mm shaft) is watched as each
+    # unit's deviation from its own product's level: a change of product mix moves nothing. A
+    # product's level is learned from its records in phase I, or from its first `product_records`
+    # records when it first appears later (those records teach; they are not judged).
+    product_records: int = 50
 
 
 def _iso(t_us: int | float | None) -> str | None:
@@ -170,6 +191,12 @@ class SeriesMonitor:
         self.n_ref = 0
         self.chart: CUSUMChart | None = None
         self._ref_t: list[np.ndarray] = []
+        self._ref_p: list[np.ndarray] = []
+        self.product_level: dict[str, float] = {}  # each product's level, where products differ
+        self.by_product = False
+        self.grand_level = 0.0
+        self._learning: dict[str, list[np.ndarray]] = {}  # records of products whose level is not known yet
+        self.product_specs: dict[str, tuple[float | None, float | None]] = {}
         self._partial = (np.empty(0), np.empty(0, dtype=object), np.empty(0, dtype=np.int64), np.empty(0))
         self.constant = False
         self._recent_alarms = np.zeros(max(0, cfg.persist - 1), dtype=bool)
@@ -202,7 +229,7 @@ class SeriesMonitor:
     def restage(self, at_us: int) -> None:
         """A recorded process change: forget the chart, learn new limits from what follows."""
         self.chart = None
-        self._ref, self._ref_t, self.n_ref = [], [], 0
+        self._ref, self._ref_t, self._ref_p, self.n_ref = [], [], [], 0
         self._partial = (np.empty(0), np.empty(0, dtype=object), np.empty(0, dtype=np.int64), np.empty(0))
         self._recent_alarms = np.zeros(max(0, self.cfg.persist - 1), dtype=bool)
         self.constant = False
@@ -249,13 +276,59 @@ class SeriesMonitor:
             return f"{self.station}/{self.watch[2]}"
         return f"{self.station}/{self.machine}" if self.machine else f"{self.station}/{self.name}"
 
-    def _oos(self, v: np.ndarray) -> np.ndarray:
-        bad = np.zeros(v.shape, dtype=bool)
-        if self.lsl is not None:
-            bad |= v < self.lsl
-        if self.usl is not None:
-            bad |= v > self.usl
-        return bad
+    def _oos(self, v: np.ndarray, products: np.ndarray | None = None) -> np.ndarray:
+        """Out of spec, by each unit's own product's limits where products have their own."""
+        lsl = np.full(v.shape, np.nan if self.lsl is None else self.lsl)
+        usl = np.full(v.shape, np.nan if self.usl is None else self.usl)
+        if self.product_specs and products is not None and len(v):
+            labels, codes = np.unique(products, return_inverse=True)
+            own = [self.product_specs.get(str(p), (self.lsl, self.usl)) for p in labels]
+            lsl = np.array([np.nan if lo is None else lo for lo, _ in own])[codes]
+            usl = np.array([np.nan if hi is None else hi for _, hi in own])[codes]
+        with np.errstate(invalid="ignore"):
+            return (v < lsl) | (v > usl)
+
+    def _learn_products(self, ref: np.ndarray, ref_t: np.ndarray, ref_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Learn each product's level from phase I where the reading's level depends on the product;
+        returns the reference as deviations from its products' levels (around the overall level).
+        Records of a product too rare in phase I to learn its level are left out (learned later)."""
+        labels, codes, counts = np.unique(ref_p, return_inverse=True, return_counts=True)
+        if len(labels) < 2:
+            return ref, ref_t
+        means = np.bincount(codes, weights=ref, minlength=len(labels)) / counts
+        enough = counts >= self.cfg.product_records
+        resid = ref - means[codes]
+        if enough.sum() < 2:
+            return ref, ref_t
+        within = float(resid[enough[codes]].std()) or 1e-12
+        # Product levels that differ by less than the noise they are learned with are no difference.
+        m, c = means[enough], counts[enough]
+        if (np.abs(m - np.average(m, weights=c)) / (within / np.sqrt(c))).max() < 4.0:
+            return ref, ref_t
+        self.by_product = True
+        self.grand_level = float(np.average(means[enough], weights=counts[enough]))
+        self.product_level = {str(p): float(m) for p, m, ok in zip(labels, means, enough, strict=True) if ok}
+        keep = enough[codes]
+        return (ref - means[codes] + self.grand_level)[keep], ref_t[keep]
+
+    def _product_adjusted(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, oos: np.ndarray,
+                          products: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """New records as deviations from their product's level; records of a product whose level
+        is still being learned teach it and are not judged."""
+        if not self.by_product or products is None or not len(v):
+            return v, units, t, oos
+        labels, codes = np.unique(products, return_inverse=True)
+        level = np.array([self.product_level.get(str(p), np.nan) for p in labels])
+        for i in np.flatnonzero(np.isnan(level)):
+            seen = self._learning.setdefault(str(labels[i]), [])
+            seen.append(v[codes == i])
+            got = np.concatenate(seen)
+            if len(got) >= self.cfg.product_records:
+                self.product_level[str(labels[i])] = float(got[: self.cfg.product_records].mean())
+                del self._learning[str(labels[i])]
+        known = ~np.isnan(level[codes])
+        adjusted = v - np.nan_to_num(level[codes]) + self.grand_level
+        return adjusted[known], units[known], t[known], oos[known]
 
     def _candidates(self, events: Events, t_ref: np.ndarray) -> dict[str, np.ndarray]:
         """Event series whose age may explain normal wear of this series.
@@ -358,9 +431,30 @@ class SeriesMonitor:
         self.chart = CUSUMChart(mu=self.centre, sigma=self.sigma_chart, k=k, arl0=self.arl0, clip=4.0).fit()
         self.mode = "cusum"
 
+    def _learn_excursions(self, ref: np.ndarray) -> None:
+        """How far the mean of n consecutive records strays from the centre in phase I, for n on a
+        grid: the line's own normal wander (lot to lot, tool to tool, the room) at each time scale.
+        A shift no larger than that, with no unit out of spec, is not a problem."""
+        ref = np.clip(ref, self.centre - 4 * self.sd_unit, self.centre + 4 * self.sd_unit)
+        widths = np.unique(np.geomspace(self.cfg.subgroup, max(len(ref) // 3, self.cfg.subgroup),
+                                        12).astype(int))
+        csum = np.concatenate([[0.0], np.cumsum(ref - self.centre)])
+        self.excursion_n = widths.astype(float)
+        self.excursion = np.array([np.abs((csum[w:] - csum[:-w]) / w).max() for w in widths])
+
+    def normal_excursion(self, n: int) -> float:
+        """The widest phase-I stray of a mean of `n` records (0 where phase I was too short to say)."""
+        widths = getattr(self, "excursion_n", None)
+        if widths is None or not len(widths):
+            return 0.0
+        return float(np.interp(np.log(max(n, 1)), np.log(widths), self.excursion))
+
     def process(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, seq: int, events: Events,
-                ref_end_us: int, changes: np.ndarray | None = None) -> Alarm | None:
-        """Score new records, re-staging at recorded process changes (`changes`, epoch us)."""
+                ref_end_us: int, changes: np.ndarray | None = None,
+                products: np.ndarray | None = None) -> Alarm | None:
+        """Score new records, re-staging at recorded process changes (`changes`, epoch us);
+        `products` names each record's product (for readings whose level depends on it)."""
+        p = products if products is not None else np.full(len(v), "", dtype=object)
         alarm = None
         if self.last_change_us is None and len(t):
             self.last_change_us = int(t[0]) - 1  # changes before the series began do not concern it
@@ -373,11 +467,11 @@ class SeriesMonitor:
                 break
             # Records of units already past the station when the change came belong to the old stage.
             cut = int(np.searchsorted(t, due[0], side="left"))
-            alarm = self._score(v[:cut], units[:cut], t[:cut], seq, events, ref_end_us) or alarm
+            alarm = self._score(v[:cut], units[:cut], t[:cut], p[:cut], seq, events, ref_end_us) or alarm
             self.restage(int(due[0]))
             self.last_change_us = ref_end_us = int(due[0])
-            v, units, t = v[cut:], units[cut:], t[cut:]
-        return self._score(v, units, t, seq, events, ref_end_us) or alarm
+            v, units, t, p = v[cut:], units[cut:], t[cut:], p[cut:]
+        return self._score(v, units, t, p, seq, events, ref_end_us) or alarm
 
     def _reset_after_maintenance(self, events: Events, t_last: int) -> None:
         """Work on this series' station and machine (a repair, a fix) starts its sums afresh: the
@@ -412,7 +506,7 @@ class SeriesMonitor:
                     self._relevel_from = int(new.max())
                 return
 
-    def _score(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, seq: int, events: Events,
+    def _score(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, p: np.ndarray, seq: int, events: Events,
                ref_end_us: int) -> Alarm | None:
         """Score new records; until `ref_end_us` (and at least `min_ref` records) they are phase I."""
         if len(v) == 0:
@@ -425,34 +519,38 @@ class SeriesMonitor:
             need = len(v) if phase1.all() else int(np.argmin(phase1))
             self._ref.append(v[:need])
             self._ref_t.append(t[:need])
+            self._ref_p.append(p[:need])
             self.n_ref += need
-            v, units, t = v[need:], units[need:], t[need:]
+            v, units, t, p = v[need:], units[need:], t[need:], p[need:]
             if len(v) == 0:
                 return None
-            ref, ref_t = np.concatenate(self._ref), np.concatenate(self._ref_t)
-            self._ref, self._ref_t = [], []
+            ref, ref_t, ref_p = np.concatenate(self._ref), np.concatenate(self._ref_t), np.concatenate(self._ref_p)
+            self._ref, self._ref_t, self._ref_p = [], [], []
+            self.reference_oos = float(self._oos(ref, ref_p).mean())
+            ref, ref_t = self._learn_products(ref, ref_t, ref_p)
             # A set-point: constant by design, changed only on purpose (float noise of a recipe
             # value read back is not spread: a level chart of it alarmed on 3e-13 degC).
             if ref.std() <= 1e-9 * max(1.0, abs(float(ref.mean()))):
                 self.constant = True
-            self.reference_oos = float(self._oos(ref).mean())
             detrended = (self._fit_trend(ref, ref_t, events) if self.trend_from is None
                          else self._inherit_trend(ref, ref_t, events))
             self.centre_raw = float(detrended.mean())
             self._fit(detrended)
+            self._learn_excursions(detrended)
             raw = raw[-len(v):]
         if self.constant:
             return None
         # Spec checks use the raw values; the chart watches what normal wear does not explain.
         # One wild reading (a mis-pick, a bad contact) is a unit defect, not a process shift:
         # single values are winsorised at 4 unit-sigmas before they are averaged.
+        oos_flags = self._oos(raw, p).astype(float)
+        v, units, t, oos_flags = self._product_adjusted(v, units, t, oos_flags, p)
         v = self.detrend(v, t, events) - self.level_offset
         if self._relevel is not None:
-            v, units, t, raw = self._take_relevel(v, units, t, raw)
-            if len(v) == 0:
-                return None
+            v, units, t, oos_flags = self._take_relevel(v, units, t, oos_flags)
+        if len(v) == 0:
+            return None
         v = np.clip(v, self.centre - 4 * self.sd_unit, self.centre + 4 * self.sd_unit)
-        oos_flags = self._oos(raw).astype(float)
         pv, pu, pt, po = self._partial
         v, units, t = np.concatenate([pv, v]), np.concatenate([pu, units]), np.concatenate([pt, t])
         oos_flags = np.concatenate([po, oos_flags])
@@ -496,10 +594,16 @@ class SeriesMonitor:
             # a move the other way since the estimated onset, or a small move of a wearing part
             # (what the wear model's extrapolation leaves): not the failure the watch is for
             return None
+        # Units out of spec beyond what phase I's rate explains (Poisson, one-sided 1e-3).
+        n = found.units_affected
+        in_spec = poisson.sf(round(found.effect["out_of_spec_now"] * n) - 1, max(self.reference_oos * n, 1e-3)) > 1e-3
+        if not self.watch and in_spec and abs(found.effect["shift"]) <= self.normal_excursion(found.units_affected):
+            return None  # no wider than the line's own wander at that time scale, and no unit lost
         return found
 
     def _take_relevel(self, v: np.ndarray, units: np.ndarray, t: np.ndarray,
                       raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        # `raw` is any per-record array carried along (the out-of-spec flags)
         """Gather records after part work; once there are enough, their mean is the new level."""
         assert self._relevel is not None and self.chart is not None
         after = t >= self._relevel_from
@@ -560,9 +664,11 @@ class SeriesMonitor:
                                          else f" on machine {self.machine}" if self.machine else "")
         text = (f"{self.name}{where} has {direction} {_fmt(abs(shift))}{unit} "
                 f"({abs(shift) / self.sd_unit:.1f} sigma) over the last {n_since:,} units")
-        if self.lsl is not None or self.usl is not None:
-            text += (f"; {oos_now:.1%} of units are now out of spec, up from {self.reference_oos:.1%}"
-                     if oos_now > self.reference_oos else "; units are still within spec")
+        if self.lsl is not None or self.usl is not None or self.product_specs:
+            now, before = f"{oos_now:.1%}", f"{self.reference_oos:.1%}"
+            text += (f"; {now} of units are now out of spec, up from {before}" if oos_now > self.reference_oos
+                     and now != before else "; units are still within spec" if not oos_now
+                     else f"; {now} of units out of spec, as before")
         # From a little before the onset to now, thinned to at most 2 x chart_points points.
         chart_idx = self._window(onset_sub - self.cfg.chart_points // 2)
         chart_idx = chart_idx[np.linspace(0, len(chart_idx) - 1, min(len(chart_idx), 2 * self.cfg.chart_points))
@@ -627,6 +733,18 @@ class RateStream:
         self.scored = 0
         self.evaluations = 0
         self.alarms = 0
+        self.every = cfg.rate_every
+        self._ref_span = [0, 0]  # first and last time of phase I (epoch us)
+        self.fixes_seen = 0  # fixes applied on the line so far, each acted on once
+
+    def forget_before(self, names: set[str], t_us: int) -> None:
+        """A fix applied at `t_us` to what `names` name (machine M2 at station ASSY): the records of
+        those groups from before the fix leave the moving window, so the window judges them as they
+        are now and a return of the problem is dated from its return, not from its first time."""
+        hit = [i for lab, i in self.labels.items() if str(lab) in names or str(lab).split(":")[-1] in names]
+        if hit and len(self.g):
+            keep = ~(np.isin(self.g, hit) & (self.t < t_us))
+            self.g, self.f, self.units, self.t = self.g[keep], self.f[keep], self.units[keep], self.t[keep]
 
     def _codes(self, codes: np.ndarray, labels: list[Any]) -> np.ndarray:
         local = np.empty(len(labels), dtype=np.int64)
@@ -638,17 +756,28 @@ class RateStream:
         return local[codes]
 
     def process(self, codes: np.ndarray, labels: list[Any], fails: np.ndarray, units: np.ndarray,
-                t: np.ndarray, seq: int) -> list[Alarm]:
+                t: np.ndarray, seq: int, ref_end_us: int | None = None) -> list[Alarm]:
+        """Add records; phase I lasts until `ref_end_us` (within the record bounds of the config)."""
         g = self._codes(codes, labels)
         self.records += len(g)
         if self.monitor is None:
-            need = self.cfg.reference_records - self.n_ref
+            cfg = self.cfg
+            in_ref = t < (ref_end_us if ref_end_us is not None else np.iinfo(np.int64).max)
+            in_ref[: max(0, cfg.rate_min_reference - self.n_ref)] = True
+            need = min(len(g) if in_ref.all() else int(np.argmin(in_ref)), cfg.reference_records - self.n_ref)
+            if need and not self.n_ref:
+                self._ref_span[0] = int(t[0])
+            if need:
+                self._ref_span[1] = int(t[need - 1])
             self._ref_g.append(g[:need])
             self._ref_f.append(fails[:need])
-            self.n_ref += min(need, len(g))
+            self.n_ref += need
             g, fails, units, t = g[need:], fails[need:], units[need:], t[need:]
-            if self.n_ref < self.cfg.reference_records:
+            if not len(g) and self.n_ref < cfg.reference_records:
                 return []
+            hours = max((self._ref_span[1] - self._ref_span[0]) / 3.6e9, 1e-9)
+            self.every = int(np.clip(round(self.n_ref / hours * cfg.rate_every_hours), cfg.rate_min_every,
+                                     cfg.rate_every))
             self.monitor = GroupRateMonitor(
                 alpha=self.cfg.rate_alpha, min_ratio=self.cfg.rate_min_ratio,
                 min_excess=self.cfg.rate_min_excess, min_defects=self.cfg.rate_min_defects,
@@ -659,7 +788,7 @@ class RateStream:
         F = np.concatenate([self.f, fails])
         U = np.concatenate([self.units, units])
         T = np.concatenate([self.t, t])
-        every, w = self.cfg.rate_every, self.cfg.rate_window
+        every, w = self.every, self.cfg.rate_window
         # Checkpoints every `rate_every` scored records, counted over the stream's whole life,
         # so how the data were split into runs does not change when tests happen.
         first = every - (self.scored % every)
@@ -849,6 +978,12 @@ class MonitorEngine:
         self.t_first_us: int | None = None  # earliest record seen: phase I is measured from it
         self.version = STATE_VERSION
 
+    def _ref_end(self, t_us: np.ndarray) -> int:
+        """End of phase I: `reference_hours` after the earliest record the engine has seen."""
+        if self.t_first_us is None:
+            self.t_first_us = int(t_us.min())
+        return self.t_first_us + int(self.config.reference_hours * 3.6e9)
+
     # -- persistence ---------------------------------------------------------------------------
     @staticmethod
     def state_path(ws: Any) -> Path:
@@ -926,6 +1061,17 @@ class MonitorEngine:
         return {(r[0], r[1]): (r[2], r[3], r[4]) for r in zip(*[c.to_pylist() for c in rows.columns], strict=True)}
 
     @staticmethod
+    def _product_specs(ws: Any) -> dict[tuple[str, str], dict[str, tuple[float | None, float | None]]]:
+        """Spec limits per product, for readings whose limits differ by product."""
+        rows = ws.query("""SELECT station, name, product, lsl, usl FROM specs
+                           WHERE (station, name) IN (SELECT (station, name) FROM specs GROUP BY ALL
+                                                     HAVING count(DISTINCT (lsl, usl)) > 1)""")
+        out: dict[tuple[str, str], dict[str, tuple[float | None, float | None]]] = {}
+        for st, name, prod, lsl, usl in zip(*[c.to_pylist() for c in rows.columns], strict=True):
+            out.setdefault((st, name), {})[prod] = (lsl, usl)
+        return out
+
+    @staticmethod
     def _events(ws: Any, hi: int) -> Events:
         """Maintenance and calibration times known up to batch `hi`, per station/machine/target."""
         # Work on one part (a nozzle, a fixture) is keyed `part`: it resets that part's wear, not
@@ -976,9 +1122,10 @@ class MonitorEngine:
                  s AS (SELECT unit_id, station, machine, fixture, t_in
                        FROM steps WHERE unit_id IN (SELECT unit_id FROM m))
             SELECT m.batch, m.unit_id, m.station, m.name, s.machine, s.fixture, m.value, epoch_us(m.t) AS t_us,
-                   m.is_param
+                   m.is_param, coalesce(u.product, '') AS product
             -- a reading belongs to the visit it was made in (a retest is read on the other tester)
             FROM m ASOF LEFT JOIN s ON m.unit_id = s.unit_id AND m.station = s.station AND m.t >= s.t_in
+                 LEFT JOIN units u ON u.unit_id = m.unit_id
             ORDER BY m.batch, m.t, m.unit_id, m.name
             """,
             [lo, hi, lo, hi],
@@ -990,9 +1137,9 @@ class MonitorEngine:
             tbl.column("station"), tbl.column("name"), pc.fill_null(tbl.column("machine"), ""), "\x1f"
         )
         labels, groups, values, units, t_us = _series_of(tbl, key_col)
-        if self.t_first_us is None:
-            self.t_first_us = int(t_us.min())
-        ref_end = self.t_first_us + int(self.config.reference_hours * 3.6e9)
+        products = np.asarray(tbl.column("product").to_pylist(), dtype=object)
+        product_specs = self._product_specs(ws)
+        ref_end = self._ref_end(t_us)
         alarms = []
         for label, idx in zip(labels, groups, strict=True):
             if not len(idx):
@@ -1004,7 +1151,9 @@ class MonitorEngine:
                 mon = self.series[key] = SeriesMonitor(station, name, machine or None, self.config,
                                                        specs.get((station, name), (None, None, None)))
                 mon.condition = bool(tbl.column("is_param")[int(idx[0])].as_py())
-            a = mon.process(values[idx], units[idx], t_us[idx], hi, events, ref_end, (changes or {}).get(station))
+                mon.product_specs = product_specs.get((station, name), {})
+            a = mon.process(values[idx], units[idx], t_us[idx], hi, events, ref_end, (changes or {}).get(station),
+                            products[idx])
             if a is not None:
                 alarms.append(a)
         return alarms + self._watches(ws, tbl, hi, specs, events, changes or {})
@@ -1026,6 +1175,7 @@ class MonitorEngine:
                 continue
             key_col = pc.binary_join_element_wise(sub.column("name"), sub.column(w.factor), "\x1f")
             labels, groups, values, units, ts = _series_of(sub, key_col)
+            products = np.asarray(sub.column("product").to_pylist(), dtype=object)
             for label, idx in zip(labels, groups, strict=True):
                 name, level = label.split("\x1f")
                 key = (w.id, w.station, name, level)
@@ -1039,7 +1189,8 @@ class MonitorEngine:
                     mon.ref_start_us = int(ts[idx][0])
                     machine = sub.column("machine")[int(idx[0])].as_py()
                     mon.trend_from = self.series.get((w.station, name, machine))
-                a = mon.process(values[idx], units[idx], ts[idx], hi, events, mon.ref_start_us, changes.get(w.station))
+                a = mon.process(values[idx], units[idx], ts[idx], hi, events, mon.ref_start_us, changes.get(w.station),
+                                products[idx])
                 if a is not None:
                     alarms.append(a)
         return alarms
@@ -1061,7 +1212,7 @@ class MonitorEngine:
             [lo, hi],
         )
         report.records["steps"] = report.records.get("steps", 0) + tbl.num_rows
-        return self._feed_rates(tbl, "station", hi, lambda sub: {
+        return self._feed_rates(ws, tbl, "station", hi, lambda sub: {
             f: sub.column("station_group" if f == "station" else f) for f in factors})
 
     def _materials(self, ws: Any, lo: int, hi: int, report: RunReport) -> list[Alarm]:
@@ -1080,16 +1231,34 @@ class MonitorEngine:
         )
         report.records["units"] = report.records.get("units", 0) + tbl.num_rows
         # A lot is named within its supplier: keep them apart.
-        return self._feed_rates(tbl, "material", hi, lambda sub: {
+        return self._feed_rates(ws, tbl, "material", hi, lambda sub: {
             f: pc.binary_join_element_wise(sub.column("supplier"), sub.column("lot"), ":") if f == "lot"
             else sub.column("supplier") for f in factors})
 
-    def _feed_rates(self, tbl: pa.Table, context: str, hi: int,
+    @staticmethod
+    def _fixes(ws: Any, hi: int) -> list[tuple[set[str], int]]:
+        """Actions applied on the line up to batch `hi`, in the order recorded: what they name (their
+        parameters' values and their problem's scope: machine M2, station ASSY) and the line time
+        they took effect."""
+        tbl = ws.query("""SELECT epoch_us(t) AS t_us, detail FROM events
+                         WHERE kind = 'action' AND batch <= ? AND json_extract_string(detail, '$.status') = 'applied'
+                         ORDER BY batch, t""", [hi])
+        out = []
+        for t_us, detail in zip(tbl.column("t_us").to_pylist(), tbl.column("detail").to_pylist(), strict=True):
+            d = json.loads(detail or "{}")
+            names = {str(v) for v in (d.get("params") or {}).values() if isinstance(v, str | int)}
+            problem = ws.get_artifact("problem", d["problem_id"]) if d.get("problem_id") else None
+            names |= {str(v) for v in ((problem or {}).get("scope") or {}).values() if v is not None}
+            out.append((names, int(t_us)))
+        return out
+
+    def _feed_rates(self, ws: Any, tbl: pa.Table, context: str, hi: int,
                     columns: Callable[[pa.Table], dict[str, Any]]) -> list[Alarm]:
         """Feed the failure-rate stream of each (factor, context) — factors per station, lots and
         suppliers per material — with the rows of that context."""
         if tbl.num_rows == 0:
             return []
+        fixes = self._fixes(ws, hi)
         ctx_codes, ctx_labels = _encode(tbl.column(context))
         fails = tbl.column("failed").to_numpy(zero_copy_only=False).astype(bool)
         units = np.asarray(tbl.column("unit_id").to_pylist(), dtype=object)
@@ -1104,7 +1273,13 @@ class MonitorEngine:
                 stream = self.rates.get((factor, ctx))
                 if stream is None:
                     stream = self.rates[(factor, ctx)] = RateStream(factor, ctx, self.config)
-                alarms += stream.process(codes, labels, fails[rows], units[rows], t_us[rows], hi)
+                    stream.fixes_seen = len(fixes)
+                for names, t_fix in fixes[stream.fixes_seen:]:
+                    if context == "station" and ctx not in names:
+                        continue  # a fix at another station says nothing of this one's groups
+                    stream.forget_before(names, t_fix)
+                stream.fixes_seen = len(fixes)
+                alarms += stream.process(codes, labels, fails[rows], units[rows], t_us[rows], hi, self._ref_end(t_us))
         return alarms
 
 

@@ -1,0 +1,125 @@
+"""The monitor's defaults on lines unlike the one it was first written for: products with their own
+nominal values, a line of a hundred units a day. Each case runs the engine with its defaults."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from linelab.monitor.engine import run_monitor
+from linelab.monitor.problems import list_problems
+from linelab.store import Workspace
+
+T0 = np.datetime64(datetime(2025, 5, 5, 6, 0), "us")
+NOMINAL = {"SHAFT-20": 20.0, "SHAFT-25": 25.0}
+SD = 0.004
+
+
+def shafts(first: int, n: int, seed: int, share_25: float, shift_25: float = 0.0,
+           seconds_per_unit: int = 30) -> dict[str, pa.Table]:
+    """Units of a two-product cell: TURN (L1/L2) makes the shaft, CMM measures its diameter."""
+    rng = np.random.default_rng(seed)
+    idx = np.arange(first, first + n)
+    t = T0 + idx * np.timedelta64(seconds_per_unit, "s")
+    product = np.where(rng.random(n) < share_25, "SHAFT-25", "SHAFT-20")
+    nominal = np.where(product == "SHAFT-25", NOMINAL["SHAFT-25"] + shift_25 * SD, NOMINAL["SHAFT-20"])
+    diameter = nominal + rng.normal(0, SD, n)
+    ids = [f"SH{i:07d}" for i in idx]
+    units = pa.table({"unit_id": ids, "product": product.tolist(), "line": ["CELL"] * n, "work_order": ["WO1"] * n,
+                      "t_start": pa.array(t), "t_end": pa.array(t + np.timedelta64(20, "s")),
+                      "result": ["pass"] * n, "first_pass": [True] * n})
+    steps = pa.table({
+        "unit_id": ids * 2, "station": ["TURN"] * n + ["CMM"] * n,
+        "machine": np.where(idx % 2 == 0, "L1", "L2").tolist() + ["CMM1"] * n, "fixture": [None] * (2 * n),
+        "operator": [None] * (2 * n), "shift": ["A"] * (2 * n), "recipe_id": ["R1"] * (2 * n),
+        "t_in": pa.array(np.concatenate([t, t + np.timedelta64(10, "s")])),
+        "t_out": pa.array(np.concatenate([t + np.timedelta64(5, "s"), t + np.timedelta64(15, "s")])),
+        "result": ["pass"] * (2 * n), "defect_code": [None] * (2 * n)})
+    meas = pa.table({"unit_id": ids, "station": ["CMM"] * n, "name": ["diameter_mm"] * n, "value": diameter,
+                     "t": pa.array(t + np.timedelta64(12, "s"))})
+    return {"units": units, "steps": steps, "measurements": meas}
+
+
+def specs() -> pa.Table:
+    return pa.table({"product": list(NOMINAL), "station": ["CMM"] * 2, "name": ["diameter_mm"] * 2,
+                     "lsl": [v - 0.02 for v in NOMINAL.values()], "usl": [v + 0.02 for v in NOMINAL.values()],
+                     "target": list(NOMINAL.values()), "unit": ["mm"] * 2})
+
+
+def feed(path: Path, chunks: list[dict[str, pa.Table]]) -> Workspace:
+    ws = Workspace.open(path)
+    ws.ingest_tables({"specs": specs()}, source="specs")
+    for i, tables in enumerate(chunks):
+        ws.ingest_tables(tables, source=f"cell:{i}")
+        run_monitor(ws)  # online, as the line feeds it
+    return ws
+
+
+def test_a_change_of_product_mix_is_no_problem(tmp_path: Path) -> None:
+    # Mostly 20 mm shafts for three days, then mostly 25 mm ones: every shaft is on its nominal.
+    chunks = [shafts(i * 1000, 1000, seed=i, share_25=0.2 if i < 8 else 0.8) for i in range(14)]
+    ws = feed(tmp_path / "ws", chunks)
+    assert list_problems(ws) == []
+    ws.close()
+
+
+def test_a_shift_of_one_products_units_is_found_in_its_own_units(tmp_path: Path) -> None:
+    # From unit 9,000 the 25 mm shafts come out 1.5 sigma large (still within spec); the mix moves too.
+    chunks = [shafts(i * 1000, 1000, seed=i, share_25=0.3 if i < 8 else 0.6, shift_25=1.5 if i >= 9 else 0.0)
+              for i in range(14)]
+    ws = feed(tmp_path / "ws", chunks)
+    problems = list_problems(ws)
+    assert len(problems) == 1, problems
+    p = problems[0]
+    assert p["scope"]["measurement"] == "diameter_mm"
+    assert " mm (" in p["description"] and "up from" not in p["description"]  # in mm; no unit lost
+    onset = int(p["onset"]["unit"][2:])
+    assert 8500 <= onset <= 10_000
+    ws.close()
+
+
+def small_line(first: int, n: int, seed: int, m2_fail_from: int | None) -> dict[str, pa.Table]:
+    """A hand-built product, a hundred units a day: ASSY (benches B1/B2), then a functional test."""
+    rng = np.random.default_rng(seed)
+    idx = np.arange(first, first + n)
+    t = T0 + idx * np.timedelta64(864, "s")
+    bench = np.where(rng.random(n) < 0.5, "B1", "B2")
+    p_fail = np.full(n, 0.01)
+    if m2_fail_from is not None:
+        p_fail = np.where((bench == "B2") & (idx >= m2_fail_from), 0.27, p_fail)
+    fail = rng.random(n) < p_fail
+    ids = [f"MD{i:06d}" for i in idx]
+    units = pa.table({"unit_id": ids, "product": ["MON-1"] * n, "line": ["MD"] * n, "work_order": ["WO1"] * n,
+                      "t_start": pa.array(t), "t_end": pa.array(t + np.timedelta64(600, "s")),
+                      "result": np.where(fail, "fail", "pass").tolist(), "first_pass": (~fail).tolist()})
+    steps = pa.table({
+        "unit_id": ids * 2, "station": ["ASSY"] * n + ["FT"] * n, "machine": bench.tolist() + ["FT1"] * n,
+        "fixture": [None] * (2 * n), "operator": [None] * (2 * n), "shift": ["D"] * (2 * n),
+        "recipe_id": ["R1"] * (2 * n),
+        "t_in": pa.array(np.concatenate([t, t + np.timedelta64(400, "s")])),
+        "t_out": pa.array(np.concatenate([t + np.timedelta64(300, "s"), t + np.timedelta64(500, "s")])),
+        "result": ["pass"] * n + np.where(fail, "fail", "pass").tolist(),
+        "defect_code": [None] * n + np.where(fail, "ASSY_ERROR", None).tolist()})
+    return {"units": units, "steps": steps}
+
+
+def test_a_small_line_learns_its_normal_in_days_and_raises_a_failing_bench(tmp_path: Path) -> None:
+    # 100 units a day for a month; from unit 1,500 a quarter of bench B2's units fail.
+    chunks = [small_line(i * 100, 100, seed=i, m2_fail_from=1500) for i in range(30)]
+    ws = feed(tmp_path / "ws", chunks)
+    problems = list_problems(ws)
+    assert problems, "a bench failing a quarter of its units was never raised"
+    first = min(problems, key=lambda p: int(p["first_evidence"]["unit"][2:]))
+    assert first["scope"].get("station") == "FT" or first["scope"].get("machine") == "B2"
+    assert int(first["first_evidence"]["unit"][2:]) < 2100  # within a week of the onset
+    ws.close()
+
+
+def test_a_small_clean_line_raises_nothing(tmp_path: Path) -> None:
+    chunks = [small_line(i * 100, 100, seed=i, m2_fail_from=None) for i in range(30)]
+    ws = feed(tmp_path / "ws", chunks)
+    assert list_problems(ws) == []
+    ws.close()
