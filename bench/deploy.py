@@ -12,9 +12,10 @@ On the twin (scenario `bad_lot`) and on a zoo line (`assembly:bad_lot_fails`), e
 3. Good model: the predictor as canary against no model; units until it is promoted to full.
 4. A/A: two models of equal skill on simulated score streams (vectorised), the paired always-valid
    test run over each stream: the false-promotion rate over `--aa-runs` runs (target <= 0.05).
-5. Serving: `POST /score` (one unit, read from the workspace) under 8 concurrent clients against
-   the bare endpoint `GET /score/ping` of the same server in the same run: p50 / p99 in ms
-   (target p99 <= 20 ms); and batch scoring in units per second.
+5. Serving: `POST /score` (one unit, its features read from the workspace; a full model and a
+   shadow score it, the decision is recorded) on a `linelab serve` process, 8 concurrent client
+   threads, against the bare endpoint `GET /score/ping` of the same server in the same run (before
+   and after): p50 / p99 in ms (target p99 <= 20 ms); and batch scoring in units per second.
 
 `--quick` uses smaller runs. Prints one JSON line last.
 """
@@ -26,9 +27,9 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -144,10 +145,8 @@ def aa_rate(runs: int, units: int, seed: int = 0) -> dict[str, Any]:
 
 
 def serving(root: Path, station: str, a: argparse.Namespace) -> dict[str, Any]:
+    """Batch scoring in process; then a `linelab serve` process of its own, asked by 8 client threads."""
     import httpx
-    import uvicorn
-
-    from linelab.api.app import create_app
 
     call("model train", root, station=station, shuffle_labels=True, seed=1)
     call("model promote", root, version="M-0003", to="shadow")
@@ -159,42 +158,61 @@ def serving(root: Path, station: str, a: argparse.Namespace) -> dict[str, Any]:
         batch = scoring.score_batch(ws, station)
         batch_s = time.perf_counter() - t
         units = ws.query("SELECT unit_id FROM units ORDER BY unit_id DESC LIMIT 400").column(0).to_pylist()
+        scoring.score_unit(ws, station, units[0])
+        c0, t0 = time.process_time(), time.perf_counter()
+        for u in units[:100]:  # one after another, in process: what one request costs, free of queueing
+            scoring.score_unit(ws, station, u)
+        alone = {"cpu_ms": round((time.process_time() - c0) * 10, 2),
+                 "wall_ms": round((time.perf_counter() - t0) * 10, 2)}
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(root), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
+    exe = Path(sys.executable).with_name("linelab")
+    server = subprocess.Popen([str(exe), "serve", "-w", str(root), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-
-    def client(k: int, kind: str) -> list[float]:
-        lat = []
-        with httpx.Client(base_url=url, timeout=10) as c:
-            for i in range(a.requests):
-                u = units[(k * a.requests + i) % len(units)]
-                t0 = time.perf_counter()
-                r = c.post("/score", json={"station": station, "unit_id": u}) if kind == "score" \
-                    else c.get("/score/ping")
-                lat.append(time.perf_counter() - t0)
-                if r.status_code != 200:
-                    raise RuntimeError(r.text)
-        return lat
-
     try:
-        out = {}
+        _wait_for(url)
+
+        def client(k: int, kind: str) -> list[float]:
+            lat = []
+            with httpx.Client(base_url=url, timeout=30) as c:
+                for i in range(a.requests):
+                    u = units[(k * a.requests + i) % len(units)]
+                    t0 = time.perf_counter()
+                    r = c.post("/score", json={"station": station, "unit_id": u}) if kind == "score" \
+                        else c.get("/score/ping")
+                    lat.append(time.perf_counter() - t0)
+                    if r.status_code != 200:
+                        raise RuntimeError(r.text)
+            return lat
+
+        client(0, "score")  # warm up: the server opens the workspace and loads the models once
+        out: dict[str, Any] = {}
         for kind in ("ping", "score", "ping"):  # the baseline on both sides of the measured run
             with ThreadPoolExecutor(8) as pool:
                 lat = np.concatenate(list(pool.map(lambda k, kind=kind: client(k, kind), range(8)))) * 1000
             key = kind if kind not in out else "ping_after"
-            out[key] = {"p50_ms": round(float(np.percentile(lat, 50)), 2), "p99_ms": round(float(np.percentile(lat,
-                                                                                                           99)), 2),
-                        "requests": int(lat.size)}
+            out[key] = {"p50_ms": round(float(np.percentile(lat, 50)), 2),
+                        "p99_ms": round(float(np.percentile(lat, 99)), 2), "requests": int(lat.size)}
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-    return {"clients": 8, **out, "p99_ratio_vs_bare": round(out["score"]["p99_ms"] / out["ping"]["p99_ms"], 2),
+        server.terminate()
+        server.wait(timeout=30)
+    return {"clients": 8, **out, "one_request_in_process": alone,
+            "p99_ratio_vs_bare": round(out["score"]["p99_ms"] / out["ping"]["p99_ms"], 2),
             "batch_units": batch["units"], "batch_versions": len(batch["by_version"]),
             "batch_units_per_s": round(batch["units"] / batch_s, 1)}
+
+
+def _wait_for(url: str) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/score/ping", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the server at {url} did not start")
 
 
 def _free_port() -> int:
@@ -220,10 +238,20 @@ def main() -> None:
             print(json.dumps(lines[simulator]), file=sys.stderr)
     aa = aa_rate(aa_runs, 3000)
     serve = lines["zoo"]["serving"]
+    summary = {name: {"live_precision": ln["predictor"]["precision"], "live_recall": ln["predictor"]["recall"],
+                      "lift_vs_base_rate": ln["predictor"]["lift"],
+                      "saving_per_unit_vs_no_model": ln["predictor"]["saving_per_unit"],
+                      "shuffled_canary": [ln["shuffled_canary"]["outcome"], ln["shuffled_canary"]["units"],
+                                          ln["shuffled_canary"]["misrouted"]],
+                      "good_canary": [ln["good_canary"]["outcome"], ln["good_canary"]["units"]]}
+               for name, ln in lines.items()}
     result = {
-        "bench": "deploy", "quick": a.quick, "lines": lines, "aa": aa,
+        "bench": "deploy", "quick": a.quick, "summary": summary, "lines": lines, "aa": aa,
         "aa_false_promotion_rate": aa["false_promotion_rate"], "aa_target_met": aa["false_promotion_rate"] <= 0.05,
-        "score_p99_ms": serve["score"]["p99_ms"], "bare_p99_ms": serve["ping"]["p99_ms"],
+        "score_p50_ms": serve["score"]["p50_ms"], "score_p99_ms": serve["score"]["p99_ms"],
+        "bare_p50_ms": serve["ping"]["p50_ms"], "bare_p99_ms": serve["ping"]["p99_ms"],
+        "score_cpu_ms_per_request": serve["one_request_in_process"]["cpu_ms"],
+        "batch_units_per_s": serve["batch_units_per_s"],
         "score_p99_target_met": serve["score"]["p99_ms"] <= 20.0,
         "seconds": round(time.perf_counter() - t0, 1), "load_average": os.getloadavg()[0], "cpus": os.cpu_count(),
     }

@@ -27,7 +27,7 @@ PREDICTION_SCHEMA = pa.schema([
 _READY: weakref.WeakSet[Any] = weakref.WeakSet()  # backends whose tables exist
 _DDL = [
     f"CREATE TABLE IF NOT EXISTS {PREDICTIONS} (unit_id VARCHAR, station VARCHAR, version VARCHAR, "
-    "stage VARCHAR, score DOUBLE, decision VARCHAR, acted BOOLEAN, t TIMESTAMP, via VARCHAR)",
+    "stage VARCHAR, score DOUBLE PRECISION, decision VARCHAR, acted BOOLEAN, t TIMESTAMP, via VARCHAR)",
     f"CREATE TABLE IF NOT EXISTS {VERDICTS} (unit_id VARCHAR, verdict VARCHAR, bad BOOLEAN, note VARCHAR, "
     "who VARCHAR, t TIMESTAMP)",
 ]
@@ -46,10 +46,21 @@ def ensure(ws: Any) -> None:
 
 
 def append(ws: Any, table: str, rows: pa.Table) -> None:
-    ensure(ws)
     if rows.num_rows == 0:
         return
-    if rows.num_rows <= 8:  # a unit scored on request: one parameterised statement is quickest
+    if ws.backend not in _READY:
+        try:  # a unit scored on request: no look at the catalogue first when the tables are there
+            _insert(ws, table, rows)
+            return
+        except Exception as exc:
+            if "does not exist" not in str(exc):
+                raise
+        ensure(ws)
+    _insert(ws, table, rows)
+
+
+def _insert(ws: Any, table: str, rows: pa.Table) -> None:
+    if rows.num_rows <= 8:  # one parameterised statement is quickest for a few rows
         marks = "(" + ", ".join("?" * rows.num_columns) + ")"
         values = [v for row in rows.to_pylist() for v in row.values()]
         ws.backend.execute(f"INSERT INTO {table} VALUES {', '.join([marks] * rows.num_rows)}", values)
