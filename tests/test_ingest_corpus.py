@@ -215,6 +215,27 @@ def test_an_undecodable_byte_on_the_first_data_line_quarantines_that_line_only(t
     assert stored(tmp_path / "ws") == sorted(good_ids(range(1, N)))
 
 
+def test_ragged_and_undecodable_lines_among_blank_lines_are_numbered_by_physical_line(tmp_path: Path) -> None:
+    """No value spans lines here, so the file is still parsed by Arrow, skipping and numbering the bad lines."""
+    lines = [HEADER.encode()]
+    bad = {}
+    for i in range(N):
+        if i % 37 == 5:
+            lines.append(b"")
+        if i % 41 == 7:
+            lines.append(good_line(10_000 + i).rsplit(",", 1)[0].encode())  # a field short
+            bad[len(lines)] = "(line)"
+        if i % 53 == 9:
+            lines.append(good_line(20_000 + i).replace("TEST", "T\xe4ST").encode("latin-1"))
+            bad[len(lines)] = "(line)"
+        lines.append(good_line(i).encode())
+    path = tmp_path / "measurements_skips.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert ingest(tmp_path / "ws", path).code == 1
+    assert_lines(tmp_path / "ws", bad)
+    assert stored(tmp_path / "ws") == sorted(good_ids(range(N)))
+
+
 def test_an_unclosed_quote_does_not_swallow_the_lines_after_it(tmp_path: Path) -> None:
     lines = [HEADER, good_line(0), 'SN00001,"TEST,vout_v,3.3,2026-01-05 06:00:01', *(good_line(i) for i in range(2, N))]
     out = ingest(tmp_path / "ws", write(tmp_path / "measurements_quote.csv", lines))

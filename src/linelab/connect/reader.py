@@ -6,9 +6,11 @@ encoding, a header naming a column twice, an invalid Parquet file, a list column
 ragged row, bytes that are not text, an unclosed quote) is returned as a quarantine entry and
 never blocks the other lines.
 
-CSV is parsed by Arrow when the file is regular (every record on one line, no ragged rows, valid
-text: the common case, no per-row Python); an irregular file is parsed line by line, so each
-broken line is found and numbered while the records around it are kept.
+CSV is parsed by Arrow when every record is on one line (the common case, no per-row Python):
+multi-threaded when the file is regular, single-threaded when Arrow must skip and number ragged
+lines (lines with undecodable bytes are blanked first). A file with values spanning lines or an
+unclosed quote is parsed line by line, so each broken line is found and numbered while the
+records around it are kept.
 """
 
 from __future__ import annotations
@@ -110,6 +112,10 @@ def read_csv(path: Path, delimiter: str = ",", encoding: str = "utf-8") -> Expor
         if regular is not None:
             return Export(regular, QUARANTINE_SCHEMA.empty_table())
         text = data.decode("utf-8")
+    if "\n" in text:
+        skipping = _read_skipping(data, text, names, delimiter)
+        if skipping is not None:
+            return skipping
     return _read_line_by_line(text, names, delimiter)
 
 
@@ -160,6 +166,57 @@ def _undecodable_lines(text: str) -> set[int]:
         return set()
     breaks = np.array([m.start() for m in re.finditer("\n", text)], dtype=np.int64)
     return set(np.searchsorted(breaks, np.array(found), side="left").tolist())
+
+
+def _read_skipping(data: bytes, text: str, names: list[str], delimiter: str) -> Export | None:
+    """Arrow again, for a file whose every record is on one line but some lines are not records.
+
+    Lines with bytes that do not decode are blanked first; Arrow skips ragged lines and numbers
+    them (reading on one thread, it counts records as it goes), and since no record spans lines,
+    the k-th record is the k-th non-blank line. None when that does not hold (a value with a line
+    break, an unclosed quote): then the file is read line by line.
+    """
+    undecodable = sorted(_undecodable_lines(text))
+    bad: list[dict[str, object]] = []
+    if undecodable:
+        physical = data.split(b"\n")
+        for i in undecodable:
+            raw = physical[i].decode("utf-8", "replace").rstrip("\r")
+            bad.append({"row": i + 1, "field": UNREADABLE, "reason": "not UTF-8 text (bytes that do not decode)",
+                        "raw": raw})
+            physical[i] = b""
+        data = b"\n".join(physical)
+    skipped: list[pacsv.InvalidRow] = []
+
+    def skip(row: pacsv.InvalidRow) -> str:
+        skipped.append(row)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, use_threads=False),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=skip),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in names},
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    lines = _record_lines(data)  # the non-blank lines after the header, one per record
+    if lines.size != table.num_rows + len(skipped) or any(r.number is None for r in skipped):
+        return None
+    # Arrow numbers records from 1 with the header as record 1.
+    at = np.array([r.number for r in skipped], dtype=np.int64) - 2
+    if at.size and (at.min() < 0 or at.max() >= lines.size):
+        return None
+    for row, i in zip(skipped, at, strict=True):
+        bad.append({"row": int(lines[i]), "field": UNREADABLE,
+                    "reason": f"{row.actual_columns} field(s) where the header has {row.expected_columns}",
+                    "raw": row.text})
+    keep = np.ones(lines.size, dtype=bool)
+    keep[at] = False
+    table = table.append_column(LINE, pa.array(lines[keep]))
+    return Export(table, quarantine_rows(bad).sort_by("row"))
 
 
 class _Lines:
