@@ -78,7 +78,7 @@ class IngestReport:
 
 def ingest_tables(ws: Workspace, tables: dict[str, pa.Table], source: str, first_row: int,
                   batch_ids: dict[str, str], rejected: dict[str, pa.Table]) -> IngestReport:
-    from linelab.store.workspace import content_id
+    from linelab.store.workspace import content_id  # here: the workspace module imports this one
 
     unknown = set(tables) - set(RECORD_TABLES)
     if unknown:
