@@ -206,6 +206,7 @@ def check(table: pa.Table, table_name: str, first_row: int = 1) -> Checked:
     if LINE not in table.column_names:
         table = table.append_column(LINE, pa.array(np.arange(table.num_rows, dtype=np.int64) + first_row))
     names = [f.name for f in schema if f.name in table.column_names]
+    table = table.select([*names, LINE])  # an export's other columns are not read (nor can clash with ours)
     columns = {n: table.schema.field(n).type for n in names}
     exprs, checks = _checks(table_name, columns)
     fault = "CASE " + " ".join(f"WHEN {bad} THEN {i}" for i, (_, bad, _) in enumerate(checks)) + " END" \
