@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
 from asyncua import Server, ua, uamethod
 from asyncua.server.history_sql import HistorySQLite
 
-from linelab.commands import call
+from linelab.act import actions as act
+from linelab.act.commands import ApplyParams, act_apply
+from linelab.commands import Context
 from linelab.connect.opcua import OpcUaConnector, opcua_sources
 from linelab.connect.opcua_control import OpcUaControl
 from linelab.errors import UserError
@@ -25,6 +28,7 @@ from linelab.store.workspace import Workspace
 NS = 2  # the first namespace a server registers
 TEMP, PRESSURE, SERIAL, TORQUE, SPEED = 1001, 1002, 1003, 1004, 1005
 INITIAL = -1.0  # what a variable holds when the server starts: not a value the line wrote
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -42,8 +46,30 @@ class Plc:
         self.history = history
         self.server: Server | None = None
         self.calls: list[tuple[Any, ...]] = []
+        # The server has its own event loop in its own thread, as a controller is its own machine.
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    async def _on_server(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.wait_for(asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop)), 60)
+
+    def close(self) -> None:
+        if self.server is not None:
+            asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
 
     async def start(self) -> None:
+        await self._on_server(self._start())
+
+    async def stop(self) -> None:
+        await self._on_server(self._stop())
+
+    async def write(self, node: int, value: Any, t: datetime) -> None:
+        await self._on_server(self._write(node, value, t))
+
+    async def _start(self) -> None:
         server = Server()
         server.iserver.history_manager.set_storage(HistorySQLite(str(self.history)))
         await server.init()
@@ -79,12 +105,12 @@ class Plc:
             await self.storage.new_historized_node(v.nodeid, period=None)
         self.server = server
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         assert self.server is not None
         await self.server.stop()
         self.server = None
 
-    async def write(self, node: int, value: Any, t: datetime) -> None:
+    async def _write(self, node: int, value: Any, t: datetime) -> None:
         assert self.server is not None
         dv = ua.DataValue(ua.Variant(value), SourceTimestamp=t, ServerTimestamp=datetime.now(UTC))
         await self.server.write_attribute_value(ua.NodeId(node, NS), dv)
@@ -103,6 +129,7 @@ class Proxy:
         self.port = free_port()
         self.server: asyncio.Server | None = None
         self.writers: list[asyncio.StreamWriter] = []
+        self.up = False
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -121,22 +148,37 @@ class Proxy:
             writer.close()
             return
         self.writers += [writer, up_writer]
+        if not self.up:  # cut while this link was being made
+            for w in (writer, up_writer):
+                w.transport.abort()
+            return
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
 
     async def restore(self) -> None:
         self.server = await asyncio.start_server(self._client, "127.0.0.1", self.port, reuse_address=True)
+        self.up = True
 
     async def cut(self) -> None:
         assert self.server is not None
+        self.up = False
         self.server.close()
         for w in self.writers:
             w.transport.abort()
         self.writers.clear()
-        await self.server.wait_closed()
+        await asyncio.wait_for(self.server.wait_closed(), 5)
 
     @property
     def url(self) -> str:
         return f"opc.tcp://127.0.0.1:{self.port}/"
+
+
+@pytest.fixture(scope="module")
+def plc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plc]:
+    """One controller for the tests that do not restart it (a server takes seconds to start)."""
+    shared = Plc(free_port(), tmp_path_factory.mktemp("plc") / "history.sqlite")
+    asyncio.run(shared.start())
+    yield shared
+    shared.close()
 
 
 def profile(url: str, extra_nodes: list[dict[str, str]] | None = None) -> Profile:
@@ -170,7 +212,7 @@ class Line:
 
     def __init__(self, plc: Plc) -> None:
         self.plc = plc
-        self.t = datetime.now(UTC)
+        self.t = self.started = datetime.now(UTC)
         self.signals: set[tuple[str, datetime, float]] = set()
         self.units: dict[str, float] = {}
 
@@ -264,10 +306,8 @@ def test_network_cut_and_server_restart_lose_nothing_and_store_nothing_twice(tmp
     asyncio.run(main())
 
 
-def test_a_bad_node_is_reported_and_the_others_go_on(tmp_path: Path) -> None:
+def test_a_bad_node_is_reported_and_the_others_go_on(plc: Plc, tmp_path: Path) -> None:
     async def main() -> None:
-        plc = Plc(free_port(), tmp_path / "history.sqlite")
-        await plc.start()
         line = Line(plc)
         ws = Workspace.open(tmp_path / "ws")
         extra = [{"node": f"ns={NS};i=9999", "name": "ghost"}, {"node": "ns=2;q=what", "name": "typo"}]
@@ -278,54 +318,50 @@ def test_a_bad_node_is_reported_and_the_others_go_on(tmp_path: Path) -> None:
             await asyncio.sleep(0.5)
 
         report = await run_connector(ws, profile(plc.url, extra), body)
-        await plc.stop()
         oven = report.sources[0]
         assert set(oven.bad_nodes) == {f"ns={NS};i=9999", "ns=2;q=what"}
         assert "BadNodeIdUnknown" in oven.bad_nodes[f"ns={NS};i=9999"]
         assert "not a node id" in oven.bad_nodes["ns=2;q=what"]
-        n = ws.scalar(f"SELECT count(*) FROM signals WHERE value <> {INITIAL}")
-        assert n == len(line.signals) == 20
+        stored = {(r["name"], r["t"], r["value"]) for r in ws.query("SELECT name, t, value FROM signals").to_pylist()}
+        written = {(n, naive(t), v) for n, t, v in line.signals}
+        # Besides what it wrote: the values the variables held when subscribed to (from before).
+        assert {x for x in stored if x[1] >= naive(line.started)} == written and len(written) == 20
         assert ws.scalar("SELECT count(DISTINCT target) FROM events WHERE kind = 'bad_node'") == 2
         ws.close()
 
     asyncio.run(main())
 
 
-def test_actions_by_method_call_and_write_are_acknowledged_timed_out_or_failed(tmp_path: Path) -> None:
-    async def main() -> None:
-        plc = Plc(free_port(), tmp_path / "history.sqlite")
-        await plc.start()
-        ws = Workspace.open(tmp_path / "ws")
-        control = OpcUaControl.from_profile(profile(plc.url), ws)
+def test_actions_by_method_call_and_write_are_acknowledged_timed_out_or_failed(plc: Plc, tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws")
+    control = OpcUaControl.from_profile(profile(plc.url), ws)
 
-        def send(kind: str, **params: Any) -> dict[str, Any]:
-            return control.apply({"id": f"A-{kind}", "kind": kind, "params": params})
+    def send(kind: str, **params: Any) -> dict[str, Any]:
+        return control.apply({"id": f"A-{kind}", "kind": kind, "params": params})
 
-        # The control blocks until acknowledged, as the act stage calls it: from a worker thread here,
-        # so the server in this event loop can answer.
-        ok = await asyncio.to_thread(send, "change_setpoint", value=2.5, name="speed")
-        assert ok["status"] == "acknowledged" and ok["applied"] is True and ok["output"] == "speed=2.5"
-        assert plc.calls == [("speed", 2.5)]  # the parameters in the order the profile declares them
-        wrote = await asyncio.to_thread(send, "set_speed", value=1.75)
-        assert wrote["status"] == "acknowledged" and plc.read(SPEED) == 1.75
-        late = await asyncio.to_thread(send, "slow")
-        assert late["status"] == "timed_out" and late["applied"] is False
-        refused = await asyncio.to_thread(send, "refuse", lot="L7")
-        assert refused["status"] == "failed" and "BadUserAccessDenied" in refused["error"]
-        unknown = await asyncio.to_thread(send, "reboot")
-        assert unknown["status"] == "failed" and "method:reboot" in unknown["error"]
-        await plc.stop()
-        down = await asyncio.to_thread(send, "change_setpoint", name="speed", value=3.0)
-        assert down["status"] in ("failed", "timed_out") and down["applied"] is False
-        # Every answer is recorded in the workspace with what was sent.
-        recorded = {a["action"]["kind"]: a for a in ws.list_artifacts("opcua_action")}
-        assert {k: a["status"] for k, a in recorded.items()} == {
-            "change_setpoint": down["status"], "set_speed": "acknowledged", "slow": "timed_out", "refuse": "failed",
-            "reboot": "failed"}
-        assert recorded["set_speed"]["action"]["params"] == {"value": 1.75} and recorded["set_speed"]["answered"]
-        ws.close()
-
-    asyncio.run(main())
+    plc.calls.clear()
+    ok = send("change_setpoint", value=2.5, name="speed")
+    assert ok["status"] == "acknowledged" and ok["applied"] is True and ok["output"] == "speed=2.5"
+    assert plc.calls == [("speed", 2.5)]  # the parameters in the order the profile declares them
+    wrote = send("set_speed", value=1.75)
+    assert wrote["status"] == "acknowledged" and plc.read(SPEED) == 1.75
+    late = send("slow")
+    assert late["status"] == "timed_out" and late["applied"] is False
+    refused = send("refuse", lot="L7")
+    assert refused["status"] == "failed" and "BadUserAccessDenied" in refused["error"]
+    unknown = send("reboot")
+    assert unknown["status"] == "failed" and "method:reboot" in unknown["error"]
+    down = OpcUaControl({**profile(plc.url).control.options, "url": f"opc.tcp://127.0.0.1:{free_port()}/"},
+                        ws=ws).apply({"id": "A-down", "kind": "set_speed", "params": {"value": 3.0}})
+    assert down["status"] in ("failed", "timed_out") and down["applied"] is False  # no server there
+    # Every answer is recorded in the workspace with what was sent.
+    recorded = {a["action"]["kind"]: a for a in ws.list_artifacts("opcua_action")}
+    assert {k: a["status"] for k, a in recorded.items()} == {
+        "change_setpoint": "acknowledged", "set_speed": down["status"], "slow": "timed_out", "refuse": "failed",
+        "reboot": "failed"}
+    assert recorded["change_setpoint"]["action"]["params"] == {"value": 2.5, "name": "speed"}
+    assert recorded["change_setpoint"]["answered"]
+    ws.close()
 
 
 def test_opcua_sources_are_checked() -> None:
@@ -338,26 +374,21 @@ def test_opcua_sources_are_checked() -> None:
     assert p.sources[0].files == [] and not p.sources[0].matches("anything.csv")
 
 
-def test_act_apply_sends_an_approved_action_over_the_profiles_opcua_channel(tmp_path: Path) -> None:
-    async def main() -> None:
-        plc = Plc(free_port(), tmp_path / "history.sqlite")
-        await plc.start()
-        ws_dir = tmp_path / "ws"
-        Workspace.open(ws_dir).close()
-        (ws_dir / "profile.yaml").write_text(yaml.safe_dump(profile(plc.url).model_dump(mode="json")))
-
-        def apply() -> dict[str, Any]:
-            a = call("act propose", workspace=ws_dir, kind="change_setpoint", params='{"name": "speed", "value": 2.5}')
-            action_id = a.model_dump()["action"]["id"]
-            call("act approve", workspace=ws_dir, id=action_id)
-            return call("act apply", workspace=ws_dir, id=action_id).model_dump()["action"]
-
-        action = await asyncio.to_thread(apply)  # blocks until the line answers: off this event loop
-        await plc.stop()
-        assert plc.calls == [("speed", 2.5)]
-        assert action["status"] == "applied" and action["applied"]["via"] == "opcua"
-        assert action["applied"]["status"] == "acknowledged"
-        with Workspace.open(ws_dir) as ws:
-            assert [a["status"] for a in ws.list_artifacts("opcua_action")] == ["acknowledged"]
-
-    asyncio.run(main())
+def test_act_apply_sends_an_approved_action_over_the_profiles_opcua_channel(plc: Plc, tmp_path: Path) -> None:
+    ws_dir = tmp_path / "ws"
+    (ws_dir).mkdir()
+    (ws_dir / "profile.yaml").write_text(yaml.safe_dump(profile(plc.url).model_dump(mode="json")))
+    with Workspace.open(ws_dir) as ws:
+        a = act.propose(ws, "change_setpoint", {"name": "speed", "value": 2.5})
+        act.approve(ws, a["id"])
+    plc.calls.clear()
+    ctx = Context(workspace_path=ws_dir, show_progress=False)
+    try:
+        action = act_apply(ApplyParams(id=a["id"]), ctx).model_dump()["action"]  # blocks until the line answers
+    finally:
+        ctx.close()
+    assert plc.calls == [("speed", 2.5)]
+    assert action["status"] == "applied" and action["applied"]["via"] == "opcua"
+    assert action["applied"]["status"] == "acknowledged"
+    with Workspace.open(ws_dir) as ws:
+        assert [x["status"] for x in ws.list_artifacts("opcua_action")] == ["acknowledged"]

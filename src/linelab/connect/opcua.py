@@ -206,6 +206,7 @@ class SourceConnector:
             try:
                 await client.connect()
             except Exception as exc:  # refused, timed out, rejected: all mean "try again later"
+                await _close(client)
                 if gap_from is None:
                     gap_from, reason = self.last_ok, f"cannot connect: {exc!r}"
                 self.report.connected = False
@@ -225,8 +226,7 @@ class SourceConnector:
                 delay = min(delay * 2, self.backoff_s[1])
             finally:
                 self.report.connected = False
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.disconnect(), 2.0)
+                await _close(client)
 
     async def _session(self, client: Client, stop: asyncio.Event, gap_from: datetime | None, reason: str) -> None:
         self.report.connects += 1
@@ -299,6 +299,16 @@ class SourceConnector:
         self.buffer.add("events", {"t": t or datetime.now(UTC).replace(tzinfo=None), "kind": kind,
                                    "station": self.cfg.station, "machine": None, "target": target,
                                    "detail": json.dumps(detail)})
+
+
+async def _close(client: Client) -> None:
+    """Disconnect, and make sure the socket is gone: a connection attempt that failed half-way leaves
+    one open (the server then waits on it, e.g. to shut down, and a long outage would leak them)."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.disconnect(), 2.0)
+    transport = getattr(getattr(client.uaclient, "protocol", None), "transport", None)
+    if transport is not None and not transport.is_closing():
+        transport.abort()
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
