@@ -20,6 +20,7 @@ from linelab.act import actions as act
 from linelab.act.commands import ApplyParams, act_apply
 from linelab.commands import Context
 from linelab.connect.opcua import OpcUaConnector, opcua_sources
+from linelab.connect.opcua_commands import LiveParams, connect_opcua
 from linelab.connect.opcua_control import OpcUaControl
 from linelab.errors import UserError
 from linelab.profile.schema import Profile
@@ -392,3 +393,17 @@ def test_act_apply_sends_an_approved_action_over_the_profiles_opcua_channel(plc:
     assert action["applied"]["status"] == "acknowledged"
     with Workspace.open(ws_dir) as ws:
         assert [x["status"] for x in ws.list_artifacts("opcua_action")] == ["acknowledged"]
+
+
+def test_connect_opcua_command_runs_for_the_seconds_given(plc: Plc, tmp_path: Path) -> None:
+    ws_dir = tmp_path / "ws"
+    ws_dir.mkdir()
+    (ws_dir / "profile.yaml").write_text(yaml.safe_dump(profile(plc.url).model_dump(mode="json")))
+    ctx = Context(workspace_path=ws_dir, show_progress=False)
+    try:
+        result = connect_opcua(LiveParams(seconds=1.5, sources=["oven"]), ctx)
+    finally:
+        ctx.close()
+    assert [s["source"] for s in result.sources] == ["oven"] and result.sources[0]["connects"] == 1
+    with Workspace.open(ws_dir) as ws:  # the values the variables held when subscribed to
+        assert ws.scalar("SELECT count(DISTINCT name) FROM signals") == 2 == result.totals["stored"]

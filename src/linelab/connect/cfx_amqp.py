@@ -160,7 +160,17 @@ class CfxConnector:
                     await m.ack()
 
     async def _consume(self, q: CfxQueue) -> None:
-        connection = await aio_pika.connect_robust(amqp_url(q.cfg))
+        """Consume one queue; the broker unreachable (at start, or for good) is retried with back-off,
+        a broker that comes back is rejoined by the robust connection itself."""
+        delay = 0.5
+        while True:
+            try:
+                connection = await aio_pika.connect_robust(amqp_url(q.cfg))
+                break
+            except (OSError, aio_pika.exceptions.AMQPConnectionError) as exc:
+                log.warning("CFX source %s: broker unreachable (%r); retrying in %.1f s", q.source.name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
         try:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self.prefetch)
