@@ -96,7 +96,7 @@ class CfxSource(_Model):
                                                   "LineLab is down")
     stations: dict[str, str] = Field(default_factory=dict,
                                      description="CFX endpoint handle (glob) -> station, e.g. "
-                                                 "'*.SPI*': SPI; default: the handle's last part")
+                                                 "'*.Coater*': COATING; default: the handle's last part")
 
 
 class Source(_Model):
