@@ -3,7 +3,7 @@
 A CFX message is a JSON envelope (IPC-2591):
 
     {"MessageName": "CFX.Production.WorkStarted", "Version": "2.0", "TimeStamp": "...",
-     "UniqueID": "...", "Source": "SMTLine1.SPI", "Target": null, "RequestID": null,
+     "UniqueID": "...", "Source": "SMTLine1.Coater1", "Target": null, "RequestID": null,
      "MessageBody": {...}}
 
 The machine that sent it is `Source` (its CFX handle); its station is the first of the source's
