@@ -302,7 +302,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if args.only in (None, "cfx"):
-            out["cfx"] = bench_cfx(300 if args.quick else 5000, folder)
+            try:
+                out["cfx"] = bench_cfx(300 if args.quick else 5000, folder)
+            except (OSError, aio_pika.exceptions.AMQPConnectionError) as exc:  # no broker: say so, go on
+                out["cfx"] = {"error": f"RabbitMQ not reachable at {amqp_url()}: {exc!r}"}
             print(json.dumps({"cfx": out["cfx"]}), file=sys.stderr)
         if args.only in (None, "opcua"):
             out["opcua"] = bench_opcua(10, 200 if args.quick else 2000, folder)
