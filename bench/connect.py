@@ -6,7 +6,8 @@ Each protocol is a section (SECTIONS below); each measures its connector against
 of the same broker receiving the same payloads in the same run, and prints one JSON object.
 The last line printed is one JSON line with every section.
 
-mqtt (Mosquitto at $LINELAB_MQTT_URL, default mqtt://127.0.0.1:1883): the simulated line's
+mqtt (a mosquitto of its own on loopback, set not to drop what a slower subscriber has not taken
+yet; else the broker at $LINELAB_MQTT_URL): the simulated line's
 production is encoded once as Sparkplug B DDATA messages (the records of 20 units a message,
 metrics by alias) and published at full speed with QoS 1 from a separate process, to
   - a plain paho subscriber (MQTT 5, QoS 1) that parses each payload with protobuf and reads every
@@ -26,6 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -143,7 +146,7 @@ def publisher_start(proc: subprocess.Popen[str]) -> float:
 def baseline(messages: list[Message], path: Path, url: str, group: str, read_values: bool = True) -> dict[str, Any]:
     """A plain subscriber: receives (QoS 1) and parses every message, reading each metric's value."""
     total = len(messages)
-    got = {"n": 0, "values": 0, "last": 0.0}
+    got: dict[str, float] = {"n": 0, "values": 0, "last": 0.0}
     done = threading.Event()
 
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
@@ -158,17 +161,25 @@ def baseline(messages: list[Message], path: Path, url: str, group: str, read_val
 
     client = link.make_client("bench-plain-" + uuid.uuid4().hex[:8])
     client.on_message = on_message
-    link.start(client, url, on_connect=lambda c: c.subscribe(f"spBv1.0/{group}/#", qos=1))
+    # The same window of unacknowledged messages as the connector's: the broker's queue (1000 by
+    # default) would otherwise drop what a slower subscriber has not taken yet.
+    link.start(client, url, link.connect_properties(0, Settings().receive_maximum),
+               on_connect=lambda c: c.subscribe(f"spBv1.0/{group}/#", qos=1))
     time.sleep(0.3)
     pub = start_publisher(path, url)
     t0 = publisher_start(pub)
-    done.wait(600)
-    pub.wait(60)
+    pub.wait(600)
+    last = -1.0
+    while not done.wait(3.0) and got["n"] != last:  # until all came, or nothing more for 3 s
+        last = got["n"]
+    if got["n"] < total:
+        got["last"] = time.time() - 3.0
     client.disconnect()
     client.loop_stop()
     records = sum(m[2] for m in messages)
     seconds = got["last"] - t0
-    return {"messages": got["n"], "records": records, "seconds": round(seconds, 3),
+    return {"messages": got["n"], "lost_by_broker": total - got["n"], "records": records,
+            "seconds": round(seconds, 3),
             "records_per_s": round(records / seconds, 1)}
 
 
@@ -236,8 +247,41 @@ def faulty(messages: list[Message], seed: int = 3) -> tuple[list[Message], int]:
     return head + out, garbage
 
 
+def own_broker(folder: Path) -> tuple[subprocess.Popen[bytes] | None, str, str]:
+    """A mosquitto of the benchmark's own, configured as a line's broker should be: no cap on the QoS 1
+    messages it queues for a subscriber (mosquitto's default drops beyond 1000 for a client that lags).
+    Without mosquitto on PATH: the broker at $LINELAB_MQTT_URL, as it is configured."""
+    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if exe is None:
+        return None, link.broker_url(), "shared (its own limits)"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    conf = folder / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"mqtt://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return proc, url, "own mosquitto, max_queued_messages 0"
+
+
 def mqtt_section(quick: bool, folder: Path) -> dict[str, Any]:
-    url = link.broker_url()
+    broker, url, which = own_broker(folder)
+    try:
+        out = _mqtt_section(quick, folder, url)
+    finally:
+        if broker is not None:
+            broker.terminate()
+            broker.wait(10)
+    return {"broker": which, **out}
+
+
+def _mqtt_section(quick: bool, folder: Path, url: str) -> dict[str, Any]:
     units = 2_000 if quick else 20_000
     group = "bench" + uuid.uuid4().hex[:8]
     messages, line = stream(group, "LINE", units)
