@@ -51,7 +51,7 @@ def connect_properties(session_expiry: int = 0, receive_maximum: int | None = No
 class Connected:
     """Waits for a client's (re)connection; paho reconnects by itself after a broker restart."""
 
-    def __init__(self, client: mqtt.Client, then: Callable[[mqtt.Client], None] | None = None) -> None:
+    def __init__(self, client: mqtt.Client, then: Callable[[mqtt.Client], object] | None = None) -> None:
         self.event = threading.Event()
         self.reason: str | None = None
         self.then = then  # run on every connection (subscriptions, births): a new broker knows none of them
@@ -77,7 +77,7 @@ class Connected:
 
 
 def start(client: mqtt.Client, url: str | None, props: Properties | None = None, clean_start: bool = True,
-          timeout: float = 10.0, on_connect: Callable[[mqtt.Client], None] | None = None) -> Connected:
+          timeout: float = 10.0, on_connect: Callable[[mqtt.Client], object] | None = None) -> Connected:
     """Connect in the background (retrying while the broker is down) and wait for the first connection;
     `on_connect` runs on it and on every reconnection."""
     host, port = host_port(url)

@@ -67,10 +67,8 @@ class MqttControl:
         if self.client is None:
             client = link.make_client()
             client.on_message = self._on_message
-            link.start(client, self.url)
-            kind = "DDATA" if self.device else "NDATA"
-            sub = client.subscribe(str(Topic(self.group, kind, self.node, self.device)), qos=1)
-            del sub
+            answers = str(Topic(self.group, "DDATA" if self.device else "NDATA", self.node, self.device))
+            link.start(client, self.url, on_connect=lambda c: c.subscribe(answers, qos=1))  # again after a reconnect
             self.client = client
         return self.client
 
