@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from linelab.connect import mqtt as link
 from linelab.connect.mqtt import broker_url, host_port
 from linelab.connect.mqtt_control import MqttControl
 from linelab.connect.sparkplug.connector import Connector, Settings
@@ -57,6 +58,29 @@ def url() -> str:
             pytest.fail(f"no MQTT broker at {u} (start mosquitto, or set LINELAB_MQTT_URL)")
         pytest.skip(f"no MQTT broker at {u} (sudo apt-get install -y mosquitto)")
     return u
+
+
+CLIENT_IDS: list[tuple[str, str]] = []  # (broker, connector client id): their retained STATE is cleared at the end
+
+
+def new_client_id(url: str) -> str:
+    cid = "t-" + uuid.uuid4().hex[:10]
+    CLIENT_IDS.append((url, cid))
+    return cid
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _clear_host_states() -> Iterator[None]:
+    """Leave no retained host STATE message of the tests' connectors on the shared broker."""
+    yield
+    for url, cid in CLIENT_IDS:
+        if not _reachable(url):
+            continue
+        c = link.make_client()
+        link.start(c, url)
+        c.publish(f"spBv1.0/STATE/{cid}", b"", qos=1, retain=True).wait_for_publish(5)
+        c.disconnect()
+        c.loop_stop()
 
 
 @pytest.fixture
@@ -101,9 +125,8 @@ def wait_for(cond: Callable[[], bool], timeout: float = 15.0) -> None:
 
 
 @contextmanager
-def connector(ws: Workspace, profile: Profile, url: str, client_id: str | None = None,
-              **settings: Any) -> Iterator[Connector]:
-    c = Connector(ws, profile, Settings(url=url, client_id=client_id or "t-" + uuid.uuid4().hex[:10],
+def connector(ws: Workspace, profile: Profile, url: str, **settings: Any) -> Iterator[Connector]:
+    c = Connector(ws, profile, Settings(url=url, client_id=new_client_id(url),
                                         batch_seconds=0.05, reorder_timeout=0.4, session_expiry=60, **settings))
     c.start()
     th = threading.Thread(target=c.loop, daemon=True)
@@ -236,8 +259,8 @@ def test_connector_killed_and_restarted_loses_and_duplicates_nothing(url: str, g
     root = tmp_path / "ws"
     root.mkdir()
     save_profile(line_profile(group), root / "profile.yaml")
-    client_id = "t-" + uuid.uuid4().hex[:10]
-    proc = _cli(root, url, client_id)
+    cid = new_client_id(url)
+    proc = _cli(root, url, cid)
     try:
         wait_for(lambda: _status(root).get("running") or proc.poll() is not None, 60)
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
@@ -252,7 +275,7 @@ def test_connector_killed_and_restarted_loses_and_duplicates_nothing(url: str, g
                 proc.wait()
             time.sleep(0.02)
         e.close()
-        proc = _cli(root, url, client_id)
+        proc = _cli(root, url, cid)
         wait_for(lambda: _status(root).get("nodes_online") == [] and _status(root).get("records", 0) > 0, 60)
         time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
@@ -401,7 +424,7 @@ def test_run_stores_the_live_line_and_monitors_what_arrives(url: str, group: str
     save_profile(live_profile(pub.line.profile, group, "LINE", url), root / "profile.yaml")
     out: dict[str, Any] = {}
     runner = threading.Thread(target=lambda: out.update(result=call(
-        "run", workspace=root, seconds=12, monitor_every=1, client_id="t-" + uuid.uuid4().hex[:10],
+        "run", workspace=root, seconds=12, monitor_every=1, client_id=new_client_id(url),
         session_expiry=60, batch_seconds=0.05)), daemon=True)
     runner.start()
     wait_for(lambda: _status(root).get("running") is True, 60)
