@@ -1,13 +1,14 @@
 """Live records into the store: messages routed to the profile's MQTT sources, mapped, stored in batches.
 
-A `LiveSink` collects the rows of delivered messages per source, as text columns named as the
-line names them (metric names, JSON keys) plus what the topic tells:
+A `LiveSink` collects the rows of delivered messages per source (connect.live_rows), in columns
+named as the line names them (metric names, JSON keys) plus what the topic tells:
 
     $group, $node, $device   the Sparkplug topic's parts (JSON form: $topic)
-    $timestamp               the metric's timestamp, else the message's (ISO 8601, UTC)
+    $timestamp               the metric's timestamp, else the message's (UTC)
 
-A flush maps each source's rows with the same mapping as file exports (connect.mapping.apply:
-renames, constants, value maps, wide readings melted, time zones) and stores every table in one
+A flush turns each source's rows into the store's typed schema when the source maps nothing, else
+maps them as text with the same mapping as file exports (connect.mapping.apply: renames,
+constants, value maps, wide readings melted, time zones), and stores every table in one
 `Workspace.ingest_tables` call: one transaction, typed and validated by the store, rows already
 stored skipped by their natural keys, so a message stored twice (QoS 1 redelivery, a restarted
 connector) adds nothing. Payloads that cannot be read go to the quarantine with their reason.
@@ -34,7 +35,6 @@ from linelab.store.schema import RECORD_TABLES
 from linelab.store.workspace import Workspace
 
 STATE_KIND = "mqtt_host"  # artefact: the host's edge node sessions, saved with each flush
-TOPIC_COLUMNS = ("$group", "$node", "$device", "$timestamp", "$topic")
 
 
 def live_sources(profile: Profile) -> list[Source]:
