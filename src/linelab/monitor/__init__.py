@@ -15,9 +15,9 @@ if TYPE_CHECKING:
     from linelab.monitor.arl import cusum_arl, cusum_design, ewma_arl, ewma_design
     from linelab.monitor.attribute import GroupRateMonitor, GroupVerdicts, PChart, bh_adjust
     from linelab.monitor.base import Detector, Scores
-    from linelab.monitor.capability import Capability, capability
     from linelab.monitor.drift import DriftVerdict, WindowDrift, drift_verdict
     from linelab.monitor.multivariate import PCAMonitor
+    from linelab.monitor.process_capability import Capability, capability
     from linelab.monitor.spc import CUSUMChart, EWMAChart, IndividualsChart, StagedChart, XbarChart
 
 # Loaded on first use, so that importing one module of the package does not load them all
@@ -28,7 +28,7 @@ _HOME = {
     "GroupRateMonitor": "linelab.monitor.attribute", "GroupVerdicts": "linelab.monitor.attribute",
     "PChart": "linelab.monitor.attribute", "bh_adjust": "linelab.monitor.attribute",
     "Detector": "linelab.monitor.base", "Scores": "linelab.monitor.base",
-    "Capability": "linelab.monitor.capability", "capability": "linelab.monitor.capability",
+    "Capability": "linelab.monitor.process_capability", "capability": "linelab.monitor.process_capability",
     "DriftVerdict": "linelab.monitor.drift", "WindowDrift": "linelab.monitor.drift",
     "drift_verdict": "linelab.monitor.drift", "PCAMonitor": "linelab.monitor.multivariate",
     "CUSUMChart": "linelab.monitor.spc", "EWMAChart": "linelab.monitor.spc",

@@ -22,7 +22,7 @@ from scipy.stats import chi2, norm
 from linelab.commands import Context, Result, command
 from linelab.errors import UserError
 from linelab.monitor.attribute import PChart
-from linelab.monitor.capability import capability as capability_indices
+from linelab.monitor.process_capability import capability as capability_indices
 from linelab.monitor.rules import RULE_TEXT, resolve_rules, rules_fired
 from linelab.monitor.spc import CUSUMChart, EWMAChart, IndividualsChart, XbarChart
 from linelab.render import fmt, print_rows
