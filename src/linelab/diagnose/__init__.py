@@ -13,8 +13,9 @@ b.parquet --target COLUMN [--dag edges.csv] [--json]`.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from linelab.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .data import UserError, read_table
@@ -33,9 +34,4 @@ _HOME = {
 __all__ = ["Cause", "Confounding", "Diagnoser", "Diagnosis", "Onset", "UserError", "diagnose_tables", "read_table"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _HOME, globals())

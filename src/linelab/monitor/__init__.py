@@ -7,8 +7,9 @@ batch or one record (same answers both ways), returning per-record statistics an
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from linelab.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from linelab.monitor.anomaly import IsolationAnomaly
@@ -44,9 +45,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _HOME, globals())
