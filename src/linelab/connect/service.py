@@ -7,10 +7,12 @@ writes its status to `connect-status.json` in the workspace folder after each fl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,22 @@ def load_live_profile(path: Path | None, workspace: Path | None) -> Profile:
     return load_profile(found)
 
 
+@contextlib.contextmanager
+def stopped_by_signals(connector: Connector) -> Iterator[None]:
+    """While inside: SIGTERM and SIGINT stop the connector cleanly (it flushes what it holds)
+    instead of killing the process; the previous handlers come back afterwards. Signals can
+    only be caught on the main thread, so elsewhere (a server's worker) nothing changes."""
+    restore = []
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            restore.append((sig, signal.signal(sig, lambda *_: connector.stop.set())))
+    try:
+        yield
+    finally:
+        for sig, handler in restore:
+            signal.signal(sig, handler)
+
+
 def write_status(path: Path, connector: Connector, running: bool, extra: dict[str, Any] | None = None) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"running": running, "pid": os.getpid(), "broker": connector.url,
@@ -89,15 +107,10 @@ def connect_mqtt(p: ConnectParams, ctx: Context) -> ConnectResult:
     connector = Connector(ws, profile, settings)
     status_path = Path(ws.path) / STATUS_FILE
     connector.on_report = lambda c: write_status(status_path, c, True)
-    restore = []
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            restore.append((sig, signal.signal(sig, lambda *_: connector.stop.set())))
     try:
-        status = connector.run(p.seconds, p.max_records)
+        with stopped_by_signals(connector):
+            status = connector.run(p.seconds, p.max_records)
     finally:
-        for sig, handler in restore:
-            signal.signal(sig, handler)
         write_status(status_path, connector, False)
     return ConnectResult(broker=connector.url, sources=[s.name for s in live_sources(profile)],
                          topics=connector.topics, status=asdict(status))

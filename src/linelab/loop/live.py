@@ -9,8 +9,6 @@ status` also carries the monitor's counts and the problems it opened.
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,7 +18,7 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 
 from linelab.commands import Context, Result, command
-from linelab.connect.service import STATUS_FILE, ConnectParams, load_live_profile, write_status
+from linelab.connect.service import STATUS_FILE, ConnectParams, load_live_profile, stopped_by_signals, write_status
 from linelab.connect.sparkplug.connector import Connector, Settings
 from linelab.render import print_rows
 
@@ -84,16 +82,11 @@ def run(p: RunParams, ctx: Context) -> RunResult:
         write_status(status_path, c, True, {"monitor_runs": watch.runs, "problems_opened": watch.opened})
 
     connector.on_report = report
-    restore = []
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            restore.append((sig, signal.signal(sig, lambda *_: connector.stop.set())))
     try:
-        status = connector.run(p.seconds, p.max_records)
-        monitor(force=True)
+        with stopped_by_signals(connector):
+            status = connector.run(p.seconds, p.max_records)
+            monitor(force=True)
     finally:
-        for sig, handler in restore:
-            signal.signal(sig, handler)
         write_status(status_path, connector, False, {"monitor_runs": watch.runs, "problems_opened": watch.opened})
     return RunResult(broker=connector.url, connector=asdict(status), monitor_runs=watch.runs,
                      records_monitored=watch.records, problems_opened=watch.opened)

@@ -143,6 +143,7 @@ def _encode(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[Any]]:
 
 
 Events = dict[str, np.ndarray]  # maintenance key -> sorted event times (epoch us)
+Fixes = list[tuple[set[str], int]]  # actions applied on the line: what each names, when (epoch us)
 MAINTENANCE_KINDS = ("maintenance", "calibration")
 
 
@@ -1013,14 +1014,15 @@ class MonitorEngine:
             last = min(last, self.last_seq + max_batches)
         report = RunReport(batches=(self.last_seq + 1, last) if last > self.last_seq else (0, 0))
         book = ProblemBook(ws)
-        specs = self._specs(ws)
+        specs, product_specs = self._specs(ws), self._product_specs(ws)
         step = self.config.batches_per_chunk
         for lo in range(self.last_seq, last, step):
             hi = min(lo + step, last)
             alarms = self._measurements(ws, lo, hi, specs, self._events(ws, hi), report,
-                                        self._recipe_changes(ws, lo, hi))
-            alarms += self._steps(ws, lo, hi, report)
-            alarms += self._materials(ws, lo, hi, report)
+                                        self._recipe_changes(ws, lo, hi), product_specs)
+            fixes = self._fixes(ws, hi)
+            alarms += self._steps(ws, lo, hi, report, fixes)
+            alarms += self._materials(ws, lo, hi, report, fixes)
             for alarm in sorted(alarms, key=lambda a: a.first.t or ""):
                 book.add(alarm)
             report.alarms += len(alarms)
@@ -1112,7 +1114,9 @@ class MonitorEngine:
         return {k: np.asarray(sorted(v), dtype=np.int64) for k, v in out.items()}
 
     def _measurements(self, ws: Any, lo: int, hi: int, specs: dict[Any, Any], events: Events,
-                      report: RunReport, changes: dict[str, np.ndarray] | None = None) -> list[Alarm]:
+                      report: RunReport, changes: dict[str, np.ndarray] | None = None,
+                      product_specs: dict[tuple[str, str], dict[str, tuple[float | None, float | None]]] | None = None,
+                      ) -> list[Alarm]:
         tbl = ws.query(
             """
             WITH m AS (SELECT unit_id, station, name, value, t, batch, false AS is_param FROM measurements
@@ -1138,7 +1142,6 @@ class MonitorEngine:
         )
         labels, groups, values, units, t_us = _series_of(tbl, key_col)
         products = np.asarray(tbl.column("product").to_pylist(), dtype=object)
-        product_specs = self._product_specs(ws)
         ref_end = self._ref_end(t_us)
         alarms = []
         for label, idx in zip(labels, groups, strict=True):
@@ -1151,7 +1154,7 @@ class MonitorEngine:
                 mon = self.series[key] = SeriesMonitor(station, name, machine or None, self.config,
                                                        specs.get((station, name), (None, None, None)))
                 mon.condition = bool(tbl.column("is_param")[int(idx[0])].as_py())
-                mon.product_specs = product_specs.get((station, name), {})
+                mon.product_specs = (product_specs or {}).get((station, name), {})
             a = mon.process(values[idx], units[idx], t_us[idx], hi, events, ref_end, (changes or {}).get(station),
                             products[idx])
             if a is not None:
@@ -1195,7 +1198,7 @@ class MonitorEngine:
                     alarms.append(a)
         return alarms
 
-    def _steps(self, ws: Any, lo: int, hi: int, report: RunReport) -> list[Alarm]:
+    def _steps(self, ws: Any, lo: int, hi: int, report: RunReport, fixes: Fixes) -> list[Alarm]:
         factors = [f for f in self.config.step_factors if f in STEP_FACTORS]
         if not factors:
             return []
@@ -1212,10 +1215,10 @@ class MonitorEngine:
             [lo, hi],
         )
         report.records["steps"] = report.records.get("steps", 0) + tbl.num_rows
-        return self._feed_rates(ws, tbl, "station", hi, lambda sub: {
+        return self._feed_rates(tbl, "station", hi, fixes, lambda sub: {
             f: sub.column("station_group" if f == "station" else f) for f in factors})
 
-    def _materials(self, ws: Any, lo: int, hi: int, report: RunReport) -> list[Alarm]:
+    def _materials(self, ws: Any, lo: int, hi: int, report: RunReport, fixes: Fixes) -> list[Alarm]:
         factors = [f for f in self.config.material_factors if f in MATERIAL_FACTORS]
         if not factors:
             return []
@@ -1231,12 +1234,12 @@ class MonitorEngine:
         )
         report.records["units"] = report.records.get("units", 0) + tbl.num_rows
         # A lot is named within its supplier: keep them apart.
-        return self._feed_rates(ws, tbl, "material", hi, lambda sub: {
+        return self._feed_rates(tbl, "material", hi, fixes, lambda sub: {
             f: pc.binary_join_element_wise(sub.column("supplier"), sub.column("lot"), ":") if f == "lot"
             else sub.column("supplier") for f in factors})
 
     @staticmethod
-    def _fixes(ws: Any, hi: int) -> list[tuple[set[str], int]]:
+    def _fixes(ws: Any, hi: int) -> Fixes:
         """Actions applied on the line up to batch `hi`, in the order recorded: what they name (their
         parameters' values and their problem's scope: machine M2, station ASSY) and the line time
         they took effect."""
@@ -1252,13 +1255,12 @@ class MonitorEngine:
             out.append((names, int(t_us)))
         return out
 
-    def _feed_rates(self, ws: Any, tbl: pa.Table, context: str, hi: int,
+    def _feed_rates(self, tbl: pa.Table, context: str, hi: int, fixes: Fixes,
                     columns: Callable[[pa.Table], dict[str, Any]]) -> list[Alarm]:
         """Feed the failure-rate stream of each (factor, context) — factors per station, lots and
         suppliers per material — with the rows of that context."""
         if tbl.num_rows == 0:
             return []
-        fixes = self._fixes(ws, hi)
         ctx_codes, ctx_labels = _encode(tbl.column(context))
         fails = tbl.column("failed").to_numpy(zero_copy_only=False).astype(bool)
         units = np.asarray(tbl.column("unit_id").to_pylist(), dtype=object)
