@@ -108,7 +108,14 @@ class Plc:
 
     async def _stop(self) -> None:
         assert self.server is not None
-        await self.server.stop()
+        server = self.server
+        # A controller that restarts stops listening and drops every link at once. asyncua's stop
+        # drops its links first and stops listening later, then waits for every link to close, so a
+        # client reconnecting in between (as the connector does, within 0.1 s) kept it waiting forever.
+        listening = server.bserver._server if server.bserver is not None else None
+        if listening is not None:
+            listening.close()
+        await server.stop()
         self.server = None
 
     async def _write(self, node: int, value: Any, t: datetime) -> None:
