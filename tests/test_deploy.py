@@ -1,11 +1,17 @@
-"""Deploying models on a simulated line: train, register, shadow → canary → full, roll back, score, relabel."""
+"""Deploying models on a simulated line: train, register, shadow → canary → full, roll back, score, relabel.
+
+Every test that keeps a workspace runs on both backends: a DuckDB folder, and a PostgreSQL schema
+of its own (the deploy stage's SQL runs on the replica, its rows go to the database).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import shutil
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +21,7 @@ import pyarrow.compute as pc
 import pytest
 import skops.io as sio
 from fastapi.testclient import TestClient
+from postgres_service import admin, fresh_schema
 from typer.testing import CliRunner
 
 from linelab.act.simulation import open_workspace_line, record_simulation
@@ -28,6 +35,7 @@ from linelab.errors import UserError
 from linelab.experiment.sequential import MixtureSPRT
 from linelab.line import open_simulator
 from linelab.store import Workspace
+from linelab.store.pg_address import DATABASE_FILE, DatabaseURL
 
 # A seal lot fails a quarter of its units at the leak test (units ~5,600 to ~8,200); the next lot is good.
 # Trained on the first 7,600 units, a model meets the rest of the bad lot and then the good one.
@@ -37,26 +45,65 @@ TRAIN_UNITS = 7600
 runner = CliRunner()
 
 
+@pytest.fixture(scope="module", params=["duckdb", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@contextlib.contextmanager
+def new_workspace(backend: str, folder: Path) -> Iterator[Path]:
+    """An empty workspace's folder: a DuckDB one, or the local folder of a PostgreSQL schema of its own."""
+    if backend == "duckdb":
+        yield folder
+        return
+    with fresh_schema(folder) as (url, _):
+        Workspace.open(url).close()  # makes the schema and links the folder to it
+        yield folder
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A zoo line's workspace with a good model (M-0001) and one trained on shuffled labels (M-0002)."""
-    root = tmp_path_factory.mktemp("deploy") / "ws"
-    line = open_simulator("zoo", SCENARIO, 0)
-    with Workspace.open(root) as ws:
-        while line.units_produced < TRAIN_UNITS:
-            ws.ingest_tables(line.produce(1900), source=line.source)
-        record_simulation(ws, line, "zoo", SCENARIO, 0)
-    good = call("model train", root, station=STATION)
-    bad = call("model train", root, station=STATION, shuffle_labels=True)
-    assert (good.model["id"], bad.model["id"]) == ("M-0001", "M-0002")
-    return root
+    with new_workspace(backend, tmp_path_factory.mktemp("deploy") / "ws") as root:
+        line = open_simulator("zoo", SCENARIO, 0)
+        with Workspace.open(root) as ws:
+            while line.units_produced < TRAIN_UNITS:
+                ws.ingest_tables(line.produce(1900), source=line.source)
+            record_simulation(ws, line, "zoo", SCENARIO, 0)
+        good = call("model train", root, station=STATION)
+        bad = call("model train", root, station=STATION, shuffle_labels=True)
+        assert (good.model["id"], bad.model["id"]) == ("M-0001", "M-0002")
+        yield root
 
 
 @pytest.fixture
-def ws_path(trained: Path, tmp_path: Path) -> Path:
-    shutil.copytree(trained, tmp_path / "ws")
+def ws_path(trained: Path, tmp_path: Path) -> Iterator[Path]:
+    """A copy of the trained workspace for one test to change."""
     registry._CACHE.clear()
-    return tmp_path / "ws"
+    copy = tmp_path / "ws"
+    shutil.copytree(trained, copy)
+    url = (trained / DATABASE_FILE).read_text().strip() if (trained / DATABASE_FILE).exists() else None
+    if url is None:
+        yield copy
+        return
+    with fresh_schema(copy) as (new_url, schema):
+        _copy_schema(DatabaseURL.parse(url).schema, schema)
+        (copy / DATABASE_FILE).write_text(new_url + "\n")
+        yield copy
+
+
+def _copy_schema(source: str, target: str) -> None:
+    """A PostgreSQL workspace's tables, rows and batch sequence, copied into a new schema."""
+    with admin() as con:
+        con.execute(f'CREATE SCHEMA "{target}"')
+        names = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                                            (source,))]
+        for t in names:
+            con.execute(f'CREATE TABLE "{target}"."{t}" (LIKE "{source}"."{t}" INCLUDING ALL)')
+            con.execute(f'INSERT INTO "{target}"."{t}" SELECT * FROM "{source}"."{t}"')
+        last, called = con.execute(f'SELECT last_value, is_called FROM "{source}".batch_seq').fetchone() or (1, False)
+        con.execute(f'CREATE SEQUENCE "{target}".batch_seq START 1')
+        con.execute("SELECT setval(%s, %s, %s)", (f'"{target}".batch_seq', last, called))
 
 
 def _produce(path: Path, units: int) -> None:
@@ -272,23 +319,28 @@ def test_promotion_test_is_the_experiments_mixture_sprt_and_holds_its_error_rate
     assert test.run(rng.choice([-1.0, 0.0, 1.0, 1.0], 3000))["decision"] == "better"
 
 
-def test_anomaly_detector_is_rolled_back_when_its_inputs_drift(tmp_path: Path) -> None:
+def test_anomaly_detector_is_rolled_back_when_its_inputs_drift(backend: str, tmp_path: Path) -> None:
     from linelab.zoo import open_line
 
     line = open_line("assembly:machine_step", seed=0, units=3000)  # a press steps out of its level
     onset = line.truth[0]["onset_unit"]
-    with Workspace.open(tmp_path / "ws") as ws:
+    with new_workspace(backend, tmp_path / "ws") as root:
+        _drifting_anomaly_detector_is_rolled_back(line, onset, root)
+
+
+def _drifting_anomaly_detector_is_rolled_back(line: Any, onset: int, root: Path) -> None:
+    with Workspace.open(root) as ws:
         ws.ingest_tables(line.produce(onset), source=line.source)
         record_simulation(ws, line, "zoo", "assembly:machine_step", 0)
-    model = call("model train", tmp_path / "ws", station="PRESS", kind="anomaly").model
+    model = call("model train", root, station="PRESS", kind="anomaly").model
     assert model["kind"] == "anomaly" and {f["station"] for f in model["features"]["numeric"]} == {"PRESS"}
-    call("model promote", tmp_path / "ws", version=model["id"], to="full", force=True)
-    with Workspace.open(tmp_path / "ws") as ws:
+    call("model promote", root, version=model["id"], to="full", force=True)
+    with Workspace.open(root) as ws:
         dep = rollout.get(ws, "PRESS")  # judge it by its inputs alone: a half-sigma move is enough here
         dep.guards = dep.guards.model_copy(update={"max_shift": 0.5, "max_loss": 100.0})
         rollout.save(ws, dep)
         ws.ingest_tables(line.produce(800), source=line.source)
-    changes = call("model score", tmp_path / "ws", station="PRESS").changes
+    changes = call("model score", root, station="PRESS").changes
     assert [c["event"] for c in changes] == ["rollback"], changes
     assert "inputs drifted: PRESS.press_force_kn moved" in changes[0]["reason"], changes[0]["evidence"]
     assert changes[0]["evidence"]["max_shift_sd"] > 0.5 and changes[0]["problem"].startswith("PRB-")

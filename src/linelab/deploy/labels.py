@@ -59,5 +59,4 @@ def relabel(ws: Any, unit_id: str, verdict: Verdict, note: str = "", by: str = "
 
 
 def verdict_count(ws: Any) -> int:
-    tables.ensure(ws)
     return int(ws.scalar(f"SELECT count(DISTINCT unit_id) FROM {tables.VERDICTS}") or 0)

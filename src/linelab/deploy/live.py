@@ -33,7 +33,6 @@ def paired(ws: Any, dep: rollout.Deployment, version: str) -> dict[str, np.ndarr
     """The version's decisions since it entered its stage, the incumbent's on the same units, and the
     units' outcomes, in scoring order (units without a known result yet are left out)."""
     rec = registry.get(ws, version)
-    tables.ensure(ws)
     incumbent = dep.full if dep.full != version else None
     p = tables.PREDICTIONS
     since = dep.since.get(version) or "1970-01-01"

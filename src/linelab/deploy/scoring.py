@@ -128,7 +128,6 @@ def score_unit(ws: Any, station: str, unit_id: str, features: Mapping[str, Any] 
 
 def scored(ws: Any, version: str) -> list[dict[str, Any]]:
     """The audit trail of a version: per stage, the units it scored, those it acted on, and when."""
-    tables.ensure(ws)
     rows = ws.query(f"SELECT stage, count(*) AS units, count(*) FILTER (WHERE acted) AS acted, min(t) AS first, "
                     f"max(t) AS last FROM {tables.PREDICTIONS} WHERE version = ? GROUP BY stage ORDER BY first",
                     [version]).to_pylist()

@@ -30,7 +30,7 @@ from linelab.errors import UserError
 from linelab.monitor.anomaly import IsolationAnomaly
 from linelab.profile import workspace_profile
 
-from . import registry, tables
+from . import registry
 from .drift import product_stats, reference_bins
 from .features import FeatureSpec, discover, matrix, unit_frame
 from .labels import Label, outcome_sql, verdict_count
@@ -61,7 +61,6 @@ class TrainSettings(BaseModel):
 
 
 def train(ws: Any, s: TrainSettings) -> ModelRecord:
-    tables.ensure(ws)
     lo = s.seq_from or 1
     hi = s.seq_to or ws.last_batch_seq()
     if hi < lo:

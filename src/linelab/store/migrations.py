@@ -80,12 +80,36 @@ def _v1_postgres() -> tuple[str, ...]:
     return tuple(out)
 
 
+# Tables of the deploy stage (version 3): each model's scores and decisions per unit, and a person's
+# verdicts on units. Rows, not artefacts: a line scores every unit, and feedback is a join.
+STAGE_TABLES = {
+    "deploy_predictions": '"unit_id" VARCHAR, "station" VARCHAR, "version" VARCHAR, "stage" VARCHAR, '
+                          '"score" {double}, "decision" VARCHAR, "acted" BOOLEAN, "t" TIMESTAMP, "via" VARCHAR',
+    "deploy_verdicts": '"unit_id" VARCHAR, "verdict" VARCHAR, "bad" BOOLEAN, "note" VARCHAR, "who" VARCHAR, '
+                       '"t" TIMESTAMP',
+}
+
+
+def _v3_postgres() -> tuple[str, ...]:
+    out = []
+    for t, cols in STAGE_TABLES.items():
+        out.append(f"CREATE TABLE {t} ({cols.format(double='DOUBLE PRECISION')}, _rev BIGINT NOT NULL)")
+        out.append(f"CREATE INDEX {t}_rev ON {t} USING brin (_rev)")
+        out.append(f"INSERT INTO store_tables VALUES ('{t}', 0, 0)")
+    return tuple(out)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "record tables, batches, quarantine, artifacts", _v1_duckdb(), _v1_postgres()),
     Migration(2, "quarantine entries keep the record's natural key and the batch that resolved them",
               ('ALTER TABLE quarantine ADD COLUMN IF NOT EXISTS "key" VARCHAR',
                'ALTER TABLE quarantine ADD COLUMN IF NOT EXISTS "resolved_batch" BIGINT'),
               ('ALTER TABLE quarantine ADD COLUMN "key" VARCHAR, ADD COLUMN "resolved_batch" BIGINT',)),
+    # IF NOT EXISTS on DuckDB: the deploy stage created these itself in workspaces of version 2.
+    Migration(3, "the deploy stage's predictions and verdicts",
+              tuple(f"CREATE TABLE IF NOT EXISTS {t} ({cols.format(double='DOUBLE')})"
+                    for t, cols in STAGE_TABLES.items()),
+              _v3_postgres()),
 )
 LATEST = MIGRATIONS[-1].version
 

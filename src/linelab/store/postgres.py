@@ -56,13 +56,13 @@ import numpy as np
 import pyarrow as pa
 
 from linelab.errors import UserError
-from linelab.store.migrations import MIGRATIONS, VERSION_DDL, pending
+from linelab.store.migrations import MIGRATIONS, STAGE_TABLES, VERSION_DDL, pending
 from linelab.store.pg_address import DATABASE_FILE, DatabaseURL, linked_url
 from linelab.store.pg_address import is_database_url as is_database_url  # re-exported for the workspace
 from linelab.store.schema import RECORD_TABLES
 
-# The tables a replica holds: the record tables and the store's own.
-_TABLES = [*RECORD_TABLES, "batches", "quarantine", "artifacts"]
+# The tables a replica holds: the record tables, the store's own and the stages' own.
+_TABLES = [*RECORD_TABLES, "batches", "quarantine", "artifacts", *STAGE_TABLES]
 # What names one row of the store's own tables, for replacing rows an UPDATE changed.
 _STORE_KEYS = {"batches": ("seq",), "quarantine": ("batch_id", "table_name", "row"), "artifacts": ("kind", "id")}
 
