@@ -222,6 +222,9 @@ def test_shuffled_label_canary_is_rolled_back_and_opens_a_problem(ws_path: Path)
     assert "M-0002" in text and "rolled back" in text
     listed = call("model list", ws_path, station=STATION)
     assert listed.deployments[0]["full"] == "M-0001" and listed.deployments[0]["canary"] is None
+    # its live metrics as a canary, period by period, cover every unit it scored
+    periods = call("model metrics", ws_path, version="M-0002").periods
+    assert {r["stage"] for r in periods} == {"canary"} and sum(r["units"] for r in periods) == 1500
     # after the rollback the incumbent decides for every unit again
     _produce(ws_path, 200)
     assert call("model score", ws_path, station=STATION).result["by_version"] == {"M-0001": 200}

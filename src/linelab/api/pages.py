@@ -232,6 +232,10 @@ def pages_router(root: Path, pool: Any = None) -> APIRouter:
     def learning() -> Response:
         return guarded(lambda ctx: bench.page("learning.html", **views.learning(bench, ctx)))()
 
+    from linelab.api.model_pages import add_model_pages
+
+    add_model_pages(router, bench, guarded)
+
     @router.get("/unit/{serial}", response_class=HTMLResponse)
     def unit(serial: str) -> Response:
         return guarded(lambda ctx: bench.page("unit.html", **views.trace(bench, ctx, serial=serial)))()

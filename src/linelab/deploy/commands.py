@@ -1,4 +1,4 @@
-"""Model commands: train, list, show, promote, rollback, score, label, review."""
+"""Model commands: train, list, show, metrics, promote, rollback, score, label, review."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from linelab.commands import Context, Result, command
 from linelab.errors import UserError
 from linelab.render import fmt, print_rows
 
-from . import labels, live, registry, rollout, scoring
+from . import labels, live, registry, rollout, scoring, timeline
 from .registry import Costs, ModelKind
 from .train import TrainSettings, train
 
@@ -124,6 +124,47 @@ def model_show(p: ShowParams, ctx: Context) -> ModelResult:
     ev = live.evidence(ws, dep, rec.id) if rec.id in dep.live else None
     return ModelResult(model=rec.model_dump(mode="json"), stage=stage, evidence=ev,
                        events=rollout.events(ws, version=rec.id), scored=scoring.scored(ws, rec.id))
+
+
+class MetricsParams(BaseModel):
+    version: str = Field(..., description="model version", json_schema_extra={"argument": True})
+    by: timeline.Period = Field("auto", description="periods: day | hour | units (blocks of units in scoring "
+                                                    "order) | auto")
+    latest: int = Field(50, ge=0, le=1000, description="how many of the latest scored units to list")
+
+
+class MetricsResult(Result):
+    version: str
+    kind: str
+    station: str
+    stage: str
+    by: str = Field(description="what a period is: day, hour or units")
+    periods: list[dict[str, Any]] = Field(description="per stage and period: units, labelled, acted, precision, "
+                                                      "recall, escape_rate, saving_per_unit")
+    events: list[dict[str, Any]]
+    units: list[dict[str, Any]] = Field(description="the latest units it scored, newest first")
+
+    def render(self, console: Console) -> None:
+        console.print(f"[bold]{self.version}[/bold] {self.kind} at {self.station}, stage {self.stage}; "
+                      f"live metrics per {self.by}")
+        print_rows(console, [{k: r[k] for k in ("stage", "t_last", "units", "labelled", "acted", "precision",
+                                                "recall", "escape_rate", "saving_per_unit")} for r in self.periods],
+                   "periods")
+        for ev in self.events:
+            console.print(f"  {ev['t'][:19]} {ev['event']}: {ev['from']} → {ev['to']} by {ev['by']} — {ev['reason']}")
+
+
+@command("model metrics", MetricsParams, writes=False)
+def model_metrics(p: MetricsParams, ctx: Context) -> MetricsResult:
+    """A version's live metrics per stage over time (precision, recall, escapes, saving), its events, its units."""
+    ws = ctx.workspace
+    rec = registry.get(ws, p.version)
+    dep = rollout.get(ws, rec.station)
+    kind, rows = timeline.periods(ws, rec, p.by)
+    return MetricsResult(version=rec.id, kind=rec.kind, station=rec.station,
+                         stage=dep.stage_of(rec.id) if rec.id in dep.live else rec.status, by=kind, periods=rows,
+                         events=rollout.events(ws, version=rec.id),
+                         units=timeline.latest_units(ws, rec, p.latest) if p.latest else [])
 
 
 class PromoteParams(BaseModel):
