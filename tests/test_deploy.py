@@ -337,6 +337,8 @@ def _drifting_anomaly_detector_is_rolled_back(line: Any, onset: int, root: Path)
         record_simulation(ws, line, "zoo", "assembly:machine_step", 0)
     model = call("model train", root, station="PRESS", kind="anomaly").model
     assert model["kind"] == "anomaly" and {f["station"] for f in model["features"]["numeric"]} == {"PRESS"}
+    with pytest.raises(UserError, match="only failure predictors"):
+        call("model export", root, version=model["id"], mlflow=root / "mlflow")
     call("model promote", root, version=model["id"], to="full", force=True)
     with Workspace.open(root) as ws:
         dep = rollout.get(ws, "PRESS")  # judge it by its inputs alone: a half-sigma move is enough here
@@ -347,3 +349,37 @@ def _drifting_anomaly_detector_is_rolled_back(line: Any, onset: int, root: Path)
     assert [c["event"] for c in changes] == ["rollback"], changes
     assert "inputs drifted: PRESS.press_force_kn moved" in changes[0]["reason"], changes[0]["evidence"]
     assert changes[0]["evidence"]["max_shift_sd"] > 0.5 and changes[0]["problem"].startswith("PRB-")
+
+
+def test_export_to_mlflow_loads_in_mlflow_and_scores_as_linelab_does(ws_path: Path, tmp_path: Path) -> None:
+    import mlflow.pyfunc
+    import pandas as pd
+    import yaml
+
+    folder = tmp_path / "mlflow-model"
+    result = runner.invoke(build_app(), ["model", "export", "M-0001", "--mlflow", str(folder), "-w", str(ws_path)])
+    assert result.exit_code == 0, result.output
+    meta = yaml.safe_load((folder / "MLmodel").read_text())
+    assert meta["flavors"]["sklearn"]["serialization_format"] == "skops"  # no pickle: loading runs no code
+    assert (folder / "model.skops").read_bytes() == (ws_path / "models" / "M-0001.skops").read_bytes()
+    assert any(r.startswith("scikit-learn==") for r in (folder / "requirements.txt").read_text().split())
+    model = mlflow.pyfunc.load_model(str(folder))
+    example = json.loads((folder / "input_example.json").read_text())
+    frame = pd.DataFrame(example["data"], columns=example["columns"], dtype=float)
+    with Workspace.open(ws_path) as ws:
+        rec = registry.get(ws, "M-0001")
+        ours = predict.scores(rec, registry.load(ws, rec), frame.to_numpy())
+    assert [c.name for c in model.metadata.get_input_schema().inputs] == rec.features.names
+    assert np.allclose(np.asarray(model.predict(frame))[:, 1], ours)
+    linelab = model.metadata.metadata["linelab"]
+    assert linelab["version"] == "M-0001" and linelab["operating_point"]["inspect_threshold"] == \
+        rec.operating.inspect_threshold
+    assert set(linelab["categories"]) == {c.name for c in rec.features.categorical}
+    # the same through REST: the server picks the folder and links the files
+    client = TestClient(create_app(ws_path), base_url="http://localhost")
+    r = client.post("/api/model/export", json={"version": "M-0001"})
+    assert r.status_code == 200, r.text
+    served = yaml.safe_load(client.get(r.json()["files"]["MLmodel"]).text)
+    assert (served["flavors"], served["signature"]) == (meta["flavors"], meta["signature"])
+    with pytest.raises(UserError, match="not an empty folder"):
+        call("model export", ws_path, version="M-0002", mlflow=folder)

@@ -1,8 +1,9 @@
-"""Model commands: train, list, show, metrics, promote, rollback, score, label, review."""
+"""Model commands: train, list, show, metrics, export, promote, rollback, score, label, review."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -12,7 +13,7 @@ from linelab.commands import Context, Result, command
 from linelab.errors import UserError
 from linelab.render import fmt, print_rows
 
-from . import labels, live, registry, rollout, scoring, timeline
+from . import export, labels, live, registry, rollout, scoring, timeline
 from .registry import Costs, ModelKind
 from .train import TrainSettings, train
 
@@ -165,6 +166,32 @@ def model_metrics(p: MetricsParams, ctx: Context) -> MetricsResult:
                          stage=dep.stage_of(rec.id) if rec.id in dep.live else rec.status, by=kind, periods=rows,
                          events=rollout.events(ws, version=rec.id),
                          units=timeline.latest_units(ws, rec, p.latest) if p.latest else [])
+
+
+class ExportParams(BaseModel):
+    version: str = Field(..., description="model version", json_schema_extra={"argument": True})
+    mlflow: Path = Field(..., description="a new folder for the MLflow model (MLmodel, model.skops, "
+                                          "requirements, signature, input example)",
+                         json_schema_extra={"path": "output-dir"})
+
+
+class ExportResult(Result):
+    version: str
+    format: str
+    folder: str
+    files: dict[str, str]
+
+    def render(self, console: Console) -> None:
+        console.print(f"{self.version} exported in {self.format} format to {self.folder}: "
+                      f"{', '.join(self.files)}; load it with mlflow.pyfunc.load_model({self.folder!r})")
+
+
+@command("model export", ExportParams, writes=False)
+def model_export(p: ExportParams, ctx: Context) -> ExportResult:
+    """Export a version to MLflow's model format (sklearn and python_function flavors, skops: no pickle)."""
+    ws = ctx.workspace
+    files = export.export_mlflow(ws, registry.get(ws, p.version), p.mlflow)
+    return ExportResult(version=p.version, format="mlflow", folder=str(p.mlflow), files=files)
 
 
 class PromoteParams(BaseModel):
