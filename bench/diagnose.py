@@ -9,12 +9,18 @@ Data sets:
 * the twin (when `linelab.twin` is present): seeded scenarios with one micro-problem or two
   overlapping; LineLab's diagnosis from a workspace next to a defect-rate-ratio baseline.
 
+* the zoo (linelab.zoo): every problem type of every line kind, produced up to its onset plus a
+  modest number of affected units, diagnosed from a symptom built from the truth (its station and
+  reading, or its station's failures with the defect codes that rose, since its onset), without
+  the monitor: is the true cause first, in the top three? Seeds 100+ by default (for tuning),
+  `--seeds report` for 0+ (never tuned on). Every miss is listed with what ranked above the truth.
+
 * a long history: a twin workspace of `--history N` units (1,000,000 by default, 100,000 with
   --quick, 0 skips it) with one oven-zone loss 25,000 units before its end; the whole workspace
   diagnosis is timed three times.
 
-    .venv/bin/python bench/diagnose.py [--quick] [--no-dowhy] [--only twin|causalassembly|history]
-                                       [--history N] [--show-misses]
+    .venv/bin/python bench/diagnose.py [--quick] [--no-dowhy] [--only twin|causalassembly|history|zoo]
+                                       [--history N] [--show-misses] [--seeds tune|report]
 
 The last line is one JSON object {"bench": "diagnose", ...}.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -410,14 +417,165 @@ def bench_history(units: int, runs: int = 3) -> dict:
     }
 
 
+# -- the zoo: diagnosis alone, on lines LineLab was not written for ---------------------------
+# a truth's cause kind -> the entity kinds a diagnosis may name it by
+ZOO_TYPE_OF_ENTITY = {"machine": {"machine", "fixture"}, "lot": {"lot"}, "shift": {"shift"},
+                      "operator": {"operator"}, "product": {"product"},
+                      "param": {"param", "signal", "measurement", "environment", "continuous"},
+                      "signal": {"param", "signal", "measurement", "environment", "continuous"}}
+ZOO_FAILURES = {"bad_lot_fails", "aliased_lot", "shift_handling", "operator_handling", "intermittent"}
+ZOO_AFFECTED = 300  # affected units at diagnosis (a monitor has seen the problem by then)
+ZOO_MIN_EXTRA_FAILS = 10  # ... and, for a problem that fails units, this many extra failures
+
+
+def zoo_plan(quick: bool, seeds: str) -> list[tuple[str, int]]:
+    """(scenario, seed): every problem type of every kind, obvious and subtle in turn (as bench/zoo.py)."""
+    from linelab.zoo import KINDS
+    from linelab.zoo.simulator import problem_types
+
+    base = 100 if seeds == "tune" else 0
+    runs = []
+    for k, kind in enumerate(KINDS):
+        for i, t in enumerate(problem_types(kind)):
+            runs.append((f"{kind}:{t}" + (":subtle" if (i + k) % 2 else ""), base + i))
+    if quick:
+        keep = ("assembly:bad_lot_fails", "assembly:operator_handling", "machining:machine_step",
+                "meddev:env_excursion", "process:shift_handling", "process:lot_shift")
+        runs = [r for r in runs if r[0].split(":subtle")[0] in keep]
+    return runs
+
+
+def zoo_cause_rank(causes: list[dict], truth: dict) -> int | None:
+    """1-based rank of the truth's cause (or an accepted alternative) among ranked causes."""
+    want = [truth["cause"], *(truth.get("accept") or [])]
+    for rank, c in enumerate(causes, 1):
+        for w in want:
+            kinds = ZOO_TYPE_OF_ENTITY.get(w["kind"], {w["kind"]})
+            same = str(c["type"]) in kinds and w["name"] in {str(c["name"]), str(c["level"])}
+            if same and (w["kind"] != "machine" or c["station"] in (None, w.get("station"))):
+                return rank
+    return None
+
+
+def _zoo_case(scenario: str, seed: int, pid: str, tmp: Path, show_misses: bool = False) -> dict:
+    """Produce one zoo run up to a problem's onset plus a modest number of affected units; diagnose it."""
+    from datetime import datetime
+
+    from linelab.diagnose.workspace import SymptomSpec, diagnose_spec, rising_codes
+    from linelab.profile.io import save_profile
+    from linelab.store import Workspace
+    from linelab.zoo import open_line
+
+    line = open_line(scenario, seed)
+    step = max(20, line.kind.chunk // 5)
+    ws = Workspace.open(tmp / "ws")
+    save_profile(line.profile, tmp / "ws" / "profile.yaml")
+    truth = next(t for t in line.truth if t["id"] == pid)
+    try:
+        while line.units_produced < line.run_units:
+            before = truth["onset_unit"] - line.units_produced
+            n = before if before > 0 else step
+            ws.ingest_tables(line.produce(min(n, line.run_units - line.units_produced)), source=line.source)
+            truth = next(t for t in line.truth if t["id"] == pid)
+            if line.units_produced <= truth["onset_unit"]:
+                continue
+            enough = truth["affected_units"] >= ZOO_AFFECTED and (
+                truth["type"] not in ZOO_FAILURES or truth["extra_failures"] >= ZOO_MIN_EXTRA_FAILS)
+            if enough or truth["affected_units"] >= 8 * ZOO_AFFECTED or truth["status"] == "ended":
+                break
+        onset = datetime.fromisoformat(truth["onset_time"])
+        sym = truth["symptom"]
+        if truth["type"] in ZOO_FAILURES:
+            codes = rising_codes(ws, sym["station"], onset, None)
+            spec = SymptomSpec(onset, None, station=sym["station"], defect_codes=codes or None)
+        else:
+            spec = SymptomSpec(onset, None, station=sym["station"], measurement=sym["reading"])
+        t0 = time.perf_counter()
+        try:
+            report = diagnose_spec(ws, spec)
+            error = None
+        except Exception as e:  # a diagnosis that cannot run is a miss, with its reason
+            report, error = None, f"{type(e).__name__}: {e}"[:200]
+        seconds = time.perf_counter() - t0
+    finally:
+        ws.close()
+    causes = []
+    for c in (report.causes if report else [])[:10]:
+        ent = c.entity
+        causes.append({"type": ent.kind if ent else c.kind, "name": ent.name if ent else c.factor, "level": c.level,
+                       "station": ent.station if ent else None, "label": c.label})
+    rank = zoo_cause_rank(causes, truth)
+    if show_misses and rank != 1 and report is not None:
+        print(f"    {scenario}#{seed} {pid}: truth {truth['cause']}, symptom {spec.measurement or spec.defect_codes}")
+        print_ranking(report, max(5, min(rank or 8, 10)))
+    return {"scenario": scenario, "seed": seed, "problem": pid, "kind": scenario.split(":")[0],
+            "type": truth["type"], "severity": truth["severity"], "cause": truth["cause"],
+            "affected": truth["affected_units"], "extra_failures": truth["extra_failures"],
+            "symptom": spec.measurement or f"failures at {spec.station} {spec.defect_codes or ''}",
+            "rank": rank, "above": [c["label"] for c in causes[: (rank or 4) - 1]][:5], "error": error,
+            "seconds": round(seconds, 2)}
+
+
+def bench_zoo(quick: bool, seeds: str, show_misses: bool = False, only: str | None = None) -> dict:
+    import shutil
+    import tempfile
+
+    from linelab.zoo import open_line
+
+    cases: list[dict] = []
+    tmp = Path(tempfile.mkdtemp(prefix="linelab-zoo-dx-"))
+    try:
+        for scenario, seed in zoo_plan(quick, seeds):
+            if only and not re.search(only, scenario):
+                continue
+            for t in open_line(scenario, seed).truth:
+                d = tmp / f"{scenario.replace(':', '_')}-{seed}-{t['id']}"
+                d.mkdir()
+                case = _zoo_case(scenario, seed, t["id"], d, show_misses)
+                shutil.rmtree(d, ignore_errors=True)
+                cases.append(case)
+                print(f"  {scenario:34s} #{seed:<3} {case['problem']:22s} {case['cause']['kind']:8s} "
+                      f"{case['cause']['name']:14s} rank {case['rank']!s:>4}  ({case['seconds']:.1f}s)", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def summary(sub: list[dict]) -> dict:
+        return {"n": len(sub), "first": round(sum(c["rank"] == 1 for c in sub) / len(sub), 3),
+                "top3": round(sum(c["rank"] is not None and c["rank"] <= 3 for c in sub) / len(sub), 3)}
+
+    def per(key: str) -> dict:
+        return {k: summary([c for c in cases if c[key] == k]) for k in sorted({c[key] for c in cases})}
+
+    return {"seeds": seeds, **summary(cases), "per_kind": per("kind"), "per_problem": per("type"),
+            "seconds_per_diagnosis": round(float(np.mean([c["seconds"] for c in cases])), 2),
+            "misses": [f"{c['scenario']}#{c['seed']} {c['problem']}: {c['cause']['kind']} {c['cause']['name']} "
+                       f"rank {c['rank']}" + (f" ({c['error']})" if c["error"] else "")
+                       + f"; above it: {', '.join(c['above'])}" for c in cases if c["rank"] != 1],
+            "cases": cases}
+
+
+def print_zoo(zr: dict) -> None:
+    print(f"  zoo: cause first {zr['first']}, top-3 {zr['top3']} over {zr['n']} problems "
+          f"({zr['seconds_per_diagnosis']} s per diagnosis)")
+    for key in ("per_kind", "per_problem"):
+        for g, v in zr[key].items():
+            print(f"    {g:18s} n={v['n']:>2}  first {v['first']:.2f}  top-3 {v['top3']:.2f}")
+    print(f"  misses ({len(zr['misses'])}):")
+    for m in zr["misses"]:
+        print(f"    {m}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a few cases per data set, under 30 s")
     ap.add_argument("--no-dowhy", action="store_true", help="skip DoWhy even if it is installed")
     ap.add_argument("--no-twin", action="store_true", help="skip the twin scenarios and the long history")
-    ap.add_argument("--only", choices=["twin", "causalassembly", "history"], help="run one part only")
+    ap.add_argument("--only", choices=["twin", "causalassembly", "history", "zoo"], help="run one part only")
+    ap.add_argument("--seeds", choices=("tune", "report"), default="tune",
+                    help="zoo seeds: tune = 100+ (default), report = 0+ (never tuned on)")
     ap.add_argument("--history", type=int, help="units in the long-history timing (default 1e6, 1e5 with --quick)")
-    ap.add_argument("--show-misses", action="store_true", help="print the top causes of every twin miss")
+    ap.add_argument("--show-misses", action="store_true", help="print the top causes of every twin or zoo miss")
+    ap.add_argument("--scenarios", help="zoo: only the scenarios matching this regular expression")
     args = ap.parse_args()
     try:
         import dowhy  # noqa: F401
@@ -458,6 +616,11 @@ def main() -> None:
             print(f"  twin {m:11s} top1={tw[m]['top1']:.2f} top3={tw[m]['top3']:.2f} n={tw['cases']}")
         print(f"  confounded flagged: {tw['confounded_flagged_share']}; {tw['seconds_per_diagnosis']} s per diagnosis")
         result["twin"] = tw
+    if args.only in (None, "zoo"):
+        print(f"zoo lines, diagnosis from the truth's symptom (seeds {args.seeds}):")
+        zr = bench_zoo(args.quick, args.seeds, args.show_misses, args.scenarios)
+        print_zoo(zr)
+        result["zoo"] = {k: v for k, v in zr.items() if k != "cases"}
     units = args.history if args.history is not None else (100_000 if args.quick else 1_000_000)
     if twin_ok and units > 0 and args.only in (None, "history"):
         print(f"long history: {units:,} units, one oven-zone loss near the end")
