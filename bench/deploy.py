@@ -209,6 +209,26 @@ def serving(root: Path, station: str, a: argparse.Namespace) -> dict[str, Any]:
             "batch_units_per_s": round(batch["units"] / batch_s, 1)}
 
 
+def serving_only(a: argparse.Namespace, t0: float) -> dict[str, Any]:
+    """Section 5 alone: the zoo line's predictor deployed full, then the serving measurements."""
+    simulator, scenario, train_units = LINES[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "serving"
+        station = build(root, simulator, scenario, train_units)
+        call("model train", root, station=station)
+        call("model train", root, station=station, shuffle_labels=True)
+        predictor_live(root, station, a.live_units)
+        serve = serving(root, station, a)
+    return {"bench": "deploy", "section": "serving", "quick": a.quick, "serving": serve,
+            "score_p50_ms": serve["score"]["p50_ms"], "score_p99_ms": serve["score"]["p99_ms"],
+            "bare_p50_ms": serve["ping"]["p50_ms"], "bare_p99_ms": serve["ping"]["p99_ms"],
+            "score_sent_p50_ms": serve["score_sent"]["p50_ms"], "score_sent_p99_ms": serve["score_sent"]["p99_ms"],
+            "score_cpu_ms_per_request": serve["one_request_in_process"]["cpu_ms"],
+            "batch_units_per_s": serve["batch_units_per_s"], "score_p99_target_met": serve["score"]["p99_ms"] <= 20.0,
+            "seconds": round(time.perf_counter() - t0, 1), "load_average": os.getloadavg()[0],
+            "cpus": os.cpu_count()}
+
+
 def _wait_for(url: str) -> None:
     import httpx
 
@@ -232,12 +252,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller runs (about a minute or two)")
     ap.add_argument("--aa-runs", type=int, default=None)
+    ap.add_argument("--serving-only", action="store_true", help="only section 5 (serving), on the zoo line")
     a = ap.parse_args()
     a.live_units = 1500 if a.quick else 3000
     a.chunk = 100
     a.requests = 50 if a.quick else 250
     aa_runs = a.aa_runs or (200 if a.quick else 1000)
     t0 = time.perf_counter()
+    if a.serving_only:
+        print(json.dumps(serving_only(a, t0)))
+        return
     lines = {}
     with tempfile.TemporaryDirectory() as tmp:
         for simulator, scenario, train_units in LINES:

@@ -28,8 +28,8 @@ from linelab.act.simulation import open_workspace_line, record_simulation
 from linelab.api.app import create_app
 from linelab.cli import build_app
 from linelab.commands import call
-from linelab.deploy import predict, registry, rollout
-from linelab.deploy.features import frame_from_records, matrix, unit_features, unit_frame
+from linelab.deploy import predict, registry, rollout, serving
+from linelab.deploy.features import features_of, frame_from_records, matrix, unit_features, unit_frame, vector
 from linelab.deploy.sequential import PairedTest, mixture_halfwidth
 from linelab.errors import UserError
 from linelab.experiment.sequential import MixtureSPRT
@@ -267,20 +267,41 @@ def test_manual_rollback_of_the_incumbent_restores_its_predecessor(ws_path: Path
 def test_score_endpoint_routes_records_and_answers(ws_path: Path) -> None:
     call("model promote", ws_path, version="M-0001", to="full", force=True)
     call("model promote", ws_path, version="M-0002", to="shadow")
-    client = TestClient(create_app(ws_path), base_url="http://localhost")
     with Workspace.open(ws_path) as ws:
         unit = ws.scalar("SELECT max(unit_id) FROM units")
-    r = client.post("/score", json={"station": STATION, "unit_id": unit})
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["version"] == "M-0001" and body["decision"] in ("inspect", "pass", "none")
-    assert set(body["shadow"]) == {"M-0002"}
-    # a station can hand the unit's readings in; unknown names are refused with the name
-    r = client.post("/score", json={"station": STATION, "unit_id": "NEW-1", "features": {"nonsense": 1}})
-    assert r.status_code == 400 and "nonsense" in r.json()["error"]["message"]
-    r = client.post("/api/model/score", json={"station": STATION, "unit": unit})
-    assert r.status_code == 200 and r.json()["result"]["version"] == "M-0001"
-    assert len([p for p in _predictions(ws_path, "M-0001")]) == 2
+        reading = registry.get(ws, "M-0001").features.numeric[0]
+        press = ws.query(f"SELECT * FROM {reading.table} WHERE unit_id = ? AND station = ? AND name = ?",
+                         [unit, reading.station, reading.reading])
+    with TestClient(create_app(ws_path), base_url="http://localhost") as client:
+        r = client.post("/score", json={"station": STATION, "unit_id": unit})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["version"] == "M-0001" and body["decision"] in ("inspect", "pass", "none")
+        assert set(body["shadow"]) == {"M-0002"}
+        # a station can hand the unit's readings in; unknown names are refused with the name
+        r = client.post("/score", json={"station": STATION, "unit_id": "NEW-1", "features": {"nonsense": 1}})
+        assert r.status_code == 400 and "nonsense" in r.json()["error"]["message"]
+        r = client.post("/api/model/score", json={"station": STATION, "unit": unit})
+        assert r.status_code == 200 and r.json()["result"]["version"] == "M-0001"
+        # a reading of the unit that arrives later (ingested through the server) is read by its next
+        # request, as a batch would read it
+        late = press.set_column(press.schema.get_field_index("value"), "value", pa.array([1e6]))
+        late = late.set_column(late.schema.get_field_index("t"), "t",
+                               pc.add(late.column("t"), pa.scalar(1_000_000, pa.duration("us"))))
+        text = "unit_id,station,name,value,t\n" + "".join(
+            f"{r['unit_id']},{r['station']},{r['name']},{r['value']},{r['t'].isoformat(sep=' ')}\n"
+            for r in late.to_pylist())
+        r = client.post("/api/ingest", files=[("paths", (f"{reading.table}.csv", text.encode(), "text/csv"))])
+        assert r.status_code == 200 and r.json()["stored"] == 1, r.text
+        with Workspace.open(ws_path) as ws:
+            rec = registry.get(ws, "M-0001")
+            x = matrix(frame_from_records([unit_features(ws, rec.features, unit) or {}], rec.features),
+                       rec.features)
+            expected = float(predict.scores(rec, registry.load(ws, rec), x)[0])
+        again = client.post("/score", json={"station": STATION, "unit_id": unit}).json()
+        assert again["score"] == pytest.approx(expected, rel=1e-12)
+    # the rows are stored by group commit: every request's, by the time the server stops
+    assert [r["unit_id"] for r in _predictions(ws_path, "M-0001")] == [unit] * 3
 
 
 def test_relabels_feed_the_next_training(ws_path: Path) -> None:
@@ -305,10 +326,25 @@ def test_a_unit_scored_alone_reads_what_batch_scoring_reads(trained: Path) -> No
         frame = unit_frame(ws, rec.features, "batch >= 5")
         some = frame.column("unit_id").to_pylist()[::97]
         batch = matrix(frame.filter(pc.is_in(frame.column("unit_id"), pa.array(some))), rec.features)
-        alone = np.vstack([matrix(frame_from_records([unit_features(ws, rec.features, u) or {}], rec.features),
-                                  rec.features) for u in some])
+        # what a request reads: the unit's records held by the server process, coded one row at a time
+        held = serving.recent_units(ws)
+        alone = np.vstack([vector(features_of(held.get(ws, u) or {}, rec.features), rec.features) for u in some])
     assert len(some) > 20 and np.array_equal(np.isnan(batch), np.isnan(alone))
     assert np.allclose(np.nan_to_num(batch), np.nan_to_num(alone))
+
+
+def test_a_few_units_score_exactly_as_scikit_learn_scores_them(trained: Path) -> None:
+    # a request's unit goes through LineLab's walk of the trees, a batch through scikit-learn's
+    with Workspace.open(trained) as ws:
+        for version in ("M-0001", "M-0002"):
+            rec = registry.get(ws, version)
+            est = registry.load(ws, rec)
+            x = matrix(unit_frame(ws, rec.features, "batch >= 4"), rec.features)
+            for j in range(x.shape[1]):  # missing readings and unknown levels, column by column
+                x[j::x.shape[1] + 3, j] = np.nan
+            few = np.concatenate([predict.scores(rec, est, x[i:i + predict.FEW])
+                                  for i in range(0, len(x), predict.FEW)])
+            assert len(x) > 1000 and np.array_equal(few, est.predict_proba(x)[:, 1])
 
 
 def test_promotion_test_is_the_experiments_mixture_sprt_and_holds_its_error_rate() -> None:

@@ -188,24 +188,72 @@ def frame_from_records(records: Sequence[Mapping[str, Any]], spec: FeatureSpec) 
     return pa.table(data) if data else pa.table({"_": pa.nulls(len(records))})
 
 
-def unit_features(ws: Any, spec: FeatureSpec, unit: str) -> dict[str, Any] | None:
-    """One unit's features by name, read in one query on its serial (a station waits for this answer;
-    the zone maps find the serial's rows without scanning the tables). None: nothing of that unit."""
+def unit_records(ws: Any, where: str, params: Sequence[Any] = ()) -> dict[str, dict[str, Any]]:
+    """Units' raw records by serial, in one query: readings ("STATION.name": mean value), each
+    station's first visit (machine, fixture, operator) and each material's lot and supplier.
+    `where` selects rows of the record tables (`unit_id = ?` for one unit: the zone maps find the
+    serial's rows without scanning the tables); `params` are its parameters, once."""
     rows = ws.query(
-        "SELECT 'r' AS k, station AS a, name AS b, avg(value) AS v, NULL AS x, NULL AS y, NULL AS z "
-        "FROM (SELECT station, name, value FROM params WHERE unit_id = ? UNION ALL "
-        "SELECT station, name, value FROM measurements WHERE unit_id = ?) GROUP BY ALL "
-        "UNION ALL SELECT 's', station, NULL, NULL, arg_min(machine, t_in), arg_min(fixture, t_in), "
-        "arg_min(operator, t_in) FROM steps WHERE unit_id = ? GROUP BY station "
-        "UNION ALL SELECT 'm', material, NULL, NULL, max(lot), max(supplier), NULL FROM materials "
-        "WHERE unit_id = ? GROUP BY material", [unit] * 4).to_pylist()
-    if not rows:
-        return None
-    readings = {f"{r['a']}.{r['b']}": r["v"] for r in rows if r["k"] == "r"}
-    visits = {r["a"]: {"machine": r["x"], "fixture": r["y"], "operator": r["z"]} for r in rows if r["k"] == "s"}
-    used = {r["a"]: {"lot": r["x"], "supplier": r["y"]} for r in rows if r["k"] == "m"}
-    out: dict[str, Any] = {f.name: readings.get(f.name) for f in spec.numeric}
+        "SELECT unit_id, 'r' AS k, station AS a, name AS b, avg(value) AS v, NULL AS x, NULL AS y, NULL AS z "
+        f"FROM (SELECT unit_id, station, name, value FROM params WHERE {where} UNION ALL "
+        f"SELECT unit_id, station, name, value FROM measurements WHERE {where}) GROUP BY ALL "
+        "UNION ALL SELECT unit_id, 's', station, NULL, NULL, arg_min(machine, t_in), arg_min(fixture, t_in), "
+        f"arg_min(operator, t_in) FROM steps WHERE {where} GROUP BY unit_id, station "
+        "UNION ALL SELECT unit_id, 'm', material, NULL, NULL, max(lot), max(supplier), NULL FROM materials "
+        f"WHERE {where} GROUP BY unit_id, material", list(params) * 4).to_pylist()
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        raw = out.setdefault(r["unit_id"], {"r": {}, "s": {}, "m": {}})
+        if r["k"] == "r":
+            raw["r"][f"{r['a']}.{r['b']}"] = r["v"]
+        elif r["k"] == "s":
+            raw["s"][r["a"]] = {"machine": r["x"], "fixture": r["y"], "operator": r["z"]}
+        else:
+            raw["m"][r["a"]] = {"lot": r["x"], "supplier": r["y"]}
+    return out
+
+
+def features_of(raw: Mapping[str, Any], spec: FeatureSpec) -> dict[str, Any]:
+    """A unit's features by name, from its raw records (`unit_records`)."""
+    out: dict[str, Any] = {f.name: raw["r"].get(f.name) for f in spec.numeric}
     for c in spec.categorical:
-        source = visits.get(c.station or "") if c.station is not None else used.get(c.material or "")
+        source = raw["s"].get(c.station or "") if c.station is not None else raw["m"].get(c.material or "")
         out[c.name] = (source or {}).get(c.field)
     return out
+
+
+def unit_features(ws: Any, spec: FeatureSpec, unit: str) -> dict[str, Any] | None:
+    """One unit's features by name, read in one query on its serial. None: nothing of that unit."""
+    raw = unit_records(ws, "unit_id = ?", [unit]).get(unit)
+    return None if raw is None else features_of(raw, spec)
+
+
+_PLANS: dict[int, tuple[FeatureSpec, frozenset[str], list[dict[str, int]]]] = {}
+
+
+def vector(features: Mapping[str, Any], spec: FeatureSpec) -> np.ndarray:
+    """One unit's model input (1 x features) from its features by name: what `matrix` gives for
+    `frame_from_records([features], spec)`, without building a table (a station waits for it)."""
+    plan = _PLANS.get(id(spec))
+    if plan is None or plan[0] is not spec:  # (an id is reused only once its spec is gone)
+        if len(_PLANS) > 256:
+            _PLANS.clear()
+        plan = (spec, frozenset(spec.names), [{lv: i for i, lv in enumerate(c.levels)} for c in spec.categorical])
+        _PLANS[id(spec)] = plan
+    if not plan[1].issuperset(features):
+        frame_from_records([features], spec)  # refuses the unknown names, naming them
+    row = np.full((1, len(spec.numeric) + len(spec.categorical)), np.nan)
+    for j, f in enumerate(spec.numeric):
+        v = features.get(f.name)
+        if v is not None:
+            try:
+                row[0, j] = float(v)
+            except (TypeError, ValueError) as exc:
+                raise UserError(f"feature {f.name}: expected a number ({exc})") from exc
+    k = len(spec.numeric)
+    for j, (c, codes) in enumerate(zip(spec.categorical, plan[2], strict=True)):
+        v = features.get(c.name)
+        code = codes.get(str(v)) if v is not None else None
+        if code is not None:
+            row[0, k + j] = code
+    return row

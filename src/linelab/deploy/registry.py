@@ -11,6 +11,7 @@ a short allow-list of scikit-learn's own, and must still have the hash it was re
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import zipfile
 from datetime import UTC, datetime
@@ -126,15 +127,18 @@ _CACHE: dict[tuple[str, str, int, int], Any] = {}
 
 def load(ws: Any, rec: ModelRecord) -> Any:
     """The fitted estimator of a version, checked (see the module docstring); cached per file and hash."""
-    root = Path(ws.path).resolve()
-    path = (root / rec.file).resolve()
-    if root / MODEL_DIR not in path.parents:
-        raise UserError(f"model {rec.id}: its file {rec.file} lies outside the workspace's {MODEL_DIR}/ folder")
-    stat = path.stat() if path.is_file() else None
+    path = Path(ws.path) / rec.file
+    try:
+        stat = os.stat(path)
+    except OSError:
+        stat = None
     # a file replaced in place changes its size or modification time: it is checked again
     key = (str(path), rec.sha256, stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0)
     if key in _CACHE:
         return _CACHE[key]
+    root = Path(ws.path).resolve()
+    if root / MODEL_DIR not in path.resolve().parents:
+        raise UserError(f"model {rec.id}: its file {rec.file} lies outside the workspace's {MODEL_DIR}/ folder")
     est = load_file(path)
     if _sha(path) != rec.sha256:
         raise UserError(f"model {rec.id}: {rec.file} changed since it was registered (SHA-256 differs); refused")

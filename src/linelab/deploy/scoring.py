@@ -10,7 +10,7 @@ since the station was last scored; a station scores one unit at a time through `
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,8 +19,8 @@ import pyarrow as pa
 
 from linelab.errors import NotFound, UserError
 
-from . import predict, registry, rollout, tables
-from .features import frame_from_records, matrix, unit_features, unit_frame
+from . import predict, registry, rollout, serving, tables
+from .features import features_of, matrix, unit_frame, vector
 from .registry import ModelRecord
 
 _RECORDS: dict[tuple[str, str, str], ModelRecord] = {}
@@ -39,9 +39,13 @@ def record(ws: Any, version: str, sha256: str | None = None) -> ModelRecord:
     return _RECORDS[key]
 
 
-def route(ws: Any, dep: rollout.Deployment, frames: Mapping[str, pa.Table], serials: pa.Array,
-          via: str) -> dict[str, Any]:
-    """Score units with every live version, apply the routing, record; returns the applied decisions."""
+Store = Callable[[pa.Table], None]  # where the prediction rows go (default: appended to the workspace at once)
+
+
+def route(ws: Any, dep: rollout.Deployment, inputs: Mapping[str, np.ndarray], serials: pa.Array, via: str,
+          store: Store | None = None) -> dict[str, Any]:
+    """Score units (each live version's input matrix) with every live version, apply the routing and
+    record the rows; returns the applied decisions."""
     n = len(serials)
     in_canary = rollout.canary_units(serials, dep.station, dep.canary_share) if dep.canary else np.zeros(n, bool)
     applied = np.full(n, "none", dtype=object)
@@ -51,7 +55,7 @@ def route(ws: Any, dep: rollout.Deployment, frames: Mapping[str, pa.Table], seri
     t = datetime.now(UTC).replace(tzinfo=None)
     for v in dep.live:
         rec = record(ws, v, dep.files.get(v))
-        score = predict.scores(rec, registry.load(ws, rec), matrix(frames[v], rec.features))
+        score = predict.scores(rec, registry.load(ws, rec), inputs[v])
         decision = predict.decisions(rec, score)
         stage = dep.stage_of(v)
         acts = in_canary if stage == "canary" else (~in_canary if stage == "full" else np.zeros(n, bool))
@@ -64,7 +68,8 @@ def route(ws: Any, dep: rollout.Deployment, frames: Mapping[str, pa.Table], seri
             "acted": acts, "t": pa.repeat(pa.scalar(t, pa.timestamp("us")), n), "via": pa.repeat(via, n),
         }, schema=tables.PREDICTION_SCHEMA))
     if rows:
-        tables.append(ws, tables.PREDICTIONS, pa.concat_tables(rows))
+        table = pa.concat_tables(rows)
+        store(table) if store is not None else tables.append(ws, tables.PREDICTIONS, table)
     return {"decision": applied, "version": acting, "scores": scores_of}
 
 
@@ -78,7 +83,8 @@ def score_batch(ws: Any, station: str) -> dict[str, Any]:
     frames = _frames(ws, dep, where)
     first = next(iter(frames.values()))
     serials = first.column("unit_id").combine_chunks()
-    out = route(ws, dep, frames, serials, "batch")
+    out = route(ws, dep, {v: matrix(f, record(ws, v, dep.files.get(v)).features) for v, f in frames.items()},
+                serials, "batch")
     dep = rollout.get(ws, station)
     dep.scored_seq = last
     rollout.save(ws, dep)
@@ -102,23 +108,24 @@ def _frames(ws: Any, dep: rollout.Deployment, where: str) -> dict[str, pa.Table]
     return frames
 
 
-def score_unit(ws: Any, station: str, unit_id: str, features: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """One unit, as a station asks before acting on it: the applied decision and the version behind it."""
+def score_unit(ws: Any, station: str, unit_id: str, features: Mapping[str, Any] | None = None,
+               store: Store | None = None, unchanged_since: Hashable = None) -> dict[str, Any]:
+    """One unit, as a station asks before acting on it: the applied decision and the version behind it.
+    Its readings are those handed in, else the workspace's (through this process's `serving` cache;
+    `unchanged_since` see `serving.RecentUnits.get`)."""
     dep = rollout.recent(ws, station)
     if not dep.live:
         raise UserError(f"no model is live at {station}")
-    frames: dict[str, pa.Table] = {}
-    by_spec: dict[str, pa.Table] = {}
+    raw = None
+    if features is None:
+        raw = serving.recent_units(ws).get(ws, unit_id, unchanged_since)
+        if raw is None:
+            raise NotFound(f"no unit {unit_id!r} in the workspace: send its readings with the request")
+    inputs: dict[str, np.ndarray] = {}
     for v in dep.live:
         spec = record(ws, v, dep.files.get(v)).features
-        key = spec.model_dump_json()
-        if key not in by_spec:
-            given = features if features is not None else unit_features(ws, spec, unit_id)
-            if given is None:
-                raise NotFound(f"no unit {unit_id!r} in the workspace: send its readings with the request")
-            by_spec[key] = frame_from_records([given], spec)
-        frames[v] = by_spec[key]
-    out = route(ws, dep, frames, pa.array([unit_id], pa.string()), "request")
+        inputs[v] = vector(features_of(raw, spec) if raw is not None else features or {}, spec)
+    out = route(ws, dep, inputs, pa.array([unit_id], pa.string()), "request", store)
     version = out["version"][0]
     return {"unit_id": unit_id, "station": station, "decision": str(out["decision"][0]), "version": version,
             "stage": dep.stage_of(version) if version else None,
