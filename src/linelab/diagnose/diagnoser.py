@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from . import categorical, continuous
 from .causal import CausalModel, counterfactual_share, load_dag, propagate
+from .coincidence import recent_history, within_period
 from .confounding import Group, relate, separating_experiment
 from .data import MISSING, Prepared, TableLike, UserError, prepare
 from .model import Cause, Confounding, Diagnosis, Onset
@@ -210,6 +211,8 @@ class Diagnoser:
         # A graph that names most continuous columns describes them all: one it leaves out is
         # isolated (cannot reach the symptom). Otherwise a missing column is simply unknown.
         dag_covers = graph is not None and sum(c in graph for c in cont) >= 0.5 * max(len(cont), 1)
+        # with the symptom in the causal graph its mechanisms judge the factors; otherwise time could
+        judge_within = (graph is None or target not in graph) and sym.mode != "case-control"
         for name in cont:
             col = prep.columns[name]
             sh = continuous.shift_stats(col)
@@ -234,6 +237,12 @@ class Diagnoser:
                     residual_spread_ratio=ms.spread_ratio,
                     p_mechanism=ms.p_value,
                 )
+            # a factor's shift counts as the symptom's cause only if the symptom also follows it
+            # within the periods, where that could show (intersection-union, as for levels)
+            w = within_period(col.ref, col.inc, sym.s_ref, sym.s_inc) if judge_within else None
+            if w is not None and w.judged:
+                details["p_within_period"] = w.p_along
+                p = max(p, w.p_along)
             family_p.append(p)
             causes.append(
                 Cause(
@@ -266,6 +275,7 @@ class Diagnoser:
         mediators = self._mediators(prep, causes)
         # share of the excess for continuous candidates (a factor's includes what its mediators carry)
         self._continuous_shares(prep, sym, causes, mech_model, target, mediators)
+        self._coincidences(prep, sym, causes)
         # nesting, aliasing and mediation
         confounded = self._relations(causes, groups, sym, prep)
         ranked = self._rank(causes)
@@ -456,6 +466,50 @@ class Diagnoser:
                     c.details["attributed_with"] = together
                 c.share = float(np.clip(raw, 0.0, 1.0))
 
+    def _coincidences(self, prep: Prepared, sym: Symptom, causes: list[Cause]) -> None:
+        """A continuous factor whose shift came with the incident's time but which the symptom does
+        not follow within the periods keeps only the share its within-period slope accounts for
+        (see `coincidence`): the room's daily swing is not the lot's failures."""
+        if sym.mode == "case-control":
+            return
+        for c in causes:
+            if c.kind not in ("continuous", "environment") or c.q_value > self.alpha:
+                continue
+            if c.details.get("share_method") == "counterfactual":
+                continue  # a causal model of the symptom itself judged it
+            col = prep.columns[c.factor]
+            w = within_period(col.ref, col.inc, sym.s_ref, sym.s_inc)
+            if w is None:
+                continue
+            c.details["within_period"] = {"slope": w.slope, "se": w.se, "needed": w.needed, "share": w.share}
+            if w.coincidence and (c.share is None or c.share > w.share):
+                c.details["share_before_within_period"] = c.share
+                c.details["coincidence"] = (
+                    f"its shift would need the symptom to move {w.needed:.3g} per unit of it; within the "
+                    f"periods it moves {w.slope:.3g} (se {w.se:.2g})"
+                )
+                c.share = w.share
+
+    def _new_at_onset(self, a: Cause, b: Cause, ga: Group, gb: Group, sym: Symptom, prep: Prepared) -> Cause | None:
+        """Of two candidates holding the same incident units, the one that was running just before
+        the onset without the symptom, when the other began with it (else None)."""
+        if prep.time_ref is None or ga.ref.size == 0:
+            return None
+        order = np.argsort(prep.time_ref, kind="stable")
+        last = max(int(sym.s_inc.size), 50)
+        ra, rb = (recent_history(g.ref, order, sym.s_ref, last) for g in (ga, gb))
+        ea, eb = (last * float(g.inc.mean()) for g in (ga, gb))  # units each would have had, running as now
+        old_a = ra.units >= max(0.5 * ea, categorical.MIN_UNITS) and ra.z < 2.5
+        old_b = rb.units >= max(0.5 * eb, categorical.MIN_UNITS) and rb.z < 2.5
+        new_a, new_b = ra.units < 0.2 * ea, rb.units < 0.2 * eb
+        if old_a and new_b:
+            a.details["recent_units"] = ra.units
+            return a
+        if old_b and new_a:
+            b.details["recent_units"] = rb.units
+            return b
+        return None
+
     def _inner_of(self, a: Cause, b: Cause, ga: Group, gb: Group) -> Cause | None:
         """The inner level of a nested pair holding the very same incident units (a lot, its supplier)."""
         inner = a if self.nested.get(a.factor) == b.factor else b if self.nested.get(b.factor) == a.factor else None
@@ -491,6 +545,14 @@ class Diagnoser:
                     b.explained_by = a.label
                     b.details["explained_by_evidence"] = f"its excess appears only together with {a.label}"
                 elif rel.verdict in ("confounded", "interaction"):
+                    old = self._new_at_onset(a, b, ga, gb, sym, prep)
+                    if old is not None and old.explained_by is None:
+                        new = b if old is a else a
+                        old.explained_by = new.label
+                        old.details["explained_by_evidence"] = (
+                            f"it ran just before the onset ({old.details['recent_units']} units) without the "
+                            f"symptom; {new.label} began with it"
+                        )
                     a.confounded_with.append(b.label)
                     b.confounded_with.append(a.label)
                     text, n = separating_experiment(ga, gb, sym, rel)
