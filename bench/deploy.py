@@ -16,7 +16,10 @@ On the twin (scenario `bad_lot`) and on a zoo line (`assembly:bad_lot_fails`), e
    request as a station would: `score_sent`; a full model and a shadow score it, the decision is
    recorded) on a `linelab serve` process, 8 concurrent client threads, against the bare endpoint
    `GET /score/ping` of the same server in the same run (before and after): p50 / p99 in ms
-   (target p99 <= 20 ms); one request's CPU time in process; batch scoring in units per second.
+   (target p99 <= 20 ms); one request's CPU time in process (scoring alone) and in the server
+   (from /proc, one client at a time: what each request costs it); batch scoring in units per second.
+   With 8 clients and no pause between requests, a request waits for the others' CPU time: on a
+   machine that gives the server one free core, p50 is about 8 x the server's CPU per request.
 
 `--quick` uses smaller runs. Prints one JSON line last.
 """
@@ -162,10 +165,11 @@ def serving(root: Path, station: str, a: argparse.Namespace) -> dict[str, Any]:
         units = ws.query("SELECT unit_id FROM units ORDER BY unit_id DESC LIMIT 400").column(0).to_pylist()
         spec = registry.get(ws, "M-0001").features  # the shadow reads the same features
         sent = {u: unit_features(ws, spec, u) for u in units}  # what a station hands in with its request
-        scoring.score_unit(ws, station, units[0])
+        kept: list[Any] = []  # as the server does it: rows to its writer, the workspace unchanged meanwhile
+        scoring.score_unit(ws, station, units[0], store=kept.append, unchanged_since=0)
         c0, t0 = time.process_time(), time.perf_counter()
         for u in units[:100]:  # one after another, in process: what one request costs, free of queueing
-            scoring.score_unit(ws, station, u)
+            scoring.score_unit(ws, station, u, store=kept.append, unchanged_since=0)
         alone = {"cpu_ms": round((time.process_time() - c0) * 10, 2),
                  "wall_ms": round((time.perf_counter() - t0) * 10, 2)}
     port = _free_port()
@@ -193,6 +197,14 @@ def serving(root: Path, station: str, a: argparse.Namespace) -> dict[str, Any]:
             return lat
 
         client(0, "score")  # warm up: the server opens the workspace and loads the models once
+        # one client, one request after another: the server's own CPU time per request, free of queueing
+        alone_server = {}
+        for kind in ("ping", "score", "score_sent"):
+            before = _cpu_s(server.pid)
+            for k in range(4):  # 4 x a.requests: the clock ticks in 10 ms steps
+                client(k, kind)
+            after = _cpu_s(server.pid)
+            alone_server[kind] = round((after - before) / (4 * a.requests) * 1000, 2) if before is not None else None
         out: dict[str, Any] = {}
         for kind in ("ping", "score", "score_sent", "ping"):  # the baseline on both sides of the measured runs
             with ThreadPoolExecutor(8) as pool:
@@ -203,7 +215,7 @@ def serving(root: Path, station: str, a: argparse.Namespace) -> dict[str, Any]:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return {"clients": 8, **out, "one_request_in_process": alone,
+    return {"clients": 8, **out, "one_request_in_process": alone, "server_cpu_ms_per_request": alone_server,
             "p99_ratio_vs_bare": round(out["score"]["p99_ms"] / out["ping"]["p99_ms"], 2),
             "batch_units": batch["units"], "batch_versions": len(batch["by_version"]),
             "batch_units_per_s": round(batch["units"] / batch_s, 1)}
@@ -224,9 +236,19 @@ def serving_only(a: argparse.Namespace, t0: float) -> dict[str, Any]:
             "bare_p50_ms": serve["ping"]["p50_ms"], "bare_p99_ms": serve["ping"]["p99_ms"],
             "score_sent_p50_ms": serve["score_sent"]["p50_ms"], "score_sent_p99_ms": serve["score_sent"]["p99_ms"],
             "score_cpu_ms_per_request": serve["one_request_in_process"]["cpu_ms"],
+            "server_cpu_ms_per_request": serve["server_cpu_ms_per_request"],
             "batch_units_per_s": serve["batch_units_per_s"], "score_p99_target_met": serve["score"]["p99_ms"] <= 20.0,
             "seconds": round(time.perf_counter() - t0, 1), "load_average": os.getloadavg()[0],
             "cpus": os.cpu_count()}
+
+
+def _cpu_s(pid: int) -> float | None:
+    """A process's CPU time so far (user + system), from /proc; None where there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_for(url: str) -> None:
@@ -283,6 +305,7 @@ def main() -> None:
         "bare_p50_ms": serve["ping"]["p50_ms"], "bare_p99_ms": serve["ping"]["p99_ms"],
         "score_sent_p50_ms": serve["score_sent"]["p50_ms"], "score_sent_p99_ms": serve["score_sent"]["p99_ms"],
         "score_cpu_ms_per_request": serve["one_request_in_process"]["cpu_ms"],
+        "server_cpu_ms_per_request": serve["server_cpu_ms_per_request"],
         "batch_units_per_s": serve["batch_units_per_s"],
         "score_p99_target_met": serve["score"]["p99_ms"] <= 20.0,
         "seconds": round(time.perf_counter() - t0, 1), "load_average": os.getloadavg()[0], "cpus": os.cpu_count(),

@@ -78,8 +78,7 @@ class Trees:
         rows = np.arange(len(x))[:, None]
         for _ in range(self.depth):
             v = x[rows, self.feature[node]]
-            with np.errstate(invalid="ignore"):
-                left = np.where(np.isnan(v), self.missing_left[node], v <= self.threshold[node])
+            left = np.where(np.isnan(v), self.missing_left[node], v <= self.threshold[node])
             node = np.where(left, self.left[node], self.right[node])  # a leaf points at itself
         # onto the baseline, in tree order, as sklearn adds them (a cumulative sum adds one after another)
         start = np.broadcast_to(self.baseline.ravel()[:1], (len(x), 1))

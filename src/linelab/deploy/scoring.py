@@ -51,8 +51,9 @@ def route(ws: Any, dep: rollout.Deployment, inputs: Mapping[str, np.ndarray], se
     applied = np.full(n, "none", dtype=object)
     acting = np.full(n, None, dtype=object)
     scores_of: dict[str, np.ndarray] = {}
-    rows: list[pa.Table] = []
-    t = datetime.now(UTC).replace(tzinfo=None)
+    decisions: list[np.ndarray] = []
+    acted: list[np.ndarray] = []
+    stages: list[str] = []
     for v in dep.live:
         rec = record(ws, v, dep.files.get(v))
         score = predict.scores(rec, registry.load(ws, rec), inputs[v])
@@ -62,13 +63,20 @@ def route(ws: Any, dep: rollout.Deployment, inputs: Mapping[str, np.ndarray], se
         applied[acts] = decision[acts]
         acting[acts] = v
         scores_of[v] = score
-        rows.append(pa.table({
-            "unit_id": serials, "station": pa.repeat(dep.station, n), "version": pa.repeat(v, n),
-            "stage": pa.repeat(stage, n), "score": score, "decision": pa.array(decision, pa.string()),
-            "acted": acts, "t": pa.repeat(pa.scalar(t, pa.timestamp("us")), n), "via": pa.repeat(via, n),
-        }, schema=tables.PREDICTION_SCHEMA))
-    if rows:
-        table = pa.concat_tables(rows)
+        decisions.append(decision)
+        acted.append(acts)
+        stages.append(stage)
+    if stages:  # one table for every version's rows (a request's unit: a table of a few rows, built once)
+        k = len(stages)
+        t = pa.scalar(datetime.now(UTC).replace(tzinfo=None), pa.timestamp("us"))
+        table = pa.table({
+            "unit_id": pa.concat_arrays([serials] * k), "station": pa.repeat(dep.station, n * k),
+            "version": pa.array(np.repeat(np.array(dep.live, dtype=object), n), pa.string()),
+            "stage": pa.array(np.repeat(np.array(stages, dtype=object), n), pa.string()),
+            "score": np.concatenate(list(scores_of.values())),
+            "decision": pa.array(np.concatenate(decisions), pa.string()), "acted": np.concatenate(acted),
+            "t": pa.repeat(t, n * k), "via": pa.repeat(via, n * k),
+        }, schema=tables.PREDICTION_SCHEMA)
         store(table) if store is not None else tables.append(ws, tables.PREDICTIONS, table)
     return {"decision": applied, "version": acting, "scores": scores_of}
 
