@@ -13,6 +13,7 @@ Names: a reading is `STATION.name` (as `linelab.model.Entity.reading`), a step f
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -189,37 +190,35 @@ def frame_from_records(records: Sequence[Mapping[str, Any]], spec: FeatureSpec) 
 
 
 def unit_records(ws: Any, where: str, params: Sequence[Any] = ()) -> dict[str, dict[str, Any]]:
-    """Units' raw records by serial, in one query: readings ("STATION.name": mean value), each
-    station's first visit (machine, fixture, operator) and each material's lot and supplier.
-    `where` selects rows of the record tables (`unit_id = ?` for one unit: the zone maps find the
-    serial's rows without scanning the tables); `params` are its parameters, once."""
-    rows = ws.query(
+    """Units' raw records by serial, in one query, named as features are: readings `STATION.name`
+    (mean value), each station's first visit `machine@STATION` (fixture, operator) and each
+    material's `lot@MATERIAL` (supplier). `where` selects rows of the record tables (`unit_id = ?`
+    for one unit: the zone maps find the serial's rows without scanning the tables); `params` are
+    its parameters, once. Names and levels are interned: many units share them (a server keeps them)."""
+    table = ws.query(
         "SELECT unit_id, 'r' AS k, station AS a, name AS b, avg(value) AS v, NULL AS x, NULL AS y, NULL AS z "
         f"FROM (SELECT unit_id, station, name, value FROM params WHERE {where} UNION ALL "
         f"SELECT unit_id, station, name, value FROM measurements WHERE {where}) GROUP BY ALL "
         "UNION ALL SELECT unit_id, 's', station, NULL, NULL, arg_min(machine, t_in), arg_min(fixture, t_in), "
         f"arg_min(operator, t_in) FROM steps WHERE {where} GROUP BY unit_id, station "
         "UNION ALL SELECT unit_id, 'm', material, NULL, NULL, max(lot), max(supplier), NULL FROM materials "
-        f"WHERE {where} GROUP BY unit_id, material", list(params) * 4).to_pylist()
+        f"WHERE {where} GROUP BY unit_id, material", list(params) * 4)
     out: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        raw = out.setdefault(r["unit_id"], {"r": {}, "s": {}, "m": {}})
-        if r["k"] == "r":
-            raw["r"][f"{r['a']}.{r['b']}"] = r["v"]
-        elif r["k"] == "s":
-            raw["s"][r["a"]] = {"machine": r["x"], "fixture": r["y"], "operator": r["z"]}
-        else:
-            raw["m"][r["a"]] = {"lot": r["x"], "supplier": r["y"]}
+    fields = {"s": (*STEP_FIELDS,), "m": ("lot", "supplier")}
+    columns = [table.column(c).to_pylist() for c in ("unit_id", "k", "a", "b", "v", "x", "y", "z")]
+    for unit, k, a, b, v, *levels in zip(*columns, strict=True):  # columns, not row dicts: less memory
+        raw = out.setdefault(unit, {})
+        if k == "r":
+            raw[sys.intern(f"{a}.{b}")] = v
+            continue
+        for field, level in zip(fields[k], levels, strict=False):
+            raw[sys.intern(f"{field}@{a}")] = None if level is None else sys.intern(str(level))
     return out
 
 
 def features_of(raw: Mapping[str, Any], spec: FeatureSpec) -> dict[str, Any]:
     """A unit's features by name, from its raw records (`unit_records`)."""
-    out: dict[str, Any] = {f.name: raw["r"].get(f.name) for f in spec.numeric}
-    for c in spec.categorical:
-        source = raw["s"].get(c.station or "") if c.station is not None else raw["m"].get(c.material or "")
-        out[c.name] = (source or {}).get(c.field)
-    return out
+    return {name: raw.get(name) for name in spec.names}
 
 
 def unit_features(ws: Any, spec: FeatureSpec, unit: str) -> dict[str, Any] | None:

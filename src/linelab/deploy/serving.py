@@ -18,8 +18,8 @@ from typing import Any
 
 from .features import unit_records
 
-MAX_UNITS = 100_000
-WARM_ROWS = 500_000  # a new process first reads the units of the latest batches holding about this many rows
+MAX_UNITS = 20_000  # about 1.2 kB each on a line of a dozen features
+WARM_ROWS = 200_000  # a new process first reads the units of the latest batches holding about this many rows
 _TABLES = ("params", "measurements", "steps", "materials")
 
 
@@ -52,7 +52,9 @@ class RecentUnits:
         return raw
 
     def _refresh(self, ws: Any, last: int) -> None:
-        if last < self.seq:  # the workspace was emptied and filled again
+        if last < self.seq or (self.seq >= 0 and ws.scalar(
+                f"SELECT coalesce(sum(n_rows), 0) FROM batches WHERE seq > {int(self.seq)}") > WARM_ROWS):
+            # emptied and filled again, or more arrived than a new process reads: start as one
             self.raw.clear()
             self.seq = -1
         since = self.seq if self.seq >= 0 else _warm_from(ws, last)
