@@ -148,9 +148,9 @@ class MetricsResult(Result):
     def render(self, console: Console) -> None:
         console.print(f"[bold]{self.version}[/bold] {self.kind} at {self.station}, stage {self.stage}; "
                       f"live metrics per {self.by}")
-        print_rows(console, [{k: r[k] for k in ("stage", "t_last", "units", "labelled", "acted", "precision",
-                                                "recall", "escape_rate", "saving_per_unit")} for r in self.periods],
-                   "periods")
+        print_rows(console, [{"stage": r["stage"], "until": r["t_last"][:16].replace("T", " "),
+                              **{k: r[k] for k in ("units", "labelled", "acted", "precision", "recall", "escape_rate",
+                                                   "saving_per_unit")}} for r in self.periods], "periods")
         for ev in self.events:
             console.print(f"  {ev['t'][:19]} {ev['event']}: {ev['from']} → {ev['to']} by {ev['by']} — {ev['reason']}")
 
