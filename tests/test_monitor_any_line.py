@@ -19,13 +19,15 @@ SD = 0.004
 
 
 def shafts(first: int, n: int, seed: int, share_25: float, shift_25: float = 0.0,
-           seconds_per_unit: int = 30) -> dict[str, pa.Table]:
-    """Units of a two-product cell: TURN (L1/L2) makes the shaft, CMM measures its diameter."""
+           seconds_per_unit: int = 30, lot_level: float = 0.0) -> dict[str, pa.Table]:
+    """Units of a two-product cell: TURN (L1/L2) makes the shaft, CMM measures its diameter;
+    `lot_level` (sigmas) is where this bar-stock lot puts every shaft."""
     rng = np.random.default_rng(seed)
     idx = np.arange(first, first + n)
     t = T0 + idx * np.timedelta64(seconds_per_unit, "s")
     product = np.where(rng.random(n) < share_25, "SHAFT-25", "SHAFT-20")
     nominal = np.where(product == "SHAFT-25", NOMINAL["SHAFT-25"] + shift_25 * SD, NOMINAL["SHAFT-20"])
+    nominal = nominal + lot_level * SD
     diameter = nominal + rng.normal(0, SD, n)
     ids = [f"SH{i:07d}" for i in idx]
     units = pa.table({"unit_id": ids, "product": product.tolist(), "line": ["CELL"] * n, "work_order": ["WO1"] * n,
@@ -78,6 +80,32 @@ def test_a_shift_of_one_products_units_is_found_in_its_own_units(tmp_path: Path)
     assert " mm (" in p["description"] and "up from" not in p["description"]  # in mm; no unit lost
     onset = int(p["onset"]["unit"][2:])
     assert 8500 <= onset <= 10_000
+    ws.close()
+
+
+def test_lot_to_lot_moves_that_lose_no_unit_are_the_lines_normal(tmp_path: Path) -> None:
+    # Bar-stock lots of 5,000 shafts, each a little off the last (up to 0.8 sigma, far within
+    # spec). Phase I (40 hours, 4,800 shafts) saw one lot only, so it could not learn this.
+    levels = [0.0, 0.8, -0.6, 0.7, -0.8, 0.5]
+    chunks = [shafts(i * 1000, 1000, seed=i, share_25=0.3, lot_level=levels[i // 5]) for i in range(30)]
+    ws = feed(tmp_path / "ws", chunks)
+    assert list_problems(ws) == []
+    ws.close()
+
+
+def test_a_lot_far_beyond_the_lot_to_lot_moves_is_found(tmp_path: Path) -> None:
+    # The same lots, then one that puts every shaft 2 sigma large: still within spec, but twice as
+    # far as any lot before it.
+    levels = [0.0, 0.8, -0.6, 0.7, 2.0, 0.0]
+    chunks = [shafts(i * 1000, 1000, seed=i, share_25=0.3, lot_level=levels[i // 5]) for i in range(30)]
+    ws = feed(tmp_path / "ws", chunks)
+    problems = list_problems(ws)
+    assert len(problems) == 1, [p["description"] for p in problems]
+    assert problems[0]["scope"]["measurement"] == "diameter_mm"
+    # Raised while that lot runs. (Its onset is dated from where the sums began to climb: the
+    # lot before it, 0.7 sigma off, which was no problem by itself.)
+    first = int(problems[0]["first_evidence"]["unit"][2:])
+    assert 20_000 <= first <= 22_000, first
     ws.close()
 
 

@@ -42,7 +42,7 @@ from linelab.monitor.state import StateError, load_state, save_state
 from linelab.monitor.watch import active_watches
 
 STATE_FILE = "monitor/engine.npz"  # explicit data (monitor.state), never a pickle
-STATE_VERSION = 9
+STATE_VERSION = 10
 STEP_FACTORS = ("station", "machine", "fixture", "operator", "shift")
 MATERIAL_FACTORS = ("lot", "supplier")
 
@@ -210,6 +210,7 @@ class SeriesMonitor:
         self._ring_t = np.zeros(cap, dtype=np.int64)
         self._ring_unit = np.empty(cap, dtype=object)
         self._ring_stat = np.zeros(cap)
+        self._ring_flag = np.zeros(cap, dtype=bool)  # subgroups inside an alarm: not the line's normal
         self.n_sub = 0  # subgroups scored so far
         self.alarms = 0
         self.records = 0
@@ -443,12 +444,31 @@ class SeriesMonitor:
         self.excursion_n = widths.astype(float)
         self.excursion = np.array([np.abs((csum[w:] - csum[:-w]) / w).max() for w in widths])
 
-    def normal_excursion(self, n: int) -> float:
-        """The widest phase-I stray of a mean of `n` records (0 where phase I was too short to say)."""
+    def normal_excursion(self, n: int, before_sub: int | None = None) -> float:
+        """The widest stray of a mean of `n` records from the centre, in phase I and in what the
+        chart has judged since (up to subgroup `before_sub`, leaving out spans that alarmed).
+
+        Phase I spans hours: one or two lots, tools or days of weather. What the line does
+        between them (a new lot, a new tool) shows only later; learned as it comes, the second
+        lot change is judged against the first one's move."""
         widths = getattr(self, "excursion_n", None)
-        if widths is None or not len(widths):
-            return 0.0
-        return float(np.interp(np.log(max(n, 1)), np.log(widths), self.excursion))
+        phase1 = float(np.interp(np.log(max(n, 1)), np.log(widths), self.excursion)) if (
+            widths is not None and len(widths)) else 0.0
+        end = self.n_sub if before_sub is None else min(before_sub, self.n_sub)
+        cap = len(self._ring_mean)
+        pos = np.arange(max(0, end - cap, self.n_sub - cap), end) % cap
+        w = max(1, round(n / self.cfg.subgroup))
+        if len(pos) < 2 * w:
+            return phase1
+        means = np.where(self._ring_flag[pos], np.nan, self._ring_mean[pos])
+        ok = ~np.isnan(means)
+        csum = np.concatenate([[0.0], np.cumsum(np.where(ok, means - self.centre, 0.0))])
+        cnt = np.concatenate([[0], np.cumsum(ok)])
+        full = (cnt[w:] - cnt[:-w]) == w  # windows of judged, in-control subgroups only
+        if not full.any():
+            return phase1
+        strays = np.abs((csum[w:] - csum[:-w])[full] / w)
+        return max(phase1, float(strays.max()))
 
     def process(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, seq: int, events: Events,
                 ref_end_us: int, changes: np.ndarray | None = None,
@@ -598,9 +618,19 @@ class SeriesMonitor:
         # Units out of spec beyond what phase I's rate explains (Poisson, one-sided 1e-3).
         n = found.units_affected
         in_spec = poisson.sf(round(found.effect["out_of_spec_now"] * n) - 1, max(self.reference_oos * n, 1e-3)) > 1e-3
-        if not self.watch and in_spec and abs(found.effect["shift"]) <= self.normal_excursion(found.units_affected):
-            return None  # no wider than the line's own wander at that time scale, and no unit lost
+        if not self.watch and in_spec:
+            # A move that loses no unit is a problem only when it is at least the move the chart
+            # is tuned to catch, and wider than the line's own wander at that time scale (lot to
+            # lot, tool to tool, the room) as seen so far.
+            size = abs(found.effect["shift"])
+            if size < self.tuned_shift * self.sd_unit or size <= self.normal_excursion(n, onset_sub):
+                return None
+        self._flag(onset_sub)
         return found
+
+    def _flag(self, onset_sub: int) -> None:
+        """Mark the subgroups since an alarm's onset: what a problem did is not the line's normal wander."""
+        self._ring_flag[self._window(onset_sub)] = True
 
     def _take_relevel(self, v: np.ndarray, units: np.ndarray, t: np.ndarray,
                       raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -631,6 +661,7 @@ class SeriesMonitor:
         idx = (self.n_sub + np.arange(len(means))) % cap
         self._ring_mean[idx], self._ring_oos[idx], self._ring_t[idx] = means, oos, t
         self._ring_unit[idx], self._ring_stat[idx] = unit, stat
+        self._ring_flag[idx] = False
         self.n_sub += len(means)
 
     def _window(self, start_sub: int) -> np.ndarray:
