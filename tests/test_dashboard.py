@@ -11,18 +11,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+from served_app import serving
 
-from linelab.api import create_app
 from linelab.loop.runner import LoopPolicy
 from linelab.loop.session import run_session
 
@@ -38,28 +34,12 @@ def _browser_or_skip() -> str:
     pytest.skip("chromium is not installed (`make browser`, or set LINELAB_CHROMIUM)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ws = tmp_path_factory.mktemp("dash") / "ws"
     run_session(ws, "recurring_nozzle", 1, 20_000, LoopPolicy(optimise_recipe=False))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(ws, host="127.0.0.1"), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the API server did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(ws) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

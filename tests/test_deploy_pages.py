@@ -7,16 +7,13 @@ import json
 import os
 import re
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
+from served_app import serving
 
 from linelab.act.simulation import open_workspace_line, record_simulation
 from linelab.api.app import create_app
@@ -109,20 +106,8 @@ def test_model_page_shows_live_metrics_events_and_units(client: TestClient) -> N
 
 @pytest.fixture(scope="module")
 def served(deployed: Path) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(create_app(deployed, host="127.0.0.1"), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the API server did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(deployed) as url:
+        yield url
 
 
 def test_model_pages_draw_in_a_browser(served: str) -> None:
