@@ -167,7 +167,7 @@ def _behind(ws: Any) -> bool:
     if not isinstance(ws.backend, DuckDBBackend):
         return False
     try:
-        version = ws.scalar("SELECT coalesce(max(version), 0) FROM schema_version")
+        version = ws.rows("SELECT coalesce(max(version), 0) AS v FROM schema_version")[0]["v"]
     except Exception:  # no version table: older than versioning itself
         return True
     return int(version or 0) < LATEST

@@ -16,7 +16,6 @@ from typing import Any
 
 from linelab.errors import NotFound, UserError
 from linelab.model import Alarm, Evidence, Problem, Signal
-from linelab.monitor.cost import condition_cost
 
 __all__ = ["ACTIVE", "KIND", "STATUSES", "TRANSITIONS", "Alarm", "Evidence", "Problem", "ProblemBook", "Signal",
            "check_move", "get_problem", "is_condition", "list_problems", "resolve", "set_status"]
@@ -177,6 +176,8 @@ class ProblemBook:
         if is_condition(problem):
             # A process condition out of its window fails no unit by itself: its cost is what its
             # units have lost since the onset.
+            from linelab.monitor.cost import condition_cost  # NumPy: not for `linelab problems`, which only lists
+
             lost = condition_cost(self.ws, lead["scope"], problem["onset"].get("t"))
             problem["severity"]["yield_lost_units"] = round(max(problem["severity"]["yield_lost_units"], lost), 2)
         problem["updated"] = _now()

@@ -11,22 +11,30 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
-import pyarrow as pa
 
 from linelab.store.migrations import VERSION_DDL, pending
-from linelab.store.schema import RECORD_TABLES, TS, stored_schema
 
-_DUCK_TYPES = {
-    pa.string(): "VARCHAR",
-    pa.float64(): "DOUBLE",
-    pa.int64(): "BIGINT",
-    pa.bool_(): "BOOLEAN",
-    TS: "TIMESTAMP",
-}
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# Arrow (with NumPy) and the record schema load only where a table is made or read as Arrow: a
+# command that reads a few rows opens the workspace without them (commands start fast).
+
+
+@cache
+def _duck_types() -> dict[pa.DataType, str]:
+    import pyarrow as pa
+
+    from linelab.store.schema import TS
+
+    return {pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.int64(): "BIGINT", pa.bool_(): "BOOLEAN",
+            TS: "TIMESTAMP"}
+
 
 # Tables the store keeps about itself.
 SYSTEM_DDL = [
@@ -44,7 +52,7 @@ SYSTEM_DDL = [
 
 
 def duck_type(t: pa.DataType) -> str:
-    return _DUCK_TYPES[t]
+    return _duck_types()[t]
 
 
 def sql_ident(name: str) -> str:
@@ -64,20 +72,25 @@ def sql_literal(value: pa.Scalar) -> str:
         return "NULL"
     if isinstance(v, str):
         return sql_text(v)
+    import pyarrow as pa
+
     if pa.types.is_timestamp(value.type):
         return f"TIMESTAMP '{v.isoformat(sep=' ')}'"
     return repr(v)
 
 
 def table_ddl(name: str) -> str:
+    from linelab.store.schema import RECORD_TABLES, stored_schema
+
     schema = stored_schema(name) if name != "specs" else RECORD_TABLES["specs"]
-    cols = ", ".join(f'"{f.name}" {_DUCK_TYPES[f.type]}' for f in schema)
+    cols = ", ".join(f'"{f.name}" {duck_type(f.type)}' for f in schema)
     return f"CREATE TABLE IF NOT EXISTS {name} ({cols})"
 
 
 class Backend(Protocol):
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None: ...
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table: ...
+    def rows(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]: ...
     def register(self, name: str, table: pa.Table) -> None: ...
     def unregister(self, name: str) -> None: ...
     def transaction(self) -> contextlib.AbstractContextManager[None]: ...
@@ -109,7 +122,19 @@ class DuckDBBackend:
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
         rel = self.con.sql(sql, params=list(params) if params else None)
-        return rel.to_arrow_table() if rel is not None else pa.table({})
+        if rel is not None:
+            return rel.to_arrow_table()
+        import pyarrow as pa
+
+        return pa.table({})
+
+    def rows(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """A small answer as Python rows, without Arrow: quick reads need not load it."""
+        rel = self.con.sql(sql, params=list(params) if params else None)
+        if rel is None:
+            return []
+        names = rel.columns
+        return [dict(zip(names, row, strict=True)) for row in rel.fetchall()]
 
     def register(self, name: str, table: pa.Table) -> None:
         self.con.register(name, table)

@@ -11,8 +11,6 @@ from linelab.commands import Context, Result, command
 from linelab.errors import UserError
 from linelab.render import bar, fmt, print_rows
 from linelab.store import queries
-from linelab.store.ingest import awaiting_unit
-from linelab.store.schema import RECORD_TABLES
 
 Rows = list[dict[str, Any]]
 
@@ -33,6 +31,8 @@ class InitResult(Result):
 @command("init", InitParams)
 def init(p: InitParams, ctx: Context) -> InitResult:
     """Create (or open) the workspace and show its tables."""
+    from linelab.store.schema import RECORD_TABLES  # Arrow: only the commands that need it load it
+
     ws = ctx.workspace
     return InitResult(workspace=ws.location, tables={t: ws.count(t) for t in RECORD_TABLES})
 
@@ -66,14 +66,18 @@ def quarantine(p: QuarantineParams, ctx: Context) -> QuarantineResult:
     resolved_col = "resolved_batch"
     where = {"open": f"WHERE {resolved_col} IS NULL", "resolved": f"WHERE {resolved_col} IS NOT NULL",
              "all": ""}[p.state]
-    rows = ws.query(
+    rows = ws.rows(  # plain rows, not Arrow: a quick command need not load it
         f'SELECT source, "row", field, reason, table_name, {resolved_col} IS NOT NULL AS resolved, raw '
-        f'FROM quarantine {where} ORDER BY t_ingested DESC, source, "row" LIMIT ?', [p.limit]
-    ).to_pylist()
+        f'FROM quarantine {where} ORDER BY t_ingested DESC, source, "row" LIMIT ?', [p.limit])
     total = ws.count("quarantine")
-    n_resolved = int(ws.scalar(f"SELECT count(*) FROM quarantine WHERE {resolved_col} IS NOT NULL"))
+    n_resolved = ws.count("quarantine", f"{resolved_col} IS NOT NULL")
+    awaiting = None
+    if p.awaiting:
+        from linelab.store.ingest import awaiting_unit  # the ingest machinery: only for --awaiting
+
+        awaiting = awaiting_unit(ws)
     return QuarantineResult(total=total, open=total - n_resolved, resolved=n_resolved,
-                            awaiting_unit=awaiting_unit(ws) if p.awaiting else None, rows=rows)
+                            awaiting_unit=awaiting, rows=rows)
 
 
 class YieldParams(BaseModel):

@@ -277,6 +277,9 @@ class PostgresBackend:
         with self._lock:
             return self._run(sql, params)
 
+    def rows(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        return self.query(sql, params).to_pylist()
+
     def register(self, name: str, table: pa.Table) -> None:
         with self._lock:
             self.duck.register(name, table)

@@ -7,12 +7,14 @@ gap between them is the hidden factory.
 
 from __future__ import annotations
 
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from linelab.errors import NotFound, UserError
-from linelab.store.workspace import Workspace
+
+if TYPE_CHECKING:  # annotations only: the store's commands import this module for its factor names
+    import pyarrow as pa
+
+    from linelab.store.workspace import Workspace
 
 # Factors recorded per station visit: yield is the station's first-visit pass rate.
 STEP_FACTORS = ("station", "machine", "fixture", "operator", "shift", "recipe_id")

@@ -20,19 +20,28 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 import xxhash
 
 from linelab.errors import UserError
-from linelab.store import ingest
+from linelab.lazy import lazy_attributes
 from linelab.store.backend import Backend, DuckDBBackend
-from linelab.store.ingest import IngestReport as IngestReport  # re-exported: callers import it from here
-from linelab.store.ingest import TableReport as TableReport
-from linelab.store.postgres import DatabaseURL, PostgresBackend, is_database_url, linked_url, schema_exists
-from linelab.store.schema import NATURAL_KEYS as NATURAL_KEYS  # re-exported
-from linelab.store.schema import UPDATABLE as UPDATABLE
+from linelab.store.pg_address import DatabaseURL, is_database_url, linked_url
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from linelab.store.ingest import IngestReport as IngestReport  # re-exported: callers import it from here
+    from linelab.store.ingest import TableReport as TableReport
+    from linelab.store.schema import NATURAL_KEYS as NATURAL_KEYS  # re-exported
+    from linelab.store.schema import UPDATABLE as UPDATABLE
+
+# The re-exported names load on first use: a command that only reads opens the workspace without
+# loading Arrow (with NumPy), the ingest machinery or the PostgreSQL driver (commands start fast).
+__getattr__ = lazy_attributes(__name__, {
+    "IngestReport": "linelab.store.ingest", "TableReport": "linelab.store.ingest",
+    "NATURAL_KEYS": "linelab.store.schema", "UPDATABLE": "linelab.store.schema"}, globals())
 
 DEFAULT_WORKSPACE = "linelab-workspace"
 DB_FILE = "linelab.duckdb"
@@ -65,7 +74,11 @@ def workspace_exists(path: str | Path | None) -> bool:
     """True when the workspace holds a store (a DuckDB file, or a link to a PostgreSQL database)."""
     root = resolve_path(path)
     database = linked_url(root)
-    return schema_exists(database) if database is not None else (root / DB_FILE).exists()
+    if database is None:
+        return (root / DB_FILE).exists()
+    from linelab.store.postgres import schema_exists  # the driver only for a PostgreSQL workspace
+
+    return schema_exists(database)
 
 
 class Workspace:
@@ -84,6 +97,9 @@ class Workspace:
             raise UserError(f"workspace {root} is a file, not a folder")
         database = linked_url(root)
         if database is not None:
+            from linelab.store.postgres import PostgresBackend  # the driver only for a PostgreSQL workspace
+            from linelab.store.schema import NATURAL_KEYS
+
             try:
                 return cls(root, PostgresBackend(DatabaseURL.parse(database), NATURAL_KEYS, create=create,
                                                  read_only=read_only))
@@ -118,12 +134,18 @@ class Workspace:
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
         return self.backend.query(sql, params)
 
+    def rows(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """A small answer as Python rows (what `query(...).to_pylist()` gives), without loading Arrow."""
+        return self.backend.rows(sql, params)
+
     def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
         t = self.query(sql, params)
         return t.column(0)[0].as_py() if t.num_rows else None
 
-    def count(self, table: str) -> int:
-        return int(self.scalar(f"SELECT count(*) FROM {table}"))
+    def count(self, table: str, where: str = "") -> int:
+        """Rows of `table` (those matching the SQL condition `where`, if given)."""
+        found = self.rows(f"SELECT count(*) AS n FROM {table}" + (f" WHERE {where}" if where else ""))
+        return int(found[0]["n"])
 
     def last_batch_seq(self) -> int:
         return int(self.scalar("SELECT coalesce(max(seq), 0) FROM batches"))
@@ -138,6 +160,8 @@ class Workspace:
         rejected: Mapping[str, pa.Table] | None = None,
     ) -> IngestReport:
         """Validate and store record tables atomically (see `linelab.store.ingest`)."""
+        from linelab.store import ingest  # Arrow compute and NumPy: only commands that ingest pay for them
+
         return ingest.ingest_tables(self, dict(tables), source, first_row, dict(batch_ids or {}),
                                     dict(rejected or {}))
 
@@ -167,13 +191,14 @@ class Workspace:
             )
 
     def get_artifact(self, kind: str, id: str) -> dict[str, Any] | None:
-        text = self.scalar("SELECT payload FROM artifacts WHERE kind = ? AND id = ?", [kind, id])
+        found = self.rows("SELECT payload FROM artifacts WHERE kind = ? AND id = ?", [kind, id])
+        text = found[0]["payload"] if found else None
         return json.loads(text) if text else None
 
     def list_artifacts(self, kind: str, status: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT payload FROM artifacts WHERE kind = ?" + (" AND status = ?" if status else "")
-        rows = self.query(sql + " ORDER BY created, id", [kind] + ([status] if status else []))
-        return [json.loads(v) for v in rows.column("payload").to_pylist()]
+        rows = self.rows(sql + " ORDER BY created, id", [kind] + ([status] if status else []))
+        return [json.loads(r["payload"]) for r in rows]
 
     def next_id(self, kind: str, prefix: str) -> str:
         n = self.scalar("SELECT count(*) FROM artifacts WHERE kind = ?", [kind])
