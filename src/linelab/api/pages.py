@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -64,15 +64,16 @@ class Workbench:
         self.root = root
         self.pool = pool
         self.env = _env()
-        self._memo: dict[str, tuple[int, Any]] = {}
+        self._memo: dict[str, tuple[Hashable, Any]] = {}
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def context(self) -> Iterator[Context]:
+    def context(self, read_only: bool = False) -> Iterator[Context]:
+        """`read_only`: the page writes nothing, so the pool keeps the API's cached answers."""
         ctx = Context(workspace_path=self.root, show_progress=False)
         try:
             if self.pool is not None:
-                with self.pool.workspace() as ws:
+                with self.pool.workspace(read_only=read_only) as ws:
                     ctx._workspace = ws
                     yield ctx
                     ctx._workspace = None
@@ -96,9 +97,11 @@ class Workbench:
         key = name + repr(sorted(params.items()))
         return self.memo(ctx, key, lambda _: self.run(ctx, name, **params))
 
-    def memo(self, ctx: Context, key: str, compute: Any) -> Any:
-        """`compute(workspace)` kept until the next ingest batch (results, the series lists of forms)."""
-        version = ctx.workspace.last_batch_seq()
+    def memo(self, ctx: Context, key: str, compute: Any, version: Hashable | None = None) -> Any:
+        """`compute(workspace)` kept until the next ingest batch (results, the series lists of forms), or
+        until `version` changes when it is given (what else the answer depends on)."""
+        if version is None:
+            version = ctx.workspace.last_batch_seq()
         hit = self._memo.get(key)
         if hit is not None and hit[0] == version:
             return hit[1]
@@ -140,12 +143,16 @@ def pages_router(root: Path, pool: Any = None) -> APIRouter:
     from linelab.web import views
 
     bench = Workbench(root, pool)
+    for name in bench.env.list_templates():  # compiled now, not on the first visit of each page
+        bench.env.get_template(name)
     router = APIRouter(include_in_schema=False)
 
-    def guarded(build: Any) -> Any:
+    def guarded(build: Any, read_only: bool = False) -> Any:
+        """`build(ctx)` with its error page. `read_only`: the page runs only commands that declare
+        they write nothing, so the API's cached answers stay valid after it."""
         def handler(*args: Any, **kwargs: Any) -> Response:
             try:
-                with bench.context() as ctx:
+                with bench.context(read_only) as ctx:
                     return build(ctx, *args, **kwargs)
             except UserError as exc:
                 return _error_page(bench, exc)
@@ -163,7 +170,8 @@ def pages_router(root: Path, pool: Any = None) -> APIRouter:
     def overview(refresh: int = 30) -> Response:
         # The page refreshes its numbers every `refresh` seconds (at least 1; 0 turns it off).
         every = max(1, refresh) if refresh else None
-        return guarded(lambda ctx: bench.page("overview.html", **(views.overview(bench, ctx) | {"refresh": every})))()
+        return guarded(lambda ctx: bench.page("overview.html", **(views.overview(bench, ctx) | {"refresh": every})),
+                       read_only=True)()
 
     @router.get("/problem/{problem_id}", response_class=HTMLResponse)
     def problem(problem_id: str, error: str | None = None, done: str | None = None) -> Response:

@@ -14,10 +14,12 @@ import numpy as np
 import plotly.graph_objects as go
 
 from linelab.errors import UserError
+from linelab.knowhow import ledger
 from linelab.loop.report import COLOURS, NAMES
 from linelab.monitor import problems as pb
 from linelab.monitor.chart_commands import ATTRIBUTE, available_series, spec_unit, stations
 from linelab.monitor.chart_plots import FLAG, LIMIT, LINE, capability_data, chart_data
+from linelab.web import overview_data
 
 if TYPE_CHECKING:
     from linelab.api.pages import Workbench
@@ -75,19 +77,31 @@ def hline(y: float, colour: str, text: str, dash: str = "dash", yref: str = "y")
 
 
 # -- overview ------------------------------------------------------------------------------------
-def _trend(bench: Workbench, ctx: Context) -> tuple[str, list[dict[str, Any]]]:
-    """Yield over time: by day, or by hour when the data spans less than a week."""
-    rows = bench.cached(ctx, "yield", by="day").rows  # type: ignore[attr-defined]
-    if len(rows) < 7:
-        return "hour", bench.cached(ctx, "yield", by="hour").rows  # type: ignore[attr-defined]
-    return "day", rows
+def _line_numbers(bench: Workbench, ctx: Context) -> dict[str, Any]:
+    """What the overview shows of the records, computed once per ingest batch: overall yield and its
+    trend (one query), yield by station (one), the Pareto (one, the `pareto` command)."""
+    def compute(ws: Any) -> dict[str, Any]:
+        overall, period, trend = overview_data.yield_trend(ws)
+        return {"overall": overall, "period": period, "trend": trend,
+                "stations": overview_data.station_yield(ws),
+                "pareto": bench.run(ctx, "pareto", top=12).rows}  # type: ignore[attr-defined]
+    return bench.memo(ctx, "overview", compute)
+
+
+def _artifacts_version(ctx: Context, kind: str) -> tuple[Any, ...]:
+    """Problems and know-how change without a new batch (a status set, a fix recorded): their answers
+    are kept until one of their rows is added, removed or rewritten."""
+    row = ctx.workspace.query("SELECT count(*) AS n, max(updated) AS latest FROM artifacts WHERE kind = ?",
+                              [kind]).to_pylist()[0]
+    return (kind, row["n"], row["latest"])
 
 
 def overview(bench: Workbench, ctx: Context) -> dict[str, Any]:
-    by_station = bench.cached(ctx, "yield", by="station")
-    period, trend = _trend(bench, ctx)
-    pareto = bench.cached(ctx, "pareto", top=12).rows  # type: ignore[attr-defined]
-    problems = bench.run(ctx, "problems").problems  # type: ignore[attr-defined]
+    numbers = _line_numbers(bench, ctx)
+    period, trend, pareto = numbers["period"], numbers["trend"], numbers["pareto"]
+    problems = bench.memo(ctx, "problems", lambda _: bench.run(ctx, "problems").problems,  # type: ignore
+                          version=_artifacts_version(ctx, pb.KIND))
+    knowhow_count = _artifacts_version(ctx, ledger.KIND)[1]
     active = sorted((p for p in problems if p["status"] in pb.ACTIVE), key=lambda p: -(p["lost_units"] or 0))
     x = [r[period] for r in trend]
     fpy = [r["first_pass_yield"] for r in trend]
@@ -119,11 +133,10 @@ def overview(bench: Workbench, ctx: Context) -> dict[str, Any]:
          "mode": "lines+markers", "line": {"color": LINE}, "yaxis": "y2"}], 320,
         yaxis2={"overlaying": "y", "side": "right", "tickformat": ".0%", "range": [0, 1.02], "dtick": 0.25,
                 "showgrid": False})
-    knowhow = bench.run(ctx, "knowhow list").entries  # type: ignore[attr-defined]
-    return {"title": "Line overview", "overall": by_station.overall, "stations": by_station.rows,  # type: ignore
+    return {"title": "Line overview", "overall": numbers["overall"], "stations": numbers["stations"],
             "period": period, "trend_fig": figure_json(trend_fig), "pareto": pareto,
             "pareto_fig": figure_json(pareto_fig), "problems": problems, "active": active,
-            "knowhow_count": len(knowhow)}
+            "knowhow_count": knowhow_count}
 
 
 # -- a problem -----------------------------------------------------------------------------------
