@@ -1,11 +1,14 @@
 """Command start-up: wall time of quick commands against a bare Python start, in the same run.
 
-    python bench/startup.py [--quick] [--repeats N]
+    python bench/startup.py [--quick] [--repeats N] [--against SRC]
 
 Runs `linelab quarantine --json` and `linelab problems --json` on an initialised, empty workspace
 (so the time is start-up: imports, the CLI, opening the workspace) and `python -c pass`, each
 N times, alternating so load on the machine hits all alike. Reports the median and best wall time
 of each, their CPU time, and the commands' excess over bare Python. Target: each command under 0.5 s.
+
+`--against SRC` also runs both commands from another copy of the sources (a `src` folder, e.g. from
+`git archive OLD src | tar -x -C /tmp/old`), interleaved with these: before and after in one run.
 """
 
 from __future__ import annotations
@@ -41,9 +44,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="5 runs of each instead of 15")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--against", type=Path, default=None, help="another src folder to time beside this one")
     a = ap.parse_args()
     repeats = a.repeats or (5 if a.quick else 15)
     linelab = str(Path(sys.executable).parent / "linelab")
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         ws = str(Path(tmp) / "ws")
         wall([linelab, "init", "-w", ws, "--json"])
@@ -52,6 +57,12 @@ def main() -> None:
             "quarantine": [linelab, "quarantine", "--json", "-w", ws],
             "problems": [linelab, "problems", "--json", "-w", ws],
         }
+        if a.against is not None:
+            # The same script and interpreter: only where `linelab` is imported from differs.
+            other = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(a.against.resolve())!r}); "
+                     "from linelab.cli import main; sys.argv[0] = 'linelab'; sys.exit(main())"]
+            runs["quarantine_against"] = [*other, "quarantine", "--json", "-w", ws]
+            runs["problems_against"] = [*other, "problems", "--json", "-w", ws]
         for argv in runs.values():  # warm the file cache once: the bench measures start-up, not disk
             wall(argv)
         times: dict[str, list[float]] = {name: [] for name in runs}
@@ -74,7 +85,9 @@ def main() -> None:
             print(f"{name:>12}: median {median:.3f} s, best {min(values):.3f} s "
                   f"({median - base:+.3f} s over bare Python), CPU {statistics.median(cpu[name]):.3f} s",
                   file=sys.stderr)
-    result["load_average_1min"] = round(os.getloadavg()[0], 2)  # a busy machine stretches wall times
+    # A busy machine stretches wall times: the load before and after the runs.
+    result["load_average_1min_before"] = round(load_before, 2)
+    result["load_average_1min"] = round(os.getloadavg()[0], 2)
     result["meets_target"] = all(statistics.median(times[n]) < TARGET_S for n in ("quarantine", "problems"))
     print(json.dumps(result))
 
