@@ -13,7 +13,7 @@ has problems, serves it with `create_app` under uvicorn in this process, and mea
   (every chart on the page drawn).
 
 Target: each page complete in under 300 ms of server time. The last line is one JSON object
-{"bench": "web", ...}.
+{"bench": "web", ...}, with the machine's load average (timings on a busy machine read high).
 """
 
 from __future__ import annotations
@@ -147,6 +147,7 @@ def main() -> None:
     worst_ms = max(t["median_ms"] for t in server_ms.values())
     print(json.dumps({
         "bench": "web", "units": units_served, "problems": len(problems), "repeat": args.repeat,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "server_ms": server_ms, "static_ms": static, "data_endpoints_ms": data, "browser": browser,
         "page_over_static": {k: round(v["median_ms"] / max(static["median_ms"], 1e-3), 1)
                              for k, v in server_ms.items()},
