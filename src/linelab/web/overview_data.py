@@ -1,9 +1,9 @@
-"""The line overview's numbers, each as one aggregate query whose answer is a few hundred rows at most.
+"""The line overview's yield trend as one aggregate query whose answer is a few hundred rows at most.
 
 The definitions are those of `linelab.store.queries` (the `yield` command): first-pass yield of a
-unit is its `first_pass` flag, of a station the share of its units that passed their first visit
-there; final yield is the share of units whose result is `pass`. Only the way the database gets
-there differs: the line's million units never come back to Python.
+unit is its `first_pass` flag, final yield the share of units whose result is `pass`. Only the way
+the database gets there differs: one pass over the units gives the overall numbers and the trend
+at the period that suits the data's span, and the line's units never come back to Python.
 """
 
 from __future__ import annotations
@@ -50,28 +50,3 @@ def yield_trend(ws: Workspace) -> tuple[dict[str, Any], str, list[dict[str, Any]
     trend = [{period: r["t"], "units": r["units"], "first_pass_yield": r["first_pass_yield"],
               "final_yield": r["final_yield"]} for r in rows if not r["is_total"] and r["t"] is not None]
     return overall, period, trend
-
-
-def station_yield(ws: Workspace) -> list[dict[str, Any]]:
-    """Yield by station as `yield --by station` gives it: the units that visited it, the share that
-    passed their first visit there, and their final yield.
-
-    `yield_by` picks each unit's first visit with a window (`row_number() OVER (PARTITION BY unit_id,
-    station ORDER BY t_in)`), which sorts every visit; an `arg_min` per unit and station is a hash
-    aggregate over the same groups, about a third cheaper on a large line.
-    """
-    return ws.query(
-        """
-        WITH first AS (
-            -- a visit without a time sorts last, as in ORDER BY t_in; a missing result is not a pass
-            SELECT station, unit_id,
-                   arg_min(coalesce(result, ''), coalesce(t_in, 'infinity'::TIMESTAMP)) AS result
-            FROM steps WHERE station IS NOT NULL GROUP BY station, unit_id
-        )
-        SELECT station, count(*) AS units,
-               avg(CASE WHEN f.result = 'pass' THEN 1.0 ELSE 0.0 END) AS first_pass_yield,
-               avg(CASE WHEN u.result = 'pass' THEN 1.0 ELSE 0.0 END) AS final_yield
-        FROM first f JOIN units u USING (unit_id)  -- a unit not ingested yet waits, as in yield_by
-        GROUP BY station ORDER BY station
-        """
-    ).to_pylist()
