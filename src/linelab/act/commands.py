@@ -11,7 +11,6 @@ from rich.console import Console
 from linelab.act import actions as act
 from linelab.act.control import LineControl, Outbox
 from linelab.commands import Context, Result, command
-from linelab.connect.opcua_control import channel_control
 from linelab.errors import UserError
 from linelab.model import Action
 from linelab.profile.io import workspace_profile
@@ -118,6 +117,7 @@ class ApplyParams(BaseModel):
 def act_apply(p: ApplyParams, ctx: Context) -> ActionResult:
     """Apply an approved action through the line's control interface (a simulator, the line's channel, the outbox)."""
     from linelab.act.simulation import open_workspace_line, workspace_simulation
+    from linelab.connect.opcua_control import channel_control  # the OPC UA client: only to apply an action
 
     ws = ctx.workspace
     via = p.via

@@ -11,8 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.metrics.pairwise import cosine_similarity
 
 from linelab.knowhow.ledger import Entry, all_entries
 from linelab.knowhow.signature import Signature, signature_of, similarity
@@ -32,6 +30,10 @@ class Match(BaseModel):
 
 
 def _text_scores(query: str, entries: list[Entry]) -> list[float]:
+    # scikit-learn costs a second to import: only a search or a recall pays for it
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.metrics.pairwise import cosine_similarity
+
     docs = [e.text() for e in entries]
     try:
         tfidf = TfidfVectorizer(token_pattern=r"[A-Za-z0-9]+").fit(docs + [query])

@@ -12,14 +12,30 @@ import html
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+from linelab.knowhow.ledger import Entry
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-from linelab.knowhow.ledger import Entry  # noqa: E402
+
+def _subplots(width: float, height: float) -> tuple[Figure, Axes]:
+    """A figure drawn off-screen. matplotlib loads here, not with the module: only the commands
+    that draw a chart pay for it, not every knowhow command (commands start fast)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
+
+
+def _close(fig: Figure) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
 
 
 def chart_png(chart: dict[str, Any], path: Path, title: str) -> Path | None:
@@ -29,7 +45,7 @@ def chart_png(chart: dict[str, Any], path: Path, title: str) -> Path | None:
         return None
     # Monitor charts carry ISO times; anything else is plotted against its index.
     x = [datetime.fromisoformat(t) for t in chart["t"]] if chart.get("t") else chart.get("x") or list(range(len(y)))
-    fig, ax = plt.subplots(figsize=(8, 3))
+    fig, ax = _subplots(8, 3)
     # matplotlib plots datetimes through its date converter; its stubs leave them out of the accepted types
     ax.plot(x[: len(y)], y, lw=0.8, color="#1f4e79")  # type: ignore[arg-type]
     for key, style in (("center", "-"), ("centre", "-"), ("ucl", "--"), ("lcl", "--"), ("limit", "--")):
@@ -47,7 +63,7 @@ def chart_png(chart: dict[str, Any], path: Path, title: str) -> Path | None:
         ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _close(fig)
     return path
 
 
@@ -55,14 +71,14 @@ def effect_png(entry: Entry, path: Path) -> Path | None:
     e = entry.effect
     if e is None:
         return None
-    fig, ax = plt.subplots(figsize=(4, 3))
+    fig, ax = _subplots(4, 3)
     ax.bar(["before", "after"], [100 * e.before, 100 * e.after], color=["#b3261e", "#2e7d32"])
     ax.set_ylabel(f"{e.metric} (%)")
     change = f"change {100 * (e.after - e.before):+.2f} pts"
     ax.set_title(f"{change}\n95% CI {100 * e.diff_low:+.2f}…{100 * e.diff_high:+.2f}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _close(fig)
     return path
 
 
