@@ -19,7 +19,7 @@ from typing import Any
 from linelab.errors import UserError
 from linelab.line import SimulatedLine, open_simulator
 from linelab.profile import PROFILE_FILE, profile_path, save_profile
-from linelab.store.postgres import empty_linked_folder, linked_url
+from linelab.store.pg_address import linked_url
 from linelab.store.workspace import Workspace, resolve_path, workspace_exists
 
 KIND = "simulation"
@@ -54,6 +54,8 @@ def prepare_simulation_workspace(path: str | Path | None, fresh: bool) -> Path:
                             "simulation never overwrites or mixes with it: give it a workspace of its own "
                             f"(--workspace {SIM_WORKSPACE})")
         if fresh and linked_url(resolve_path(root)):
+            from linelab.store.postgres import empty_linked_folder  # the driver only for a PostgreSQL workspace
+
             empty_linked_folder(resolve_path(root))  # a PostgreSQL workspace: its schema goes, its link stays
         elif fresh:
             shutil.rmtree(root)

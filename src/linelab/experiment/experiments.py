@@ -39,11 +39,7 @@ from linelab.act.control import LineControl, Outbox
 from linelab.act.simulation import HeldLine, open_workspace_line, record_simulation, workspace_simulation
 from linelab.errors import NotFound, UserError
 from linelab.experiment import outbox
-from linelab.experiment.analysis import DesignedExperiment
 from linelab.experiment.designs import Design, Factor, make_design
-from linelab.experiment.optimise import RecipeOptimizer
-from linelab.experiment.runner import LotRecord, run_design, run_search, run_split
-from linelab.experiment.sequential import make_test
 from linelab.experiment.verdict import Verdict
 from linelab.profile import Setting, require_profile
 from linelab.profile.actions import merge_recipe
@@ -212,6 +208,8 @@ class _Recorder:
 
 
 def _split_test(spec: Mapping[str, Any]) -> Any:
+    from linelab.experiment.sequential import make_test  # SciPy: only when a split runs or is analysed
+
     settings: dict[str, Any] = {"alpha": spec.get("alpha", 0.05), "max_units": spec.get("max_units", 80_000),
                                 "min_gain": spec.get("min_gain", 0.0)}
     return make_test(spec.get("test", "msprt"), **settings)
@@ -232,6 +230,12 @@ def run_experiment(ws: Any, exp_id: str, *, scenario: str | None = None, seed: i
     instead (`lots` of them, default all that `max_units` needs; again on a running one: the next
     ones), and `analyse_experiment` decides from the data that comes back.
     """
+    # The analysis (pandas, statsmodels), the optimiser (scikit-learn) and the runner load here, not
+    # with the module: listing or showing experiments does not pay for them (commands start fast).
+    from linelab.experiment.analysis import DesignedExperiment
+    from linelab.experiment.optimise import RecipeOptimizer
+    from linelab.experiment.runner import run_design, run_search, run_split
+
     e = get_experiment(ws, exp_id)
     if line is None and runs_through_outbox(ws):
         return _send_split(ws, e, lots, progress)
@@ -380,6 +384,8 @@ def analyse_experiment(ws: Any, exp_id: str, *, adopt: bool = False, plots: bool
     the line was left on the treatment of a change not adopted, an action back to the control settings
     is sent. With `adopt`, an adopted change goes to the outbox at once.
     """
+    from linelab.experiment.runner import LotRecord  # NumPy and Arrow compute: only when analysing
+
     e = get_experiment(ws, exp_id)
     if e["status"] == "designed":
         raise UserError(f"experiment {exp_id} has not started: `linelab experiment run {exp_id}` sends its lots "
