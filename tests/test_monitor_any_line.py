@@ -11,6 +11,8 @@ import pyarrow as pa
 
 from linelab.monitor.engine import run_monitor
 from linelab.monitor.problems import list_problems
+from linelab.profile.io import save_profile
+from linelab.profile.schema import Profile
 from linelab.store import Workspace
 
 T0 = np.datetime64(datetime(2025, 5, 5, 6, 0), "us")
@@ -19,15 +21,16 @@ SD = 0.004
 
 
 def shafts(first: int, n: int, seed: int, share_25: float, shift_25: float = 0.0,
-           seconds_per_unit: int = 30, lot_level: float = 0.0) -> dict[str, pa.Table]:
+           seconds_per_unit: int = 30, lot_level: float = 0.0, l2_step: float = 0.0) -> dict[str, pa.Table]:
     """Units of a two-product cell: TURN (L1/L2) makes the shaft, CMM measures its diameter;
-    `lot_level` (sigmas) is where this bar-stock lot puts every shaft."""
+    `lot_level` (sigmas) is where this bar-stock lot puts every shaft; `l2_step` (sigmas) moves
+    the shafts lathe L2 turns."""
     rng = np.random.default_rng(seed)
     idx = np.arange(first, first + n)
     t = T0 + idx * np.timedelta64(seconds_per_unit, "s")
     product = np.where(rng.random(n) < share_25, "SHAFT-25", "SHAFT-20")
     nominal = np.where(product == "SHAFT-25", NOMINAL["SHAFT-25"] + shift_25 * SD, NOMINAL["SHAFT-20"])
-    nominal = nominal + lot_level * SD
+    nominal = nominal + lot_level * SD + np.where(idx % 2 == 1, l2_step * SD, 0.0)
     diameter = nominal + rng.normal(0, SD, n)
     ids = [f"SH{i:07d}" for i in idx]
     units = pa.table({"unit_id": ids, "product": product.tolist(), "line": ["CELL"] * n, "work_order": ["WO1"] * n,
@@ -51,8 +54,10 @@ def specs() -> pa.Table:
                      "target": list(NOMINAL.values()), "unit": ["mm"] * 2})
 
 
-def feed(path: Path, chunks: list[dict[str, pa.Table]]) -> Workspace:
+def feed(path: Path, chunks: list[dict[str, pa.Table]], profile: Profile | None = None) -> Workspace:
     ws = Workspace.open(path)
+    if profile is not None:
+        save_profile(profile, path / "profile.yaml")
     ws.ingest_tables({"specs": specs()}, source="specs")
     for i, tables in enumerate(chunks):
         ws.ingest_tables(tables, source=f"cell:{i}")
@@ -106,6 +111,22 @@ def test_a_lot_far_beyond_the_lot_to_lot_moves_is_found(tmp_path: Path) -> None:
     # lot before it, 0.7 sigma off, which was no problem by itself.)
     first = int(problems[0]["first_evidence"]["unit"][2:])
     assert 20_000 <= first <= 22_000, first
+    ws.close()
+
+
+def test_a_lathe_that_steps_is_named_where_its_shafts_are_measured(tmp_path: Path) -> None:
+    # Lathes L1 and L2 turn the shafts in turn; the CMM measures them. From unit 9,000 L2's shafts
+    # come out 1.5 sigma large: half the CMM's shafts, 0.75 sigma on the CMM's own series. The
+    # profile says the CMM's diameters are made at TURN, so each lathe is followed on its own.
+    made_at = Profile.model_validate({"line": {"readings": [
+        {"name": "diameter_mm", "station": "CMM", "role": "measurement", "made_at": "TURN"}]}})
+    chunks = [shafts(i * 1000, 1000, seed=i, share_25=0.3, l2_step=1.5 if i >= 9 else 0.0) for i in range(14)]
+    ws = feed(tmp_path / "ws", chunks, made_at)
+    problems = list_problems(ws)
+    assert len(problems) == 1, [p["description"] for p in problems]
+    assert problems[0]["scope"] == {"station": "CMM", "measurement": "diameter_mm", "machine": "L2"}
+    assert "on machine L2 (TURN)" in problems[0]["description"]
+    assert 8_500 <= int(problems[0]["onset"]["unit"][2:]) <= 10_500
     ws.close()
 
 

@@ -40,9 +40,11 @@ from linelab.monitor.rules import RuleState
 from linelab.monitor.spc import CUSUMChart, EWMAChart, IndividualsChart, StagedChart, XbarChart
 from linelab.monitor.state import StateError, load_state, save_state
 from linelab.monitor.watch import active_watches
+from linelab.profile.io import workspace_profile
+from linelab.store.backend import sql_text
 
 STATE_FILE = "monitor/engine.npz"  # explicit data (monitor.state), never a pickle
-STATE_VERSION = 10
+STATE_VERSION = 11
 STEP_FACTORS = ("station", "machine", "fixture", "operator", "shift")
 MATERIAL_FACTORS = ("lot", "supplier")
 
@@ -179,6 +181,9 @@ class SeriesMonitor:
                  spec: tuple[float | None, float | None, str | None],
                  watch: tuple[str, str, str] | None = None, learned: float | None = None) -> None:
         self.station, self.name, self.machine = station, name, machine
+        # Where `machine` works: the station that makes what this series reads (a lathe), which
+        # may lie upstream of the one that reads it (the CMM); its work resets the series.
+        self.machine_station = station
         self.cfg = cfg
         # (know-how entry, factor, level): a learned watch follows one entity, more sensitively.
         self.watch = watch
@@ -339,7 +344,7 @@ class SeriesMonitor:
         one). Also: a specific maintenance elsewhere, if it happened during the reference,
         so its reset was actually observed (cleaning a printer resets the volume it deposits downstream).
         """
-        out = {f"station:{self.station}": _station_events(events, self.station)}
+        out = {f"station:{self.machine_station}": _station_events(events, self.machine_station)}
         for key, times in events.items():
             if np.any((times > t_ref[0]) & (times <= t_ref[-1])):
                 out[key] = times
@@ -349,7 +354,7 @@ class SeriesMonitor:
         if self.trend_key is None:
             return np.empty(0, np.int64)
         if self.trend_key.startswith("station:"):
-            here = _station_events(events, self.station)
+            here = _station_events(events, self.machine_station)
             if self.watch:  # one part's own replacements reset its wear too
                 own = [t for key, t in events.items() if key.startswith(f"part:{self.station}:")
                        and key.endswith(f":{self.watch[2]}")]
@@ -511,7 +516,7 @@ class SeriesMonitor:
             kind, station, machine, target = (key.split(":", 3) + ["", "", ""])[:4]
             own_part = bool(self.watch and target == self.watch[2])
             mine = machine in ("", self.machine) or own_part
-            if station == self.station and mine:
+            if station == self.machine_station and mine:
                 self.chart.reset()
                 if self.constant:
                     return
@@ -619,14 +624,27 @@ class SeriesMonitor:
         n = found.units_affected
         in_spec = poisson.sf(round(found.effect["out_of_spec_now"] * n) - 1, max(self.reference_oos * n, 1e-3)) > 1e-3
         if not self.watch and in_spec:
-            # A move that loses no unit is a problem only when it is at least the move the chart
-            # is tuned to catch, and wider than the line's own wander at that time scale (lot to
-            # lot, tool to tool, the room) as seen so far.
+            # A move that loses no unit is a problem only when it is wider than the line's own
+            # wander at that time scale (lot to lot, tool to tool, the room) as seen so far ...
             size = abs(found.effect["shift"])
-            if size < self.tuned_shift * self.sd_unit or size <= self.normal_excursion(n, onset_sub):
+            if size <= self.normal_excursion(n, onset_sub):
                 return None
+            if size < self.tuned_shift * self.sd_unit:
+                # ... and, when smaller than the move the chart is tuned to, only when it is this
+                # machine's own: the engine asks its peers (`MonitorEngine._own_moves`).
+                found.effect["below_tuned_shift"] = True
+                return found
         self._flag(onset_sub)
         return found
+
+    def shift_since(self, t_us: int) -> float | None:
+        """How far (in unit sigmas) this series' subgroup means have moved since `t_us`."""
+        cap = len(self._ring_mean)
+        pos = np.arange(max(0, self.n_sub - cap), self.n_sub) % cap
+        since = pos[self._ring_t[pos] >= t_us]
+        if self.chart is None or not len(since):
+            return None
+        return float(np.nanmean(self._ring_mean[since]) - self.centre) / self.sd_unit
 
     def _flag(self, onset_sub: int) -> None:
         """Mark the subgroups since an alarm's onset: what a problem did is not the line's normal wander."""
@@ -692,8 +710,9 @@ class SeriesMonitor:
         lost = 0.0 if self.condition else max(oos_now - self.reference_oos, 0.0) * n_since
         direction = "risen" if shift > 0 else "fallen"
         unit = f" {self.unit}" if self.unit else ""
+        made = f" ({self.machine_station})" if self.machine_station != self.station else ""
         where = f" at {self.station}" + (f" on {self.watch[1]} {self.watch[2]}" if self.watch
-                                         else f" on machine {self.machine}" if self.machine else "")
+                                         else f" on machine {self.machine}{made}" if self.machine else "")
         text = (f"{self.name}{where} has {direction} {_fmt(abs(shift))}{unit} "
                 f"({abs(shift) / self.sd_unit:.1f} sigma) over the last {n_since:,} units")
         if self.lsl is not None or self.usl is not None or self.product_specs:
@@ -983,6 +1002,16 @@ def _bernoulli_change(f: np.ndarray, p0: float) -> int:
     return int(np.argmax(llr))
 
 
+def _made_at(ws: Any) -> dict[tuple[str, str], str]:
+    """(station, measurement) -> the station that makes what it reads, where the line's profile
+    says it is not the one that reads it."""
+    profile = workspace_profile(ws.path) if isinstance(getattr(ws, "path", None), Path) else None
+    if profile is None:
+        return {}
+    return {(r.station, r.name): r.made_at for r in profile.line.readings
+            if r.made_at and r.station and r.made_at != r.station and r.role == "measurement"}
+
+
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class RunReport:
@@ -1046,11 +1075,12 @@ class MonitorEngine:
         report = RunReport(batches=(self.last_seq + 1, last) if last > self.last_seq else (0, 0))
         book = ProblemBook(ws)
         specs, product_specs = self._specs(ws), self._product_specs(ws)
+        made_at = _made_at(ws)
         step = self.config.batches_per_chunk
         for lo in range(self.last_seq, last, step):
             hi = min(lo + step, last)
             alarms = self._measurements(ws, lo, hi, specs, self._events(ws, hi), report,
-                                        self._recipe_changes(ws, lo, hi), product_specs)
+                                        self._recipe_changes(ws, lo, hi), product_specs, made_at)
             fixes = self._fixes(ws, hi)
             alarms += self._steps(ws, lo, hi, report, fixes)
             alarms += self._materials(ws, lo, hi, report, fixes)
@@ -1147,19 +1177,27 @@ class MonitorEngine:
     def _measurements(self, ws: Any, lo: int, hi: int, specs: dict[Any, Any], events: Events,
                       report: RunReport, changes: dict[str, np.ndarray] | None = None,
                       product_specs: dict[tuple[str, str], dict[str, tuple[float | None, float | None]]] | None = None,
-                      ) -> list[Alarm]:
+                      made_at: dict[tuple[str, str], str] | None = None) -> list[Alarm]:
+        # (station, reading) -> the station whose machine makes what it reads, from the profile
+        made = sorted((made_at or {}).items()) or [(("", ""), "")]
+        made_values = ", ".join(f"({sql_text(st)}, {sql_text(n)}, {sql_text(m)})" for (st, n), m in made)
         tbl = ws.query(
-            """
-            WITH m AS (SELECT unit_id, station, name, value, t, batch, false AS is_param FROM measurements
-                       WHERE batch > ? AND batch <= ?
-                       UNION ALL
-                       SELECT unit_id, station, name, value, t, batch, true FROM params WHERE batch > ? AND batch <= ?),
+            f"""
+            WITH mk(station, name, made_at) AS (VALUES {made_values}),
+                 m AS (SELECT x.*, coalesce(mk.made_at, x.station) AS made_at
+                       FROM (SELECT unit_id, station, name, value, t, batch, false AS is_param FROM measurements
+                             WHERE batch > ? AND batch <= ?
+                             UNION ALL
+                             SELECT unit_id, station, name, value, t, batch, true FROM params
+                             WHERE batch > ? AND batch <= ?) x
+                       LEFT JOIN mk ON mk.station = x.station AND mk.name = x.name),
                  s AS (SELECT unit_id, station, machine, fixture, t_in
                        FROM steps WHERE unit_id IN (SELECT unit_id FROM m))
             SELECT m.batch, m.unit_id, m.station, m.name, s.machine, s.fixture, m.value, epoch_us(m.t) AS t_us,
-                   m.is_param, coalesce(u.product, '') AS product
-            -- a reading belongs to the visit it was made in (a retest is read on the other tester)
-            FROM m ASOF LEFT JOIN s ON m.unit_id = s.unit_id AND m.station = s.station AND m.t >= s.t_in
+                   m.is_param, coalesce(u.product, '') AS product, m.made_at
+            -- a reading belongs to the visit it was made in (a retest is read on the other tester);
+            -- one the profile says is made upstream, to the visit of the station that made it
+            FROM m ASOF LEFT JOIN s ON m.unit_id = s.unit_id AND m.made_at = s.station AND m.t >= s.t_in
                  LEFT JOIN units u ON u.unit_id = m.unit_id
             ORDER BY m.batch, m.t, m.unit_id, m.name
             """,
@@ -1185,12 +1223,35 @@ class MonitorEngine:
                 mon = self.series[key] = SeriesMonitor(station, name, machine or None, self.config,
                                                        specs.get((station, name), (None, None, None)))
                 mon.condition = bool(tbl.column("is_param")[int(idx[0])].as_py())
+                mon.machine_station = str(tbl.column("made_at")[int(idx[0])].as_py() or station)
                 mon.product_specs = (product_specs or {}).get((station, name), {})
             a = mon.process(values[idx], units[idx], t_us[idx], hi, events, ref_end, (changes or {}).get(station),
                             products[idx])
             if a is not None:
                 alarms.append(a)
-        return alarms + self._watches(ws, tbl, hi, specs, events, changes or {})
+        return self._own_moves(alarms) + self._watches(ws, tbl, hi, specs, events, changes or {})
+
+    def _own_moves(self, alarms: list[Alarm]) -> list[Alarm]:
+        """Keep a small in-spec move (below the shift its chart is tuned to) only where it is one
+        machine's own: its parallel machines did not move half as far the same way since its onset.
+        A move they all share is the material's or the room's, and lots and weather move readings by
+        that much as a matter of course; a series with no peers cannot tell, and waits for a larger move."""
+        kept = []
+        for a in alarms:
+            if not a.effect.pop("below_tuned_shift", False):
+                kept.append(a)
+                continue
+            station, name, machine = a.scope.get("station"), a.scope.get("measurement"), a.scope.get("machine")
+            if machine is None or a.onset.t is None:
+                continue
+            t0 = int(np.datetime64(a.onset.t, "us").astype(np.int64))
+            peers = [s.shift_since(t0) for (st, n, m), s in self.series.items()
+                     if st == station and n == name and m not in (None, machine)]
+            moved = [p for p in peers if p is not None]
+            mine = a.effect["shift_sigma"]
+            if moved and float(np.median(np.array(moved)) * np.sign(mine)) < 0.5 * abs(mine):
+                kept.append(a)
+        return kept
 
     def _watches(self, ws: Any, tbl: pa.Table, hi: int, specs: dict[Any, Any], events: Events,
                  changes: dict[str, np.ndarray]) -> list[Alarm]:

@@ -157,6 +157,9 @@ class Reading(_Model):
                                           "no unit by itself (an oven zone); measurement: of the product; "
                                           "environment: of the room (per unit, or a signal series)")
     unit: str | None = None
+    made_at: str | None = Field(None, description="the station whose machines make what this measurement reads, "
+                                                  "where it is read downstream (a CMM measures what the lathes "
+                                                  "turned): the monitor follows it per machine of that station")
     description: str = ""
 
     def matches(self, name: str, station: str | None = None) -> bool:

@@ -128,7 +128,8 @@ def build_profile(kind: LineKind) -> Profile:
     stations = [Station(name=s.name, machines=[*s.machines, *([f"{s.name}-RW"] if s.rework else [])],
                         description=s.description + (" (with its rework stand)" if s.rework else ""))
                 for s in kind.stations]
-    readings = [Reading(name=r.name, station=r.station, role="measurement", unit=r.unit or None) for r in kind.readings]
+    readings = [Reading(name=r.name, station=r.station, role="measurement", unit=r.unit or None,
+                        made_at=r.source if r.source and r.source != r.station else None) for r in kind.readings]
     readings += [Reading(name=e.name, station=e.station, role="environment", unit=e.unit or None,
                          description="room climate: a per-unit reading and a signals series") for e in kind.env]
     readings += [Reading(name=e.name, role="environment", unit=e.unit or None) for e in kind.env]
