@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,7 +88,8 @@ class Workspace:
     def __init__(self, path: Path, backend: Backend) -> None:
         self.path = path
         self.backend = backend
-        self._ingest_open = False
+        # Per thread: another thread's open ingest is no transaction of this one's (threads share a workspace).
+        self._ingest = threading.local()
 
     @classmethod
     def open(cls, path: str | Path | None = None, create: bool = True, read_only: bool = False) -> Workspace:
@@ -168,15 +170,15 @@ class Workspace:
     @contextlib.contextmanager
     def ingest_transaction(self) -> Iterator[None]:
         """One transaction around several ingest calls (all files of one `linelab ingest`)."""
-        if self._ingest_open:
+        if getattr(self._ingest, "open", False):
             yield
             return
         with self.backend.transaction():
-            self._ingest_open = True
+            self._ingest.open = True
             try:
                 yield
             finally:
-                self._ingest_open = False
+                self._ingest.open = False
 
     # -- artefacts: problems, diagnoses, actions, experiments, know-how -------------------
     def put_artifact(self, kind: str, id: str, payload: Mapping[str, Any], status: str | None = None) -> None:
