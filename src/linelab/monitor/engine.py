@@ -630,21 +630,13 @@ class SeriesMonitor:
             if size <= self.normal_excursion(n, onset_sub):
                 return None
             if size < self.tuned_shift * self.sd_unit:
-                # ... and, when smaller than the move the chart is tuned to, only when it is this
-                # machine's own: the engine asks its peers (`MonitorEngine._own_moves`).
-                found.effect["below_tuned_shift"] = True
+                # ... and at least the move the chart is tuned to: lots and weather move readings by
+                # less as a matter of course. A smaller move only supports a problem its entity
+                # already has (a worn nozzle's vacuum falling before its placements go off).
+                found.effect["supporting"] = True
                 return found
         self._flag(onset_sub)
         return found
-
-    def shift_since(self, t_us: int) -> float | None:
-        """How far (in unit sigmas) this series' subgroup means have moved since `t_us`."""
-        cap = len(self._ring_mean)
-        pos = np.arange(max(0, self.n_sub - cap), self.n_sub) % cap
-        since = pos[self._ring_t[pos] >= t_us]
-        if self.chart is None or not len(since):
-            return None
-        return float(np.nanmean(self._ring_mean[since]) - self.centre) / self.sd_unit
 
     def _flag(self, onset_sub: int) -> None:
         """Mark the subgroups since an alarm's onset: what a problem did is not the line's normal wander."""
@@ -1084,8 +1076,12 @@ class MonitorEngine:
             fixes = self._fixes(ws, hi)
             alarms += self._steps(ws, lo, hi, report, fixes)
             alarms += self._materials(ws, lo, hi, report, fixes)
-            for alarm in sorted(alarms, key=lambda a: a.first.t or ""):
-                book.add(alarm)
+            # Alarms that can open a problem first, then those that can only join one (same chunk).
+            for alarm in sorted(alarms, key=lambda a: (bool(a.effect.get("supporting")), a.first.t or "")):
+                if alarm.effect.pop("supporting", False):
+                    book.join(alarm)
+                else:
+                    book.add(alarm)
             report.alarms += len(alarms)
             self.last_seq = hi
             self.save(ws)
@@ -1229,29 +1225,7 @@ class MonitorEngine:
                             products[idx])
             if a is not None:
                 alarms.append(a)
-        return self._own_moves(alarms) + self._watches(ws, tbl, hi, specs, events, changes or {})
-
-    def _own_moves(self, alarms: list[Alarm]) -> list[Alarm]:
-        """Keep a small in-spec move (below the shift its chart is tuned to) only where it is one
-        machine's own: its parallel machines did not move half as far the same way since its onset.
-        A move they all share is the material's or the room's, and lots and weather move readings by
-        that much as a matter of course; a series with no peers cannot tell, and waits for a larger move."""
-        kept = []
-        for a in alarms:
-            if not a.effect.pop("below_tuned_shift", False):
-                kept.append(a)
-                continue
-            station, name, machine = a.scope.get("station"), a.scope.get("measurement"), a.scope.get("machine")
-            if machine is None or a.onset.t is None:
-                continue
-            t0 = int(np.datetime64(a.onset.t, "us").astype(np.int64))
-            peers = [s.shift_since(t0) for (st, n, m), s in self.series.items()
-                     if st == station and n == name and m not in (None, machine)]
-            moved = [p for p in peers if p is not None]
-            mine = a.effect["shift_sigma"]
-            if moved and float(np.median(np.array(moved)) * np.sign(mine)) < 0.5 * abs(mine):
-                kept.append(a)
-        return kept
+        return alarms + self._watches(ws, tbl, hi, specs, events, changes or {})
 
     def _watches(self, ws: Any, tbl: pa.Table, hi: int, specs: dict[Any, Any], events: Events,
                  changes: dict[str, np.ndarray]) -> list[Alarm]:

@@ -130,6 +130,10 @@ class ProblemBook:
         return bool(alarm.kind == "defect_rate" and alarm.onset.t and last and alarm.onset.t <= last
                     and any(s["key"] == alarm.key for s in p["signals"]))
 
+    def join(self, alarm: Alarm) -> str | None:
+        """File a supporting alarm: it extends the problem it belongs to, and opens none."""
+        return self.add(alarm) if self._open_for(alarm) is not None else None
+
     def add(self, alarm: Alarm) -> str:
         """File an alarm: extend the open problem it belongs to, or open a new one."""
         signal = asdict(alarm)
