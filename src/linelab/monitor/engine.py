@@ -78,7 +78,7 @@ class EngineConfig:
     # tuned to 0.5); on the twin's default scenario, 2 seeds in 4.
     watch_steady_shift: float = 0.2
     # A watch learns its entity's normal from the records right after the fix: few, so that a
-    # problem returning soon after is not learned as normal (one nozzle sees ~1/8 of the units).
+    # problem returning soon after is not learned as normal (one part of eight sees ~1/8 of the units).
     watch_reference_records: int = 400
     shift: float = 1.0  # mean shift, in sigmas of single units, each CUSUM catches quickest
     persist: int = 3  # subgroups in a row above h before a measurement alarm counts
@@ -108,7 +108,7 @@ class EngineConfig:
     # their limits are re-learned from `restage_records` records after the change.
     restage_downstream: int = 1
     restage_records: int = 1000
-    # Work on one part (a nozzle swapped) moves its machine's level, not its spread or wear:
+    # Work on one part (one tool swapped) moves its machine's level, not its spread or wear:
     # the machine's series re-learns its level from this many records after the work. A watch on
     # a machine that does not wear re-learns only where they show the level moved (|z| above
     # `relevel_z`): a calibration that restores the level keeps the one learned from many more
@@ -255,7 +255,7 @@ class SeriesMonitor:
 
     @property
     def wears(self) -> bool:
-        """Whether this series' entity wears: a part (a nozzle, a test fixture) wears and is renewed,
+        """Whether this series' entity wears: a part (a tool, a test fixture) wears and is renewed,
         whether or not 40 hours showed its machine's wear; a machine's reading (a tester's offset)
         wears where a trend since maintenance is modelled for it (a watch not yet fitted takes its
         machine's word)."""
@@ -521,7 +521,7 @@ class SeriesMonitor:
                 if self.constant:
                     return
                 if kind != "part" and not self.watch:
-                    # Work on the whole station (every nozzle swapped) brings back the reference's
+                    # Work on the whole station (every tool swapped) brings back the reference's
                     # state: level moves learned from work on single parts no longer apply.
                     self.level_offset, self._relevel = 0.0, None
                 else:
@@ -632,7 +632,7 @@ class SeriesMonitor:
             if size < self.tuned_shift * self.sd_unit:
                 # ... and at least the move the chart is tuned to: lots and weather move readings by
                 # less as a matter of course. A smaller move only supports a problem its entity
-                # already has (a worn nozzle's vacuum falling before its placements go off).
+                # already has (a worn part's reading drifting before its product goes out of spec).
                 found.effect["supporting"] = True
                 return found
         self._flag(onset_sub)
@@ -1133,7 +1133,7 @@ class MonitorEngine:
     @staticmethod
     def _events(ws: Any, hi: int) -> Events:
         """Maintenance and calibration times known up to batch `hi`, per station/machine/target."""
-        # Work on one part (a nozzle, a fixture) is keyed `part`: it resets that part's wear, not
+        # Work on one part (a tool, a fixture) is keyed `part`: it resets that part's wear, not
         # the wear of the machine's other parts.
         tbl = ws.query(
             f"""SELECT concat_ws(':', CASE WHEN target IN (SELECT DISTINCT fixture FROM steps) THEN 'part'
