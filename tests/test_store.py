@@ -182,3 +182,23 @@ def test_typed_batches_are_validated_too(ws: Workspace) -> None:
     rep = ws.ingest_tables({"units": bogus}, source="adapter")
     assert rep.quarantined == 1 and rep.tables[0].updated == 0
     assert ws.scalar("SELECT result FROM units") is None
+
+
+def test_typed_batches_overlapping_in_time_store_new_records_and_catch_repeats(ws: Workspace) -> None:
+    """A stream's batches overlap in time (a unit is measured over minutes): a batch whose range holds
+    stored rows stores its new records, and one that repeats or contradicts a stored record is caught."""
+    def batch(units: list[str], minutes: list[int], values: list[float]) -> pa.Table:
+        return pa.table({"unit_id": units, "station": ["SPI"] * len(units), "name": ["h"] * len(units),
+                         "value": values,
+                         "t": pa.array([m * 60_000_000 + 1_800_000_000_000_000 for m in minutes], pa.timestamp("us"))})
+
+    first = ws.ingest_tables({"measurements": batch(["SN1", "SN2", "SN3"], [0, 5, 10], [1.0, 2.0, 3.0])}, "stream")
+    assert first.stored == 3
+    # SN4 and SN5 fall inside the stored range [0, 10] minutes with keys of their own: stored.
+    rep = ws.ingest_tables({"measurements": batch(["SN4", "SN5", "SN6"], [2, 7, 12], [4.0, 5.0, 6.0])}, "stream")
+    assert (rep.stored, rep.tables[0].duplicates, rep.quarantined) == (3, 0, 0)
+    # SN2 again (the same record) and SN3 with another value: a duplicate and a conflict.
+    rep = ws.ingest_tables({"measurements": batch(["SN2", "SN3", "SN7"], [5, 10, 11], [2.0, 9.0, 7.0])}, "stream")
+    assert (rep.stored, rep.tables[0].duplicates, rep.quarantined) == (1, 1, 1)
+    assert ws.count("measurements") == 7
+    assert ws.scalar("SELECT value FROM measurements WHERE unit_id = 'SN3'") == 3.0

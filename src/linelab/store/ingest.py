@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from linelab.errors import UserError
+from linelab.store import summary
 from linelab.store.backend import duck_type, sql_literal
 from linelab.store.backend import sql_ident as q
 from linelab.store.schema import NATURAL_KEYS, RECORD_TABLES, UPDATABLE
@@ -85,6 +86,8 @@ def ingest_tables(ws: Workspace, tables: dict[str, pa.Table], source: str, first
         raise UserError(f"unknown table(s): {', '.join(sorted(unknown))}; known: {', '.join(RECORD_TABLES)}")
     report = IngestReport(source)
     now = datetime.now(UTC).replace(tzinfo=None)
+    # The line summary changes in the same transaction, by the difference this call makes (see summary).
+    keeper = summary.Keeper(ws, tables)
     with ws.ingest_transaction():
         for name, table in tables.items():
             unreadable = rejected.get(name, QUARANTINE_SCHEMA.empty_table())
@@ -94,6 +97,8 @@ def ingest_tables(ws: Workspace, tables: dict[str, pa.Table], source: str, first
             if ws.scalar("SELECT count(*) FROM batches WHERE batch_id = ?", [batch_id]):
                 rep.skipped_batch = True
                 continue
+            if name in summary.COUNTED:
+                keeper.before()
             rep.seq = seq = int(ws.scalar("SELECT nextval('batch_seq')"))
             bad = [unreadable]
             fast = _store_fresh_typed(ws, rep, name, table, seq, first_row)
@@ -112,6 +117,7 @@ def ingest_tables(ws: Workspace, tables: dict[str, pa.Table], source: str, first
                 "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [seq, batch_id, source, name, rep.stored, rep.duplicates, rep.quarantined, now],
             )
+        keeper.apply(any(t.stored or t.updated for t in report.tables if t.table in summary.COUNTED))
     return report
 
 
@@ -164,9 +170,18 @@ def _store_fresh_typed(ws: Workspace, rep: TableReport, name: str, table: pa.Tab
         return None
     prune = PRUNE_COLUMN[name]
     lo, hi = pc.min_max(table.column(prune)).values()
-    if ws.scalar(f'SELECT count(*) FROM {name} AS t WHERE t."{prune}" BETWEEN {sql_literal(lo)} AND '
-                 f'{sql_literal(hi)}'):
-        return None
+    in_range = f't."{prune}" BETWEEN {sql_literal(lo)} AND {sql_literal(hi)}'
+    ws.backend.register("_incoming", table)
+    try:
+        # Stored rows in the batch's range (the last minutes of a stream whose records overlap in time)
+        # matter only if one shares a key with the batch: none does, nothing to compare with.
+        if ws.scalar(f"SELECT count(*) FROM {name} AS t WHERE {in_range}") and ws.scalar(
+                f"SELECT count(*) FROM {name} AS t SEMI JOIN _incoming AS s ON "
+                + " AND ".join(f's."{k}" IS NOT DISTINCT FROM t."{k}"' for k in NATURAL_KEYS[name])
+                + f" WHERE {in_range}"):
+            return None
+    finally:
+        ws.backend.unregister("_incoming")
     # Whether two rows share a key is worked out while the rows are inserted (the insert waits on
     # the disk as much as on the processor); if they do, the insert is undone and the general path runs.
     repeats = _Repeats(table, name)
