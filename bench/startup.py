@@ -2,10 +2,11 @@
 
     python bench/startup.py [--quick] [--repeats N] [--against SRC]
 
-Runs `linelab quarantine --json` and `linelab problems --json` on an initialised, empty workspace
-(so the time is start-up: imports, the CLI, opening the workspace) and `python -c pass`, each
-N times, alternating so load on the machine hits all alike. Reports the median and best wall time
-of each, their CPU time, and the commands' excess over bare Python. Target: each command under 0.5 s.
+Runs `linelab quarantine --json`, `linelab problems --json` and `linelab model list --json` on an
+initialised, empty workspace (so the time is start-up: imports, the CLI, opening the workspace) and
+`python -c pass`, each N times, alternating so load on the machine hits all alike. Reports the
+median and best wall time of each, their CPU time, and the commands' excess over bare Python.
+Target: quarantine and problems each under 0.5 s (model list is reported beside them).
 
 `--against SRC` also runs both commands from another copy of the sources (a `src` folder, e.g. from
 `git archive OLD src | tar -x -C /tmp/old`), interleaved with these: before and after in one run.
@@ -56,6 +57,7 @@ def main() -> None:
             "python_pass": [sys.executable, "-c", "pass"],
             "quarantine": [linelab, "quarantine", "--json", "-w", ws],
             "problems": [linelab, "problems", "--json", "-w", ws],
+            "model_list": [linelab, "model", "list", "--json", "-w", ws],
         }
         if a.against is not None:
             # The same script and interpreter: only where `linelab` is imported from differs.
@@ -63,6 +65,7 @@ def main() -> None:
                      "from linelab.cli import main; sys.argv[0] = 'linelab'; sys.exit(main())"]
             runs["quarantine_against"] = [*other, "quarantine", "--json", "-w", ws]
             runs["problems_against"] = [*other, "problems", "--json", "-w", ws]
+            runs["model_list_against"] = [*other, "model", "list", "--json", "-w", ws]
         for argv in runs.values():  # warm the file cache once: the bench measures start-up, not disk
             wall(argv)
         times: dict[str, list[float]] = {name: [] for name in runs}

@@ -66,3 +66,10 @@ def test_a_command_that_needs_arrow_still_gets_it(workspace: str) -> None:
     code, out, heavy = linelab("yield", "--json", "-w", workspace)
     assert code == 0 and "overall" in json.loads(out)
     assert "pyarrow" in heavy
+
+
+def test_model_list_answers_without_the_model_libraries(workspace: str) -> None:
+    # listing versions reads the registry; only training, scoring and export load scikit-learn and skops
+    code, out, heavy = linelab("model", "list", "--json", "-w", workspace)
+    assert code == 0 and json.loads(out) == {"models": [], "deployments": []}
+    assert not {"sklearn", "scipy", "pandas", "matplotlib", "plotly"} & set(heavy)

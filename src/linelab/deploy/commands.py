@@ -13,9 +13,10 @@ from linelab.commands import Context, Result, command
 from linelab.errors import UserError
 from linelab.render import fmt, print_rows
 
-from . import export, labels, live, registry, rollout, scoring, timeline
+# Training, scoring, export and the live review load scikit-learn, skops or NumPy's statistics: they
+# are imported by the commands that use them, so `model list` and the other commands start fast.
+from . import labels, registry, rollout, timeline
 from .registry import Costs, ModelKind
-from .train import TrainSettings, train
 
 
 class TrainParams(BaseModel):
@@ -72,6 +73,8 @@ class ModelResult(Result):
 @command("model train", TrainParams)
 def model_train(p: TrainParams, ctx: Context) -> ModelResult:
     """Train a model from the workspace and register it (data snapshot, code, parameters, metrics)."""
+    from .train import TrainSettings, train
+
     costs = Costs(inspect=p.cost_inspect, fail=p.cost_fail, test=p.cost_test, escape=p.cost_escape)
     s = TrainSettings(**p.model_dump(exclude={"cost_inspect", "cost_fail", "cost_test", "cost_escape"}), costs=costs)
     rec = train(ctx.workspace, s)
@@ -118,6 +121,8 @@ class ShowParams(BaseModel):
 @command("model show", ShowParams)
 def model_show(p: ShowParams, ctx: Context) -> ModelResult:
     """A version: lineage, data, code, metrics, live metrics from feedback, and its stage history."""
+    from . import live, scoring
+
     ws = ctx.workspace
     rec = registry.get(ws, p.version)
     dep = rollout.get(ws, rec.station)
@@ -189,6 +194,8 @@ class ExportResult(Result):
 @command("model export", ExportParams, writes=False)
 def model_export(p: ExportParams, ctx: Context) -> ExportResult:
     """Export a version to MLflow's model format (sklearn and python_function flavors, skops: no pickle)."""
+    from . import export
+
     ws = ctx.workspace
     files = export.export_mlflow(ws, registry.get(ws, p.version), p.mlflow)
     return ExportResult(version=p.version, format="mlflow", folder=str(p.mlflow), files=files)
@@ -220,6 +227,8 @@ class EventResult(Result):
 @command("model promote", PromoteParams)
 def model_promote(p: PromoteParams, ctx: Context) -> EventResult:
     """Move a version to shadow, canary or full at its station (full needs live evidence or --force)."""
+    from . import live
+
     ws = ctx.workspace
     rec = registry.get(ws, p.version)
     dep = rollout.get(ws, rec.station)
@@ -276,6 +285,8 @@ class ScoreResult(Result):
 @command("model score", ScoreParams)
 def model_score(p: ScoreParams, ctx: Context) -> ScoreResult:
     """Score units with the station's live versions; the applied decision (inspect/pass/none) is recorded."""
+    from . import live, scoring
+
     ws = ctx.workspace
     if p.unit is not None:
         feats = _features(p.features)
@@ -305,6 +316,8 @@ class ReviewParams(BaseModel):
 @command("model review", ReviewParams)
 def model_review(p: ReviewParams, ctx: Context) -> EventResult:
     """Judge the station's live versions on the feedback so far: promote, withdraw or roll back."""
+    from . import live
+
     ws = ctx.workspace
     return EventResult(events=live.review(ws, p.station), deployment=rollout.get(ws, p.station).model_dump(mode="json"))
 

@@ -11,18 +11,21 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier
-from threadpoolctl import ThreadpoolController
 
 from .registry import ModelRecord
 
 # One thread for the models: OpenMP workers spinning on shared cores made a 2-second fit take 30 s,
-# and a single unit's score gains nothing from threads.
-_POOLS = ThreadpoolController()
+# and a single unit's score gains nothing from threads. The controller is made on first use: it
+# inspects every loaded native library, and a command that never scores should not pay for it.
+_POOLS: list[Any] = []
 
 
 def one_thread() -> Any:
-    return _POOLS.limit(limits=1, user_api="openmp")
+    if not _POOLS:
+        from threadpoolctl import ThreadpoolController
+
+        _POOLS.append(ThreadpoolController())
+    return _POOLS[0].limit(limits=1, user_api="openmp")
 
 DECISIONS = ("inspect", "pass", "none")
 
@@ -96,6 +99,8 @@ def _walker(est: Any) -> Trees | None:
         return held[1]
     trees = None
     categorical = getattr(est, "is_categorical_", None)
+    from sklearn.ensemble import HistGradientBoostingClassifier  # loaded already: the estimator is one of its
+
     if (isinstance(est, HistGradientBoostingClassifier) and est.n_trees_per_iteration_ == 1
             and getattr(est, "_preprocessor", None) is None and not (categorical is not None and np.any(categorical))):
         trees = Trees(est)

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import skops.io as sio
 from pydantic import BaseModel, Field
 
 import linelab
@@ -99,6 +98,8 @@ def save(ws: Any, record_fields: dict[str, Any], estimator: Any) -> ModelRecord:
     folder = Path(ws.path) / MODEL_DIR
     folder.mkdir(exist_ok=True)
     path = folder / f"{vid}.skops"
+    import skops.io as sio  # scikit-learn with it: only commands that write or load a model pay for it
+
     sio.dump(estimator, path)
     rec = ModelRecord(**record_fields, file=f"{MODEL_DIR}/{path.name}", sha256=_sha(path),
                       created=datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds"))
@@ -152,6 +153,8 @@ def load_file(path: Path) -> Any:
         raise UserError(f"model file {path} is missing")
     if not zipfile.is_zipfile(path):
         raise UserError(f"model file {path} is not a skops archive (a pickle or other file?); it is never loaded")
+    import skops.io as sio
+
     try:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:  # a damaged or forged archive
