@@ -99,6 +99,46 @@ def _v3_postgres() -> tuple[str, ...]:
     return tuple(out)
 
 
+# The line summary (version 4): the overview's counts, kept by every ingest (`linelab.store.summary`).
+SUMMARY_TABLES = {
+    "line_summary": '"kind" VARCHAR, "station" VARCHAR, "defect_code" VARCHAR, "t" TIMESTAMP, "n" BIGINT, '
+                    '"first_pass" BIGINT, "passed" BIGINT',
+}
+# Filling it from the records of a workspace made before version 4: units by the hour they started,
+# units by station with the result of their first visit there, failed steps by station and defect code.
+_V4_HOURS = """SELECT 'hour', NULL::VARCHAR, NULL::VARCHAR, date_trunc('hour', t_start), count(*),
+                      count(*) FILTER (WHERE first_pass), count(*) FILTER (WHERE result = 'pass')
+               FROM units GROUP BY date_trunc('hour', t_start)"""
+_V4_DEFECTS = """SELECT 'defect', station, defect_code, NULL::TIMESTAMP, count(*), 0, 0 FROM steps
+                 WHERE result <> 'pass' AND defect_code IS NOT NULL GROUP BY station, defect_code"""
+_V4_STATIONS = """SELECT 'station', f.station, NULL::VARCHAR, NULL::TIMESTAMP, count(*),
+                         count(*) FILTER (WHERE f.result = 'pass'), count(*) FILTER (WHERE u.result = 'pass')
+                  FROM ({first}) AS f JOIN units AS u ON u.unit_id = f.unit_id GROUP BY f.station"""
+# A unit's first visit at a station: its earliest t_in (a visit without one last); no result is no pass.
+_V4_FIRST_DUCKDB = """SELECT station, unit_id,
+                             arg_min(coalesce(result, ''), coalesce(t_in, 'infinity'::TIMESTAMP)) AS result
+                      FROM steps WHERE station IS NOT NULL GROUP BY station, unit_id"""
+_V4_FIRST_POSTGRES = """SELECT DISTINCT ON (unit_id, station) station, unit_id, coalesce(result, '') AS result
+                        FROM steps WHERE station IS NOT NULL ORDER BY unit_id, station, t_in NULLS LAST"""
+
+
+def _v4_duckdb() -> tuple[str, ...]:
+    cols = SUMMARY_TABLES["line_summary"]
+    return (f"CREATE TABLE IF NOT EXISTS line_summary ({cols})",
+            *(f"INSERT INTO line_summary {part}" for part in
+              (_V4_HOURS, _V4_STATIONS.format(first=_V4_FIRST_DUCKDB), _V4_DEFECTS)))
+
+
+def _v4_postgres() -> tuple[str, ...]:
+    cols = SUMMARY_TABLES["line_summary"]
+    rev = "(SELECT rev FROM store_state)"
+    return (f"CREATE TABLE line_summary ({cols}, _rev BIGINT NOT NULL)",
+            "CREATE INDEX line_summary_rev ON line_summary USING brin (_rev)",
+            "INSERT INTO store_tables VALUES ('line_summary', 0, 0)",
+            *(f"INSERT INTO line_summary SELECT *, {rev} FROM ({part}) AS p" for part in
+              (_V4_HOURS, _V4_STATIONS.format(first=_V4_FIRST_POSTGRES), _V4_DEFECTS)))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "record tables, batches, quarantine, artifacts", _v1_duckdb(), _v1_postgres()),
     Migration(2, "quarantine entries keep the record's natural key and the batch that resolved them",
@@ -110,6 +150,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               tuple(f"CREATE TABLE IF NOT EXISTS {t} ({cols.format(double='DOUBLE')})"
                     for t, cols in STAGE_TABLES.items()),
               _v3_postgres()),
+    Migration(4, "the line summary: the overview's counts by hour, station and defect, kept by every ingest",
+              _v4_duckdb(), _v4_postgres()),
 )
 LATEST = MIGRATIONS[-1].version
 

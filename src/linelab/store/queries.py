@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from linelab.errors import NotFound, UserError
+from linelab.store import summary
 
 if TYPE_CHECKING:  # annotations only: the store's commands import this module for its factor names
     import pyarrow as pa
@@ -41,22 +42,11 @@ _FIRST_RESULTS = """
 def yield_by(ws: Workspace, by: str) -> pa.Table:
     if by not in FACTORS:
         raise UserError(f"cannot group yield by {by!r}; choose one of: {', '.join(FACTORS)}")
+    if by == "station":
+        # Counted at ingest (`linelab.store.summary`): the same numbers as `station_yield_from_records`.
+        return summary.station_yield(ws)
     if by in STEP_FACTORS:
-        group = "station" if by == "station" else f"station, {by}"
-        # By station only the first visit's result is needed: an arg_min per unit and station is a hash
-        # aggregate, a third cheaper on a large line than the window that sorts every visit.
-        first = _FIRST_RESULTS if by == "station" else _FIRST_VISITS
-        return ws.query(
-            f"""
-            WITH v AS ({first})
-            SELECT {group}, count(*) AS units,
-                   avg(CASE WHEN v.result = 'pass' THEN 1.0 ELSE 0.0 END) AS first_pass_yield,
-                   avg(CASE WHEN u.result = 'pass' THEN 1.0 ELSE 0.0 END) AS final_yield
-            FROM v JOIN units u USING (unit_id)
-            WHERE {by} IS NOT NULL
-            GROUP BY ALL ORDER BY {group}
-            """
-        )
+        return _step_yield(ws, by)
     join = ""
     if by in MATERIAL_FACTORS:
         group = MATERIAL_GROUPS[by]
@@ -76,7 +66,38 @@ def yield_by(ws: Workspace, by: str) -> pa.Table:
     )
 
 
+def _step_yield(ws: Workspace, by: str) -> pa.Table:
+    """Yield of a station's visits by a factor recorded per visit: each unit's first visit counts."""
+    group = "station" if by == "station" else f"station, {by}"
+    # By station only the first visit's result is needed: an arg_min per unit and station is a hash
+    # aggregate, a third cheaper on a large line than the window that sorts every visit.
+    first = _FIRST_RESULTS if by == "station" else _FIRST_VISITS
+    return ws.query(
+        f"""
+        WITH v AS ({first})
+        SELECT {group}, count(*) AS units,
+               avg(CASE WHEN v.result = 'pass' THEN 1.0 ELSE 0.0 END) AS first_pass_yield,
+               avg(CASE WHEN u.result = 'pass' THEN 1.0 ELSE 0.0 END) AS final_yield
+        FROM v JOIN units u USING (unit_id)
+        WHERE {by} IS NOT NULL
+        GROUP BY ALL ORDER BY {group}
+        """
+    )
+
+
+def station_yield_from_records(ws: Workspace) -> pa.Table:
+    """Yield by station counted over every stored step: the definition the line summary keeps."""
+    return _step_yield(ws, "station")
+
+
 def overall_yield(ws: Workspace) -> dict[str, Any]:
+    """Units, first-pass and final yield of the whole line, counted at ingest (`linelab.store.summary`):
+    the same numbers as `overall_yield_from_records`."""
+    return summary.overall(ws)
+
+
+def overall_yield_from_records(ws: Workspace) -> dict[str, Any]:
+    """The line's yield counted over every stored unit: the definition the line summary keeps."""
     row = ws.query(
         """SELECT count(*) AS units,
                   avg(CASE WHEN first_pass THEN 1.0 ELSE 0.0 END) AS first_pass_yield,
@@ -87,7 +108,13 @@ def overall_yield(ws: Workspace) -> dict[str, Any]:
 
 
 def pareto(ws: Workspace, station: str | None = None, top: int = 15) -> pa.Table:
-    """Defects by code, most frequent first, with cumulative share (the 80/20 view)."""
+    """Defects by code, most frequent first, with cumulative share (the 80/20 view), counted at ingest
+    (`linelab.store.summary`): the same numbers as `pareto_from_records`."""
+    return summary.pareto(ws, station, top)
+
+
+def pareto_from_records(ws: Workspace, station: str | None = None, top: int = 15) -> pa.Table:
+    """The Pareto counted over every stored step: the definition the line summary keeps."""
     where = "AND station = ?" if station else ""
     return ws.query(
         f"""
