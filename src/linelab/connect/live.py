@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import xxhash
 from paho.mqtt.client import topic_matches_sub
 
@@ -60,10 +59,17 @@ class LiveSink:
         self.bad: list[dict[str, Any]] = []
         self.events = Rows()  # what the connection itself saw: gaps, nodes going offline
         self.rows_pending = 0
+        self._routes: dict[str, list[Source]] = {}
         self.totals = {"stored": 0, "updated": 0, "duplicates": 0, "quarantined": 0, "garbage": 0, "flushes": 0}
 
     def routes(self, topic: str) -> list[Source]:
-        return [s for s in self.sources if s.mqtt is not None and topic_matches_sub(s.mqtt.topic, topic)]
+        found = self._routes.get(topic)
+        if found is None:
+            if len(self._routes) > 10_000:  # topics are a line's devices: a few; never let a flood grow it
+                self._routes.clear()
+            found = self._routes[topic] = [s for s in self.sources
+                                           if s.mqtt is not None and topic_matches_sub(s.mqtt.topic, topic)]
+        return found
 
     def add_sparkplug(self, env: Envelope, topic: str) -> int:
         t = env.topic
@@ -121,12 +127,10 @@ class LiveSink:
                 self._reject_rows(source, rows, str(exc))
         if self.events.n:
             tables["events"].append(self.events.text([]))
+        # A record delivered twice within one batch is the store's to drop, as a repeat within a file is
+        # (the host already drops a Sparkplug message delivered again by its seq).
         merged = {name: _concat(parts) for name, parts in tables.items()}
         counts = {"stored": 0, "updated": 0, "duplicates": 0, "quarantined": 0, "garbage": 0}
-        for name, table in merged.items():
-            # A record delivered twice within one batch: the store checks a batch against what it holds.
-            merged[name] = distinct(table)
-            counts["duplicates"] += table.num_rows - merged[name].num_rows
         if merged:
             rep = self.ws.ingest_tables(_ordered(merged), source=self.name)
             for t in rep.tables:
@@ -179,15 +183,6 @@ def _concat(parts: list[pa.Table]) -> pa.Table:
             pa.types.is_string(f.type) for p in parts for f in p.schema):
         parts = [p.cast(pa.schema([pa.field(f.name, pa.string()) for f in p.schema])) for p in parts]
     return pa.concat_tables(parts, promote_options="permissive")
-
-
-def distinct(table: pa.Table) -> pa.Table:
-    """The table without repeated rows (first occurrences, in order)."""
-    if table.num_rows < 2:
-        return table
-    first = table.append_column("_i", pa.array(range(table.num_rows), pa.int64())) \
-        .group_by(table.column_names, use_threads=False).aggregate([("_i", "min")]).column("_i_min")
-    return table.take(pc.take(first, pc.sort_indices(first)))
 
 
 def _ordered(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:

@@ -41,8 +41,9 @@ class ConnectParams(BaseModel):
                                                        "the messages that arrive while it is down)")
     profile: Path | None = Field(None, description="line profile [default: the workspace's profile.yaml]",
                                  json_schema_extra={"path": "input"})
-    batch_rows: int = Field(20_000, gt=0, description="flush to the store after this many rows")
-    batch_seconds: float = Field(0.25, gt=0, description="... or after this many seconds")
+    batch_rows: int = Field(50_000, gt=0, description="flush to the store after this many rows")
+    batch_seconds: float = Field(0.25, gt=0, description="... or once the first has waited this many seconds "
+                                 "(longer while messages queue up: three times what a flush takes)")
     reorder_timeout: float = Field(2.0, gt=0, description="seconds a Sparkplug message ahead of its turn waits "
                                                           "for the ones before it before the gap is declared")
     session_expiry: int = Field(SESSION_EXPIRY_S, gt=0, description="seconds the broker keeps the connector's "
