@@ -40,11 +40,11 @@ Where a workspace is (its URL, schema and local folder): `linelab.store.pg_addre
 from __future__ import annotations
 
 import contextlib
-import itertools
 import re
 import shutil
 import threading
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,7 +91,8 @@ _FIRST_WORD = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(\w+)", re.S)
 _SEQUENCE_CALL = re.compile(r"\b(nextval|setval|currval)\s*\(", re.I)
 _READS = {"SELECT", "WITH", "FROM", "VALUES", "SHOW", "DESCRIBE", "SUMMARIZE", "EXPLAIN", "PRAGMA", "TABLE"}
 _INSERT_SELECT = re.compile(r"^\s*INSERT\s+INTO\s+\w+\s*(\(([^()]*)\))?\s*((?:SELECT|WITH|FROM)\b.*)$", re.I | re.S)
-_STREAM_ROWS = 65_536  # rows per chunk DuckDB hands to the COPY stream
+_STREAM_ROWS = 65_536  # rows per chunk DuckDB hands over
+_COPY_ROWS = 262_144  # rows per COPY sent while DuckDB computes the next
 _RETURNING = re.compile(r"\s+RETURNING\s+(.*?)\s*;?\s*$", re.I | re.S)
 
 
@@ -121,6 +122,9 @@ class PostgresBackend:
         self.read_only = read_only
         self._con: Any = None
         self._cur: Any = None
+        # COPYs under way on the connection, sent by a thread of their own (see _copy_in).
+        self._copier: ThreadPoolExecutor | None = None
+        self._copies: list[Future[None]] = []
         self._connect()
         self._migrate(create)
         # The replica is a DuckDB workspace of the same schema version: the same migrations make it.
@@ -149,10 +153,44 @@ class PostgresBackend:
             raise DatabaseUnavailable(f"cannot reach PostgreSQL at {self.url}: {_first_line(exc)}") from exc
 
     def _pg(self) -> Any:
-        """The cursor, reconnecting first if an earlier failure closed the connection."""
+        """The cursor, once the COPYs under way are done (reconnecting first if a failure closed it)."""
+        if self._copies:
+            self._settle()
         if self._cur is None:
             self._connect()
         return self._cur
+
+    # -- COPYs under way -------------------------------------------------------------------------------
+    # A transaction's COPYs run on a thread of their own (the driver releases the GIL): PostgreSQL
+    # stores one table's rows while this thread puts the same rows in the replica and goes on with the
+    # ingest's next statements. Any other use of the connection, and the commit, waits for them first,
+    # and a COPY's failure is raised there, so a transaction still commits whole or not at all.
+    def _copy_later(self, table: str, rows: pa.Table | pa.RecordBatch) -> None:
+        cur = self._pg()
+        if self._copier is None:
+            self._copier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="linelab-copy")
+        self._copies.append(self._copier.submit(cur.adbc_ingest, table, rows, mode="append",
+                                                db_schema_name=self.url.schema))
+
+    def _settle(self) -> None:
+        """Wait for the COPYs under way; raise the first failure (a broken connection as DatabaseUnavailable)."""
+        copies, self._copies = self._copies, []
+        failure: BaseException | None = None
+        for copy in copies:
+            try:
+                copy.result()
+            except BaseException as exc:  # noqa: BLE001 - every COPY is waited for, the first failure raised
+                failure = failure or exc
+        if failure is None:
+            return
+        if isinstance(failure, adbc_driver_manager.OperationalError):
+            raise self._lost(failure) from failure
+        raise failure
+
+    def _settle_quietly(self) -> None:
+        """Wait for the COPYs under way, whatever their outcome (before a rollback or a close)."""
+        with contextlib.suppress(BaseException):
+            self._settle()
 
     def _lost(self, exc: BaseException) -> DatabaseUnavailable:
         """Forget a broken connection (the next use reconnects) and say what happened."""
@@ -161,6 +199,8 @@ class PostgresBackend:
                                    f"interrupted transaction was stored: {_first_line(exc)}")
 
     def _drop_connection(self) -> None:
+        if self._copies:
+            self._settle_quietly()
         for handle in (self._cur, self._con):
             with contextlib.suppress(Exception):
                 if handle is not None:
@@ -331,6 +371,7 @@ class PostgresBackend:
             self.rev = tx.rev
 
     def _rollback_pg(self) -> None:
+        self._settle_quietly()
         if self._cur is not None:
             try:
                 self._cur.execute("ROLLBACK")
@@ -340,6 +381,8 @@ class PostgresBackend:
     def close(self) -> None:
         with self._lock:
             self._drop_connection()
+            if self._copier is not None:
+                self._copier.shutdown()
             self.duck.close()
 
     def __del__(self) -> None:
@@ -412,9 +455,9 @@ class PostgresBackend:
         return result
 
     def _insert_streamed(self, table: str, listed: str | None, select: str, params: Sequence[Any] | None) -> int:
-        """INSERT ... SELECT: DuckDB computes the rows and streams them into PostgreSQL's COPY as it
-        goes (the server stores the first rows while DuckDB computes the next), then the replica
-        takes the same rows. Returns how many."""
+        """INSERT ... SELECT: DuckDB computes the rows; each block of them is sent to PostgreSQL's COPY
+        (on the copying thread) while DuckDB computes the next, then the replica takes the same rows
+        while the last COPY runs. Returns how many."""
         assert self._tx is not None
         schema = self.schemas[table]
         names = [n.strip().strip('"') for n in listed.split(",")] if listed else list(schema.names)
@@ -429,41 +472,25 @@ class PostgresBackend:
         aliases = ", ".join(f"_c{i}" for i in range(len(names)))
         reader = self.duck.sql(f"SELECT {cols} FROM ({select}) AS _s({aliases})",
                                params=list(params) if params else None).to_arrow_reader(_STREAM_ROWS)
-        tagged = schema.append(pa.field("_rev", pa.int64()))
         kept: list[pa.RecordBatch] = []
-        failed: list[BaseException] = []
-
-        def batches() -> Generator[pa.RecordBatch, None, None]:
-            try:
-                for chunk in reader:
-                    if chunk.num_rows:
-                        rows = pa.RecordBatch.from_arrays(chunk.columns, schema=schema)
-                        kept.append(rows)
-                        rev = pa.array(np.full(rows.num_rows, self._tx.rev if self._tx else 0, dtype=np.int64))
-                        yield pa.RecordBatch.from_arrays([*rows.columns, rev], schema=tagged)
-            except BaseException as exc:  # kept: the driver would only say that the stream failed
-                failed.append(exc)
-                raise
-
-        stream = batches()
+        block: list[pa.RecordBatch] = []
         try:
-            first = next(stream, None)
-            if first is None:
-                return 0
-            self._pg().adbc_ingest(table, pa.RecordBatchReader.from_batches(tagged, itertools.chain([first], stream)),
-                                   mode="append", db_schema_name=self.url.schema)
-        except adbc_driver_manager.Error as exc:
-            if failed:
-                raise failed[0] from exc
-            if isinstance(exc, adbc_driver_manager.OperationalError):
-                raise self._lost(exc) from exc
-            raise
-        finally:  # a stream cut short must not keep DuckDB's result open (the rollback needs the connection)
-            stream.close()
+            for chunk in reader:
+                if chunk.num_rows:
+                    block.append(pa.RecordBatch.from_arrays(chunk.columns, schema=schema))
+                if sum(b.num_rows for b in block) >= _COPY_ROWS:
+                    self._copy_in(table, pa.Table.from_batches(block, schema))
+                    kept += block
+                    block = []
+        finally:  # a read cut short must not keep DuckDB's result open (the rollback needs the connection)
             reader.close()
+        if block:
+            self._copy_in(table, pa.Table.from_batches(block, schema))
+            kept += block
         rows = pa.Table.from_batches(kept, schema)
-        self._replica_append(table, rows)
-        self._tx.appended.add(table)
+        if rows.num_rows:
+            self._replica_append(table, rows)
+            self._tx.appended.add(table)
         return rows.num_rows
 
     def _column_types(self, table: str) -> dict[str, str]:
@@ -472,15 +499,13 @@ class PostgresBackend:
         return self._types[table]
 
     def _copy_in(self, table: str, rows: pa.Table) -> None:
-        """Append rows to the PostgreSQL table by binary COPY, tagged with this transaction's revision."""
+        """Append rows to the PostgreSQL table by binary COPY, tagged with this transaction's revision
+        (sent on the copying thread: see _copy_later)."""
         assert self._tx is not None
         if rows.num_rows == 0:
             return
         tagged = rows.append_column("_rev", pa.array(np.full(rows.num_rows, self._tx.rev, dtype=np.int64)))
-        try:
-            self._pg().adbc_ingest(table, tagged, mode="append", db_schema_name=self.url.schema)
-        except adbc_driver_manager.OperationalError as exc:
-            raise self._lost(exc) from exc
+        self._copy_later(table, tagged)
 
     def _remove(self, table: str, rows: pa.Table, key: Sequence[str], nullable: bool = False) -> int:
         """Delete the PostgreSQL rows whose `key` columns equal those of `rows`; returns how many.
