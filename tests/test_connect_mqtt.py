@@ -438,3 +438,36 @@ def test_run_stores_the_live_line_and_monitors_what_arrives(url: str, group: str
     assert status["running"] is False and status["monitor_runs"] == res.monitor_runs
     with Workspace.open(root) as ws:
         assert ws.count("units") == 300
+
+
+def test_payloads_read_in_columns_give_what_the_protobuf_classes_give() -> None:
+    """The connector reads a message's metrics in columns; every data type, null, name, alias and
+    timestamp comes out as the protobuf classes read them, and other payloads still read (or fail) alike."""
+    from linelab.connect.sparkplug.payload import BOOLEAN, BYTES, FLOAT, INT8, INT32, UINT64, PayloadError, decode
+    from linelab.connect.sparkplug.payload import _decode_objects as by_objects
+    from linelab.connect.sparkplug.sparkplug_b_pb2 import Payload
+
+    metrics = [Metric("a", -5, INT8, alias=1), Metric(None, -70_000, INT32, alias=2, timestamp=1_700_000_000_000),
+               Metric(None, -(2**62), INT64, alias=3), Metric(None, 2**64 - 1, UINT64, alias=4),
+               Metric("ünï/code", 0.1, FLOAT), Metric(None, float("inf"), DOUBLE, alias=0),
+               Metric(None, True, BOOLEAN, alias=6), Metric(None, "漢字 and text", STRING, alias=7),
+               Metric(None, b"\x00\xff", BYTES, alias=8), Metric(None, 1_767_225_600_000, DATETIME, alias=9),
+               Metric(None, None, DOUBLE, alias=10)] * 3
+    payloads = [encode(metrics, seq=7), encode([], seq=0)]
+    odd = Payload()
+    odd.ParseFromString(payloads[0])
+    odd.metrics[4].int_value = 3  # a value in a field its data type does not name: that field's default
+    odd.metrics[5].ClearField("datatype")  # no data type: whichever field is set
+    payloads.append(odd.SerializeToString())
+    payloads.append(payloads[0] + b"\x12\x03\xa2\x06\x00")  # a metric with an unknown field (100): read by the classes
+    for data in payloads:
+        got, want = decode(data), by_objects(data)
+        assert (got.timestamp, got.seq, got.names, got.aliases, got.datatypes, got.timestamps) == \
+            (want.timestamp, want.seq, want.names, want.aliases, want.datatypes, want.timestamps)
+        assert [repr(v) for v in got.values] == [repr(v) for v in want.values]
+    assert decode(payloads[0]).values[:4] == [-5, -70_000, -(2**62), 2**64 - 1]
+    for bad in (b"\xff\xfe garbage", payloads[0][:-3], b"\x12\x05\x08\x01"):
+        with pytest.raises(PayloadError):
+            by_objects(bad)
+        with pytest.raises(PayloadError):
+            decode(bad)

@@ -186,7 +186,28 @@ _GETTERS = {d: attrgetter(f) for d, f in _FIELD.items()}
 
 
 def decode(data: bytes | bytearray) -> Message:
-    """A Sparkplug B payload; raises PayloadError for bytes that are not one."""
+    """A Sparkplug B payload; raises PayloadError for bytes that are not one.
+
+    Its metrics are read in columns (`wire`); a payload with metrics of other kinds (data sets,
+    templates, properties) or bytes that are not well formed is read with the protobuf classes."""
+    from linelab.connect.sparkplug import wire  # NumPy: loaded by the connector, not by `import payload`
+
+    frame = wire.Frame()
+    try:
+        frame.ParseFromString(bytes(data))
+        raw = list(frame.metrics)
+        if raw:
+            names, aliases, values, datatypes, timestamps = wire.values(*wire.parse(raw))
+        else:
+            names, aliases, values, datatypes, timestamps = [], [], [], [], []
+    except (DecodeError, RuntimeWarning, wire.Malformed):
+        return _decode_objects(data)
+    return Message(frame.timestamp if frame.HasField("timestamp") else None,
+                   frame.seq if frame.HasField("seq") else None, names, aliases, values, datatypes, timestamps)
+
+
+def _decode_objects(data: bytes | bytearray) -> Message:
+    """`decode` through the protobuf classes, metric by metric."""
     p = Payload()
     try:
         p.ParseFromString(bytes(data))
@@ -204,8 +225,9 @@ def decode(data: bytes | bytearray) -> Message:
         for i, d in enumerate(datatypes):
             bits = _SIGNED_BITS.get(d)
             v = values[i]
-            if bits and v is not None and v >= 1 << (bits - 1):
-                values[i] = v - (1 << bits)
+            if bits and v is not None:  # its width's two's complement (senders extend Int8/Int16 to 32 bits or not)
+                v &= (1 << bits) - 1
+                values[i] = v - (1 << bits) if v >= 1 << (bits - 1) else v
     names: list[str | None] = [m.name or None for m in ms]
     aliases: list[int | None] = [m.alias for m in ms]
     if 0 in aliases:  # 0 is also what an absent alias reads as
