@@ -73,6 +73,7 @@ class Keeper:
         self.tables = {n: t for n, t in tables.items() if n in COUNTED and "unit_id" in t.column_names}
         self._units: pa.Table | None = None
         self._before: pa.Table | None = None
+        self._fresh = False
 
     def _named_units(self) -> pa.Table:
         """The distinct unit_ids the call's units and steps name, as stored (text; blanks are no unit)."""
@@ -116,6 +117,7 @@ class Keeper:
         if not self.ws.rows(f"SELECT EXISTS (SELECT 1 FROM units WHERE {in_range}) "
                             f"OR EXISTS (SELECT 1 FROM steps WHERE {in_range}) AS stored")[0]["stored"]:
             self._before = _empty_counts()
+            self._fresh = True  # then every row in the range after the call is one of the call's
             return
         named = self._register()
         try:
@@ -132,7 +134,7 @@ class Keeper:
         if self._before.num_rows:
             self.ws.backend.register("_summary_before", self._before)
             negated = (f"UNION ALL SELECT {keys}, {', '.join(f'-{c}' for c in COUNTS)} FROM _summary_before")
-        named = self._register()
+        named = self._range() if self._fresh else self._register()
         try:
             # The counts now less the counts before, added to the summary's rows of the same keys.
             merged = self.ws.query(f"""
@@ -147,7 +149,8 @@ class Keeper:
                       UNION ALL SELECT {keys}, {', '.join(COUNTS)} FROM d)
                 GROUP BY ALL""")
         finally:
-            self.ws.backend.unregister(_UNITS)
+            if not self._fresh:
+                self.ws.backend.unregister(_UNITS)
             if negated:
                 self.ws.backend.unregister("_summary_before")
         if merged.num_rows:
