@@ -71,36 +71,46 @@ class Keeper:
     def __init__(self, ws: Workspace, tables: dict[str, pa.Table]) -> None:
         self.ws = ws
         self.tables = {n: t for n, t in tables.items() if n in COUNTED and "unit_id" in t.column_names}
+        self._columns: list[pa.ChunkedArray] | None = None
         self._units: pa.Table | None = None
         self._before: pa.Table | None = None
         self._fresh = False
 
-    def _named_units(self) -> pa.Table:
-        """The distinct unit_ids the call's units and steps name, as stored (text; blanks are no unit)."""
+    def _ids(self) -> list[pa.ChunkedArray]:
+        """The unit_id columns of the call's units and steps, as text (as they are stored)."""
         import pyarrow as pa
-        import pyarrow.compute as pc
 
-        if self._units is None:
-            parts = []
+        if self._columns is None:
+            self._columns = []
             for table in self.tables.values():
                 col = table.column("unit_id")
                 if pa.types.is_dictionary(col.type):
                     col = col.cast(col.type.value_type)
                 try:
-                    parts.append(col.cast(pa.string()))
+                    self._columns.append(col.cast(pa.string()))
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                     continue  # the batch is refused by its check before anything is stored
-            ids = pa.chunked_array([chunk for part in parts for chunk in part.chunks], pa.string())
+        return self._columns
+
+    def _named_units(self) -> pa.Table:
+        """The distinct unit_ids the call's units and steps name (blanks are no unit)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self._units is None:
+            ids = pa.chunked_array([chunk for col in self._ids() for chunk in col.chunks], pa.string())
             self._units = pa.table({"unit_id": pc.unique(ids).drop_null()})
         return self._units
 
     def _range(self) -> str:
         """SQL: the row's unit_id lies in the range of the named units (zone maps skip the rest)."""
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         from linelab.store.backend import sql_literal
 
-        lo, hi = pc.min_max(self._named_units().column("unit_id")).values()
+        ends = [v.as_py() for col in self._ids() for v in pc.min_max(col).values()]
+        lo, hi = pc.min_max(pa.array(ends, pa.string())).values()
         return f"unit_id BETWEEN {sql_literal(lo)} AND {sql_literal(hi)}"
 
     def _register(self) -> str:
@@ -110,7 +120,7 @@ class Keeper:
 
     def before(self) -> None:
         """Count the named units as stored now (once, before the call stores any of their rows)."""
-        if self._before is not None or not self.tables or not self._named_units().num_rows:
+        if self._before is not None or all(col.null_count == len(col) for col in self._ids()):
             return
         # New units (the usual batch) have no stored rows in their range: one cheap look says so.
         in_range = self._range()
