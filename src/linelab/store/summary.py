@@ -20,7 +20,16 @@ the call stored everything, they are taken again; the difference is added. A re-
 that arrives before or after the visit it follows, steps whose unit record comes in a later batch,
 and a late result that changes a unit all fall out of that, with no special case. Both counts read
 only the named units' rows, found by a range of unit_id (stored rows are nearly in unit_id order, so
-zone maps skip the rest) and a semi-join.
+zone maps skip the rest) and a semi-join. A batch of new units (the usual one: nothing stored in their
+range, which one cheap look tells) has nothing to count before, and after it every row in the range
+is its own, so the range alone finds them.
+
+What it costs: the counts run over the rows the call brings (the first visits of a batch's units are
+one hash aggregate over its steps), then a few summary rows are replaced. On DuckDB, the twin's
+batches of 1,000 and 10,000 units spend 5-7 % of their ingest time on it, a single batch of 100,000
+units about 11 %, and batches of steps whose units came in an earlier call more (they are counted
+before and after); on PostgreSQL the replaced rows also travel to the server (about 12 % of the
+ingest of 1,000-unit batches). Reading it costs a few milliseconds whatever the line's size.
 
 The definitions are those of `linelab.store.queries` (`*_from_records`); tests check that the
 summary agrees with them on both backends, and migration 4 fills the table for existing workspaces.
