@@ -207,3 +207,17 @@ def test_a_workspace_made_before_the_summary_gets_it_filled(tmp_path: Path) -> N
         with Workspace.open(url) as ws:
             assert queries.yield_by(ws, "station").to_pylist() == expected
             assert_summary_agrees(ws)
+
+
+def test_quarantined_rows_count_nowhere(ws: Workspace, tmp_path: Path) -> None:
+    """A step the store refuses (a bad result, a different result for a stored visit) changes no count."""
+    for name, text in (("units", UNITS), ("steps", STEPS)):
+        _ingest_text(ws, tmp_path, name, text, "a")
+    before = queries.yield_by(ws, "station").to_pylist(), queries.pareto(ws).to_pylist()
+    header, *steps = STEPS.splitlines()
+    bad = [steps[0].replace(",pass,", ",maybe,"),  # not a result
+           steps[1].replace(",fail,MISALIGN", ",pass,")]  # contradicts the stored visit
+    _ingest_text(ws, tmp_path, "steps", "\n".join([header, *bad]) + "\n", "b")
+    assert ws.count("quarantine", "table_name = 'steps'") == 2
+    assert (queries.yield_by(ws, "station").to_pylist(), queries.pareto(ws).to_pylist()) == before
+    assert_summary_agrees(ws)
