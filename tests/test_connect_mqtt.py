@@ -443,7 +443,17 @@ def test_run_stores_the_live_line_and_monitors_what_arrives(url: str, group: str
 def test_payloads_read_in_columns_give_what_the_protobuf_classes_give() -> None:
     """The connector reads a message's metrics in columns; every data type, null, name, alias and
     timestamp comes out as the protobuf classes read them, and other payloads still read (or fail) alike."""
-    from linelab.connect.sparkplug.payload import BOOLEAN, BYTES, FLOAT, INT8, INT32, UINT64, PayloadError, decode
+    from linelab.connect.sparkplug.payload import (
+        BOOLEAN,
+        BYTES,
+        FLOAT,
+        INT8,
+        INT32,
+        UINT64,
+        PayloadError,
+        decode,
+        decode_many,
+    )
     from linelab.connect.sparkplug.payload import _decode_objects as by_objects
     from linelab.connect.sparkplug.sparkplug_b_pb2 import Payload
 
@@ -466,6 +476,14 @@ def test_payloads_read_in_columns_give_what_the_protobuf_classes_give() -> None:
             (want.timestamp, want.seq, want.names, want.aliases, want.datatypes, want.timestamps)
         assert [repr(v) for v in got.values] == [repr(v) for v in want.values]
     assert decode(payloads[0]).values[:4] == [-5, -70_000, -(2**62), 2**64 - 1]
+    # Read together (as the connector reads what has queued up): the same, and a bad one fails alone.
+    together = decode_many([payloads[0], b"\xff\xfe garbage", payloads[2], payloads[1]])
+    assert isinstance(together[1], PayloadError)
+    for got, data in zip([together[0], together[2], together[3]], [payloads[0], payloads[2], payloads[1]], strict=True):
+        assert not isinstance(got, PayloadError)
+        assert (got.names, got.aliases, [repr(v) for v in got.values]) == \
+            (decode(data).names, decode(data).aliases, [repr(v) for v in decode(data).values])
+    assert len(decode_many([payloads[3], payloads[0]])) == 2  # one the column reader leaves to the classes
     for bad in (b"\xff\xfe garbage", payloads[0][:-3], b"\x12\x05\x08\x01"):
         with pytest.raises(PayloadError):
             by_objects(bad)

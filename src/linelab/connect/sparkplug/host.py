@@ -25,7 +25,7 @@ Nothing here touches the network: the connector feeds messages in and acts on th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from linelab.connect.sparkplug.payload import BDSEQ, Message, Topic
 
@@ -233,8 +233,11 @@ class Host:
             return
         if None in msg.names:
             known = session.aliases if aliases is None else aliases
-            names = [n if n is not None else known.get(a) if a is not None else None
-                     for n, a in zip(msg.names, msg.aliases, strict=True)]
+            if msg.names.count(None) == len(msg.names):  # the usual data message: every metric by alias
+                names = list(map(cast("dict[int | None, str]", known).get, msg.aliases))
+            else:
+                names = [n if n is not None else known.get(a) if a is not None else None
+                         for n, a in zip(msg.names, msg.aliases, strict=True)]
             if None in names:
                 alias = msg.aliases[names.index(None)]
                 out.rejected.append((env, f"metric alias {alias} is not in the birth certificate"))

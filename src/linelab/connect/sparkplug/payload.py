@@ -206,6 +206,46 @@ def decode(data: bytes | bytearray) -> Message:
                    frame.seq if frame.HasField("seq") else None, names, aliases, values, datatypes, timestamps)
 
 
+def decode_many(payloads: list[bytes | bytearray]) -> list[Message | PayloadError]:
+    """Payloads decoded together (their metrics parsed in one pass): each one's Message, or the
+    PayloadError that says why it cannot be read."""
+    from linelab.connect.sparkplug import wire
+
+    frames = []
+    for data in payloads:
+        frame = wire.Frame()
+        try:
+            frame.ParseFromString(bytes(data))
+        except (DecodeError, RuntimeWarning):
+            frame = None
+        frames.append(frame)
+    raw = [list(f.metrics) if f is not None else [] for f in frames]
+    everything = [m for r in raw for m in r]
+    try:
+        columns = wire.values(*wire.parse(everything)) if everything else ([], [], [], [], [])
+    except wire.Malformed:  # one payload the column reader does not take: each is read on its own
+        return [_decode_or_error(data) for data in payloads]
+    out: list[Message | PayloadError] = []
+    at = 0
+    for data, frame, metrics in zip(payloads, frames, raw, strict=True):
+        if frame is None:
+            out.append(_decode_or_error(data))
+            continue
+        names, aliases, values, datatypes, timestamps = (c[at:at + len(metrics)] for c in columns)
+        at += len(metrics)
+        out.append(Message(frame.timestamp if frame.HasField("timestamp") else None,
+                           frame.seq if frame.HasField("seq") else None, names, aliases, values, datatypes,
+                           timestamps))
+    return out
+
+
+def _decode_or_error(data: bytes | bytearray) -> Message | PayloadError:
+    try:
+        return decode(data)
+    except PayloadError as exc:
+        return exc
+
+
 def _decode_objects(data: bytes | bytearray) -> Message:
     """`decode` through the protobuf classes, metric by metric."""
     p = Payload()
