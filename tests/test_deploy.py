@@ -300,8 +300,12 @@ def test_score_endpoint_routes_records_and_answers(ws_path: Path) -> None:
             expected = float(predict.scores(rec, registry.load(ws, rec), x)[0])
         again = client.post("/score", json={"station": STATION, "unit_id": unit}).json()
         assert again["score"] == pytest.approx(expected, rel=1e-12)
+        # the server lets the file go when idle; the next request opens it again and answers the same
+        client.app.state.pool.close()
+        r = client.post("/score", json={"station": STATION, "unit_id": unit})
+        assert r.status_code == 200 and r.json() == again
     # the rows are stored by group commit: every request's, by the time the server stops
-    assert [r["unit_id"] for r in _predictions(ws_path, "M-0001")] == [unit] * 3
+    assert [r["unit_id"] for r in _predictions(ws_path, "M-0001")] == [unit] * 4
 
 
 def test_relabels_feed_the_next_training(ws_path: Path) -> None:

@@ -8,6 +8,9 @@ While the file is open here no other process can write it, so the answers of rea
 are kept and served again until something may have changed: `generation` moves on whenever the
 file is (re)opened and when any lease that was not declared read-only ends. Workspaces whose
 backend other processes can write while it is open (PostgreSQL) are never cached.
+`records_generation` moves the same way, except for leases that promise to write none of the
+line's records (units, their steps and readings, ingest batches), only a stage's own tables: what is
+kept from the records alone (`POST /score`'s recent units) stays while the scores are stored.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from pathlib import Path
 from linelab.commands import open_workspace
 from linelab.store.backend import DuckDBBackend
 from linelab.store.workspace import Workspace
+
+
+class NotOpen(Exception):  # noqa: N818 (a signal, not an error)
+    """A lease that may not open the workspace (`opening=False`) found it closed, or being opened."""
 
 
 class _CursorBackend(DuckDBBackend):
@@ -43,21 +50,32 @@ class WorkspacePool:
         self._last_used = 0.0
         self._timer: threading.Timer | None = None
         self.generation = 0
+        self.records_generation = 0
         self.cache_size = 256
         self._answers: OrderedDict[Hashable, tuple[int, bytes]] = OrderedDict()
         self._computing: dict[Hashable, threading.Lock] = {}
         self._cacheable = False
 
     @contextmanager
-    def workspace(self, read_only: bool = False) -> Iterator[Workspace]:
-        """A workspace for one request; `read_only` promises it writes nothing (so cached answers stay)."""
-        with self._lock:
+    def workspace(self, read_only: bool = False, records: bool = True, opening: bool = True) -> Iterator[Workspace]:
+        """A workspace for one request; `read_only` promises it writes nothing (so cached answers stay),
+        `records=False` that it writes none of the line's records (see the module docstring).
+        `opening=False`: never wait (on the event loop): raise `NotOpen` where the file is closed or
+        another thread holds the pool (it may be opening the file)."""
+        if not self._lock.acquire(blocking=opening):
+            raise NotOpen(self.root)
+        try:
             if self._shared is None:
+                if not opening:
+                    raise NotOpen(self.root)
                 self._shared = open_workspace(self.root, wait_s=self.busy_wait_s)
                 self.generation += 1  # another process may have written while it was closed
+                self.records_generation += 1
                 self._cacheable = isinstance(self._shared.backend, DuckDBBackend)
             shared = self._shared
             self._users += 1
+        finally:
+            self._lock.release()
         view = (Workspace(shared.path, _CursorBackend(shared.backend))
                 if isinstance(shared.backend, DuckDBBackend) else None)
         try:
@@ -76,6 +94,7 @@ class WorkspacePool:
                 self._last_used = time.monotonic()
                 if not read_only:
                     self.generation += 1
+                    self.records_generation += records
                 if self._users == 0 and self._timer is None:
                     self._timer = threading.Timer(self.idle_s, self._close_if_idle)
                     self._timer.daemon = True
@@ -85,6 +104,7 @@ class WorkspacePool:
         """Something may have written the workspace without a lease (a command opening it by path)."""
         with self._lock:
             self.generation += 1
+            self.records_generation += 1
 
     def answer(self, key: Hashable, compute: Callable[[Workspace], tuple[bytes, bool]]) -> bytes:
         """A read-only command's answer, `compute(workspace)` -> (answer, may it be kept): kept from an

@@ -15,16 +15,18 @@ the latency baseline of the serving benchmark.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any
 
-import pyarrow as pa
 from fastapi import APIRouter
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from linelab.api.errors import ERROR_RESPONSES
-from linelab.api.pool import WorkspacePool
+from linelab.api.pool import NotOpen, WorkspacePool
 from linelab.deploy import scoring, tables
 from linelab.store.backend import DuckDBBackend
 
@@ -55,15 +57,15 @@ class PredictionWriter:
     def __init__(self, pool: WorkspacePool, every_s: float = FLUSH_S) -> None:
         self.pool = pool
         self.every_s = every_s
-        self._rows: list[pa.Table] = []
+        self._rows: list[tuple[Any, ...]] = []
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def add(self, rows: pa.Table) -> None:
+    def add(self, rows: list[tuple[Any, ...]]) -> None:
         with self._lock:
-            self._rows.append(rows)
+            self._rows += rows
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="linelab-score-writer", daemon=True)
                 self._thread.start()
@@ -82,9 +84,9 @@ class PredictionWriter:
                 waiting, self._rows = self._rows, []
             if not waiting:
                 return 0
-            rows = pa.concat_tables(waiting)
+            rows = tables.rows_table(waiting)  # one table per commit, not one per request
             try:
-                with self.pool.workspace() as ws:
+                with self.pool.workspace(records=False) as ws:  # the stage's own table only
                     tables.append(ws, tables.PREDICTIONS, rows)
             except BaseException:
                 with self._lock:
@@ -108,20 +110,33 @@ def score_router(pool: WorkspacePool) -> APIRouter:
 
     router = APIRouter(tags=["deploy"], on_shutdown=[stop])
 
-    @router.post("/score", response_model=ScoreAnswer, responses=ERROR_RESPONSES)
-    def score(req: ScoreRequest) -> dict[str, Any]:
-        """Score one unit with the station's live models; the decision is recorded and returned."""
+    def answer(req: ScoreRequest, held_only: bool) -> Response:
         # read-only lease: its rows are written by the writer, whose lease moves the pool's generation
-        with pool.workspace(read_only=True) as ws:
-            # a DuckDB file open here is written by no other process: the generation says whether
-            # anything was written since the last request (PostgreSQL: other processes write, ask)
-            unchanged = pool.generation if isinstance(ws.backend, DuckDBBackend) else None
-            return scoring.score_unit(ws, req.station, req.unit_id, req.features, store=writer.add,
-                                      unchanged_since=unchanged)
+        with pool.workspace(read_only=True, opening=not held_only) as ws:
+            # a DuckDB file open here is written by no other process: the records' generation says
+            # whether any of the line's records were written since the last request (the writer's
+            # prediction rows are not: they do not make the last batch worth asking again);
+            # PostgreSQL: other processes write, ask
+            unchanged = pool.records_generation if isinstance(ws.backend, DuckDBBackend) else None
+            out = scoring.score_unit(ws, req.station, req.unit_id, req.features, store=writer.add,
+                                     unchanged_since=unchanged, held_only=held_only)
+        return Response(json.dumps(ScoreAnswer(**out).model_dump(mode="json"), ensure_ascii=False, allow_nan=False,
+                                   separators=(",", ":")).encode(), media_type="application/json")
+
+    @router.post("/score", response_model=ScoreAnswer, responses=ERROR_RESPONSES)
+    async def score(req: ScoreRequest) -> Response:
+        """Score one unit with the station's live models; the decision is recorded and returned."""
+        # On the event loop when everything it needs is held in memory (models, stages, the unit's
+        # records: a millisecond of CPU, the usual case); a worker thread when the workspace must be
+        # read. Handing every request to a thread cost more CPU than scoring it (GIL hand-overs).
+        try:
+            return answer(req, held_only=True)
+        except (scoring.NotHeld, NotOpen):
+            return await run_in_threadpool(answer, req, False)
 
     @router.get("/score/ping")
-    def ping() -> dict[str, bool]:
-        """The bare endpoint: answers at once."""
+    async def ping() -> dict[str, bool]:
+        """The bare endpoint: answers at once (on the event loop, as a request to /score does)."""
         return {"ok": True}
 
     return router

@@ -25,6 +25,7 @@ from linelab.errors import NotFound, UserError
 
 from .features import FeatureSpec
 from .labels import Label
+from .serving import NotHeld
 
 KIND = "model"
 MODEL_DIR = "models"
@@ -126,8 +127,9 @@ def update(ws: Any, rec: ModelRecord) -> None:
 _CACHE: dict[tuple[str, str, int, int], Any] = {}
 
 
-def load(ws: Any, rec: ModelRecord) -> Any:
-    """The fitted estimator of a version, checked (see the module docstring); cached per file and hash."""
+def load(ws: Any, rec: ModelRecord, held_only: bool = False) -> Any:
+    """The fitted estimator of a version, checked (see the module docstring); cached per file and hash.
+    `held_only`: only from the cache (else `NotHeld`)."""
     path = Path(ws.path) / rec.file
     try:
         stat = os.stat(path)
@@ -137,6 +139,8 @@ def load(ws: Any, rec: ModelRecord) -> Any:
     key = (str(path), rec.sha256, stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0)
     if key in _CACHE:
         return _CACHE[key]
+    if held_only:
+        raise NotHeld(rec.id)
     root = Path(ws.path).resolve()
     if root / MODEL_DIR not in path.resolve().parents:
         raise UserError(f"model {rec.id}: its file {rec.file} lies outside the workspace's {MODEL_DIR}/ folder")

@@ -24,6 +24,7 @@ from linelab.model import Alarm, Evidence
 from linelab.monitor.problems import ProblemBook
 
 from . import registry
+from .serving import NotHeld
 
 KIND = "deployment"
 EVENT_KIND = "model_event"
@@ -95,13 +96,15 @@ _RECENT: dict[tuple[str, str], tuple[float, Deployment]] = {}
 RECENT_S = 0.5  # how stale a per-unit request's view of the stages may be (a change made by another process)
 
 
-def recent(ws: Any, station: str) -> Deployment:
+def recent(ws: Any, station: str, held_only: bool = False) -> Deployment:
     """The deployment as a per-unit request sees it: read at most every `RECENT_S` seconds (changes made
-    in this process are seen at once)."""
+    in this process are seen at once). `held_only`: never read (`NotHeld`)."""
     key = (str(ws.path), station)
     hit = _RECENT.get(key)
     if hit is not None and time.monotonic() - hit[0] < RECENT_S:
         return hit[1]
+    if held_only:
+        raise NotHeld(station)
     dep = get(ws, station)
     _RECENT[key] = (time.monotonic(), dep)
     return dep

@@ -23,6 +23,10 @@ WARM_ROWS = 200_000  # a new process first reads the units of the latest batches
 _TABLES = ("params", "measurements", "steps", "materials")
 
 
+class NotHeld(Exception):  # noqa: N818 (a signal, not an error)
+    """A request asked to be answered from what the process holds (`held_only`) needs the workspace read."""
+
+
 class RecentUnits:
     def __init__(self) -> None:
         self.seq = -1  # the last ingest batch whose units are held
@@ -30,10 +34,23 @@ class RecentUnits:
         self.raw: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.lock = threading.Lock()
 
-    def get(self, ws: Any, unit: str, unchanged_since: Hashable = None) -> dict[str, Any] | None:
+    def get(self, ws: Any, unit: str, unchanged_since: Hashable = None,
+            held_only: bool = False) -> dict[str, Any] | None:
         """The unit's raw records. `unchanged_since`: a value that changes whenever the workspace may
         have been written (the server's pool generation, for a file only it can write); while it is
-        the same as at the last look, the last batch is not asked again. None: always ask."""
+        the same as at the last look, the last batch is not asked again. None: always ask.
+        `held_only`: answer from what is held, without waiting for a reader, or raise
+        `NotHeld`."""
+        if held_only:
+            if not self.lock.acquire(blocking=False):  # another request is reading the workspace
+                raise NotHeld(unit)
+            try:
+                hit = self.raw.get(unit) if unchanged_since is not None and unchanged_since == self.token else None
+            finally:
+                self.lock.release()
+            if hit is None:
+                raise NotHeld(unit)
+            return hit
         with self.lock:
             if unchanged_since is None or unchanged_since != self.token:
                 last = ws.last_batch_seq()

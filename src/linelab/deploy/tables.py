@@ -26,6 +26,13 @@ PREDICTION_SCHEMA = pa.schema([
 ])
 
 
+def rows_table(rows: list[tuple[Any, ...]]) -> pa.Table:
+    """Prediction rows given as tuples (in the schema's column order) as one table."""
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(PREDICTION_SCHEMA)
+    return pa.table([pa.array(c, f.type) for c, f in zip(columns, PREDICTION_SCHEMA, strict=True)],
+                    schema=PREDICTION_SCHEMA)
+
+
 def append(ws: Any, table: str, rows: pa.Table) -> None:
     """Add rows to one of the tables (they exist in every workspace: store migration 3 made them)."""
     if rows.num_rows == 0:
