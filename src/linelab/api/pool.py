@@ -106,6 +106,20 @@ class WorkspacePool:
             self.generation += 1
             self.records_generation += 1
 
+    def kept(self, key: Hashable) -> bytes | None:
+        """The answer kept for `key` while nothing may have changed since, without waiting for the pool
+        (on the event loop); None where there is none or another thread holds the pool."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            kept = self._answers.get(key)
+            if kept is None or kept[0] != self.generation or self._shared is None:
+                return None
+            self._answers.move_to_end(key)
+            return kept[1]
+        finally:
+            self._lock.release()
+
     def answer(self, key: Hashable, compute: Callable[[Workspace], tuple[bytes, bool]]) -> bytes:
         """A read-only command's answer, `compute(workspace)` -> (answer, may it be kept): kept from an
         earlier identical request while nothing may have changed since; concurrent identical requests

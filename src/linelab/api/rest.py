@@ -191,8 +191,11 @@ def _call(spec: CommandSpec, params: BaseModel, pool: WorkspacePool, workspace: 
             pool.changed()  # it may have written by path, not through its lease
 
 
-def _runner(spec: CommandSpec, shape: RestShape, pool: WorkspacePool) -> Callable[..., Response]:
+def _runner(spec: CommandSpec, shape: RestShape,
+            pool: WorkspacePool) -> tuple[Callable[..., Response], Callable[[BaseModel], Response | None]]:
+    """The command's call, and the answer kept for a read's parameters where there is one."""
     root = pool.root
+    reads = not spec.writes and not shape.inputs
 
     def answer(body: BaseModel, files: dict[str, list[UploadFile]], workspace: Any = None) -> tuple[bytes, bool]:
         """The command's answer as JSON, and whether it may be kept (it wrote no output file)."""
@@ -225,24 +228,31 @@ def _runner(spec: CommandSpec, shape: RestShape, pool: WorkspacePool) -> Callabl
             return json.dumps(linked, ensure_ascii=False, separators=(",", ":")).encode(), not wrote
 
     def run(body: BaseModel, files: dict[str, list[UploadFile]]) -> Response:
-        if spec.writes or shape.inputs:
+        if not reads:
             content = answer(body, files)[0]
         else:  # a read: kept while the workspace cannot have changed (see WorkspacePool.answer)
             content = pool.answer((spec.name, body.model_dump_json()), lambda ws: answer(body, files, ws))
         return Response(content, media_type="application/json")
 
-    return run
+    def kept(body: BaseModel) -> Response | None:
+        content = pool.kept((spec.name, body.model_dump_json())) if reads else None
+        return None if content is None else Response(content, media_type="application/json")
+
+    return run, kept
 
 
-def _endpoint(spec: CommandSpec, shape: RestShape, pool: WorkspacePool) -> Callable[..., Response]:
-    run = _runner(spec, shape, pool)
+def _endpoint(spec: CommandSpec, shape: RestShape, pool: WorkspacePool) -> Callable[..., Any]:
+    run, kept = _runner(spec, shape, pool)
     model = shape.body
     required = any(f.is_required() for f in model.model_fields.values())
     if not shape.inputs:
         body_param = Body(...) if required else Body(default_factory=model)
 
-        def endpoint(params: Any = body_param) -> Response:
-            return run(params, {})
+        async def endpoint(params: Any = body_param) -> Response:
+            # A kept answer is sent from the event loop; anything to compute runs in a worker thread
+            # (handing every request to a thread cost more CPU than sending a kept answer).
+            held = kept(params)
+            return held if held is not None else await run_in_threadpool(run, params, {})
 
         endpoint.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
             inspect.Parameter("params", inspect.Parameter.KEYWORD_ONLY, default=body_param, annotation=model)])
