@@ -9,6 +9,9 @@ write while it holds it, the last batch is asked again only after a write). The 
 are stored by group commit: a writer thread appends the rows of every request of the last `FLUSH_S` seconds in one
 transaction (one commit per request cost more than the rest of the request), and at shutdown;
 so they are in the workspace within `FLUSH_S` of the answer (a killed server loses at most those).
+A request whose answer needs only what is held is answered on the event loop (about a millisecond
+of CPU); one that must read the workspace (a unit not held, stages older than `RECENT_S`, a model
+not loaded, the file closed while idle) goes to a worker thread: no request waits on the loop.
 `GET /score/ping` is the bare endpoint of the same server, for a station's health check and as
 the latency baseline of the serving benchmark.
 """
