@@ -124,7 +124,8 @@ _V4_FIRST_POSTGRES = """SELECT DISTINCT ON (unit_id, station) station, unit_id, 
 
 def _v4_duckdb() -> tuple[str, ...]:
     cols = SUMMARY_TABLES["line_summary"]
-    return (f"CREATE TABLE IF NOT EXISTS line_summary ({cols})",
+    # Emptied first: a file whose version was set back (by hand) keeps its table, and is counted once.
+    return (f"CREATE TABLE IF NOT EXISTS line_summary ({cols})", "DELETE FROM line_summary",
             *(f"INSERT INTO line_summary {part}" for part in
               (_V4_HOURS, _V4_STATIONS.format(first=_V4_FIRST_DUCKDB), _V4_DEFECTS)))
 
