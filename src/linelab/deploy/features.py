@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from linelab.errors import UserError
 from linelab.profile import Profile
 from linelab.store.backend import sql_ident as _q
 from linelab.store.backend import sql_text as _lit
+
+if TYPE_CHECKING:  # NumPy and Arrow are loaded by what builds rows, not by every command that names a spec
+    import numpy as np
+    import pyarrow as pa
 
 STEP_FIELDS = ("machine", "fixture", "operator")
 MAX_LEVELS = 250  # histogram gradient boosting codes categories in at most 255 bins
@@ -152,6 +153,8 @@ def unit_frame(ws: Any, spec: FeatureSpec, where_units: str = "TRUE", params: Se
 
 def matrix(frame: pa.Table, spec: FeatureSpec) -> np.ndarray:
     """The model's input: numeric columns as floats, categories as vocabulary codes (NaN: missing/unknown)."""
+    import numpy as np
+
     n = frame.num_rows
     out = np.full((n, len(spec.names)), np.nan)
     for j, f in enumerate(spec.numeric):
@@ -165,12 +168,17 @@ def matrix(frame: pa.Table, spec: FeatureSpec) -> np.ndarray:
 
 
 def _codes(col: pa.ChunkedArray, levels: list[str]) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     idx = pc.index_in(col.cast(pa.string()), value_set=pa.array(levels, pa.string()))
     return idx.to_numpy(zero_copy_only=False).astype(float)  # nulls (missing, unknown) become NaN
 
 
 def frame_from_records(records: Sequence[Mapping[str, Any]], spec: FeatureSpec) -> pa.Table:
     """Features handed in by a caller (a station scoring a unit): names as in the spec; others refused."""
+    import pyarrow as pa
+
     known = set(spec.names)
     for i, r in enumerate(records):
         unknown = sorted(set(r) - known)
@@ -233,6 +241,8 @@ _PLANS: dict[int, tuple[FeatureSpec, frozenset[str], list[dict[str, int]]]] = {}
 def vector(features: Mapping[str, Any], spec: FeatureSpec) -> np.ndarray:
     """One unit's model input (1 x features) from its features by name: what `matrix` gives for
     `frame_from_records([features], spec)`, without building a table (a station waits for it)."""
+    import numpy as np
+
     plan = _PLANS.get(id(spec))
     if plan is None or plan[0] is not spec:  # (an id is reused only once its spec is gone)
         if len(_PLANS) > 256:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from linelab.errors import NotFound
@@ -47,6 +46,8 @@ def outcome_sql(label: Label, units: str) -> str:
 
 def relabel(ws: Any, unit_id: str, verdict: Verdict, note: str = "", by: str = "person") -> dict[str, Any]:
     """Record a person's verdict on a unit; it overrules the line's result from now on."""
+    import pyarrow as pa
+
     if not ws.scalar("SELECT count(*) FROM units WHERE unit_id = ?", [unit_id]):
         raise NotFound(f"no unit {unit_id!r} in the workspace")
     now = datetime.now(UTC).replace(tzinfo=None)

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from linelab.errors import UserError
@@ -25,6 +22,9 @@ from linelab.monitor.problems import ProblemBook
 
 from . import registry
 from .serving import NotHeld
+
+if TYPE_CHECKING:  # loaded by what scores units (`bucket`), not by every model command
+    import numpy as np
 
 KIND = "deployment"
 EVENT_KIND = "model_event"
@@ -219,6 +219,10 @@ def bucket(serials: Any, salt: str) -> np.ndarray:
     """A uniform number in [0, 1) per serial, stable across processes and versions: 64-bit FNV-1a over
     the salt and the serial's UTF-8 bytes, then MurmurHash3's finaliser; vectorised over units (the
     loop runs over character positions)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     arr = serials if isinstance(serials, pa.Array) else pa.array(list(serials), pa.string())
     arr = pc.cast(arr, pa.large_string())
     n = len(arr)
@@ -232,7 +236,7 @@ def bucket(serials: Any, salt: str) -> np.ndarray:
         for j in range(int(lengths.max(initial=0))):
             live = lengths > j
             byte = data[np.minimum(offsets[:-1] + j, len(data) - 1)].astype(np.uint64)
-            h = np.where(live, (h ^ byte) * _FNV_PRIME, h)
+            h = np.where(live, (h ^ byte) * np.uint64(_FNV_PRIME), h)
         h ^= h >> np.uint64(33)
         h *= np.uint64(0xFF51AFD7ED558CCD)
         h ^= h >> np.uint64(33)
@@ -241,10 +245,10 @@ def bucket(serials: Any, salt: str) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
-_FNV_OFFSET, _FNV_PRIME = 0xCBF29CE484222325, np.uint64(0x100000001B3)
+_FNV_OFFSET, _FNV_PRIME = 0xCBF29CE484222325, 0x100000001B3
 
 
 def _fnv(h: int, data: bytes) -> int:
     for b in data:
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+        h = ((h ^ b) * _FNV_PRIME) & 0xFFFFFFFFFFFFFFFF
     return h

@@ -47,7 +47,7 @@ def record(ws: Any, version: str, sha256: str | None = None, held_only: bool = F
 
 
 # Where a request's prediction rows go instead of the workspace (a server's group-commit writer):
-# tuples in the order of `tables.PREDICTION_SCHEMA`, one per version (`tables.rows_table` makes them a table).
+# tuples in the order of `tables.prediction_schema()`, one per version (`tables.rows_table` makes them a table).
 Store = Callable[[list[tuple[Any, ...]]], None]
 
 
@@ -93,7 +93,7 @@ def route(ws: Any, dep: rollout.Deployment, inputs: Mapping[str, np.ndarray], se
             "score": np.concatenate(list(scores_of.values())),
             "decision": pa.array(np.concatenate(decisions), pa.string()), "acted": np.concatenate(acted),
             "t": pa.repeat(t, n * k), "via": pa.repeat(via, n * k),
-        }, schema=tables.PREDICTION_SCHEMA)
+        }, schema=tables.prediction_schema())
         tables.append(ws, tables.PREDICTIONS, table)
     return {"decision": applied, "version": acting, "scores": scores_of}
 

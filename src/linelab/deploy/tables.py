@@ -4,33 +4,44 @@ join of these rows with the units' later results, done by the database."""
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # Their columns are the store's (`linelab.store.migrations.STAGE_TABLES`); the schemas below are what
 # the stage writes.
 PREDICTIONS = "deploy_predictions"
 VERDICTS = "deploy_verdicts"
 
-PREDICTION_SCHEMA = pa.schema([
-    pa.field("unit_id", pa.string()),
-    pa.field("station", pa.string()),
-    pa.field("version", pa.string()),
-    pa.field("stage", pa.string()),  # shadow | canary | full
-    pa.field("score", pa.float64()),
-    pa.field("decision", pa.string()),  # inspect | pass | none: what this version would do
-    pa.field("acted", pa.bool_()),  # whether its decision was the one applied to the unit
-    pa.field("t", pa.timestamp("us")),  # when it was scored
-    pa.field("via", pa.string()),  # batch | request
-])
+
+
+@cache
+def prediction_schema() -> pa.Schema:
+    """The prediction rows' columns (Arrow is loaded by what writes or reads them, not by every command)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        pa.field("unit_id", pa.string()),
+        pa.field("station", pa.string()),
+        pa.field("version", pa.string()),
+        pa.field("stage", pa.string()),  # shadow | canary | full
+        pa.field("score", pa.float64()),
+        pa.field("decision", pa.string()),  # inspect | pass | none: what this version would do
+        pa.field("acted", pa.bool_()),  # whether its decision was the one applied to the unit
+        pa.field("t", pa.timestamp("us")),  # when it was scored
+        pa.field("via", pa.string()),  # batch | request
+    ])
 
 
 def rows_table(rows: list[tuple[Any, ...]]) -> pa.Table:
     """Prediction rows given as tuples (in the schema's column order) as one table."""
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(PREDICTION_SCHEMA)
-    return pa.table([pa.array(c, f.type) for c, f in zip(columns, PREDICTION_SCHEMA, strict=True)],
-                    schema=PREDICTION_SCHEMA)
+    import pyarrow as pa
+
+    schema = prediction_schema()
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(schema)
+    return pa.table([pa.array(c, f.type) for c, f in zip(columns, schema, strict=True)], schema=schema)
 
 
 def append(ws: Any, table: str, rows: pa.Table) -> None:
