@@ -75,11 +75,14 @@ def test_loop_command_json_and_report(tmp_path: Path) -> None:
 def test_a_cold_oven_zone_is_its_own_cause_and_is_restored_at_once(tmp_path: Path) -> None:
     """A process condition out of its window fails no unit by itself, so its alarm counted no lost
     units and waited; on the default scenario the weak zone 7 then stayed weak for 140,000 units.
-    Its cost is the yield its units lost since the onset, and the condition is its own cause."""
-    r = run_session(tmp_path / "ws", "reflow_zone_loss", 0, 20000, LoopPolicy(optimise_recipe=False))
+    Its cost is the yield its units lost since the onset, and the condition is its own cause.
+    (Looks every 1,000 units: the simulated line draws its noise per produced chunk, and this
+    realisation shows the zone's fall within the first look after it.)"""
+    r = run_session(tmp_path / "ws", "reflow_zone_loss", 0, 20000, LoopPolicy(chunk=1000, optimise_recipe=False))
     (oven,) = r["truth"]
     assert oven["fixed_by"] == "action:service_oven" and oven["time_to_fix_units"] <= 2000
     fixed = next(i for i in r["incidents"] if "oven-1" in i["truth_ids"])
+    assert fixed["fixed_unit"] == fixed["detected_unit"]  # restored at the look that found it
     assert fixed["cause"] == "zone7_temp_c@REFLOW" and fixed["actions_tried"] == ["service_oven"]
     assert r["false_problems_acted_on"] == 0
     # The problem itself says what it cost, for `linelab problems` and the dashboard too.
@@ -157,3 +160,17 @@ def test_a_bad_lot_is_held_when_first_seen(tmp_path: Path) -> None:
     (lot,) = [i for i in r["incidents"] if "lot-1" in i["truth_ids"]]
     assert lot["fixed_unit"] == lot["detected_unit"] and lot["actions_tried"][0].startswith("hold_lot")
     assert r["false_problems_acted_on"] == 0
+
+
+def test_the_loop_on_a_small_foreign_line_looks_at_its_data_in_line_time(tmp_path: Path) -> None:
+    """A line of a hundred units a day (a zoo line, driven through its own profile): the loop looked
+    every 1,000 units, ten days of that line, and a tester drifting from unit 903 was found only at
+    unit 2,000, after the run's end (none of its yield gap closed). Looking every few hours of the
+    line's own production, it calibrates the tester within days."""
+    r = run_session(tmp_path / "ws", "meddev:tester_drift", 122, None, LoopPolicy(optimise_recipe=False),
+                    simulator="zoo")
+    (drift,) = r["truth"]
+    assert drift["fixed_by"] == "action:calibrate_tester"
+    assert drift["time_to_fix_units"] <= 700  # the run is 2,000 units; the drift starts at 903
+    assert r["chunk"] < 100  # units per look: hours of this line, not a thousand units
+    assert r["yield_gap_closed"] >= 0.7

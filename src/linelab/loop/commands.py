@@ -23,7 +23,9 @@ class LoopParams(BaseModel):
                                                    "file) [default: the simulator's own]")
     seed: int = Field(0, description="random seed")
     units: int | None = Field(None, gt=0, description="units to produce [default: the scenario's length]")
-    chunk: int = Field(1000, gt=0, description="units between two looks at the data")
+    chunk: int | None = Field(None, gt=0, description="units between two looks at the data "
+                                                     "[default: --look-hours of the line's production]")
+    look_hours: float = Field(4.0, gt=0, description="line time between two looks at the data")
     optimise: bool = Field(True, description="run recipe experiments between incidents")
     report: Path = Field(Path("reports"), description="folder for the HTML report",
                         json_schema_extra={"path": "output-dir"})
@@ -72,7 +74,7 @@ def loop(p: LoopParams, ctx: Context) -> LoopResult:
 
     It writes to a workspace of its own (./linelab-sim unless --workspace says otherwise) and
     refuses one that holds a real line's data."""
-    policy = LoopPolicy(chunk=p.chunk, optimise_recipe=p.optimise)
+    policy = LoopPolicy(chunk=p.chunk, look_hours=p.look_hours, optimise_recipe=p.optimise)
     total = p.units or open_simulator(p.simulator, p.scenario, p.seed).planned_units or 0
     with ctx.progress(3 * total or None, f"loop on {p.simulator} {p.scenario or ''}".strip()) as advance:
         result = run_session(ctx.workspace_path, p.scenario, p.seed, p.units, policy, advance=advance,

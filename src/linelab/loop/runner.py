@@ -50,21 +50,71 @@ NO_OWN_REMEDY = "a process condition with no remedy of its own left to try"
 
 
 class LoopPolicy(BaseModel):
-    """What the loop may do on its own, and how cautiously."""
+    """What the loop may do on its own, and how cautiously.
 
-    chunk: int = Field(1000, gt=0, description="units produced between two looks at the data")
+    Waits are in hours of the line's production, turned into units at the rate the line's own
+    records show (a line of a hundred units a day and one of twenty thousand look at their data,
+    judge a fix and run a trial over the same working time); a `*_units` value, where given,
+    overrides its hours."""
+
+    look_hours: float = Field(4.0, gt=0, description="line time between two looks at the data")
+    chunk: int | None = Field(None, gt=0, description="units produced between two looks (default: look_hours' worth)")
     min_lost_units: float = Field(20.0, description="act only on problems that cost at least this many units")
     auto_apply_recalled: bool = Field(True, description="apply a fix recalled from know-how with high confidence")
     auto_apply_diagnosed: bool = Field(True, description="apply the remedy of a confident diagnosis")
-    max_wait_units: int = Field(5000, description="units to wait for a confident diagnosis before acting on the best")
-    verify_units: int = Field(5000, description="units after a fix before judging it")
+    max_wait_hours: float = Field(20.0, gt=0, description="line time to wait for a confident diagnosis before "
+                                                        "acting on the best")
+    max_wait_units: int | None = Field(None, gt=0, description="the same in units (default: max_wait_hours' worth)")
+    verify_hours: float = Field(20.0, gt=0, description="line time after a fix before judging it")
+    verify_units: int | None = Field(None, gt=0, description="the same in units (default: verify_hours' worth)")
+    urgent_loss: float = Field(0.05, description="a problem losing this share of units or more is acted on at "
+                                                 "once on its best-ranked cause, without waiting for a sure one")
     max_actions: int = Field(3, description="actions tried on one problem before it is left to a person")
     optimise_recipe: bool = Field(True, description="run recipe trials between incidents")
     max_trials: int = Field(24, description="recipe trials before adopting the best recipe")
-    trial_units: int = Field(2500, gt=0, description="units one recipe trial runs (whole looks at the data)")
+    trial_hours: float = Field(10.0, gt=0, description="line time one recipe trial runs (whole looks at the data)")
+    trial_units: int | None = Field(None, gt=0, description="the same in units (default: trial_hours' worth)")
     search_share: float = Field(1 / 3, description="share of a planned run the recipe trials may take (at least "
                                                    "6 trials): a short run adopts sooner")
     max_trial_loss: float = Field(0.01, description="yield a trial may risk below the incumbent")
+
+
+# Confidence of the judgement, at a look before `verify_units`, that a fix did not take: it is
+# made at every look, so it must rarely call a working fix a failure by chance.
+EARLY_CONFIDENCE = 0.999
+# Units of the first look, before the line's records say how fast it produces.
+FIRST_LOOK_UNITS = 100
+
+
+class LineRate:
+    """Units per hour of line time, from the start times of the units produced so far."""
+
+    def __init__(self) -> None:
+        self.units = 0
+        self.t_first: datetime | None = None
+        self.t_last: datetime | None = None
+
+    def add(self, units: pa.Table) -> None:
+        if units.num_rows == 0:
+            return
+        t = pc.min_max(units.column("t_start")).as_py()
+        self.units += units.num_rows
+        self.t_first = t["min"] if self.t_first is None else min(self.t_first, t["min"])
+        self.t_last = t["max"] if self.t_last is None else max(self.t_last, t["max"])
+
+    @property
+    def per_hour(self) -> float | None:
+        if self.t_first is None or self.t_last is None or self.units < 2:
+            return None
+        hours = (self.t_last - self.t_first).total_seconds() / 3600
+        return (self.units - 1) / hours if hours > 0 else None
+
+    def units_in(self, hours: float, given: int | None, floor: int = 1) -> int:
+        """`given` units, or `hours` of production at the rate seen so far."""
+        if given is not None:
+            return given
+        rate = self.per_hour
+        return max(floor, round(hours * rate)) if rate else FIRST_LOOK_UNITS
 
 
 @dataclass
@@ -91,7 +141,7 @@ class Incident:
     riders: list[str] = field(default_factory=list)  # other problems judged by this one's fix
     truth_ids: list[str] = field(default_factory=list)
     # internal bookkeeping
-    waited: int = 0
+    waited: int = 0  # units looked at since it was first diagnosed without acting
     fixed_t: str | None = None
     onset_t: str | None = None
     tried: list[str] = field(default_factory=list)
@@ -166,17 +216,53 @@ class ClosedLoop:
         self.log = log or (lambda msg: None)
         self.optimiser: RecipeOptimizer | None = None
         self.seed = seed
+        self.rate = LineRate()
+        self.last_look = 0
         self.trial: Trial | None = None  # the recipe trial running now, over one or more looks
         self.planned_units: int | None = None  # the run's length, when known: it bounds the search
         self._reference_readings: pa.Table | None = None  # the units at the starting recipe
         self._moved: dict[tuple[datetime, datetime], set[str]] = {}  # readings each ended trial moved
 
+    # -- waits in units, at the line's own rate ---------------------------------------------
+    @property
+    def look_units(self) -> int:
+        """Units to produce before the next look at the data."""
+        return self.rate.units_in(self.policy.look_hours, self.policy.chunk, floor=10)
+
+    @property
+    def max_wait_units(self) -> int:
+        return self.rate.units_in(self.policy.max_wait_hours, self.policy.max_wait_units)
+
+    @property
+    def verify_units(self) -> int:
+        return self.rate.units_in(self.policy.verify_hours, self.policy.verify_units)
+
+    @property
+    def trial_units(self) -> int:
+        return self.rate.units_in(self.policy.trial_hours, self.policy.trial_units)
+
+    def _urgent(self, problem: dict[str, Any]) -> bool:
+        """Losing units fast: each look spent waiting for a sure diagnosis costs more than a wrong
+        first try (the loop tries up to `max_actions` and judges each)."""
+        losses = [0.0]
+        for signal in problem.get("signals") or []:
+            effect = signal.get("effect") or {}
+            if effect.get("excess_rate") is not None:
+                losses.append(float(effect["excess_rate"]))
+            elif effect.get("out_of_spec_now") is not None:
+                losses.append(float(effect["out_of_spec_now"]) - float(effect.get("out_of_spec_reference") or 0.0))
+        return max(losses) >= self.policy.urgent_loss
+
     # -- one chunk -------------------------------------------------------------------------
-    def step(self, n: int) -> None:
+    def step(self, n: int | None = None) -> None:
+        """Produce `n` units (default: one look's worth), ingest them and act on what they show."""
+        n = self.look_units if n is None else n
+        self.last_look = n
         self._start_trial()
         chunk = self.line.produce(n)
         self.ws.ingest_tables(chunk, source=self.source)
         self.state.curve.add(chunk["units"])
+        self.rate.add(chunk["units"])
         if self.trial is not None:
             self.trial.add(chunk["units"])
         elif self.optimiser is None and self.policy.optimise_recipe:
@@ -194,7 +280,7 @@ class ClosedLoop:
             floor = self.optimiser.floor() if self.optimiser else None
             # A trial surely below the incumbent by more than it may risk stops at once.
             stop = floor is not None and trial_guardrail(self.trial.units, self.trial.passed, floor)
-            if stop or self.trial.units >= self.policy.trial_units or self._busy():
+            if stop or self.trial.units >= self.trial_units or self._busy():
                 self._finish_trial(stopped=stop)
 
     @property
@@ -242,7 +328,7 @@ class ClosedLoop:
         p = self.policy
         if self.planned_units is None:
             return p.max_trials
-        return min(p.max_trials, max(6, int(self.planned_units * p.search_share / p.trial_units)))
+        return min(p.max_trials, max(6, int(self.planned_units * p.search_share / self.trial_units)))
 
     def _escalated(self, inc: Incident) -> bool:
         return inc.fixed_unit is None and (len(inc.actions_tried) >= self.policy.max_actions
@@ -265,7 +351,7 @@ class ClosedLoop:
         cut to less than half its length says too little to keep), the guardrail stops a bad one."""
         trial, self.trial = self.trial, None
         assert self.optimiser is not None and trial is not None and trial.t_from and trial.t_to
-        kept = stopped or trial.units >= self.policy.trial_units / 2
+        kept = stopped or trial.units >= self.trial_units / 2
         readings = unit_readings(self.ws, trial.t_from, trial.t_to)  # read once: optimiser and trial effects
         self._moved[(trial.t_from, trial.t_to)] = self._moved_of(readings)
         if kept:  # with the units' readings: the optimiser learns through the process
@@ -319,7 +405,7 @@ class ClosedLoop:
             return  # not enough data yet: look again after the next chunk
         except Exception as exc:  # noqa: BLE001 - one failed diagnosis must not stop the line's loop
             self.log(f"{inc.problem_id}: diagnosis failed ({type(exc).__name__}: {exc}); left to a person")
-            inc.waited += 1
+            inc.waited += self.last_look
             return
         inc.diagnosed_unit = inc.diagnosed_unit or self.produced
         candidates = self._candidates(diagnosis, inc)
@@ -345,7 +431,7 @@ class ClosedLoop:
                 (cause, action), inc.knowhow_reused = aimed[0], entry.id
         if inc.knowhow_reused is None:
             if not candidates:
-                inc.waited += 1
+                inc.waited += self.last_look
                 return
             cause, action = candidates[0]
             window = self._trial_at(inc.onset_t) if not inc.actions_tried else None
@@ -364,8 +450,8 @@ class ClosedLoop:
             if not self.policy.auto_apply_diagnosed:
                 return
             sure = diagnosis.confident or (own is not None and candidates[0] == own)
-            if not sure and inc.waited * self.policy.chunk < self.policy.max_wait_units:
-                inc.waited += 1  # not sure yet: more units will sharpen the diagnosis
+            if not sure and inc.waited < self.max_wait_units and not self._urgent(problem):
+                inc.waited += self.last_look  # not sure yet: more units will sharpen the diagnosis
                 return
         if self._not_its_remedy(problem, own, action):
             self._leave_to_person(inc, problem, NO_OWN_REMEDY)
@@ -508,7 +594,9 @@ class ClosedLoop:
         for inc in self.state.incidents.values():
             if inc.fixed_unit is None or inc.resolved_unit is not None:
                 continue
-            if self.produced - inc.fixed_unit < self.policy.verify_units:
+            waited = self.produced - inc.fixed_unit
+            early = waited < self.verify_units
+            if early and (waited < self.last_look or inc.rides_on):
                 continue
             problem = self.ws.get_artifact("problem", inc.problem_id) or {}
             scope = problem.get("scope") or {}
@@ -517,23 +605,33 @@ class ClosedLoop:
             after = cost.scope_counts(self.ws, scope, inc.fixed_t or "", None)
             normal_from = cost.units_before(self.ws, onset, after[0])
             normal = cost.scope_counts(self.ws, scope, normal_from, onset)
+            if early:
+                # A fix that plainly did not take (the units after it fail as they did before it,
+                # far above normal) is judged at the next look: the next cause is tried at once.
+                sure = EARLY_CONFIDENCE
+                if (compare_yields(incident, after, confidence=sure).verdict == "no clear change"
+                        and compare_yields(normal, after, confidence=sure).verdict == "worse"):
+                    self._failed(inc)
+                continue
             symptom = verify.symptom_recovered(self.ws, problem, normal_from, onset, inc.fixed_t or onset)
             better = compare_yields(incident, after).verdict == "improved" or symptom is True
             # Back to normal: no longer distinguishable from the units before the onset.
             recovered = compare_yields(normal, after).verdict != "worse" and symptom is not False
-            waited = self.produced - inc.fixed_unit
-            if better or (recovered and waited >= 2 * self.policy.verify_units):
+            if better or (recovered and waited >= 2 * self.verify_units):
                 inc.resolved_unit = self.produced
                 set_status(self.ws, inc.problem_id, "resolved",
                            note=f"{inc.action} verified ({'improved' if better else 'back to normal'})")
                 self._write_knowhow(inc, problem, incident, after)
                 self.log(f"{inc.problem_id} resolved by {inc.action}")
-            elif not recovered or waited >= 2 * self.policy.verify_units:
-                inc.failed_actions += 0 if inc.rides_on else 1
-                inc.fixed_unit, inc.rides_on = None, None
-                with contextlib.suppress(UserError):
-                    set_status(self.ws, inc.problem_id, "open", note=f"{inc.action} did not help")
-                self.log(f"{inc.problem_id}: {inc.action} did not help; trying the next cause")
+            elif not recovered or waited >= 2 * self.verify_units:
+                self._failed(inc)
+
+    def _failed(self, inc: Incident) -> None:
+        inc.failed_actions += 0 if inc.rides_on else 1
+        inc.fixed_unit, inc.rides_on = None, None
+        with contextlib.suppress(UserError):
+            set_status(self.ws, inc.problem_id, "open", note=f"{inc.action} did not help")
+        self.log(f"{inc.problem_id}: {inc.action} did not help; trying the next cause")
 
     def _write_knowhow(self, inc: Incident, problem: dict[str, Any], before: tuple[int, int],
                        after: tuple[int, int]) -> None:

@@ -79,19 +79,18 @@ def run_session(workspace: str | Path | None, scenario: str | None, seed: int, u
     loop.planned_units = total
     try:
         while loop.produced < total:
-            n = min(policy.chunk, total - loop.produced)
+            n = min(loop.look_units, total - loop.produced)
             loop.step(n)
             if advance:
                 advance(n)
         seconds = time.perf_counter() - start
-        none = run_baseline(open_simulator(simulator, scenario, seed), total, policy.chunk, oracle=False,
-                            on_chunk=advance)
-        oracle = run_baseline(open_simulator(simulator, scenario, seed), total, policy.chunk, oracle=True,
-                              on_chunk=advance)
+        look = loop.look_units  # the baselines' curves at the loop's own resolution
+        none = run_baseline(open_simulator(simulator, scenario, seed), total, look, oracle=False, on_chunk=advance)
+        oracle = run_baseline(open_simulator(simulator, scenario, seed), total, look, oracle=True, on_chunk=advance)
         curves: dict[str, Curve] = {"none": none, "loop": loop.state.curve, "oracle": oracle}
         yields = {k: c.mean_yield() for k, c in curves.items()}
         result = {
-            "simulator": simulator, "scenario": line.scenario_name, "seed": seed, "units": total, "chunk": policy.chunk,
+            "simulator": simulator, "scenario": line.scenario_name, "seed": seed, "units": total, "chunk": look,
             "seconds_loop": round(seconds, 1),
             "first_pass_yield": {k: round(v, 5) for k, v in yields.items()},
             "copq_per_unit": {k: round(c.mean_copq(), 5) for k, c in curves.items()},
