@@ -92,7 +92,7 @@ class EngineConfig:
     # that time), between `rate_min_every` and `rate_every` records.
     rate_every: int = 1000
     rate_min_every: int = 100
-    rate_every_hours: float = 12.0
+    rate_every_hours: float = 2.0
     rate_alpha: float = 1e-4  # BH false discovery level per evaluation
     rate_min_ratio: float = 1.3  # smallest rate ratio worth a problem
     rate_min_excess: float = 0.005  # smallest excess failure rate worth a problem
@@ -838,36 +838,61 @@ class RateStream:
         checkpoints = before + np.arange(first, len(g) + 1, every)
         self.scored += len(g)
         flagged: dict[int, list[Any]] = {}
+        scales = self._scales()
         for e in checkpoints:
-            lo = max(0, e - w)
-            n = np.bincount(G[lo:e], minlength=len(self.names))
-            d = np.bincount(G[lo:e], weights=F[lo:e], minlength=len(self.names)).astype(np.int64)
-            present = np.flatnonzero(n)
-            np_, dp = n[present], d[present]
-            if self.factor == "station":
-                v = self.monitor.test_counts(present, np_, dp)
-            elif self.factor in MATERIAL_FACTORS:
-                v = self._test_concurrent(G[lo:e], F[lo:e], present, np_, dp)
-            else:
-                # Each group against its peers in the same window: a rise that hits every
-                # group alike is the station's (its own stream), not any one group's.
-                peers_n, peers_d = np_.sum() - np_, dp.sum() - dp
-                has_peers = peers_n >= 500
-                # Shrunk towards the reference rate: a few hundred peer units with no failure
-                # must not make the comparison rate zero.
-                prior = self.cfg.rate_peer_prior
-                peer_rate = (peers_d + prior * self.monitor.reference_rate_) / (peers_n + prior)
-                v = self.monitor.test_counts(present, np_, dp, reference=peer_rate)
-                v.alarm &= has_peers
+            # Each checkpoint looks back over nested windows, from the last `every` records to
+            # the whole moving window: a rise is judged on the records since it began, not
+            # diluted in twenty thousand (a lot failing a quarter of its units is plain within a
+            # few hundred). The scales share the false-alarm level (Bonferroni).
+            seen: set[int] = set()
+            for span in scales:
+                lo = max(0, e - span)
+                if lo in seen:
+                    continue
+                seen.add(lo)
+                v, present = self._verdicts(G[lo:e], F[lo:e], len(scales))
+                for i in np.flatnonzero(v.alarm):
+                    grp = int(present[i])
+                    hits = flagged.setdefault(grp, [])
+                    if not hits or hits[-1][0] != int(e):
+                        hits.append((int(e), v.row(int(i))))
             self.evaluations += 1
-            for i in np.flatnonzero(v.alarm):
-                grp = int(present[i])
-                flagged.setdefault(grp, []).append((int(e), v.row(int(i))))
         keep = max(0, len(G) - w)
         self.g, self.f, self.units, self.t = G[keep:], F[keep:], U[keep:], T[keep:]
         alarms = [self._alarm(grp, hits, G, F, U, T, seq) for grp, hits in flagged.items()]
         self.alarms += len(alarms)
         return alarms
+
+    def _scales(self) -> list[int]:
+        """Look-back spans of each test: `every` records doubling up to the moving window."""
+        w = self.cfg.rate_window
+        spans = [int(self.every * 2**k) for k in range(32) if self.every * 2**k < w]
+        return [*spans, w]
+
+    def _verdicts(self, g: np.ndarray, f: np.ndarray, looks: int) -> tuple[Any, np.ndarray]:
+        """Each group's verdict over one window of records, at the level `rate_alpha / looks`."""
+        assert self.monitor is not None
+        n = np.bincount(g, minlength=len(self.names))
+        d = np.bincount(g, weights=f, minlength=len(self.names)).astype(np.int64)
+        present = np.flatnonzero(n)
+        np_, dp = n[present], d[present]
+        if self.factor == "station":
+            v = self.monitor.test_counts(present, np_, dp)
+        elif self.factor in MATERIAL_FACTORS:
+            v = self._test_concurrent(g, f, present, np_, dp)
+        else:
+            # Each group against its peers in the same window: a rise that hits every
+            # group alike is the station's (its own stream), not any one group's.
+            peers_n, peers_d = np_.sum() - np_, dp.sum() - dp
+            has_peers = peers_n >= 500
+            # Shrunk towards the reference rate: a few hundred peer units with no failure
+            # must not make the comparison rate zero.
+            prior = self.cfg.rate_peer_prior
+            peer_rate = (peers_d + prior * self.monitor.reference_rate_) / (peers_n + prior)
+            v = self.monitor.test_counts(present, np_, dp, reference=peer_rate)
+            v.alarm &= has_peers
+        v.alarm &= v.q_value < self.cfg.rate_alpha / looks
+        return v, present
 
     def _test_concurrent(self, g: np.ndarray, f: np.ndarray, present: np.ndarray, n: np.ndarray,
                          d: np.ndarray) -> Any:
@@ -1077,7 +1102,10 @@ class MonitorEngine:
             alarms += self._steps(ws, lo, hi, report, fixes)
             alarms += self._materials(ws, lo, hi, report, fixes)
             # Alarms that can open a problem first, then those that can only join one (same chunk).
-            for alarm in sorted(alarms, key=lambda a: (bool(a.effect.get("supporting")), a.first.t or "")):
+            # Of alarms raised by the same evidence, the narrowest leads the problem they share: a
+            # shift's or a machine's rise says more than the whole station's that it makes.
+            for alarm in sorted(alarms, key=lambda a: (bool(a.effect.get("supporting")), a.first.t or "",
+                                                       a.entity.endswith("/*"))):
                 if alarm.effect.pop("supporting", False):
                     book.join(alarm)
                 else:
