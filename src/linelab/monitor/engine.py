@@ -846,7 +846,7 @@ class RateStream:
             # few hundred). The scales share the false-alarm level (Bonferroni).
             seen: set[int] = set()
             for span in scales:
-                lo = int(max(0, e - span))
+                lo = max(0, int(e) - span)
                 if lo in seen:
                     continue
                 seen.add(lo)
