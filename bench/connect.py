@@ -44,7 +44,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from linelab.connect import mqtt as link
-from linelab.connect.sparkplug.connector import Connector, Settings
+from linelab.connect.sparkplug.connector import Batch, Connector, Settings
 from linelab.connect.sparkplug.edge import EdgeNode
 from linelab.connect.sparkplug.host import Outcome
 from linelab.connect.sparkplug.payload import BDSEQ, BOOLEAN, INT64, REBIRTH, Metric, decode, encode, now_ms
@@ -196,12 +196,16 @@ class TimedConnector(Connector):
         self.sent_ms += [e.message.timestamp or 0 for e in out.deliver]
         super()._apply(out)
 
-    def _flush(self) -> None:
+    def _cut(self) -> Batch:
+        batch = super()._cut()
+        batch.notes["sent_ms"], self.sent_ms = self.sent_ms, []
+        return batch
+
+    def _store(self, batch: Batch) -> None:
         before = self.status.stored
-        super()._flush()
+        super()._store(batch)
         now = now_ms()
-        self.latencies_ms += [now - t for t in self.sent_ms]
-        self.sent_ms = []
+        self.latencies_ms += [now - t for t in batch.notes["sent_ms"]]
         if self.status.stored > before:
             self.last_stored = time.time()
 

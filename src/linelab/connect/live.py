@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +35,15 @@ from linelab.store.schema import RECORD_TABLES
 from linelab.store.workspace import Workspace
 
 STATE_KIND = "mqtt_host"  # artefact: the host's edge node sessions, saved with each flush
+
+
+@dataclass
+class Pending:
+    """A batch taken from the sink: rows per source, unreadable payloads, the connection's events."""
+
+    pending: dict[str, Rows]
+    bad: list[dict[str, Any]]
+    events: Rows
 
 
 def live_sources(profile: Profile) -> list[Source]:
@@ -109,11 +119,22 @@ class LiveSink:
                          "table": tables[0], "reason": reason, "topic": topic,
                          "raw": f"{topic} {bytes(payload[:200]).hex()}"})
 
+    def take(self) -> Pending:
+        """What is pending, handed over to be stored (`store`); the sink starts a new batch."""
+        taken = Pending(self.pending, self.bad, self.events)
+        self.pending, self.bad, self.events, self.rows_pending = {}, [], Rows(), 0
+        return taken
+
     def flush(self, state: dict[str, Any] | None = None) -> dict[str, int]:
         """Store what is pending (and the host's state); returns this flush's counts."""
+        return self.store(self.take(), state)
+
+    def store(self, batch: Pending, state: dict[str, Any] | None = None) -> dict[str, int]:
+        """Store a batch taken from the sink (and the host's state at that moment) in one ingest."""
         tables: dict[str, list[pa.Table]] = defaultdict(list)
+        bad = list(batch.bad)
         for source in self.sources:
-            rows = self.pending.get(source.name)
+            rows = batch.pending.get(source.name)
             if rows is None or not rows.n:
                 continue
             typed = rows.typed(source) if maps_nothing(source) else None
@@ -124,9 +145,9 @@ class LiveSink:
             try:
                 tables[source.table].append(apply(source, rows.text(needed_columns(source)), 1, where))
             except UserError as exc:  # messages that do not fit the source: kept with the reason, not fatal
-                self._reject_rows(source, rows, str(exc))
-        if self.events.n:
-            tables["events"].append(self.events.text([]))
+                bad += self._rejected_rows(source, rows, str(exc))
+        if batch.events.n:
+            tables["events"].append(batch.events.text([]))
         # A record delivered twice within one batch is the store's to drop, as a repeat within a file is
         # (the host already drops a Sparkplug message delivered again by its seq).
         merged = {name: _concat(parts) for name, parts in tables.items()}
@@ -138,12 +159,9 @@ class LiveSink:
                 counts["updated"] += t.updated
                 counts["duplicates"] += t.duplicates + (t.received if t.skipped_batch else 0)
                 counts["quarantined"] += t.quarantined
-        counts["garbage"] = self._quarantine_garbage()
+        counts["garbage"] = self._quarantine_garbage(bad)
         if state is not None:
             self.ws.put_artifact(STATE_KIND, self.name, {"sessions": state})
-        self.pending.clear()
-        self.events = Rows()
-        self.rows_pending = 0
         for k, v in counts.items():
             self.totals[k] += v
         self.totals["flushes"] += 1
@@ -152,18 +170,20 @@ class LiveSink:
     def saved_state(self) -> dict[str, Any]:
         return (self.ws.get_artifact(STATE_KIND, self.name) or {}).get("sessions", {})
 
-    def _reject_rows(self, source: Source, rows: Rows, reason: str) -> None:
+    def _rejected_rows(self, source: Source, rows: Rows, reason: str) -> list[dict[str, Any]]:
+        out = []
         table = rows.text([])
         for i, row in enumerate(table.to_pylist()):
             raw = json.dumps(row)
-            self.bad.append({"batch_id": "mqtt-" + xxhash.xxh3_128_hexdigest(f"{source.name}\0{raw}".encode()),
-                             "table": source.table, "reason": reason, "row": i + 1, "field": "(message)",
-                             "raw": raw[:2000]})
+            out.append({"batch_id": "mqtt-" + xxhash.xxh3_128_hexdigest(f"{source.name}\0{raw}".encode()),
+                        "table": source.table, "reason": reason, "row": i + 1, "field": "(message)",
+                        "raw": raw[:2000]})
+        return out
 
-    def _quarantine_garbage(self) -> int:
+    def _quarantine_garbage(self, bad: list[dict[str, Any]]) -> int:
         n = 0
         now = datetime.now(UTC).replace(tzinfo=None)
-        for b in self.bad:
+        for b in bad:
             if self.ws.scalar("SELECT count(*) FROM quarantine WHERE batch_id = ?", [b["batch_id"]]):
                 continue  # the same unreadable message delivered again
             self.ws.backend.execute('INSERT INTO quarantine (batch_id, source, table_name, "row", field, reason, '
@@ -171,7 +191,6 @@ class LiveSink:
                                     [b["batch_id"], self.name, b["table"], b.get("row", 0), b.get("field", "payload"),
                                      b["reason"], b["raw"], now])
             n += 1
-        self.bad.clear()
         return n
 
 

@@ -10,11 +10,16 @@ Delivery is at least once, storage exactly once:
   aliases and the next seq of every node without waiting for a rebirth.
 
 Back-pressure: the network thread hands messages to a bounded queue and blocks when it is full
-(the broker then holds the rest); the writer thread decodes, orders and batches them, and flushes
-as soon as it has caught up with the queue, else when a batch reaches `batch_rows` rows or its
-first record has waited `batch_seconds` seconds, or three times what the last flushes took if that
-is longer: a flush costs much the same for 1,000 rows as for 20,000, so while messages queue up the
-batches grow until storing them takes at most about a quarter of the writer's time.
+(the broker then holds the rest); the writer thread decodes, orders and batches them; a flusher
+thread stores each batch and then acknowledges its messages, while the writer decodes the next
+(the store's work runs in DuckDB or PostgreSQL, outside the GIL). The writer hands a batch over
+as soon as the flusher is free; while the flusher stores one, the next is handed over when the
+writer has caught up with the queue or its first record has waited `batch_seconds` (or three times
+what a flush takes, if that is longer); a batch of `batch_rows` rows waits for the flusher to take
+it. So while messages queue up, batches grow to what the writer decodes while the flusher stores
+the last one (a flush costs much the same for 1,000 rows as for 20,000). Each batch carries the host's state at
+the moment it was cut, and the messages it acknowledges, so what is saved and acknowledged is what
+was stored.
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from linelab.connect import mqtt as link
-from linelab.connect.live import LiveSink, live_sources
+from linelab.connect.live import LiveSink, Pending, live_sources
 from linelab.connect.sparkplug.host import Envelope, Host, Outcome
 from linelab.connect.sparkplug.payload import (
     BOOLEAN,
@@ -65,6 +71,18 @@ class Settings:
     reorder_timeout: float = 2.0
     receive_maximum: int = 20_000
     session_expiry: int = SESSION_EXPIRY_S
+
+
+@dataclass
+class Batch:
+    """What one flush stores, as the writer cut it."""
+
+    rows: Pending
+    state: dict[str, Any]  # the host's sessions at the cut
+    acks: list[mqtt.MQTTMessage]  # the messages whose records (or verdict) it holds
+    host_counts: dict[str, int]
+    nodes_online: list[str]
+    notes: dict[str, Any] = field(default_factory=dict)  # for a subclass (the benchmark's timings)
 
 
 @dataclass
@@ -127,6 +145,12 @@ class Connector:
         self.stop = threading.Event()
         self.on_report: Callable[[Connector], None] | None = None  # once connected, then after each flush
         self.flush_seconds = 0.0  # what a flush takes, smoothed: how long a batch may grow while messages queue
+        # The flusher thread and the batches in its hands (at most two: the writer then waits).
+        self._batches: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
+        self._outstanding = 0
+        self._handed = threading.Condition()
+        self._flusher: threading.Thread | None = None
+        self._failure: BaseException | None = None
         self.client = link.make_client(self.settings.client_id, manual_ack=True)
         self.client.on_message = self._on_message
         self.client.will_set(self._state_topic, json.dumps({"online": False}), qos=1, retain=True)
@@ -160,7 +184,13 @@ class Connector:
             self.on_report(self)
 
     def close(self) -> None:
-        self._flush()
+        try:
+            self._flush()
+        finally:
+            if self._flusher is not None:
+                self._batches.put(None)
+                self._flusher.join()
+                self._flusher = None
         self.client.publish(self._state_topic, json.dumps({"online": False}), qos=1, retain=True)
         self.client.disconnect()
         self.client.loop_stop()
@@ -204,13 +234,16 @@ class Connector:
                 if first_pending is None:
                     first_pending = now
             self._apply(self.host.tick(now))
-            if first_pending is not None and (self.sink.rows_pending >= s.batch_rows
-                                              or now - first_pending >= max(s.batch_seconds, 3 * self.flush_seconds)
-                                              or (msg is None and self.to_ack)):
-                started = time.monotonic()
-                self._flush()
-                took = time.monotonic() - started
-                self.flush_seconds = took if not self.flush_seconds else 0.7 * self.flush_seconds + 0.3 * took
+            if self._failure is not None:
+                raise self._failure
+            # To the flusher when it is free, when the batch is full (waiting for it if need be), or, while it
+            # holds only one batch, when the writer has caught up or the batch's first record has waited long.
+            if first_pending is not None and (
+                    self._outstanding == 0 or self.sink.rows_pending >= s.batch_rows
+                    or (self._outstanding < 2 and ((msg is None and bool(self.to_ack))
+                                                   or now - first_pending >= max(s.batch_seconds,
+                                                                                 3 * self.flush_seconds)))):
+                self._hand_over()
                 first_pending = None
 
     # -- writer thread --------------------------------------------------------------------------
@@ -278,21 +311,66 @@ class Connector:
         self.client.publish(f"{NAMESPACE}/{group}/NCMD/{node}", payload, qos=1)
         self.status.rebirths_asked += 1
 
+    # -- flushing -------------------------------------------------------------------------------
     def _flush(self) -> None:
-        counts = self.sink.flush(self.host.state())
-        for msg in self.to_ack:
+        """Store what is pending and wait until every batch handed over is stored and acknowledged."""
+        self._hand_over()
+        with self._handed:
+            while self._outstanding and self._failure is None:
+                self._handed.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    def _cut(self) -> Batch:
+        """The pending rows, the host's state now and the messages to acknowledge once they are stored."""
+        batch = Batch(self.sink.take(), self.host.state(), self.to_ack, dict(self.host.counts),
+                      sorted("/".join(k) for k, s in self.host.sessions.items() if s.online))
+        self.to_ack = []
+        return batch
+
+    def _hand_over(self) -> None:
+        """Give the flusher the batch pending (waiting while it holds two)."""
+        with self._handed:
+            while self._outstanding >= 2 and self._failure is None:
+                self._handed.wait()
+            if self._failure is not None:
+                raise self._failure
+            self._outstanding += 1
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._flushing, name="linelab-mqtt-flush", daemon=True)
+            self._flusher.start()
+        self._batches.put(self._cut())
+
+    def _flushing(self) -> None:
+        """The flusher thread: stores batches in order; the first failure stops it (the writer raises it,
+        and the messages of the batches not stored stay unacknowledged, so the broker sends them again)."""
+        while (batch := self._batches.get()) is not None:
+            if self._failure is None:
+                started = time.monotonic()
+                try:
+                    self._store(batch)
+                except BaseException as exc:  # noqa: BLE001 - handed to the writer, which raises it
+                    self._failure = exc
+                took = time.monotonic() - started
+                self.flush_seconds = took if not self.flush_seconds else 0.7 * self.flush_seconds + 0.3 * took
+            with self._handed:
+                self._outstanding -= 1
+                self._handed.notify_all()
+
+    def _store(self, batch: Batch) -> None:
+        counts = self.sink.store(batch.rows, batch.state)
+        for msg in batch.acks:
             if msg.qos > 0:
                 self.client.ack(msg.mid, msg.qos)
-        self.to_ack = []
         st = self.status
         st.stored += counts["stored"] + counts["updated"]
         st.duplicates += counts["duplicates"]
         st.quarantined += counts["quarantined"] + counts["garbage"]
         st.flushes += 1
-        st.redelivered = self.host.counts["duplicates"]
-        st.gaps = self.host.counts["gaps"]
-        st.missing = self.host.counts["missing"]
-        st.nodes_online = sorted("/".join(k) for k, s in self.host.sessions.items() if s.online)
+        st.redelivered = batch.host_counts["duplicates"]
+        st.gaps = batch.host_counts["gaps"]
+        st.missing = batch.host_counts["missing"]
+        st.nodes_online = batch.nodes_online
         st.last_flush = ms_to_iso(now_ms())
         if self.on_report is not None:
             self.on_report(self)

@@ -46,6 +46,7 @@ class EdgeNode:
         self.client = link.make_client(f"edge-{group}-{node}")
         self.client.on_message = self._on_message
         self.rebirths = 0
+        self.dead = False  # closed: a rebirth asked for as it closes must not follow its death certificate
         # QoS 1 publishes the broker has not acknowledged yet (paho resends them after a reconnection).
         self.unacked: set[int] = set()
         self.acked_early: set[int] = set()  # PUBACKs that came before publish() returned
@@ -76,6 +77,8 @@ class EdgeNode:
 
     def birth(self) -> None:
         with self.lock:
+            if self.dead:
+                return
             self.seq = 0
             node = [Metric(BDSEQ, self.bdseq, INT64), Metric(REBIRTH, False, BOOLEAN)]
             node += [Metric(n, None, dt, alias=a) for n, (a, dt) in self.node_metrics.items()]
@@ -97,6 +100,9 @@ class EdgeNode:
             time.sleep(0.01)
 
     def close(self, graceful: bool = True) -> None:
+        self.flush()
+        with self.lock:  # no birth after this (a host's rebirth command answered as the node closes)
+            self.dead = True
         self.flush()
         if graceful:  # a clean shutdown says so; a crash leaves it to the broker (the will)
             info = self.client.publish(self.topic("NDEATH"), encode([Metric(BDSEQ, self.bdseq, INT64)], None), qos=1)

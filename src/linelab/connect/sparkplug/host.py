@@ -56,7 +56,7 @@ class Session:
 
     def state(self) -> dict[str, Any]:
         return {"bdseq": self.bdseq, "expected": self.expected, "online": self.online, "born": self.born,
-                "aliases": {str(k): v for k, v in self.aliases.items()}, "missing": self.missing,
+                "aliases": {str(k): v for k, v in self.aliases.items()}, "missing": list(self.missing),
                 "earlier": {str(k): v for k, v in self.earlier.items()}}
 
     @classmethod
