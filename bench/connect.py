@@ -151,7 +151,7 @@ def baseline(messages: list[Message], path: Path, url: str, group: str, read_val
 
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         p = Payload()
-        p.ParseFromString(msg.payload)
+        p.ParseFromString(bytes(msg.payload))
         got["n"] += 1
         if read_values:  # what a consumer of the data does: every metric's value, as protobuf gives it
             got["values"] += len([getattr(m, m.WhichOneof("value") or "is_null") for m in p.metrics])
@@ -332,7 +332,7 @@ def _mqtt_section(quick: bool, folder: Path, url: str) -> dict[str, Any]:
     stored3 = sum(ws3.count(t) for t in TABLES) - int(own)
     quarantined = ws3.count("quarantine")
     ws3.close()
-    faults = {"messages": len(bad), "garbage_sent": garbage, "quarantined": quarantined,
+    faults: dict[str, Any] = {"messages": len(bad), "garbage_sent": garbage, "quarantined": quarantined,
               "expected_records": expect_rows, "stored_records": stored3,
               "lost": max(0, expect_rows - stored3), "duplicated": max(0, stored3 - expect_rows),
               "redelivered_dropped": c3.status.redelivered, "gaps": c3.status.gaps}
