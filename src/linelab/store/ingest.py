@@ -139,6 +139,16 @@ def _insert_sql(name: str, rows: pa.Table, seq: int) -> str:
     return f"INSERT INTO {name} SELECT {cols}{lineage} FROM _incoming AS s"
 
 
+_HASHING: list[duckdb.DuckDBPyConnection] = []
+
+
+def _hashing() -> duckdb.DuckDBPyConnection:
+    """An in-memory database, opened once, whose connections (cursors) hash batches' keys."""
+    if not _HASHING:
+        _HASHING.append(duckdb.connect())
+    return _HASHING[0]
+
+
 class _Repeats(threading.Thread):
     """Hashes a batch's natural keys on a connection of its own: `found` when two rows may share one."""
 
@@ -147,7 +157,7 @@ class _Repeats(threading.Thread):
         self.table, self.name, self.found = table, name, True
 
     def run(self) -> None:
-        con = duckdb.connect()
+        con = _hashing().cursor()  # a connection of its own to a database kept for this: opening one costs ~15 ms
         try:
             con.register("_incoming", self.table)
             keys = ", ".join(q(k) for k in NATURAL_KEYS[self.name])
