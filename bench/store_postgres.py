@@ -6,7 +6,9 @@
    ingest into a PostgreSQL workspace, and (b) by a raw binary COPY (ADBC, the fastest client
    path, one transaction per batch too) into a plain table of the same columns, in the same
    run, interleaved, best of --repeat. The ratio is LineLab's price per row (target >= 0.7);
-   the same batches into a DuckDB workspace show what validation and de-duplication cost alone.
+   (c) the same COPY into a table shaped as the store's (lineage `batch`, revision `_rev` and its
+   index) shows what the layout alone costs, and the same batches into a DuckDB workspace what
+   validation and de-duplication cost alone. The machine's load average is reported with them.
 2. Monitor: the twin writes the same line (same seed) into a DuckDB workspace and a PostgreSQL
    one; `monitor run` then processes it on each; records per second on each, and the ratio. A
    fresh process first reads the records into its replica: that time is reported too.
@@ -18,6 +20,7 @@ uses schemas of its own and drops them. One JSON line is printed last.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import tempfile
@@ -68,14 +71,22 @@ def drop_schema(schema: str) -> None:
         cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-def raw_copy(batches: list[pa.Table]) -> float:
-    """Binary COPY of the batches into a plain table, one transaction each."""
+def raw_copy(batches: list[pa.Table], store_shape: bool = False) -> float:
+    """Binary COPY of the batches into a plain table, one transaction each. `store_shape`: into a table
+    shaped as the store's (its lineage `batch` and revision `_rev` columns and the `_rev` block-range
+    index), the same constants sent with each row: what the store's layout costs before any of its work."""
     schema = f"bench_raw_{uuid.uuid4().hex[:8]}"
+    extra = ", batch BIGINT, _rev BIGINT NOT NULL" if store_shape else ""
     try:
         with dbapi.connect(PG_URL, autocommit=True) as con, con.cursor() as cur:
             cur.execute(f'CREATE SCHEMA "{schema}"')
             cur.execute(f'CREATE TABLE "{schema}".measurements (unit_id VARCHAR, station VARCHAR, name VARCHAR, '
-                        "value DOUBLE PRECISION, t TIMESTAMP)")
+                        f"value DOUBLE PRECISION, t TIMESTAMP{extra})")
+            if store_shape:
+                cur.execute(f'CREATE INDEX ON "{schema}".measurements USING brin (_rev)')
+                batches = [b.append_column("batch", pa.array(np.full(b.num_rows, i + 1, np.int64)))
+                           .append_column("_rev", pa.array(np.full(b.num_rows, i + 1, np.int64)))
+                           for i, b in enumerate(batches)]
             start = time.perf_counter()
             for batch in batches:
                 cur.execute("BEGIN")
@@ -109,6 +120,10 @@ def duckdb_append(batches: list[pa.Table], folder: Path) -> float:
         return time.perf_counter() - start
 
 
+def open_and_close(where: str) -> None:
+    Workspace.open(where).close()
+
+
 def timed(run: Callable[[], object]) -> float:
     start = time.perf_counter()
     run()
@@ -123,7 +138,7 @@ def monitor_rates(units: int, folder: Path) -> dict[str, float]:
         for name, where in (("duckdb", str(folder / "duck")), ("postgres", workspace_url(schema, folder / schema))):
             call("twin run", workspace=where, units=units, seed=1)
             if name == "postgres":  # what a fresh process pays first: reading the records into its replica
-                out["postgres_open_s"] = timed(lambda w=where: Workspace.open(w).close())
+                out["postgres_open_s"] = timed(functools.partial(open_and_close, where))
             start = time.perf_counter()
             run = call("monitor run", workspace=where).model_dump()
             seconds = time.perf_counter() - start
@@ -148,10 +163,11 @@ def main() -> None:
     units = args.units or (2_000 if args.quick else 20_000)
     table = measurements(rows)
     batches = [table.slice(i, batch) for i in range(0, table.num_rows, batch)]
-    raw, ours, duck = [], [], []
+    raw, shaped, ours, duck = [], [], [], []
     with tempfile.TemporaryDirectory() as d:
         for _ in range(args.repeat):  # interleaved, best of N: all see the same machine state
             raw.append(raw_copy(batches))
+            shaped.append(raw_copy(batches, store_shape=True))
             ours.append(linelab_append(batches, Path(d)))
             duck.append(duckdb_append(batches, Path(d)))
         monitor = monitor_rates(units, Path(d))
@@ -162,6 +178,9 @@ def main() -> None:
         "append_rows_per_s": round(rows / min(ours)),
         "raw_copy_rows_per_s": round(rows / min(raw)),
         "append_ratio_vs_raw_copy": round(min(raw) / min(ours), 3),
+        "store_shaped_copy_rows_per_s": round(rows / min(shaped)),
+        "store_shaped_copy_ratio_vs_raw_copy": round(min(raw) / min(shaped), 3),
+        "load_average": round(os.getloadavg()[0], 2),
         "duckdb_append_rows_per_s": round(rows / min(duck)),
         "monitor_records": int(monitor["records"]),
         "monitor_records_per_s_postgres": round(monitor["postgres"]),
@@ -173,6 +192,8 @@ def main() -> None:
     print(f"raw binary COPY:             {result['raw_copy_rows_per_s']:,} rows/s")
     print(f"LineLab ingest (PostgreSQL): {result['append_rows_per_s']:,} rows/s")
     print(f"ratio vs raw COPY:           {result['append_ratio_vs_raw_copy']}  (target >= 0.7)")
+    print(f"COPY into the store's shape: {result['store_shaped_copy_rows_per_s']:,} rows/s "
+          f"(ratio {result['store_shaped_copy_ratio_vs_raw_copy']}: batch and _rev columns, _rev index, no other work)")
     print(f"LineLab ingest (DuckDB):     {result['duckdb_append_rows_per_s']:,} rows/s  (validation alone)")
     print(f"monitor run, {result['monitor_records']:,} records: PostgreSQL "
           f"{result['monitor_records_per_s_postgres']:,}/s, DuckDB {result['monitor_records_per_s_duckdb']:,}/s "
