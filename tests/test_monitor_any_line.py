@@ -172,3 +172,36 @@ def test_a_small_clean_line_raises_nothing(tmp_path: Path) -> None:
     ws = feed(tmp_path / "ws", chunks)
     assert list_problems(ws) == []
     ws.close()
+
+
+def _station_stream_alarm_at(onset: int, rate: float, per_day: int, chunk: int) -> int | None:
+    """Feed one station's first visits (0.5 % failing, `rate` from `onset`) in chunks, as a line
+    would; return the record after which the station's failure-rate stream first alarms."""
+    from linelab.monitor.engine import EngineConfig, RateStream
+
+    rng = np.random.default_rng(7)
+    n = onset + 3000
+    fails = rng.random(n) < np.where(np.arange(n) < onset, 0.005, rate)
+    t = (np.arange(n) * 86_400e6 / per_day).astype(np.int64)
+    stream = RateStream("station", "LEAK", EngineConfig())
+    ref_end = int(EngineConfig().reference_hours * 3.6e9)
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        units = np.array([f"U{i}" for i in range(lo, hi)], dtype=object)
+        if stream.process(np.zeros(hi - lo, dtype=np.int64), ["LEAK"], fails[lo:hi], units, t[lo:hi], lo,
+                          ref_end):
+            return hi
+    return None
+
+
+def test_a_rise_in_failures_is_raised_within_hours_on_a_slow_line_and_a_fast_one() -> None:
+    """The failure-rate test ran every twelve hours of records over a 20,000-record window: on a
+    line of 2,000 units a day a rise to 5 % failing was raised 1,350 units after it began, and on a
+    line of 100 a day a lot failing 25 % of its units 200 units (two days) after. It now looks back
+    over the last few dozen records too, every two hours of the line's records."""
+    at = _station_stream_alarm_at(onset=5000, rate=0.05, per_day=2000, chunk=50)
+    assert at is not None and at - 5000 <= 500
+    at = _station_stream_alarm_at(onset=5000, rate=0.25, per_day=100, chunk=10)
+    assert at is not None and at - 5000 <= 100
+    # ... and a clean stream of the same length raises nothing
+    assert _station_stream_alarm_at(onset=8000, rate=0.005, per_day=2000, chunk=50) is None
