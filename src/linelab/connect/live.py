@@ -39,11 +39,11 @@ STATE_KIND = "mqtt_host"  # artefact: the host's edge node sessions, saved with 
 
 @dataclass
 class Pending:
-    """A batch taken from the sink: rows per source, unreadable payloads, the connection's events."""
+    """A batch taken from the sink, ready to store: its tables in the store's order, and the
+    payloads (or rows) that cannot be stored, for the quarantine."""
 
-    pending: dict[str, Rows]
+    tables: dict[str, pa.Table]
     bad: list[dict[str, Any]]
-    events: Rows
 
 
 def live_sources(profile: Profile) -> list[Source]:
@@ -120,21 +120,13 @@ class LiveSink:
                          "raw": f"{topic} {bytes(payload[:200]).hex()}"})
 
     def take(self) -> Pending:
-        """What is pending, handed over to be stored (`store`); the sink starts a new batch."""
-        taken = Pending(self.pending, self.bad, self.events)
-        self.pending, self.bad, self.events, self.rows_pending = {}, [], Rows(), 0
-        return taken
-
-    def flush(self, state: dict[str, Any] | None = None) -> dict[str, int]:
-        """Store what is pending (and the host's state); returns this flush's counts."""
-        return self.store(self.take(), state)
-
-    def store(self, batch: Pending, state: dict[str, Any] | None = None) -> dict[str, int]:
-        """Store a batch taken from the sink (and the host's state at that moment) in one ingest."""
+        """What is pending, as the tables one ingest stores (`store`); the sink starts a new batch.
+        Turning the rows into tables happens here, on the caller's thread (the connector's writer),
+        so the thread that stores does only the storing."""
         tables: dict[str, list[pa.Table]] = defaultdict(list)
-        bad = list(batch.bad)
+        bad = self.bad
         for source in self.sources:
-            rows = batch.pending.get(source.name)
+            rows = self.pending.get(source.name)
             if rows is None or not rows.n:
                 continue
             typed = rows.typed(source) if maps_nothing(source) else None
@@ -146,20 +138,28 @@ class LiveSink:
                 tables[source.table].append(apply(source, rows.text(needed_columns(source)), 1, where))
             except UserError as exc:  # messages that do not fit the source: kept with the reason, not fatal
                 bad += self._rejected_rows(source, rows, str(exc))
-        if batch.events.n:
-            tables["events"].append(batch.events.text([]))
+        if self.events.n:
+            tables["events"].append(self.events.text([]))
+        self.pending, self.bad, self.events, self.rows_pending = {}, [], Rows(), 0
         # A record delivered twice within one batch is the store's to drop, as a repeat within a file is
         # (the host already drops a Sparkplug message delivered again by its seq).
-        merged = {name: _concat(parts) for name, parts in tables.items()}
+        return Pending(_ordered({name: _concat(parts) for name, parts in tables.items()}), bad)
+
+    def flush(self, state: dict[str, Any] | None = None) -> dict[str, int]:
+        """Store what is pending (and the host's state); returns this flush's counts."""
+        return self.store(self.take(), state)
+
+    def store(self, batch: Pending, state: dict[str, Any] | None = None) -> dict[str, int]:
+        """Store a batch taken from the sink (and the host's state at that moment) in one ingest."""
         counts = {"stored": 0, "updated": 0, "duplicates": 0, "quarantined": 0, "garbage": 0}
-        if merged:
-            rep = self.ws.ingest_tables(_ordered(merged), source=self.name)
+        if batch.tables:
+            rep = self.ws.ingest_tables(batch.tables, source=self.name)
             for t in rep.tables:
                 counts["stored"] += t.stored
                 counts["updated"] += t.updated
                 counts["duplicates"] += t.duplicates + (t.received if t.skipped_batch else 0)
                 counts["quarantined"] += t.quarantined
-        counts["garbage"] = self._quarantine_garbage(bad)
+        counts["garbage"] = self._quarantine_garbage(batch.bad)
         if state is not None:
             self.ws.put_artifact(STATE_KIND, self.name, {"sessions": state})
         for k, v in counts.items():
