@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -11,6 +12,7 @@ from postgres_service import fresh_schema
 
 from linelab.connect.files import ingest_file
 from linelab.errors import NotFound, UserError
+from linelab.monitor.problems import LISTING_FIELDS, list_problems
 from linelab.store import Workspace, queries
 
 UNITS = """unit_id,product,line,work_order,t_start,t_end,result,first_pass
@@ -202,3 +204,45 @@ def test_typed_batches_overlapping_in_time_store_new_records_and_catch_repeats(w
     assert (rep.stored, rep.tables[0].duplicates, rep.quarantined) == (1, 1, 1)
     assert ws.count("measurements") == 7
     assert ws.scalar("SELECT value FROM measurements WHERE unit_id = 'SN3'") == 3.0
+
+
+def _problem(n: int, status: str, points: int = 300) -> dict[str, Any]:
+    """A problem artefact shaped as the monitor files one: a few small keys beside large charts and signals."""
+    chart = {"t": [f"2026-01-05T06:{i % 60:02d}:00" for i in range(points)],
+             "value": [0.1 * i + 1 / 3 for i in range(points)], "ucl": 12.345678901234567, "lcl": -1e-7}
+    return {
+        "id": f"PRB-{n:04d}", "status": status, "kind": "shift", "entity": f"machine:M{n} ünïcode \"quoted\"",
+        "scope": {"machine": f"M{n}", "measurement": "height"},
+        "onset": {"t": "2026-01-05T06:00:00", "unit": None},
+        "severity": {"units_affected": 10 * n, "yield_lost_units": 2.675 * n, "signals": 2},
+        "description": f"height on M{n} moved up by 1.2σ",
+        "chart": chart, "signals": [{"key": f"k{j}", "chart": chart, "units": [f"SN{i}" for i in range(points)]}
+                                    for j in range(2)],
+        "history": [{"status": status, "at": "2026-01-05T07:00:00", "note": ""}],
+        **({"watch": "W-1"} if n % 2 else {}),
+    }
+
+
+def test_a_listing_of_some_fields_equals_those_fields_of_the_full_records(ws: Workspace) -> None:
+    """The store extracts the listed keys itself (the large rest is never parsed): same values, same order."""
+    for n, status in [(1, "open"), (2, "resolved"), (3, "open"), (4, "diagnosed")]:
+        ws.put_artifact("problem", f"PRB-{n:04d}", _problem(n, status))
+    ws.put_artifact("problem", "PRB-0002", {**_problem(2, "open"), "severity": None})  # changed: a null stays
+    fields = ["id", "status", "entity", "onset", "severity", "description", "watch"]
+    for status in (None, "open", "resolved"):
+        full = ws.list_artifacts("problem", status=status)
+        listed = ws.list_artifacts("problem", status=status, fields=fields)
+        assert listed == [{k: p[k] for k in fields if k in p} for p in full]
+    assert [p["id"] for p in ws.list_artifacts("problem", fields=["id"])] == [f"PRB-{n:04d}" for n in (1, 2, 3, 4)]
+    assert [p.get("watch") for p in ws.list_artifacts("problem", fields=["watch"])] == ["W-1", None, "W-1", None]
+    assert ws.list_artifacts("problem", status="fixing", fields=fields) == []
+    with pytest.raises(ValueError, match="not a payload key"):
+        ws.list_artifacts("problem", fields=["id') OR 1=1 --"])
+
+
+def test_the_problem_listing_shows_what_the_full_problems_say(ws: Workspace) -> None:
+    for n, status in [(1, "open"), (2, "false_alarm"), (3, "fixing")]:
+        ws.put_artifact("problem", f"PRB-{n:04d}", _problem(n, status))
+    for status in (None, "open", "false_alarm"):
+        full = list_problems(ws, status)
+        assert list_problems(ws, status, LISTING_FIELDS) == [{k: p[k] for k in LISTING_FIELDS} for p in full]

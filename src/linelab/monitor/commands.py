@@ -63,11 +63,13 @@ def monitor_run(p: MonitorRunParams, ctx: Context) -> MonitorRunResult:
     return MonitorRunResult(
         batches=list(rep.batches), records=rep.records, alarms=rep.alarms,
         problems_opened=rep.problems_opened, problems_updated=rep.problems_updated,
-        detectors=rep.detectors, open_problems=[_row(x) for x in pb.list_problems(ws) if x["status"] in pb.ACTIVE],
+        detectors=rep.detectors,
+        open_problems=[_row(x) for x in pb.list_problems(ws, fields=pb.LISTING_FIELDS) if x["status"] in pb.ACTIVE],
     )
 
 
 def _row(p: dict[str, Any]) -> dict[str, Any]:
+    """A problem's line in a listing: reads only `pb.LISTING_FIELDS`."""
     return {
         "id": p["id"],
         "status": p["status"],
@@ -94,7 +96,7 @@ class ProblemsResult(Result):
 @command("problems", ProblemsParams, writes=False)
 def problems(p: ProblemsParams, ctx: Context) -> ProblemsResult:
     """List the problems the monitor has found."""
-    return ProblemsResult(problems=[_row(x) for x in pb.list_problems(ctx.workspace, p.status)])
+    return ProblemsResult(problems=[_row(x) for x in pb.list_problems(ctx.workspace, p.status, pb.LISTING_FIELDS)])
 
 
 class ProblemShowParams(BaseModel):

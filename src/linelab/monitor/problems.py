@@ -10,6 +10,7 @@ non-statistician understands. Problems are workspace artefacts of kind "problem"
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -17,8 +18,9 @@ from typing import Any
 from linelab.errors import NotFound, UserError
 from linelab.model import Alarm, Evidence, Problem, Signal
 
-__all__ = ["ACTIVE", "KIND", "STATUSES", "TRANSITIONS", "Alarm", "Evidence", "Problem", "ProblemBook", "Signal",
-           "check_move", "get_problem", "is_condition", "list_problems", "resolve", "set_status"]
+__all__ = ["ACTIVE", "KIND", "LISTING_FIELDS", "STATUSES", "TRANSITIONS", "Alarm", "Evidence", "Problem",
+           "ProblemBook", "Signal", "check_move", "get_problem", "is_condition", "list_problems", "resolve",
+           "set_status"]
 
 KIND = "problem"
 STATUSES = ("open", "diagnosed", "fixing", "resolved", "false_alarm")
@@ -203,10 +205,19 @@ def is_condition(problem: dict[str, Any]) -> bool:
                               == name for s in problem.get("signals") or [])
 
 
-def list_problems(ws: Any, status: str | None = None) -> list[dict[str, Any]]:
+# What a listing of problems shows (`linelab problems`, POST /api/problems, `monitor run`'s open problems):
+# the small keys of a problem, not its charts, units and signals.
+LISTING_FIELDS = ("id", "status", "entity", "onset", "severity", "description")
+
+
+def list_problems(ws: Any, status: str | None = None, fields: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Problems (in `status`, if given), oldest first: whole, or only the payload keys in `fields`
+    (e.g. `LISTING_FIELDS`), which the store extracts without reading the rest in Python."""
     if status and status not in STATUSES:
         raise UserError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
-    return ws.list_artifacts(KIND, status)
+    if fields is None:
+        return ws.list_artifacts(KIND, status)
+    return ws.list_artifacts(KIND, status, fields=fields)
 
 
 def get_problem(ws: Any, pid: str) -> dict[str, Any]:

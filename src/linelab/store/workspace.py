@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -46,6 +47,7 @@ __getattr__ = lazy_attributes(__name__, {
 
 DEFAULT_WORKSPACE = "linelab-workspace"
 DB_FILE = "linelab.duckdb"
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a payload key `list_artifacts` may project to
 
 def content_id(table: pa.Table, table_name: str) -> str:
     """A batch id from the batch's content: same rows, same id (xxh3-128 over the Arrow buffers)."""
@@ -197,10 +199,32 @@ class Workspace:
         text = found[0]["payload"] if found else None
         return json.loads(text) if text else None
 
-    def list_artifacts(self, kind: str, status: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT payload FROM artifacts WHERE kind = ?" + (" AND status = ?" if status else "")
-        rows = self.rows(sql + " ORDER BY created, id", [kind] + ([status] if status else []))
-        return [json.loads(r["payload"]) for r in rows]
+    def list_artifacts(self, kind: str, status: str | None = None,
+                       fields: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The artefacts of `kind` (in `status`, if given), oldest first.
+
+        `fields` projects each to those top-level keys of its payload (a key it lacks stays out, as
+        in the full record): the database extracts them, so a listing never parses the rest of a
+        large payload (a problem's charts, units and signals) in Python. The values equal the full
+        record's: DuckDB re-serialises JSON numbers exactly (shortest round trip) and NaN as NaN.
+        """
+        where = " WHERE kind = ?" + (" AND status = ?" if status else "")
+        params: list[Any] = [kind] + ([status] if status else [])
+        if fields is None:
+            rows = self.rows("SELECT payload FROM artifacts" + where + " ORDER BY created, id", params)
+            return [json.loads(r["payload"]) for r in rows]
+        names = list(fields)
+        for name in names:
+            if not _FIELD.match(name):
+                raise ValueError(f"not a payload key to list: {name!r}")
+        if not names:
+            return [{} for _ in self.rows("SELECT id FROM artifacts" + where + " ORDER BY created, id", params)]
+        # One parse per payload (a list of paths), each value as JSON text: NULL where the key is absent.
+        paths = "[" + ", ".join(f"'$.\"{name}\"'" for name in names) + "]"
+        rows = self.rows(f"SELECT json_extract(payload, {paths}) AS v FROM artifacts" + where
+                         + " ORDER BY created, id", params)
+        return [{name: json.loads(text) for name, text in zip(names, r["v"], strict=True) if text is not None}
+                for r in rows]
 
     def next_id(self, kind: str, prefix: str) -> str:
         n = self.scalar("SELECT count(*) FROM artifacts WHERE kind = ?", [kind])
