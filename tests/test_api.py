@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -9,11 +10,15 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+from postgres_service import fresh_schema
 
 from linelab.api import create_app
 from linelab.commands import call
+from linelab.store import Workspace
 
 STEPS = (
     "unit_id,station,machine,t_in,result,defect_code\n"
@@ -242,3 +247,38 @@ def test_readers_share_the_workspace(tmp_path: Path) -> None:
         reader.wait(timeout=30)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["overall"]["units"] == 0
+
+
+def _listing_row(p: dict[str, Any]) -> dict[str, Any]:
+    """A problem's line in `linelab problems`, read from its full record."""
+    return {"id": p["id"], "status": p["status"], "about": p["entity"],
+            "since": (p["onset"].get("t") or "")[:16].replace("T", " "),
+            "units": p["severity"]["units_affected"], "lost_units": p["severity"]["yield_lost_units"],
+            "description": p["description"]}
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "postgresql"])
+def test_the_problem_listing_over_rest_and_the_cli_says_what_the_full_problems_say(
+        backend: str, tmp_path: Path) -> None:
+    """The listing reads only the fields it shows (the store extracts them): the same answer as from full records."""
+    with contextlib.ExitStack() as stack:
+        where = str(tmp_path / "ws") if backend == "duckdb" else stack.enter_context(fresh_schema(tmp_path / "ws"))[0]
+        chart = {"t": [f"2026-01-05T06:{i % 60:02d}:00" for i in range(400)], "value": [i / 7 for i in range(400)]}
+        with Workspace.open(where) as ws:
+            for n, status in [(1, "open"), (2, "resolved"), (3, "diagnosed")]:
+                ws.put_artifact("problem", f"PRB-{n:04d}", {
+                    "id": f"PRB-{n:04d}", "status": status, "entity": f"machine:M{n}", "kind": "shift",
+                    "onset": {"t": f"2026-01-0{n}T06:30:00" if n != 3 else None},
+                    "severity": {"units_affected": 40 * n, "yield_lost_units": round(1 / 3 * n, 2), "signals": 1},
+                    "description": f"height on M{n} moved up by 1.2σ (\"shift\")", "chart": chart,
+                    "signals": [{"key": "k", "chart": chart, "units": [f"SN{i}" for i in range(2000)]}]})
+            full = ws.list_artifacts("problem")
+        with TestClient(create_app(where), base_url="http://localhost") as client:
+            for body in ({}, {"status": "open"}, {"status": "resolved"}):
+                expected = [_listing_row(p) for p in full if body.get("status") in (None, p["status"])]
+                answer = client.post("/api/problems", json=body)
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["problems"] == expected
+                assert call("problems", workspace=where, **body).model_dump(mode="json")["problems"] == expected
+        since = [r["since"] for r in call("problems", workspace=where).problems]
+        assert since == ["2026-01-01 06:30", "2026-01-02 06:30", ""]
