@@ -229,9 +229,9 @@ def test_a_listing_of_some_fields_equals_those_fields_of_the_full_records(ws: Wo
         ws.put_artifact("problem", f"PRB-{n:04d}", _problem(n, status))
     ws.put_artifact("problem", "PRB-0002", {**_problem(2, "open"), "severity": None})  # changed: a null stays
     fields = ["id", "status", "entity", "onset", "severity", "description", "watch"]
-    for status in (None, "open", "resolved"):
-        full = ws.list_artifacts("problem", status=status)
-        listed = ws.list_artifacts("problem", status=status, fields=fields)
+    for only in [None, "open", "resolved"]:
+        full = ws.list_artifacts("problem", status=only)
+        listed = ws.list_artifacts("problem", status=only, fields=fields)
         assert listed == [{k: p[k] for k in fields if k in p} for p in full]
     assert [p["id"] for p in ws.list_artifacts("problem", fields=["id"])] == [f"PRB-{n:04d}" for n in (1, 2, 3, 4)]
     assert [p.get("watch") for p in ws.list_artifacts("problem", fields=["watch"])] == ["W-1", None, "W-1", None]
@@ -243,6 +243,6 @@ def test_a_listing_of_some_fields_equals_those_fields_of_the_full_records(ws: Wo
 def test_the_problem_listing_shows_what_the_full_problems_say(ws: Workspace) -> None:
     for n, status in [(1, "open"), (2, "false_alarm"), (3, "fixing")]:
         ws.put_artifact("problem", f"PRB-{n:04d}", _problem(n, status))
-    for status in (None, "open", "false_alarm"):
-        full = list_problems(ws, status)
-        assert list_problems(ws, status, LISTING_FIELDS) == [{k: p[k] for k in LISTING_FIELDS} for p in full]
+    for only in [None, "open", "false_alarm"]:
+        full = list_problems(ws, only)
+        assert list_problems(ws, only, LISTING_FIELDS) == [{k: p[k] for k in LISTING_FIELDS} for p in full]
