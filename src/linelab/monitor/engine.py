@@ -88,8 +88,9 @@ class EngineConfig:
     level_margin: float = 2.0  # |t| a maintenance-age trend needs in the reference to be modelled
     max_inflation: float = 3.0  # cap on the autocorrelation widening of CUSUM sigma
     rate_window: int = 20000  # records per rate stream in the moving window
-    # Rate tests run every half day of the stream's records (as many as phase I saw in
-    # that time), between `rate_min_every` and `rate_every` records.
+    # Rate tests run every two hours of the stream's records (as many as phase I saw in that
+    # time), between `rate_min_every` and `rate_every` records; each looks back over nested
+    # windows from that many records to `rate_window`, so a test this often costs no sensitivity.
     rate_every: int = 1000
     rate_min_every: int = 100
     rate_every_hours: float = 2.0
