@@ -28,7 +28,9 @@ from linelab.loop.session import run_session
 
 
 def mean(values: list[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
+    """Mean of the runs that have a value: a run with no yield gap (the problem cost nothing the
+    oracle would have saved) has no share of it to close (NaN) and is left out."""
+    vals = [v for v in values if v is not None and v == v]
     return round(statistics.fmean(vals), 3) if vals else None
 
 
@@ -84,13 +86,15 @@ def main() -> None:
               f" gap closed {r['yield_gap_closed']:.3f}  recurrence {r['recurrence_ratio']}"
               f"  recall {r['recall_accuracy']}  no-help actions {r['actions_that_did_not_help']}"
               f"  false problems acted on {r['false_problems_acted_on']}  ({r['seconds_loop']} s)")
+    gaps = [r["yield_gap_closed"] for r in runs]  # NaN: no gap to close
     result = {
         "bench": "loop",
         "simulator": args.simulator,
         "seed_set": args.seed_set if args.simulator == "zoo" else None,
         "runs": len(runs),
         "yield_gap_closed": mean([r["yield_gap_closed"] for r in runs]),
-        "yield_gap_closed_min": min(r["yield_gap_closed"] for r in runs),
+        "yield_gap_closed_min": min((g for g in gaps if g == g), default=None),
+        "runs_without_gap": sum(g != g for g in gaps),
         "recurrence_ratio": mean([r["recurrence_ratio"] for r in runs]),
         "recall_accuracy": mean([r["recall_accuracy"] for r in runs]),
         "actions_applied": sum(r["actions_applied"] for r in runs),
