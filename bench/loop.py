@@ -53,7 +53,7 @@ def zoo_plan(quick: bool, seed_set: str) -> list[tuple[str, str, int, int | None
     base = 100 if seed_set == "tune" else 0
     if quick:
         return [("zoo", "assembly:bad_lot_fails", base, None, False)]
-    plan = []
+    plan: list[tuple[str, str, int, int | None, bool]] = []
     for k, kind in enumerate(KINDS):
         types = [t for t in ZOO_TYPES if t in problem_types(kind)]
         plan += [("zoo", f"{kind}:{t}", base + k * 10 + i, None, False) for i, t in enumerate(types)]
