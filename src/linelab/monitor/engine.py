@@ -845,18 +845,16 @@ class RateStream:
             # the whole moving window: a rise is judged on the records since it began, not
             # diluted in twenty thousand (a lot failing a quarter of its units is plain within a
             # few hundred). The scales share the false-alarm level (Bonferroni).
-            seen: set[int] = set()
-            for span in scales:
+            for span in scales:  # shortest first: a window reaching back to the start ends the list
                 lo = max(0, int(e) - span)
-                if lo in seen:
-                    continue
-                seen.add(lo)
                 v, present = self._verdicts(G[lo:e], F[lo:e], len(scales))
                 for i in np.flatnonzero(v.alarm):
                     grp = int(present[i])
                     hits = flagged.setdefault(grp, [])
                     if not hits or hits[-1][0] != int(e):
                         hits.append((int(e), v.row(int(i))))
+                if lo == 0:
+                    break
             self.evaluations += 1
         keep = max(0, len(G) - w)
         self.g, self.f, self.units, self.t = G[keep:], F[keep:], U[keep:], T[keep:]
