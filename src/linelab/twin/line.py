@@ -30,6 +30,7 @@ from linelab.twin import tables as tb
 from linelab.twin.actions import ACTION_KINDS, MACHINES, NOZZLES, TESTERS, parse_action
 from linelab.twin.errors import ActionError
 from linelab.twin.materials import MATERIALS, Feed, LotRegistry, MaterialStream
+from linelab.twin.noise import UnitNoise
 from linelab.twin.problems import OPERATORS_PER_SHIFT, SCHEDULE_FIXES, Problem, make_problems
 from linelab.twin.recipe import RECIPE_PARAMS, check_param, default_recipe, merge_recipe
 from linelab.twin.scenario import Scenario, load_scenario
@@ -118,7 +119,6 @@ class Line:
         self.scenario = load_scenario(scenario)
         self.seed = int(seed)
         sc = self.scenario
-        self._rng = np.random.default_rng([self.seed, 0])
         self._recipe = merge_recipe(default_recipe(), sc.recipe)
         self._recipe_version = 1
         self._next = 0
@@ -338,9 +338,10 @@ class Line:
         if not isinstance(n, int | np.integer) or n <= 0:
             raise ValueError(f"produce: n must be a positive integer, got {n!r}")
         n = int(n)
-        rng, sc = self._rng, self.scenario
+        sc = self.scenario
         i0, i1 = self._next, self._next + n
         idx = np.arange(i0, i1, dtype=np.int64)
+        noise = UnitNoise(self.seed, i0, n)
         events = self._pending_events
         self._pending_events = []
 
@@ -364,8 +365,9 @@ class Line:
         self._pending_downtime_s = 0.0
         for kind, q in sched.items():
             gaps[q - i0] += MAINTENANCE_KINDS[kind][4]
-        step_s = sc.takt_s * rng.uniform(0.8, 1.2, n) + gaps
-        t0 = self._clock_us + np.rint(np.cumsum(step_s) * US).astype(np.int64)
+        step_s = sc.takt_s * noise.uniform("takt", 0.8, 1.2) + gaps
+        # Whole microseconds per step before summing: the clock is the same however the units are chunked.
+        t0 = self._clock_us + np.cumsum(np.rint(step_s * US).astype(np.int64))
         for kind, q in sched.items():
             _, station, machine, target, downtime = MAINTENANCE_KINDS[kind]
             for u in q:
@@ -384,28 +386,29 @@ class Line:
                     }
                 )
 
-        def dur(lo: float, hi: float, size: int) -> np.ndarray:
-            return np.rint(rng.uniform(lo, hi, size) * US).astype(np.int64)
+        def dur(name: str, lo: float, hi: float, at: np.ndarray | None = None) -> np.ndarray:
+            s = noise.uniform(name, lo, hi)
+            return np.rint((s if at is None else s[at]) * US).astype(np.int64)
 
         # -- environment at print time
         hour = (t0 % DAY_US) / HOUR_US
         day_offset = self._day_offsets[(t0 // DAY_US - self._day0) % self._day_offsets.shape[0]]
-        rh = ph.humidity_baseline(hour, day_offset) + ph.RH_NOISE * rng.standard_normal(n)
+        rh = ph.humidity_baseline(hour, day_offset) + ph.RH_NOISE * noise.normal("rh")
         for p in self._of("humidity_excursion"):
             rh += p.magnitude * p.severity(idx)
-        temp = ph.temperature_baseline(hour) + ph.TEMP_NOISE * rng.standard_normal(n)
+        temp = ph.temperature_baseline(hour) + ph.TEMP_NOISE * noise.normal("temp")
 
         # -- recipe actuals
         r = self._recipe
-        pressure = r["squeegee_pressure"] + 0.05 * rng.standard_normal(n)
-        speed = r["print_speed"] + 0.3 * rng.standard_normal(n)
-        conveyor = r["conveyor_speed"] + 0.15 * rng.standard_normal(n)
+        pressure = r["squeegee_pressure"] + 0.05 * noise.normal("pressure")
+        speed = r["print_speed"] + 0.3 * noise.normal("speed")
+        conveyor = r["conveyor_speed"] + 0.15 * noise.normal("conveyor")
         setpoint = r["peak_temp_setpoint"]
         loss = {6: np.zeros(n), 7: np.zeros(n)}
         for p in self._of("reflow_zone_loss"):
             loss[p.spec.zone] += p.magnitude * p.severity(idx)
-        zone6 = setpoint - ph.ZONE6_OFFSET - loss[6] + ph.ZONE_SD * rng.standard_normal(n)
-        zone7 = setpoint - loss[7] + ph.ZONE_SD * rng.standard_normal(n)
+        zone6 = setpoint - ph.ZONE6_OFFSET - loss[6] + ph.ZONE_SD * noise.normal("zone6")
+        zone7 = setpoint - loss[7] + ph.ZONE_SD * noise.normal("zone7")
 
         # -- print + SPI (a failing board is washed and printed once more)
         since_clean, _ = _since(idx, self._maint_last["stencil_clean"], sched["stencil_clean"])
@@ -413,31 +416,31 @@ class Line:
         for p in self._of("stencil_clog"):
             drift += p.magnitude * p.severity(idx)
         mean, sd = ph.paste_volume_mean_sd(pressure, speed)
-        volume = mean - drift + sd * rng.standard_normal(n)
-        spi_vol, spi_h, spi_a = self._spi_readings(volume, rng)
+        volume = mean - drift + sd * noise.normal("volume")
+        spi_vol, spi_h, spi_a = self._spi_readings(volume, noise, "spi")
         spi_fail = (spi_vol < ph.SPI_LSL) | (spi_vol > ph.SPI_USL)
         rp = np.flatnonzero(spi_fail)
-        vol2 = mean[rp] - drift[rp] + sd[rp] * rng.standard_normal(rp.size)
-        spi2_vol, spi2_h, spi2_a = self._spi_readings(vol2, rng)
+        vol2 = mean[rp] - drift[rp] + sd[rp] * noise.normal("volume2")[rp]
+        spi2_vol, spi2_h, spi2_a = self._spi_readings(vol2, noise, "spi2", rp)
         spi2_fail = (spi2_vol < ph.SPI_LSL) | (spi2_vol > ph.SPI_USL)
         volume[rp] = vol2
         scrap = np.zeros(n, dtype=bool)
         scrap[rp[spi2_fail]] = True
         alive = ~scrap
 
-        print_out = t0 + dur(10, 12, n)
+        print_out = t0 + dur("print_s", 10, 12)
         spi_in = print_out + 3 * US
-        spi_out = spi_in + dur(6, 8, n)
-        rp_in = spi_out[rp] + dur(180, 420, rp.size)
-        rp_out = rp_in + dur(10, 12, rp.size)
+        spi_out = spi_in + dur("spi_s", 6, 8)
+        rp_in = spi_out[rp] + dur("reprint_wait_s", 180, 420, rp)
+        rp_out = rp_in + dur("reprint_s", 10, 12, rp)
         spi2_in = rp_out + 3 * US
-        spi2_out = spi2_in + dur(6, 8, rp.size)
+        spi2_out = spi2_in + dur("spi2_s", 6, 8, rp)
         ready = spi_out.copy()
         ready[rp] = spi2_out
 
         # -- placement: one of two placers, one of its four nozzles for the critical part
-        placer = (rng.random(n) < 0.5).astype(np.int64)
-        nozzle = placer * 4 + rng.integers(0, 4, n)
+        placer = (noise.random("placer") < 0.5).astype(np.int64)
+        nozzle = placer * 4 + noise.integers("nozzle", 4)
         _, swapped_at = _since(idx, self._maint_last["nozzle_swap"], sched["nozzle_swap"])
         since_nozzle = idx - np.maximum(swapped_at, self._nozzle_replaced[nozzle])
         swap_every = self._schedule["nozzle_swap"] or 60000
@@ -450,11 +453,11 @@ class Line:
         place_sd = (
             np.where(placer == 1, ph.PLACE_SD["P2"], ph.PLACE_SD["P1"]) * (1 + normal_wear) * (1 + 0.8 * wear_rel)
         )
-        off_x = self._nozzle_bias[nozzle, 0] + 0.866 * wear_mm + place_sd * rng.standard_normal(n)
-        off_y = self._nozzle_bias[nozzle, 1] + 0.5 * wear_mm + place_sd * rng.standard_normal(n)
-        vacuum = ph.VACUUM_NOMINAL - 8.0 * normal_wear - 10.0 * wear_rel + 0.6 * rng.standard_normal(n)
+        off_x = self._nozzle_bias[nozzle, 0] + 0.866 * wear_mm + place_sd * noise.normal("off_x")
+        off_y = self._nozzle_bias[nozzle, 1] + 0.5 * wear_mm + place_sd * noise.normal("off_y")
+        vacuum = ph.VACUUM_NOMINAL - 8.0 * normal_wear - 10.0 * wear_rel + 0.6 * noise.normal("vacuum")
         place_in = ready + 5 * US
-        place_out = place_in + dur(24, 30, n)
+        place_out = place_in + dur("place_s", 24, 30)
 
         # -- materials: which lot each unit consumed
         alive_pos = np.flatnonzero(alive)
@@ -475,57 +478,57 @@ class Line:
             ripple_factor *= np.where(hit, 1.0 + ph.RIPPLE_PER_BAD_LOT_LOGIT * p.magnitude, 1.0)
 
         # -- reflow
-        peak, tal = ph.board_profile(zone6, zone7, conveyor, rng.standard_normal(n), rng.standard_normal(n))
+        peak, tal = ph.board_profile(zone6, zone7, conveyor, noise.normal("peak"), noise.normal("tal"))
         reflow_in = place_out + 10 * US
         reflow_out = reflow_in + np.rint(ph.OVEN_LENGTH_CM / conveyor * 60 * US).astype(np.int64)
 
         # -- AOI, rework, re-inspection
         aoi_in = reflow_out + 20 * US
-        aoi_out = aoi_in + dur(8, 10, n)
+        aoi_out = aoi_in + dur("aoi_s", 8, 10)
         aoi_shift = self._shift(aoi_in)
         handling = np.array([ph.SHIFT_HANDLING_BASE[s] for s in SHIFT_NAMES])[aoi_shift]
         for p in self._of("shift_handling"):
             handling += p.magnitude * p.severity(idx) * (aoi_shift == SHIFT_NAMES.index(p.spec.shift))
         offset_r = np.hypot(off_x, off_y)
         prob = expit(ph.aoi_logits(volume, rh, offset_r, peak, tal, conveyor, tomb_boost, handling))
-        draws = rng.random(prob.shape)
+        draws = noise.random("aoi_draw", prob.shape[1])
         fired = draws < prob
         aoi_fail = fired.any(axis=1) & alive
         aoi_code = np.argmin(np.where(fired, draws / prob, np.inf), axis=1)
         rw = np.flatnonzero(aoi_fail)
-        rw_in = aoi_out[rw] + dur(300, 1800, rw.size)
-        rw_out = rw_in + dur(120, 400, rw.size)
+        rw_in = aoi_out[rw] + dur("rework_wait_s", 300, 1800, rw)
+        rw_out = rw_in + dur("rework_s", 120, 400, rw)
         re_in = rw_out + 60 * US
-        re_out = re_in + dur(8, 10, rw.size)
-        rework_ok = rng.random(rw.size) < ph.REWORK_SUCCESS_P
+        re_out = re_in + dur("reinspect_s", 8, 10, rw)
+        rework_ok = noise.random("rework_ok")[rw] < ph.REWORK_SUCCESS_P
         scrap[rw[~rework_ok]] = True
         ready2 = aoi_out.copy()
         ready2[rw] = re_out
 
         # -- functional test, retest on the other tester
         tested = np.flatnonzero(~scrap)
-        tester = rng.integers(0, 2, n)
-        fixture = tester * 2 + rng.integers(0, 2, n)
-        vout_true = ph.VOUT_NOMINAL + ph.VOUT_SD * rng.standard_normal(n)
-        ripple_true = ph.RIPPLE_MEDIAN * ripple_factor * np.exp(ph.RIPPLE_SDLOG * rng.standard_normal(n))
-        icc_true = ph.ICC_MEAN + ph.ICC_SD * rng.standard_normal(n)
+        tester = noise.integers("tester", 2)
+        fixture = tester * 2 + noise.integers("fixture", 2)
+        vout_true = ph.VOUT_NOMINAL + ph.VOUT_SD * noise.normal("vout")
+        ripple_true = ph.RIPPLE_MEDIAN * ripple_factor * np.exp(ph.RIPPLE_SDLOG * noise.normal("ripple"))
+        icc_true = ph.ICC_MEAN + ph.ICC_SD * noise.normal("icc")
         test_in = ready2 + 30 * US
-        test_out = test_in + dur(30, 40, n)
-        t1 = self._test_visit(idx, tester, vout_true, ripple_true, icc_true, rng)
+        test_out = test_in + dur("test_s", 30, 40)
+        t1 = self._test_visit(idx, tester, vout_true, ripple_true, icc_true, noise, "test1")
         test_fail = (t1["code"] >= 0) & ~scrap
         rt = np.flatnonzero(test_fail)
         other = 1 - tester[rt]
-        rt_fixture = other * 2 + rng.integers(0, 2, rt.size)
-        t2 = self._test_visit(idx[rt], other, vout_true[rt], ripple_true[rt], icc_true[rt], rng)
-        rt_in = test_out[rt] + dur(60, 600, rt.size)
-        rt_out = rt_in + dur(30, 40, rt.size)
+        rt_fixture = other * 2 + noise.integers("retest_fixture", 2)[rt]
+        t2 = self._test_visit(idx[rt], other, vout_true[rt], ripple_true[rt], icc_true[rt], noise, "test2", rt)
+        rt_in = test_out[rt] + dur("retest_wait_s", 60, 600, rt)
+        rt_out = rt_in + dur("retest_s", 30, 40, rt)
         final_fail = np.zeros(n, dtype=bool)
         final_fail[rt[t2["code"] >= 0]] = True
         packed = np.flatnonzero(~scrap & ~final_fail)
         test_done = test_out.copy()
         test_done[rt] = rt_out
         pack_in = test_done[packed] + 15 * US
-        pack_out = pack_in + dur(5, 7, packed.size)
+        pack_out = pack_in + dur("pack_s", 5, 7, packed)
 
         # -- unit outcome
         t_end = np.where(alive, ready2, ready)
@@ -691,11 +694,15 @@ class Line:
         return shift, shift * OPERATORS_PER_SHIFT + (day + role) % OPERATORS_PER_SHIFT
 
     @staticmethod
-    def _spi_readings(volume: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-        k = volume.shape[0]
-        measured = volume + ph.SPI_NOISE * rng.standard_normal(k)
-        height = 120.0 + 0.6 * (volume - 100.0) + 2.5 * rng.standard_normal(k)
-        area = 100.0 + 0.6 * (volume - 100.0) + 2.0 * rng.standard_normal(k)
+    def _spi_readings(volume: np.ndarray, noise: UnitNoise, visit: str,
+                      at: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        def z(name: str) -> np.ndarray:
+            d = noise.normal(f"{visit}_{name}")
+            return d if at is None else d[at]
+
+        measured = volume + ph.SPI_NOISE * z("noise")
+        height = 120.0 + 0.6 * (volume - 100.0) + 2.5 * z("height")
+        area = 100.0 + 0.6 * (volume - 100.0) + 2.0 * z("area")
         return measured, height, area
 
     def _test_visit(
@@ -705,16 +712,23 @@ class Line:
         vout_true: np.ndarray,
         ripple_true: np.ndarray,
         icc_true: np.ndarray,
-        rng: np.random.Generator,
+        noise: UnitNoise,
+        visit: str,
+        at: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         k = idx.shape[0]
+
+        def draw(name: str, normal: bool = True) -> np.ndarray:
+            d = noise.normal(f"{visit}_{name}") if normal else noise.random(f"{visit}_{name}")
+            return d if at is None else d[at]
+
         bias = np.where(tester == 1, ph.TESTER_BASE_BIAS["T2"], ph.TESTER_BASE_BIAS["T1"])
         for p in self._of("tester_drift"):
             bias = bias + p.magnitude * p.severity(idx) * (tester == TESTERS.index(p.spec.tester))
-        vout = vout_true + bias + ph.VOUT_TESTER_SD * rng.standard_normal(k)
-        ripple = ripple_true * np.exp(ph.RIPPLE_MEAS_SDLOG * rng.standard_normal(k))
-        icc = icc_true + ph.ICC_MEAS_SD * rng.standard_normal(k)
-        contact = rng.random(k) < ph.CONTACT_FAIL_P
+        vout = vout_true + bias + ph.VOUT_TESTER_SD * draw("vout")
+        ripple = ripple_true * np.exp(ph.RIPPLE_MEAS_SDLOG * draw("ripple"))
+        icc = icc_true + ph.ICC_MEAS_SD * draw("icc")
+        contact = draw("contact", normal=False) < ph.CONTACT_FAIL_P
         code = np.full(k, -1, dtype=np.int64)
         # later assignments win, so go from least to most important (TEST_CODES order)
         code[icc > ph.ICC_USL] = 4
