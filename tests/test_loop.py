@@ -75,10 +75,8 @@ def test_loop_command_json_and_report(tmp_path: Path) -> None:
 def test_a_cold_oven_zone_is_its_own_cause_and_is_restored_at_once(tmp_path: Path) -> None:
     """A process condition out of its window fails no unit by itself, so its alarm counted no lost
     units and waited; on the default scenario the weak zone 7 then stayed weak for 140,000 units.
-    Its cost is the yield its units lost since the onset, and the condition is its own cause.
-    (Looks every 1,000 units: the simulated line draws its noise per produced chunk, and this
-    realisation shows the zone's fall within the first look after it.)"""
-    r = run_session(tmp_path / "ws", "reflow_zone_loss", 0, 20000, LoopPolicy(chunk=1000, optimise_recipe=False))
+    Its cost is the yield its units lost since the onset, and the condition is its own cause."""
+    r = run_session(tmp_path / "ws", "reflow_zone_loss", 0, 20000, LoopPolicy(optimise_recipe=False))
     (oven,) = r["truth"]
     assert oven["fixed_by"] == "action:service_oven" and oven["time_to_fix_units"] <= 2000
     fixed = next(i for i in r["incidents"] if "oven-1" in i["truth_ids"])
