@@ -244,14 +244,7 @@ class ClosedLoop:
     def _urgent(self, problem: dict[str, Any]) -> bool:
         """Losing units fast: each look spent waiting for a sure diagnosis costs more than a wrong
         first try (the loop tries up to `max_actions` and judges each)."""
-        losses = [0.0]
-        for signal in problem.get("signals") or []:
-            effect = signal.get("effect") or {}
-            if effect.get("excess_rate") is not None:
-                losses.append(float(effect["excess_rate"]))
-            elif effect.get("out_of_spec_now") is not None:
-                losses.append(float(effect["out_of_spec_now"]) - float(effect.get("out_of_spec_reference") or 0.0))
-        return max(losses) >= self.policy.urgent_loss
+        return float((problem.get("severity") or {}).get("loss_rate", 0.0)) >= self.policy.urgent_loss
 
     # -- one chunk -------------------------------------------------------------------------
     def step(self, n: int | None = None) -> None:

@@ -118,8 +118,9 @@ class ProblemShowResult(Result):
         console.print(f"onset {p.onset.t} (unit {p.onset.unit}); first evidence "
                       f"{p.first_evidence.t}; latest {p.latest_evidence.t}")
         sev = p.severity
-        console.print(f"units affected {sev['units_affected']:,}; yield lost {sev['yield_lost_units']:,} units; "
-                      f"{sev['signals']} signal(s)")
+        losing = f"; losing {100 * sev['loss_rate']:.3g} % of units now" if "loss_rate" in sev else ""
+        console.print(f"units affected {sev['units_affected']:,}; yield lost {sev['yield_lost_units']:,} units"
+                      f"{losing}; {sev['signals']} signal(s)")
         rows = [{"detector": s.detector, "scope": ", ".join(f"{k}={v}" for k, v in s.scope.items()),
                  "first": s.first.t, "latest": s.latest.t,
                  "effect": ", ".join(f"{k}={v:.3g}" for k, v in s.effect.items() if isinstance(v, float))}

@@ -39,11 +39,23 @@ def _now() -> str:
     return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
 
 
+def _loss_rate(signal: dict[str, Any]) -> float:
+    """Share of units a signal's problem loses now: failures over the reference rate, or units
+    out of spec over the reference's share (a reading still in spec loses none)."""
+    effect = signal.get("effect") or {}
+    if effect.get("excess_rate") is not None:
+        return max(float(effect["excess_rate"]), 0.0)
+    if effect.get("out_of_spec_now") is not None:
+        return max(float(effect["out_of_spec_now"]) - float(effect.get("out_of_spec_reference") or 0.0), 0.0)
+    return 0.0
+
+
 def _severity(signals: list[dict[str, Any]]) -> dict[str, Any]:
     # Signals of one incident see largely the same units: the largest, not the sum, counts.
     return {
         "units_affected": max(s["units_affected"] for s in signals),
         "yield_lost_units": round(max(s["yield_lost_units"] for s in signals), 2),
+        "loss_rate": round(max(_loss_rate(s) for s in signals), 4),
         "signals": len(signals),
     }
 
