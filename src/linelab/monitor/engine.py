@@ -86,6 +86,7 @@ class EngineConfig:
     level_phi: float = 0.9  # subgroup-mean autocorrelation above which a series is watched by level
     level_sigmas: float = 4.0
     level_margin: float = 2.0  # |t| a maintenance-age trend needs in the reference to be modelled
+    environment_margin: float = 2.0  # times the wander seen so far a room reading must move to be a problem
     max_inflation: float = 3.0  # cap on the autocorrelation widening of CUSUM sigma
     rate_window: int = 20000  # records per rate stream in the moving window
     # Rate tests run every two hours of the stream's records (as many as phase I saw in that
@@ -226,6 +227,7 @@ class SeriesMonitor:
         self.ref_start_us = 0  # a watch's phase I begins when it is set
         self.trend_from: SeriesMonitor | None = None  # a watch's wear model: its machine's series
         self.condition = False  # a process condition (params: settings, environment), not a product measurement
+        self.environment = False  # of the room (the profile says so): one series per station, judged by its band
         self._events_done: dict[str, int] = {}  # maintenance events already acted on, per key
         self.stage_start_us: int | None = None  # the recorded change that began the current stage
         self.level_offset = 0.0  # how far part work has moved the level since phase I
@@ -370,6 +372,8 @@ class SeriesMonitor:
         clearly there (|t| >= `min_trend_t`).
         """
         self.trend_key, self.trend_slope, self.t_first = None, 0.0, int(t[0])
+        if getattr(self, "environment", False):
+            return ref  # the room does not wear: a slope over phase I is a warm spell, not a trend
         best: tuple[float, str, float, float] | None = None
         for key, times in self._candidates(events, t).items():
             age = _age_hours(t, times, self.t_first)
@@ -377,7 +381,8 @@ class SeriesMonitor:
             if sd <= 0:
                 continue
             slope = float(np.cov(age, ref)[0, 1] / sd**2)
-            se = (ref - slope * age).std() / (sd * np.sqrt(len(ref)))
+            resid = ref - slope * age
+            se = resid.std() / (sd * np.sqrt(_effective_n(resid)))
             tval = abs(slope) / se if se > 0 else 0.0
             if tval >= self.cfg.min_trend_t and (best is None or tval > best[0]):
                 best = (tval, key, slope, se)
@@ -628,7 +633,12 @@ class SeriesMonitor:
             # A move that loses no unit is a problem only when it is wider than the line's own
             # wander at that time scale (lot to lot, tool to tool, the room) as seen so far ...
             size = abs(found.effect["shift"])
-            if size <= self.normal_excursion(n, onset_sub):
+            wander = self.normal_excursion(n, onset_sub)
+            if getattr(self, "environment", False):
+                # The room wanders on scales longer than any phase I (warm spells of days): it
+                # must leave the band seen so far by a margin, not merely reach its edge.
+                wander *= self.cfg.environment_margin
+            if size <= wander:
                 return None
             if size < self.tuned_shift * self.sd_unit:
                 # ... and at least the move the chart is tuned to: lots and weather move readings by
@@ -1028,6 +1038,25 @@ def _made_at(ws: Any) -> dict[tuple[str, str], str]:
             if r.made_at and r.station and r.made_at != r.station and r.role == "measurement"}
 
 
+def _effective_n(resid: np.ndarray) -> float:
+    """Records' worth of independent evidence in a series whose neighbours are alike (AR(1)):
+    a wandering series (the room, a slow cycle) fits any slope with a t-value that i.i.d.
+    records would make significant."""
+    n = len(resid)
+    if n < 4 or resid[:-1].std() == 0 or resid[1:].std() == 0:
+        return float(n)
+    rho = float(np.clip(np.corrcoef(resid[:-1], resid[1:])[0, 1], 0.0, 0.99))
+    return float(max(3.0, n * (1 - rho) / (1 + rho)))
+
+
+def _environment(ws: Any) -> set[tuple[str, str]]:
+    """(station, reading) of the readings the line's profile says are of the room, not the product."""
+    profile = workspace_profile(ws.path) if isinstance(getattr(ws, "path", None), Path) else None
+    if profile is None:
+        return set()
+    return {(r.station, r.name) for r in profile.line.readings if r.role == "environment" and r.station}
+
+
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class RunReport:
@@ -1091,12 +1120,12 @@ class MonitorEngine:
         report = RunReport(batches=(self.last_seq + 1, last) if last > self.last_seq else (0, 0))
         book = ProblemBook(ws)
         specs, product_specs = self._specs(ws), self._product_specs(ws)
-        made_at = _made_at(ws)
+        made_at, environment = _made_at(ws), _environment(ws)
         step = self.config.batches_per_chunk
         for lo in range(self.last_seq, last, step):
             hi = min(lo + step, last)
             alarms = self._measurements(ws, lo, hi, specs, self._events(ws, hi), report,
-                                        self._recipe_changes(ws, lo, hi), product_specs, made_at)
+                                        self._recipe_changes(ws, lo, hi), product_specs, made_at, environment)
             fixes = self._fixes(ws, hi)
             alarms += self._steps(ws, lo, hi, report, fixes)
             alarms += self._materials(ws, lo, hi, report, fixes)
@@ -1200,7 +1229,8 @@ class MonitorEngine:
     def _measurements(self, ws: Any, lo: int, hi: int, specs: dict[Any, Any], events: Events,
                       report: RunReport, changes: dict[str, np.ndarray] | None = None,
                       product_specs: dict[tuple[str, str], dict[str, tuple[float | None, float | None]]] | None = None,
-                      made_at: dict[tuple[str, str], str] | None = None) -> list[Alarm]:
+                      made_at: dict[tuple[str, str], str] | None = None,
+                      environment: set[tuple[str, str]] | None = None) -> list[Alarm]:
         # (station, reading) -> the station whose machine makes what it reads, from the profile
         made = sorted((made_at or {}).items()) or [(("", ""), "")]
         made_values = ", ".join(f"({sql_text(st)}, {sql_text(n)}, {sql_text(m)})" for (st, n), m in made)
@@ -1229,9 +1259,12 @@ class MonitorEngine:
         report.records["measurements"] = report.records.get("measurements", 0) + tbl.num_rows
         if tbl.num_rows == 0:
             return []
-        key_col = pc.binary_join_element_wise(
-            tbl.column("station"), tbl.column("name"), pc.fill_null(tbl.column("machine"), ""), "\x1f"
-        )
+        machine = pc.fill_null(tbl.column("machine"), "")
+        if environment:  # the room is the same whichever machine the unit visited: one series
+            pair = pc.binary_join_element_wise(tbl.column("station"), tbl.column("name"), "\x1f")
+            of_room = pc.is_in(pair, value_set=pa.array(sorted(f"{st}\x1f{n}" for st, n in environment)))
+            machine = pc.if_else(of_room, "", machine)
+        key_col = pc.binary_join_element_wise(tbl.column("station"), tbl.column("name"), machine, "\x1f")
         labels, groups, values, units, t_us = _series_of(tbl, key_col)
         products = np.asarray(tbl.column("product").to_pylist(), dtype=object)
         ref_end = self._ref_end(t_us)
@@ -1246,6 +1279,7 @@ class MonitorEngine:
                 mon = self.series[key] = SeriesMonitor(station, name, machine or None, self.config,
                                                        specs.get((station, name), (None, None, None)))
                 mon.condition = bool(tbl.column("is_param")[int(idx[0])].as_py())
+                mon.environment = (station, name) in (environment or set())
                 mon.machine_station = str(tbl.column("made_at")[int(idx[0])].as_py() or station)
                 mon.product_specs = (product_specs or {}).get((station, name), {})
             a = mon.process(values[idx], units[idx], t_us[idx], hi, events, ref_end, (changes or {}).get(station),
