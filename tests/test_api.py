@@ -242,11 +242,16 @@ def test_readers_share_the_workspace(tmp_path: Path) -> None:
     try:
         assert reader.stdout is not None and reader.stdout.readline().strip() == "reading"
         done = _linelab("yield", "--json", "-w", str(ws), wait=0)
+        # listings only read: they open the workspace beside other readers instead of waiting for it
+        listings = [_linelab(*cmd, "--json", "-w", str(ws), wait=0) for cmd in (
+            ("act", "list"), ("knowhow", "list"), ("knowhow", "search", "nozzle"), ("knowhow", "watches"),
+            ("experiment", "status"))]
     finally:
         reader.kill()
         reader.wait(timeout=30)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["overall"]["units"] == 0
+    assert [r.returncode for r in listings] == [0] * 5, [r.stdout for r in listings]
 
 
 def _listing_row(p: dict[str, Any]) -> dict[str, Any]:

@@ -179,7 +179,7 @@ def _effect_text(a: Action) -> str:
             f"({100 * obs['delta']:+.2f} pt, {obs['verdict']})")
 
 
-@command("act list", ListParams)
+@command("act list", ListParams, writes=False)
 def act_list(p: ListParams, ctx: Context) -> ListResult:
     """List actions with their status, problem, expected and observed effect."""
     from linelab.monitor.effect import effect_in_workspace

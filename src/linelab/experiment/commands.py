@@ -236,7 +236,7 @@ class StatusResult(Result):
             print_rows(console, rows, f"recipe trials of the last loop run ({len(rows)})")
 
 
-@command("experiment status", StatusParams)
+@command("experiment status", StatusParams, writes=False)
 def experiment_status(p: StatusParams, ctx: Context) -> StatusResult:
     """List experiments, or show one: its plan, results so far, verdict and plots."""
     ws = ctx.workspace

@@ -30,7 +30,7 @@ class EntriesResult(Result):
         print_rows(console, rows, "know-how")
 
 
-@command("knowhow list", ListParams)
+@command("knowhow list", ListParams, writes=False)
 def knowhow_list(p: ListParams, ctx: Context) -> EntriesResult:
     """List know-how entries (solved problems, their causes and fixes)."""
     entries = [e for e in ledger.all_entries(ctx.workspace) if p.tag is None or p.tag in e.tags]
@@ -51,7 +51,7 @@ class EntryResult(Result):
             console.print(f"[bold]{head}[/bold]: {text}")
 
 
-@command("knowhow show", ShowParams)
+@command("knowhow show", ShowParams, writes=False)
 def knowhow_show(p: ShowParams, ctx: Context) -> EntryResult:
     """Show one know-how entry as its 8D sections."""
     return EntryResult(entry=ledger.get(ctx.workspace, p.id).model_dump(mode="json"))
@@ -70,7 +70,7 @@ class MatchesResult(Result):
         print_rows(console, [m.model_dump() for m in self.matches], "matches")
 
 
-@command("knowhow search", SearchParams)
+@command("knowhow search", SearchParams, writes=False)
 def knowhow_search(p: SearchParams, ctx: Context) -> MatchesResult:
     """Search the ledger by text, or recall the entries most like a problem (--problem ID)."""
     ws = ctx.workspace
@@ -146,7 +146,7 @@ class WatchesResult(Result):
         print_rows(console, rows, "watches (what solved problems taught the monitor to look for)")
 
 
-@command("knowhow watches", WatchesParams)
+@command("knowhow watches", WatchesParams, writes=False)
 def knowhow_watches(p: WatchesParams, ctx: Context) -> WatchesResult:
     """The watches know-how has set: measurements the monitor follows entity by entity."""
     return WatchesResult(watches=watch.active_watches(ctx.workspace))
