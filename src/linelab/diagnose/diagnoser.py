@@ -496,18 +496,24 @@ class Diagnoser:
         if prep.time_ref is None or ga.ref.size == 0:
             return None
         order = np.argsort(prep.time_ref, kind="stable")
-        last = max(int(sym.s_inc.size), 50)
-        ra, rb = (recent_history(g.ref, order, sym.s_ref, last) for g in (ga, gb))
-        ea, eb = (last * float(g.inc.mean()) for g in (ga, gb))  # units each would have had, running as now
-        old_a = ra.units >= max(0.5 * ea, categorical.MIN_UNITS) and ra.z < 2.5
-        old_b = rb.units >= max(0.5 * eb, categorical.MIN_UNITS) and rb.z < 2.5
-        new_a, new_b = ra.units < 0.2 * ea, rb.units < 0.2 * eb
-        if old_a and new_b:
-            a.details["recent_units"] = ra.units
-            return a
-        if old_b and new_a:
-            b.details["recent_units"] = rb.units
-            return b
+        # Just before the onset first; then the whole reference: a shift or a crew works in turns
+        # and may not have worked in the hours before the onset, but it did the days before, and
+        # a lot that never ran before the onset is the newer explanation.
+        # (Over the whole reference a shift ran a third of the time: "old" is a smaller share of
+        # what it would have had running as now, "new" next to nothing.)
+        for last, old, new in ((max(int(sym.s_inc.size), 50), 0.5, 0.2), (int(order.size), 0.2, 0.05)):
+            ra, rb = (recent_history(g.ref, order, sym.s_ref, last) for g in (ga, gb))
+            ea, eb = (last * float(g.inc.mean()) for g in (ga, gb))  # units each would have had, running as now
+            old_a = ra.units >= max(old * ea, categorical.MIN_UNITS) and ra.z < 2.5
+            old_b = rb.units >= max(old * eb, categorical.MIN_UNITS) and rb.z < 2.5
+            new_a, new_b = ra.units < new * ea, rb.units < new * eb
+            when = "just before the onset" if last < order.size else "before the onset"
+            if old_a and new_b:
+                a.details["recent_units"], a.details["ran_when"] = ra.units, when
+                return a
+            if old_b and new_a:
+                b.details["recent_units"], b.details["ran_when"] = rb.units, when
+                return b
         return None
 
     def _inner_of(self, a: Cause, b: Cause, ga: Group, gb: Group) -> Cause | None:
@@ -550,7 +556,7 @@ class Diagnoser:
                         new = b if old is a else a
                         old.explained_by = new.label
                         old.details["explained_by_evidence"] = (
-                            f"it ran just before the onset ({old.details['recent_units']} units) without the "
+                            f"it ran {old.details['ran_when']} ({old.details['recent_units']} units) without the "
                             f"symptom; {new.label} began with it"
                         )
                     a.confounded_with.append(b.label)
