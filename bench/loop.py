@@ -92,7 +92,7 @@ def main() -> None:
         "simulator": args.simulator,
         "seed_set": args.seed_set if args.simulator == "zoo" else None,
         "runs": len(runs),
-        "yield_gap_closed": mean([r["yield_gap_closed"] for r in runs]),
+        "yield_gap_closed": mean(gaps),
         "yield_gap_closed_min": min((g for g in gaps if g == g), default=None),
         "runs_without_gap": sum(g != g for g in gaps),
         "recurrence_ratio": mean([r["recurrence_ratio"] for r in runs]),

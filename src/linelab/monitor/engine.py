@@ -41,6 +41,7 @@ from linelab.monitor.spc import CUSUMChart, EWMAChart, IndividualsChart, StagedC
 from linelab.monitor.state import StateError, load_state, save_state
 from linelab.monitor.watch import active_watches
 from linelab.profile.io import workspace_profile
+from linelab.profile.schema import Reading
 from linelab.store.backend import sql_text
 
 STATE_FILE = "monitor/engine.npz"  # explicit data (monitor.state), never a pickle
@@ -179,6 +180,8 @@ def _station_events(events: Events, station: str) -> np.ndarray:
 class SeriesMonitor:
     """One measurement series: CUSUM on subgroup means, plus what a problem needs to say."""
 
+    environment = False  # of the room (the profile says so); also the value of engines saved before it was kept
+
     def __init__(self, station: str, name: str, machine: str | None, cfg: EngineConfig,
                  spec: tuple[float | None, float | None, str | None],
                  watch: tuple[str, str, str] | None = None, learned: float | None = None) -> None:
@@ -227,7 +230,7 @@ class SeriesMonitor:
         self.ref_start_us = 0  # a watch's phase I begins when it is set
         self.trend_from: SeriesMonitor | None = None  # a watch's wear model: its machine's series
         self.condition = False  # a process condition (params: settings, environment), not a product measurement
-        self.environment = False  # of the room (the profile says so): one series per station, judged by its band
+        self.environment = False  # of the room: one series per station, no wear, judged by its band
         self._events_done: dict[str, int] = {}  # maintenance events already acted on, per key
         self.stage_start_us: int | None = None  # the recorded change that began the current stage
         self.level_offset = 0.0  # how far part work has moved the level since phase I
@@ -372,7 +375,7 @@ class SeriesMonitor:
         clearly there (|t| >= `min_trend_t`).
         """
         self.trend_key, self.trend_slope, self.t_first = None, 0.0, int(t[0])
-        if getattr(self, "environment", False):
+        if self.environment:
             return ref  # the room does not wear: a slope over phase I is a warm spell, not a trend
         best: tuple[float, str, float, float] | None = None
         for key, times in self._candidates(events, t).items():
@@ -423,8 +426,7 @@ class SeriesMonitor:
         means = ref[: k * m].reshape(k, m).mean(axis=1)
         sd_sub = max(float(means.std(ddof=1)), self.sd_unit / np.sqrt(m))
         # Lagged means with no spread of their own (a set-point that moved once) have no autocorrelation.
-        lagged, led = means[:-1], means[1:]
-        phi = float(np.corrcoef(led, lagged)[0, 1]) if k > 3 and lagged.std() > 0 and led.std() > 0 else 0.0
+        phi = _lag1(means)
         self.autocorrelation = phi
         if phi > self.cfg.level_phi:
             # A wandering signal (ambient conditions, slow cycles): its mean is not stable enough
@@ -634,7 +636,7 @@ class SeriesMonitor:
             # wander at that time scale (lot to lot, tool to tool, the room) as seen so far ...
             size = abs(found.effect["shift"])
             wander = self.normal_excursion(n, onset_sub)
-            if getattr(self, "environment", False):
+            if self.environment:
                 # The room wanders on scales longer than any phase I (warm spells of days): it
                 # must leave the band seen so far by a margin, not merely reach its edge.
                 wander *= self.cfg.environment_margin
@@ -1028,33 +1030,38 @@ def _bernoulli_change(f: np.ndarray, p0: float) -> int:
     return int(np.argmax(llr))
 
 
-def _made_at(ws: Any) -> dict[tuple[str, str], str]:
+def _line_readings(ws: Any) -> list[Reading]:
+    """The readings the line's profile declares (none without a profile)."""
+    profile = workspace_profile(ws.path) if isinstance(getattr(ws, "path", None), Path) else None
+    return list(profile.line.readings) if profile is not None else []
+
+
+def _made_at(readings: list[Reading]) -> dict[tuple[str, str], str]:
     """(station, measurement) -> the station that makes what it reads, where the line's profile
     says it is not the one that reads it."""
-    profile = workspace_profile(ws.path) if isinstance(getattr(ws, "path", None), Path) else None
-    if profile is None:
-        return {}
-    return {(r.station, r.name): r.made_at for r in profile.line.readings
+    return {(r.station, r.name): r.made_at for r in readings
             if r.made_at and r.station and r.made_at != r.station and r.role == "measurement"}
+
+
+def _lag1(x: np.ndarray) -> float:
+    """Lag-one autocorrelation; 0 for a series too short or with no spread on either side."""
+    lagged, led = x[:-1], x[1:]
+    if len(x) < 4 or lagged.std() == 0 or led.std() == 0:
+        return 0.0
+    return float(np.corrcoef(led, lagged)[0, 1])
 
 
 def _effective_n(resid: np.ndarray) -> float:
     """Records' worth of independent evidence in a series whose neighbours are alike (AR(1)):
     a wandering series (the room, a slow cycle) fits any slope with a t-value that i.i.d.
     records would make significant."""
-    n = len(resid)
-    if n < 4 or resid[:-1].std() == 0 or resid[1:].std() == 0:
-        return float(n)
-    rho = float(np.clip(np.corrcoef(resid[:-1], resid[1:])[0, 1], 0.0, 0.99))
-    return float(max(3.0, n * (1 - rho) / (1 + rho)))
+    rho = float(np.clip(_lag1(resid), 0.0, 0.99))
+    return float(max(min(3.0, len(resid)), len(resid) * (1 - rho) / (1 + rho)))
 
 
-def _environment(ws: Any) -> set[tuple[str, str]]:
+def _environment(readings: list[Reading]) -> set[tuple[str, str]]:
     """(station, reading) of the readings the line's profile says are of the room, not the product."""
-    profile = workspace_profile(ws.path) if isinstance(getattr(ws, "path", None), Path) else None
-    if profile is None:
-        return set()
-    return {(r.station, r.name) for r in profile.line.readings if r.role == "environment" and r.station}
+    return {(r.station, r.name) for r in readings if r.role == "environment" and r.station}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1120,7 +1127,8 @@ class MonitorEngine:
         report = RunReport(batches=(self.last_seq + 1, last) if last > self.last_seq else (0, 0))
         book = ProblemBook(ws)
         specs, product_specs = self._specs(ws), self._product_specs(ws)
-        made_at, environment = _made_at(ws), _environment(ws)
+        readings = _line_readings(ws)
+        made_at, environment = _made_at(readings), _environment(readings)
         step = self.config.batches_per_chunk
         for lo in range(self.last_seq, last, step):
             hi = min(lo + step, last)

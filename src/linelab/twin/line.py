@@ -387,8 +387,7 @@ class Line:
                 )
 
         def dur(name: str, lo: float, hi: float, at: np.ndarray | None = None) -> np.ndarray:
-            s = noise.uniform(name, lo, hi)
-            return np.rint((s if at is None else s[at]) * US).astype(np.int64)
+            return np.rint(noise.uniform(name, lo, hi, at) * US).astype(np.int64)
 
         # -- environment at print time
         hour = (t0 % DAY_US) / HOUR_US
@@ -420,7 +419,7 @@ class Line:
         spi_vol, spi_h, spi_a = self._spi_readings(volume, noise, "spi")
         spi_fail = (spi_vol < ph.SPI_LSL) | (spi_vol > ph.SPI_USL)
         rp = np.flatnonzero(spi_fail)
-        vol2 = mean[rp] - drift[rp] + sd[rp] * noise.normal("volume2")[rp]
+        vol2 = mean[rp] - drift[rp] + sd[rp] * noise.normal("volume2", rp)
         spi2_vol, spi2_h, spi2_a = self._spi_readings(vol2, noise, "spi2", rp)
         spi2_fail = (spi2_vol < ph.SPI_LSL) | (spi2_vol > ph.SPI_USL)
         volume[rp] = vol2
@@ -500,7 +499,7 @@ class Line:
         rw_out = rw_in + dur("rework_s", 120, 400, rw)
         re_in = rw_out + 60 * US
         re_out = re_in + dur("reinspect_s", 8, 10, rw)
-        rework_ok = noise.random("rework_ok")[rw] < ph.REWORK_SUCCESS_P
+        rework_ok = noise.random("rework_ok", at=rw) < ph.REWORK_SUCCESS_P
         scrap[rw[~rework_ok]] = True
         ready2 = aoi_out.copy()
         ready2[rw] = re_out
@@ -518,7 +517,7 @@ class Line:
         test_fail = (t1["code"] >= 0) & ~scrap
         rt = np.flatnonzero(test_fail)
         other = 1 - tester[rt]
-        rt_fixture = other * 2 + noise.integers("retest_fixture", 2)[rt]
+        rt_fixture = other * 2 + noise.integers("retest_fixture", 2, rt)
         t2 = self._test_visit(idx[rt], other, vout_true[rt], ripple_true[rt], icc_true[rt], noise, "test2", rt)
         rt_in = test_out[rt] + dur("retest_wait_s", 60, 600, rt)
         rt_out = rt_in + dur("retest_s", 30, 40, rt)
@@ -696,13 +695,9 @@ class Line:
     @staticmethod
     def _spi_readings(volume: np.ndarray, noise: UnitNoise, visit: str,
                       at: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-        def z(name: str) -> np.ndarray:
-            d = noise.normal(f"{visit}_{name}")
-            return d if at is None else d[at]
-
-        measured = volume + ph.SPI_NOISE * z("noise")
-        height = 120.0 + 0.6 * (volume - 100.0) + 2.5 * z("height")
-        area = 100.0 + 0.6 * (volume - 100.0) + 2.0 * z("area")
+        measured = volume + ph.SPI_NOISE * noise.normal(f"{visit}_noise", at)
+        height = 120.0 + 0.6 * (volume - 100.0) + 2.5 * noise.normal(f"{visit}_height", at)
+        area = 100.0 + 0.6 * (volume - 100.0) + 2.0 * noise.normal(f"{visit}_area", at)
         return measured, height, area
 
     def _test_visit(
@@ -717,18 +712,13 @@ class Line:
         at: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         k = idx.shape[0]
-
-        def draw(name: str, normal: bool = True) -> np.ndarray:
-            d = noise.normal(f"{visit}_{name}") if normal else noise.random(f"{visit}_{name}")
-            return d if at is None else d[at]
-
         bias = np.where(tester == 1, ph.TESTER_BASE_BIAS["T2"], ph.TESTER_BASE_BIAS["T1"])
         for p in self._of("tester_drift"):
             bias = bias + p.magnitude * p.severity(idx) * (tester == TESTERS.index(p.spec.tester))
-        vout = vout_true + bias + ph.VOUT_TESTER_SD * draw("vout")
-        ripple = ripple_true * np.exp(ph.RIPPLE_MEAS_SDLOG * draw("ripple"))
-        icc = icc_true + ph.ICC_MEAS_SD * draw("icc")
-        contact = draw("contact", normal=False) < ph.CONTACT_FAIL_P
+        vout = vout_true + bias + ph.VOUT_TESTER_SD * noise.normal(f"{visit}_vout", at)
+        ripple = ripple_true * np.exp(ph.RIPPLE_MEAS_SDLOG * noise.normal(f"{visit}_ripple", at))
+        icc = icc_true + ph.ICC_MEAS_SD * noise.normal(f"{visit}_icc", at)
+        contact = noise.random(f"{visit}_contact", at=at) < ph.CONTACT_FAIL_P
         code = np.full(k, -1, dtype=np.int64)
         # later assignments win, so go from least to most important (TEST_CODES order)
         code[icc > ph.ICC_USL] = 4

@@ -44,16 +44,19 @@ class UnitNoise:
         out = np.concatenate(pages)[lo - p0 * PAGE: hi - p0 * PAGE]
         return out[:, 0] if width == 1 else out
 
-    def normal(self, name: str) -> np.ndarray:
-        return self._draw(name, 1, True)
+    # `at`: the positions (in the chunk) of the units a visit concerns (a reprint, a retest).
+    def normal(self, name: str, at: np.ndarray | None = None) -> np.ndarray:
+        d = self._draw(name, 1, True)
+        return d if at is None else d[at]
 
-    def random(self, name: str, width: int = 1) -> np.ndarray:
+    def random(self, name: str, width: int = 1, at: np.ndarray | None = None) -> np.ndarray:
         """Uniform on [0, 1): shape (n,), or (n, width) for a draw per unit and code."""
-        return self._draw(name, width, False)
+        d = self._draw(name, width, False)
+        return d if at is None else d[at]
 
-    def uniform(self, name: str, lo: float, hi: float) -> np.ndarray:
-        return lo + (hi - lo) * self.random(name)
+    def uniform(self, name: str, lo: float, hi: float, at: np.ndarray | None = None) -> np.ndarray:
+        return lo + (hi - lo) * self.random(name, at=at)
 
-    def integers(self, name: str, k: int) -> np.ndarray:
+    def integers(self, name: str, k: int, at: np.ndarray | None = None) -> np.ndarray:
         """Uniform on 0 .. k-1."""
-        return np.minimum((self.random(name) * k).astype(np.int64), k - 1)
+        return np.minimum((self.random(name, at=at) * k).astype(np.int64), k - 1)
