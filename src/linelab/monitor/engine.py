@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy.stats import poisson
+from scipy.stats import norm, poisson
 
 from linelab.monitor.attribute import GroupRateMonitor, PChart
 from linelab.monitor.problems import Alarm, Evidence, ProblemBook
@@ -88,6 +88,10 @@ class EngineConfig:
     level_sigmas: float = 4.0
     level_margin: float = 2.0  # |t| a maintenance-age trend needs in the reference to be modelled
     environment_margin: float = 2.0  # times the wander seen so far a room reading must move to be a problem
+    # A move that loses no unit must also leave the prediction interval of the line's own wander at
+    # its time scale (lot to lot, tool to tool), at this two-sided level: a handful of lots seen
+    # says little about how far the next one may sit, so the interval is wide until more are seen.
+    wander_alpha: float = 1e-3
     max_inflation: float = 3.0  # cap on the autocorrelation widening of CUSUM sigma
     rate_window: int = 20000  # records per rate stream in the moving window
     # Rate tests run every two hours of the stream's records (as many as phase I saw in that
@@ -181,6 +185,10 @@ class SeriesMonitor:
     """One measurement series: CUSUM on subgroup means, plus what a problem needs to say."""
 
     environment = False  # of the room (the profile says so); also the value of engines saved before it was kept
+    ref_means = np.empty(0)  # phase I's subgroup means (engines saved before they were kept: none)
+    # Recent records' units and products, sorted by unit, to tell whose units a move is in.
+    _prod_u = np.empty(0, dtype=object)
+    _prod_p = np.empty(0, dtype=object)
 
     def __init__(self, station: str, name: str, machine: str | None, cfg: EngineConfig,
                  spec: tuple[float | None, float | None, str | None],
@@ -300,6 +308,16 @@ class SeriesMonitor:
             usl = np.array([np.nan if hi is None else hi for _, hi in own])[codes]
         with np.errstate(invalid="ignore"):
             return (v < lsl) | (v > usl)
+
+    def _away_from_limit(self, shift: float) -> bool:
+        """Whether a move of `shift` goes away from the only limit a one-sided spec has (a leak
+        rate or a roughness falling): every product's spec has a limit on that side only."""
+        specs = list(self.product_specs.values())
+        if not specs or self.lsl is not None or self.usl is not None:
+            specs.append((self.lsl, self.usl))
+        if shift < 0:
+            return all(lo is None and hi is not None for lo, hi in specs)
+        return all(hi is None and lo is not None for lo, hi in specs)
 
     def _learn_products(self, ref: np.ndarray, ref_t: np.ndarray, ref_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Learn each product's level from phase I where the reading's level depends on the product;
@@ -456,6 +474,8 @@ class SeriesMonitor:
         csum = np.concatenate([[0.0], np.cumsum(ref - self.centre)])
         self.excursion_n = widths.astype(float)
         self.excursion = np.array([np.abs((csum[w:] - csum[:-w]) / w).max() for w in widths])
+        m = self.cfg.subgroup
+        self.ref_means = ref[: len(ref) // m * m].reshape(-1, m).mean(axis=1)
 
     def normal_excursion(self, n: int, before_sub: int | None = None) -> float:
         """The widest stray of a mean of `n` records from the centre, in phase I and in what the
@@ -471,17 +491,40 @@ class SeriesMonitor:
         cap = len(self._ring_mean)
         pos = np.arange(max(0, end - cap, self.n_sub - cap), end) % cap
         w = max(1, round(n / self.cfg.subgroup))
-        if len(pos) < 2 * w:
-            return phase1
         means = np.where(self._ring_flag[pos], np.nan, self._ring_mean[pos])
+        bound = self._wander_bound(np.concatenate([self.ref_means, means]), w)
+        if len(pos) < 2 * w:
+            return max(phase1, bound)
         ok = ~np.isnan(means)
         csum = np.concatenate([[0.0], np.cumsum(np.where(ok, means - self.centre, 0.0))])
         cnt = np.concatenate([[0], np.cumsum(ok)])
         full = (cnt[w:] - cnt[:-w]) == w  # windows of judged, in-control subgroups only
         if not full.any():
-            return phase1
+            return max(phase1, bound)
         strays = np.abs((csum[w:] - csum[:-w])[full] / w)
-        return max(phase1, float(strays.max()))
+        return max(phase1, bound, float(strays.max()))
+
+    def _wander_bound(self, means: np.ndarray, w: int) -> float:
+        """How far the mean of the next `w` subgroups may stray from the centre as the line's own
+        wander: a prediction bound from the in-control windows of that width seen so far.
+
+        The widest stray seen is no bound: after a few lots, each new lot has about a one in
+        (lots seen + 1) chance of straying further. The bound is `wander_alpha`'s normal quantile
+        of the windows' spread, widened for the spread's own uncertainty by the windows' worth
+        of independent looks (neighbours of a wandering series are alike: AR(1) effective n).
+        Where fewer than four windows of that width have been seen, narrower ones stand in: a
+        mean over more records strays no further."""
+        w = min(w, len(means) // 4)
+        if w < 1:
+            return 0.0
+        k = len(means) // w
+        win = means[len(means) - k * w :].reshape(k, w)
+        dev = win[~np.isnan(win).any(axis=1)].mean(axis=1) - self.centre
+        if len(dev) < 2:
+            return 0.0
+        n_eff = _effective_n(dev)
+        q = float(norm.ppf(1 - self.cfg.wander_alpha / 2))
+        return q * float(np.sqrt(np.mean(dev**2) * (1 + 1 / n_eff)))
 
     def process(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, seq: int, events: Events,
                 ref_end_us: int, changes: np.ndarray | None = None,
@@ -546,6 +589,8 @@ class SeriesMonitor:
         if len(v) == 0:
             return None
         self.records += len(v)
+        if self.by_product:
+            self._remember_products(units, p)
         raw = v
         if self.chart is None:
             phase1 = t < ref_end_us
@@ -628,13 +673,18 @@ class SeriesMonitor:
             # a move the other way since the estimated onset, or a small move of a wearing part
             # (what the wear model's extrapolation leaves): not the failure the watch is for
             return None
-        # Units out of spec beyond what phase I's rate explains (Poisson, one-sided 1e-3).
+        # Units out of spec beyond what phase I's rate explains (Poisson, one-sided 1e-3). Half a
+        # unit is added to phase I's count: a reference with none out of spec does not show the
+        # rate is nil, and one unit out of spec in a thousand since is no loss.
         n = found.units_affected
-        in_spec = poisson.sf(round(found.effect["out_of_spec_now"] * n) - 1, max(self.reference_oos * n, 1e-3)) > 1e-3
+        ref_rate = self.reference_oos + 0.5 / max(self.n_ref, 1)
+        in_spec = poisson.sf(round(found.effect["out_of_spec_now"] * n) - 1, ref_rate * n) > 1e-3
         if not self.watch and in_spec:
             # A move that loses no unit is a problem only when it is wider than the line's own
             # wander at that time scale (lot to lot, tool to tool, the room) as seen so far ...
-            size = abs(found.effect["shift"])
+            size = max(abs(found.effect["shift"]), self._largest_product_shift(n))
+            if self._away_from_limit(found.effect["shift"]):
+                return None  # a one-sided spec's reading moving away from its limit: better, not worse
             wander = self.normal_excursion(n, onset_sub)
             if self.environment:
                 # The room wanders on scales longer than any phase I (warm spells of days): it
@@ -761,6 +811,28 @@ class SeriesMonitor:
             family=f"{self.station}/{self.name}",
             watch=self.watch[0] if self.watch else None,
         )
+
+    def _remember_products(self, units: np.ndarray, products: np.ndarray) -> None:
+        keep = 20 * self.cfg.chart_points
+        u = np.concatenate([self._prod_u, units])[-keep:]
+        q = np.concatenate([self._prod_p, products])[-keep:]
+        order = np.argsort(u.astype(str), kind="stable")
+        self._prod_u, self._prod_p = u[order], q[order]
+
+    def _largest_product_shift(self, n_since: int) -> float:
+        """The widest move of one product's own records since the onset: a move confined to one
+        product (its program, its fixture) is diluted by the others in the series' means."""
+        if not self.by_product or not len(self._prod_u):
+            return 0.0
+        v, u = self._rec_v[-n_since:], self._rec_u[-n_since:].astype(str)
+        keys = self._prod_u.astype(str)
+        at = np.clip(np.searchsorted(keys, u), 0, len(keys) - 1)
+        known = keys[at] == u
+        labels, codes = np.unique(self._prod_p[at[known]].astype(str), return_inverse=True)
+        counts = np.bincount(codes, minlength=len(labels))
+        sums = np.bincount(codes, weights=v[known] - self.centre, minlength=len(labels))
+        enough = counts >= max(self.cfg.product_records, 0.1 * n_since)
+        return float(np.abs(sums[enough] / counts[enough]).max()) if enough.any() else 0.0
 
     def _tail_units(self, n_since: int, shift: float) -> list[str]:
         """Units since onset more than 2 sigma off-centre in the direction of the shift."""
