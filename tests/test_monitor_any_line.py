@@ -258,3 +258,47 @@ def test_a_real_excursion_of_the_room_is_raised_as_the_rooms(tmp_path: Path) -> 
     assert found["entity"] == "ASSY/humidity_pct" and found["scope"].get("machine") is None
     assert int(found["first_evidence"]["unit"][2:]) < 2500  # within five days (its spells last two or three)
     ws.close()
+
+
+def _leak_tests(first: int, n: int, seed: int, level: float) -> dict[str, pa.Table]:
+    """Pumps through one leak tester whose spec has an upper limit only; `level` (sigmas) moves
+    every reading (a seal lot that seals better or worse)."""
+    rng = np.random.default_rng(seed)
+    idx = np.arange(first, first + n)
+    t = T0 + idx * np.timedelta64(40, "s")
+    ids = [f"PU{i:07d}" for i in idx]
+    rate = 1.0 + 0.25 * (level + rng.standard_normal(n))
+    units = pa.table({"unit_id": ids, "product": ["PUMP"] * n, "line": ["ASM"] * n, "work_order": ["WO1"] * n,
+                      "t_start": pa.array(t), "t_end": pa.array(t + np.timedelta64(30, "s")),
+                      "result": ["pass"] * n, "first_pass": [True] * n})
+    steps = pa.table({"unit_id": ids, "station": ["LEAK"] * n, "machine": ["LK1"] * n, "fixture": [None] * n,
+                      "operator": [None] * n, "shift": ["A"] * n, "recipe_id": ["R1"] * n,
+                      "t_in": pa.array(t), "t_out": pa.array(t + np.timedelta64(20, "s")),
+                      "result": ["pass"] * n, "defect_code": [None] * n})
+    meas = pa.table({"unit_id": ids, "station": ["LEAK"] * n, "name": ["leak_rate_sccm"] * n, "value": rate,
+                     "t": pa.array(t + np.timedelta64(10, "s"))})
+    return {"units": units, "steps": steps, "measurements": meas}
+
+
+def _leak_line(path: Path, later_level: float) -> Workspace:
+    ws = Workspace.open(path)
+    ws.ingest_tables({"specs": pa.table({"product": ["PUMP"], "station": ["LEAK"], "name": ["leak_rate_sccm"],
+                                         "lsl": pa.array([None], pa.float64()), "usl": [2.0], "target": [1.0],
+                                         "unit": ["sccm"]})}, source="specs")
+    for i in range(16):
+        ws.ingest_tables(_leak_tests(i * 500, 500, i, later_level if i >= 10 else 0.0), source=f"leak:{i}")
+        run_monitor(ws)
+    return ws
+
+
+def test_a_reading_moving_away_from_its_only_limit_is_no_problem(tmp_path: Path) -> None:
+    # A leak rate has an upper limit only: seals that leak 1.5 sigma less are better, not a problem
+    # (the zoo's machining line opened one on a roughness that fell).
+    ws = _leak_line(tmp_path / "better", later_level=-1.5)
+    assert list_problems(ws) == []
+    ws.close()
+    # The same move towards the limit is raised (no unit lost yet: the limit is 4 sigma away).
+    ws = _leak_line(tmp_path / "worse", later_level=1.5)
+    (found,) = list_problems(ws)
+    assert found["scope"]["measurement"] == "leak_rate_sccm" and "risen" in found["description"]
+    ws.close()
