@@ -88,9 +88,9 @@ class EngineConfig:
     level_sigmas: float = 4.0
     level_margin: float = 2.0  # |t| a maintenance-age trend needs in the reference to be modelled
     environment_margin: float = 2.0  # times the wander seen so far a room reading must move to be a problem
-    # A move that loses no unit must also leave the prediction interval of the line's own wander at
-    # its time scale (lot to lot, tool to tool), at this two-sided level: a handful of lots seen
-    # says little about how far the next one may sit, so the interval is wide until more are seen.
+    # A move that loses no unit must also leave the prediction bound of the line's own wander at
+    # its time scale (lot to lot, tool to tool), at this two-sided level: the widest stray of a
+    # handful of lots seen says little about how far the next one may sit.
     wander_alpha: float = 1e-3
     max_inflation: float = 3.0  # cap on the autocorrelation widening of CUSUM sigma
     rate_window: int = 20000  # records per rate stream in the moving window
@@ -186,7 +186,7 @@ class SeriesMonitor:
 
     environment = False  # of the room (the profile says so); also the value of engines saved before it was kept
     ref_means = np.empty(0)  # phase I's subgroup means (engines saved before they were kept: none)
-    # Recent records' units and products, sorted by unit, to tell whose units a move is in.
+    # Recent records' units and products, to tell whose units a move is in.
     _prod_u = np.empty(0, dtype=object)
     _prod_p = np.empty(0, dtype=object)
 
@@ -813,11 +813,9 @@ class SeriesMonitor:
         )
 
     def _remember_products(self, units: np.ndarray, products: np.ndarray) -> None:
-        keep = 20 * self.cfg.chart_points
-        u = np.concatenate([self._prod_u, units])[-keep:]
-        q = np.concatenate([self._prod_p, products])[-keep:]
-        order = np.argsort(u.astype(str), kind="stable")
-        self._prod_u, self._prod_p = u[order], q[order]
+        keep = 20 * self.cfg.chart_points  # as many as the records kept for an alarm's units
+        self._prod_u = np.concatenate([self._prod_u, units])[-keep:]
+        self._prod_p = np.concatenate([self._prod_p, products])[-keep:]
 
     def _largest_product_shift(self, n_since: int) -> float:
         """The widest move of one product's own records since the onset: a move confined to one
@@ -825,10 +823,11 @@ class SeriesMonitor:
         if not self.by_product or not len(self._prod_u):
             return 0.0
         v, u = self._rec_v[-n_since:], self._rec_u[-n_since:].astype(str)
-        keys = self._prod_u.astype(str)
+        order = np.argsort(self._prod_u.astype(str))
+        keys, prods = self._prod_u[order].astype(str), self._prod_p[order]
         at = np.clip(np.searchsorted(keys, u), 0, len(keys) - 1)
         known = keys[at] == u
-        labels, codes = np.unique(self._prod_p[at[known]].astype(str), return_inverse=True)
+        labels, codes = np.unique(prods[at[known]].astype(str), return_inverse=True)
         counts = np.bincount(codes, minlength=len(labels))
         sums = np.bincount(codes, weights=v[known] - self.centre, minlength=len(labels))
         enough = counts >= max(self.cfg.product_records, 0.1 * n_since)
