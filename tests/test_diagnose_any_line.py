@@ -82,3 +82,53 @@ def test_the_room_reading_that_moved_the_measurement_comes_before_one_that_only_
     assert top.entity.name == truth["cause"]["name"]
     wandered = next(c for c in dx.causes if c.entity.name == "humidity_pct")
     assert wandered.rank > 1
+
+
+def _placement_then_oven(n: int, onset: int, seed: int) -> dict[str, Any]:
+    """Boards through PLACE (four nozzles; the offset is measured there) and then REFLOW. At
+    `onset` a new recipe slows the oven's conveyor and nozzle N2 starts to scatter its parts."""
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    i = np.arange(n)
+    t = np.datetime64("2026-02-02T06:00") + (i * 30).astype("timedelta64[s]")
+    ids = [f"PB{k:06d}" for k in i]
+    nozzle = np.array([f"N{k % 4 + 1}" for k in i])
+    new = i >= onset
+    recipe = np.where(new, "R2", "R1")
+    offset = rng.normal(0, 0.01, n) * np.where(new & (nozzle == "N2"), 3.0, 1.0)
+    conveyor = np.where(new, 80.0, 95.0) + rng.normal(0, 0.2, n)
+    units = pa.table({"unit_id": ids, "product": ["PB"] * n, "line": ["L1"] * n, "work_order": ["W1"] * n,
+                      "t_start": pa.array(t), "t_end": pa.array(t + np.timedelta64(20, "s")),
+                      "result": ["pass"] * n, "first_pass": [True] * n})
+    steps = pa.table({
+        "unit_id": ids * 2, "station": ["PLACE"] * n + ["REFLOW"] * n,
+        "machine": ["P1"] * n + ["O1"] * n, "fixture": nozzle.tolist() + [None] * n,
+        "operator": [None] * (2 * n), "shift": ["A"] * (2 * n), "recipe_id": recipe.tolist() * 2,
+        "t_in": pa.array(np.concatenate([t, t + np.timedelta64(10, "s")])),
+        "t_out": pa.array(np.concatenate([t + np.timedelta64(5, "s"), t + np.timedelta64(15, "s")])),
+        "result": ["pass"] * (2 * n), "defect_code": [None] * (2 * n)})
+    meas = pa.table({"unit_id": ids, "station": ["PLACE"] * n, "name": ["place_offset_mm"] * n, "value": offset,
+                     "t": pa.array(t + np.timedelta64(4, "s"))})
+    params = pa.table({"unit_id": ids, "station": ["REFLOW"] * n, "name": ["conveyor_speed"] * n,
+                       "value": conveyor, "t": pa.array(t + np.timedelta64(10, "s"))})
+    return {"units": units, "steps": steps, "measurements": meas, "params": params}
+
+
+def test_a_setting_met_after_the_symptom_was_measured_is_no_cause(tmp_path):
+    # The twin's loop adopted a recipe just before a nozzle wore: the oven's slower conveyor,
+    # set after placement, was ranked first for the placement offset and the nozzle went unnamed.
+    from datetime import datetime
+
+    from linelab.diagnose.workspace import SymptomSpec, diagnose_spec
+
+    ws = Workspace.open(tmp_path / "ws")
+    ws.ingest_tables(_placement_then_oven(4000, 3000, seed=0), source="line")
+    onset = datetime(2026, 2, 3, 7, 0)  # unit 3,000
+    spec = SymptomSpec(onset=onset, station="PLACE", measurement="place_offset_mm")
+    d = diagnose_spec(ws, spec)
+    ranked = [(c.factor, c.level) for c in d.causes]
+    assert not any(f.startswith("conveyor_speed") for f, _ in ranked), ranked
+    assert ranked[0] == ("fixture@PLACE", "N2"), ranked
+    ws.close()

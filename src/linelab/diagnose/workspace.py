@@ -167,7 +167,8 @@ def unit_table(
         meta["lot@" + m] = {"type": "lot", "material": m, "table": "materials"}
         meta["supplier@" + m] = {"type": "supplier", "material": m, "table": "materials"}
 
-    # params everywhere; measurements only upstream of the symptom's station
+    # params at or before the symptom's station (a setting a unit meets only after the symptom was
+    # measured cannot have caused it); measurements only upstream of it
     def numeric_cols(table: str) -> list[str]:
         names = ws.query(
             f"SELECT station, name FROM {table} WHERE t BETWEEN ? AND ? GROUP BY ALL "
@@ -181,6 +182,8 @@ def unit_table(
                 continue  # the symptom itself
             # a measurement at or after the symptom's station is a symptom, not a cause
             if table == "measurements" and sym_station in rank and rank.get(st, -1) >= rank[sym_station]:
+                continue
+            if table == "params" and sym_station in rank and rank.get(st, -1) > rank[sym_station]:
                 continue
             col = f"{nm}@{st}"
             out.append(f"avg(value) FILTER (WHERE station = {_lit(st)} AND name = {_lit(nm)}) AS {_q(col)}")
