@@ -526,6 +526,22 @@ class Diagnoser:
     ) -> list[Confounding]:
         cats = [c for c in causes if c.kind == "categorical" and c.q_value <= self.alpha and c.upstream]
         cats = sorted(cats, key=self._strength, reverse=True)[:MAX_PAIRS]
+        by_label = {c.label: c for c in causes}
+
+        def explain(weak: Cause, strong: Cause, evidence: str) -> None:
+            """`weak` is explained by `strong`, unless `strong` is already explained (through a
+            chain) by `weak`: explanations end at a cause, they never run in a circle (a nozzle
+            explaining its machine, the machine a recipe, the recipe the nozzle, left no cause)."""
+            if weak.explained_by is not None:
+                return
+            link: Cause | None = strong
+            while link is not None:
+                if link is weak:
+                    return
+                link = by_label.get(link.explained_by) if link.explained_by else None
+            weak.explained_by = strong.label
+            weak.details["explained_by_evidence"] = evidence
+
         out: list[Confounding] = []
         for i, a in enumerate(cats):
             for b in cats[i + 1 :]:
@@ -535,30 +551,23 @@ class Diagnoser:
                 inner = self._inner_of(a, b, ga, gb)
                 if inner is not None:
                     outer = b if inner is a else a
-                    if outer.explained_by is None:
-                        outer.explained_by = inner.label
-                        outer.details["explained_by_evidence"] = f"its units in the incident are all {inner.label}'s"
+                    explain(outer, inner, f"its units in the incident are all {inner.label}'s")
                     continue
                 rel = relate(ga, gb, sym)
-                if rel.verdict == "a_explains_b" and b.explained_by is None:
-                    b.explained_by = a.label
-                    b.details["explained_by_evidence"] = self._explain_words(gb, ga, rel.b_only, rel.a_only)
-                elif rel.verdict == "b_explains_a" and a.explained_by is None:
-                    a.explained_by = b.label
-                    a.details["explained_by_evidence"] = self._explain_words(ga, gb, rel.a_only, rel.b_only)
-                elif rel.verdict == "interaction" and self._clearly_stronger(a, b) and b.explained_by is None:
+                if rel.verdict == "a_explains_b":
+                    explain(b, a, self._explain_words(gb, ga, rel.b_only, rel.a_only))
+                elif rel.verdict == "b_explains_a":
+                    explain(a, b, self._explain_words(ga, gb, rel.a_only, rel.b_only))
+                elif rel.verdict == "interaction" and (pair := self._clearly_stronger_pair(a, b)) is not None:
                     # the excess sits where both occur; the much stronger one carries it
-                    b.explained_by = a.label
-                    b.details["explained_by_evidence"] = f"its excess appears only together with {a.label}"
+                    strong, weak = pair
+                    explain(weak, strong, f"its excess appears only together with {strong.label}")
                 elif rel.verdict in ("confounded", "interaction"):
                     old = self._new_at_onset(a, b, ga, gb, sym, prep)
-                    if old is not None and old.explained_by is None:
+                    if old is not None:
                         new = b if old is a else a
-                        old.explained_by = new.label
-                        old.details["explained_by_evidence"] = (
-                            f"it ran {old.details['ran_when']} ({old.details['recent_units']} units) without the "
-                            f"symptom; {new.label} began with it"
-                        )
+                        explain(old, new, f"it ran {old.details['ran_when']} ({old.details['recent_units']} units) "
+                                          f"without the symptom; {new.label} began with it")
                     a.confounded_with.append(b.label)
                     b.confounded_with.append(a.label)
                     text, n = separating_experiment(ga, gb, sym, rel)
@@ -671,6 +680,16 @@ class Diagnoser:
         if (mask & rows).sum() < 0.3 * mask.sum():
             return None
         return rows
+
+    @classmethod
+    def _clearly_stronger_pair(cls, a: Cause, b: Cause) -> tuple[Cause, Cause] | None:
+        """(stronger, weaker) where one of the two, not yet explained, is clearly the weaker;
+        whichever was listed first."""
+        if b.explained_by is None and cls._clearly_stronger(a, b):
+            return a, b
+        if a.explained_by is None and cls._clearly_stronger(b, a):
+            return b, a
+        return None
 
     @staticmethod
     def _clearly_stronger(a: Cause, b: Cause) -> bool:
