@@ -830,8 +830,13 @@ class SeriesMonitor:
         labels, codes = np.unique(prods[at[known]].astype(str), return_inverse=True)
         counts = np.bincount(codes, minlength=len(labels))
         sums = np.bincount(codes, weights=v[known] - self.centre, minlength=len(labels))
-        enough = counts >= max(self.cfg.product_records, 0.1 * n_since)
-        return float(np.abs(sums[enough] / counts[enough]).max()) if enough.any() else 0.0
+        enough = counts >= self.cfg.subgroup
+        if not enough.any():
+            return 0.0
+        # as large as the product's own records show it, less two standard errors: a product with
+        # few records since the onset does not pass its noise off as a move
+        n = counts[enough]
+        return float(max((np.abs(sums[enough] / n) - 2 * self.sd_unit / np.sqrt(n)).max(), 0.0))
 
     def _tail_units(self, n_since: int, shift: float) -> list[str]:
         """Units since onset more than 2 sigma off-centre in the direction of the shift."""
