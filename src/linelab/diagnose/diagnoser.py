@@ -530,8 +530,8 @@ class Diagnoser:
 
         def explain(weak: Cause, strong: Cause, evidence: str) -> None:
             """`weak` is explained by `strong`, unless `strong` is already explained (through a
-            chain) by `weak`: explanations end at a cause, they never run in a circle (a nozzle
-            explaining its machine, the machine a recipe, the recipe the nozzle, left no cause)."""
+            chain) by `weak`: explanations end at a cause, they never run in a circle (a tool
+            explaining its machine, the machine a recipe, the recipe the tool, left no cause)."""
             if weak.explained_by is not None:
                 return
             link: Cause | None = strong
