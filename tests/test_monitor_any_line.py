@@ -113,6 +113,17 @@ def test_one_unit_out_of_spec_makes_a_lot_to_lot_move_no_loss(tmp_path: Path) ->
     ws.close()
 
 
+def test_a_lot_a_little_beyond_the_widest_one_seen_is_the_lines_normal(tmp_path: Path) -> None:
+    # Lots of 2,000 shafts that spread 0.65 sigma; the eighth sits 1.4 sigma off: beyond every lot
+    # before it (0.8 at most), but lots that spread put one that far out about one time in thirty.
+    # The widest stray seen so far was the bound, and a new lot passes it one time in (lots seen + 1).
+    levels = [0.0, 0.7, -0.7, 0.6, -0.8, 0.7, -0.6, 1.4]
+    chunks = [shafts(i * 1000, 1000, seed=i, share_25=0.3, lot_level=levels[i // 2]) for i in range(16)]
+    ws = feed(tmp_path / "ws", chunks)
+    assert list_problems(ws) == []
+    ws.close()
+
+
 def test_a_lot_far_beyond_the_lot_to_lot_moves_is_found(tmp_path: Path) -> None:
     # The same lots, then one that puts every shaft 2.5 sigma large: still within spec (a few in a
     # thousand shafts beyond it), three times as far as any lot before it. (A lot 2 sigma off is no
