@@ -167,8 +167,7 @@ def unit_table(
         meta["lot@" + m] = {"type": "lot", "material": m, "table": "materials"}
         meta["supplier@" + m] = {"type": "supplier", "material": m, "table": "materials"}
 
-    # params at or before the symptom's station (a setting a unit meets only after the symptom was
-    # measured cannot have caused it); measurements only upstream of it
+    # params at or before the symptom's station; measurements only upstream of it
     def numeric_cols(table: str) -> list[str]:
         names = ws.query(
             f"SELECT station, name FROM {table} WHERE t BETWEEN ? AND ? GROUP BY ALL "
@@ -180,11 +179,12 @@ def unit_table(
             st, nm = r["station"], r["name"]
             if spec.measurement and nm == spec.measurement and st == sym_station:
                 continue  # the symptom itself
-            # a measurement at or after the symptom's station is a symptom, not a cause
-            if table == "measurements" and sym_station in rank and rank.get(st, -1) >= rank[sym_station]:
-                continue
-            if table == "params" and sym_station in rank and rank.get(st, -1) > rank[sym_station]:
-                continue
+            if sym_station in rank:
+                later = rank.get(st, -1) - rank[sym_station]
+                # a measurement at or after the symptom's station is a symptom, not a cause; a
+                # setting met after it cannot have caused it
+                if later > 0 or (later == 0 and table == "measurements"):
+                    continue
             col = f"{nm}@{st}"
             out.append(f"avg(value) FILTER (WHERE station = {_lit(st)} AND name = {_lit(nm)}) AS {_q(col)}")
             kind = "param" if table == "params" else "measurement"

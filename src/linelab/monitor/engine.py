@@ -819,7 +819,9 @@ class SeriesMonitor:
 
     def _largest_product_shift(self, n_since: int) -> float:
         """The widest move of one product's own records since the onset: a move confined to one
-        product (its program, its fixture) is diluted by the others in the series' means."""
+        product (its program, its fixture) is diluted by the others in the series' means.
+        (Products are looked up by unit: they do not travel with the records through the partial
+        subgroup and re-levelling buffers, and are needed only when an alarm is judged.)"""
         if not self.by_product or not len(self._prod_u):
             return 0.0
         v, u = self._rec_v[-n_since:], self._rec_u[-n_since:].astype(str)
