@@ -87,12 +87,18 @@ def relate(a: Group, b: Group, sym: Symptom) -> Relation:
     def clean(g: SubExcess) -> bool:
         return can_show(g) and not shows(g) and g.per_unit < 0.3 * target
 
+    def carries(g: SubExcess) -> bool:
+        # Where the other level is never seen alone, a level whose own units show a third of the
+        # shared excess may only have a small offset of its own, the other carrying the rest (the
+        # two add up); it explains the other only if alone it carries most of the shared excess.
+        return g.per_unit >= 0.5 * target
+
     ca, cb = can_show(a_only), can_show(b_only)
     if not ca and not cb:
         verdict = "confounded"
-    elif shows(a_only) and (clean(b_only) or not cb):
+    elif shows(a_only) and (clean(b_only) or (not cb and carries(a_only))):
         verdict = "a_explains_b"
-    elif shows(b_only) and (clean(a_only) or not ca):
+    elif shows(b_only) and (clean(a_only) or (not ca and carries(b_only))):
         verdict = "b_explains_a"
     elif clean(a_only) and clean(b_only):
         verdict = "interaction"
