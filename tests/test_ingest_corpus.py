@@ -419,3 +419,36 @@ def test_typed_batches_with_repeated_keys_are_stored_once(tmp_path: Path) -> Non
         assert rep.quarantine[0]["reason"] == "conflicts with line 21" and rep.quarantine[0]["row"] == n + 6
         assert w.count("measurements") == n
         assert w.scalar("SELECT value FROM measurements WHERE unit_id = 'T020'") == 20.0
+
+
+def nul_lines() -> list[str]:
+    """Good rows around text with a NUL character: in a text field, in a number, and on a ragged line."""
+    return [HEADER, good_line(0), good_line(1).replace("TEST", "TE\x00ST"), good_line(2),
+            good_line(3).replace("3.3030", "3.3\x00"), good_line(4), good_line(5) + ",\x00", good_line(6)]
+
+
+def test_a_nul_character_quarantines_its_row_only(tmp_path: Path) -> None:
+    out = ingest(tmp_path / "ws", write(tmp_path / "measurements_nul.csv", nul_lines()))
+    assert out.code == 1 and out.body["stored"] == 4
+    assert_lines(tmp_path / "ws", {3: "station", 5: "value", 7: "(line)"})
+    assert stored(tmp_path / "ws") == sorted(good_ids([0, 2, 4, 6]))
+    assert "NUL" in quarantine(tmp_path / "ws")[0]["reason"]
+
+
+def test_a_nul_character_neither_crashes_nor_blocks_a_postgresql_workspace(tmp_path: Path) -> None:
+    """PostgreSQL text cannot hold a NUL character: the row is quarantined, its neighbours stored."""
+    from postgres_service import fresh_schema
+
+    with fresh_schema(tmp_path / "files") as (url, _):
+        out = ingest(url, write(tmp_path / "measurements_nul.csv", nul_lines()))
+        assert out.code == 1 and out.body["stored"] == 4
+        with Workspace.open(url) as w:
+            assert {r["row"]: r["field"] for r in w.query('SELECT "row", field FROM quarantine').to_pylist()} == \
+                {3: "station", 5: "value", 7: "(line)"}
+            assert w.count("measurements") == 4
+            # A typed batch from an adapter goes the same way.
+            t = pa.array([np.datetime64("2026-01-06T06:00:00", "us")] * 2)
+            rep = w.ingest_tables({"measurements": pa.table({
+                "unit_id": ["A\x001", "A2"], "station": ["S", "S"], "name": ["v", "v"], "value": [1.0, 2.0],
+                "t": t})}, source="adapter")
+            assert (rep.stored, rep.quarantined) == (1, 1) and w.count("measurements") == 5

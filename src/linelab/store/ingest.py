@@ -362,7 +362,16 @@ def _resolve(ws: Workspace, name: str, seq: int, where: str = "TRUE") -> int:
                     [seq, name]).num_rows
 
 
+def _printable(entries: pa.Table) -> pa.Table:
+    """Entries with any NUL character in their text shown as `\\0` (a text column cannot hold one)."""
+    for name in ("field", "reason", "raw"):
+        i = entries.column_names.index(name)
+        entries = entries.set_column(i, name, pc.replace_substring(entries.column(i), "\x00", "\\0"))
+    return entries
+
+
 def _quarantine(ws: Workspace, entries: pa.Table, batch_id: str, source: str, table: str, now: datetime) -> None:
+    entries = _printable(entries)
     ws.backend.register("_bad", entries)
     try:
         ws.backend.execute(

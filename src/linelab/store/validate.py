@@ -9,7 +9,8 @@ a corrected record arriving later can resolve the entry.
 
 Text rules: only an empty (or blank) field is a missing value, so `NA` or `null` stay text where
 text is expected; timestamps with an offset (`+05:00`, `Z`) or a zone name are converted to UTC and
-stored without one; timestamps outside 1900-2200 and numbers that are not finite are refused.
+stored without one; timestamps outside 1900-2200, numbers that are not finite and text holding a
+NUL character are refused.
 """
 
 from __future__ import annotations
@@ -123,6 +124,9 @@ def _checks(table_name: str, columns: dict[str, pa.DataType]) -> tuple[list[str]
             checks.append((f.name, f"{given} AND {v} IS NULL", f"{lit('cannot read as ' + _kind(f.type))} || {got}"))
         if not f.nullable:
             checks.append((f.name, f"{v} IS NULL", lit("missing value")))
+        if pa.types.is_string(f.type):
+            # Text holds no NUL character (PostgreSQL cannot store one; no export means one).
+            checks.append((f.name, f"strpos({v}, chr(0)) > 0", lit("holds a NUL character (byte 0)")))
         if pa.types.is_floating(f.type):
             checks.append((f.name, f"NOT isfinite({v})", f"'not a finite number' || {got}"))
         if pa.types.is_timestamp(f.type):
