@@ -107,3 +107,20 @@ def test_help_names_defaults_and_describes_groups() -> None:
     for group in ("knowhow", "experiment", "act", "twin"):
         line = next(x for x in top.splitlines() if re.match(rf"\W*{group}\s", x))
         assert len(line.strip(" │")) > len(group) + 5, line  # a description follows the name
+
+
+def test_pareto_keeps_each_defect_code_on_one_line_at_80_columns(ws: Path) -> None:
+    text = _cli("pareto", "-w", str(ws))
+    assert _widest(text) <= 80
+    row = next(line for line in text.splitlines() if "OPEN" in line)
+    assert "20" in row and "100.0%" in row and "cum" in row  # count, share and cumulative share together
+
+
+def test_trace_shows_the_units_result_and_its_failing_step_at_80_columns(ws: Path) -> None:
+    text = _cli("trace", "U0000", "-w", str(ws))
+    assert _widest(text) <= 80
+    head = " ".join(text.split())
+    assert "result fail" in head and "first pass no" in head
+    step = next(line for line in text.splitlines() if "TEST" in line)
+    assert "fail" in step and "OPEN" in step  # what happened at the station is never the column left out
+    assert "False" not in text and "True" not in text

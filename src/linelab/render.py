@@ -23,6 +23,8 @@ CELL_OVERHEAD = 3
 def fmt(value: Any, name: str = "") -> str:
     if value is None:
         return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         if "yield" in name or "share" in name or name.endswith("rate"):
             return f"{100 * value:.2f}%"

@@ -124,9 +124,16 @@ class ParetoResult(Result):
             return
         console.print("[bold]defect Pareto[/bold]")
         top = max(r["defects"] for r in self.rows)
+        station = max(len(str(r["station"])) for r in self.rows)
+        code = max(len(str(r["defect_code"])) for r in self.rows)
+        count = max(len(f"{r['defects']:,}") for r in self.rows)
+        # One line per code whatever the terminal: the bar takes what the names and numbers leave.
+        numbers = count + len(" 100.0%  cum 100.0%")
+        width = max(5, min(30, console.width - station - code - numbers - 4))
         for r in self.rows:
-            console.print(f"{r['station']:>8} {r['defect_code']:<20} {bar(r['defects'] / top)} "
-                          f"{r['defects']:>8,} {100 * r['share']:5.1f}%  cum {100 * r['cumulative_share']:5.1f}%")
+            console.print(f"{r['station']:>{station}} {r['defect_code']:<{code}} {bar(r['defects'] / top, width)} "
+                          f"{r['defects']:>{count},} {100 * r['share']:5.1f}%  cum {100 * r['cumulative_share']:5.1f}%",
+                          no_wrap=True, overflow="ellipsis", highlight=False)
 
 
 @command("pareto", ParetoParams, writes=False)
@@ -147,12 +154,37 @@ class TraceResult(Result):
 
     def render(self, console: Console) -> None:
         for name, rows in self.tables.items():
+            if self.serial and name == "unit" and len(rows) == 1:
+                console.print(_unit_line(rows[0]), highlight=False)
+                continue
+            if self.serial and name == "steps":
+                rows = [_first(r, STEP_FIRST) for r in rows]
             print_rows(console, rows, name, limit=200 if self.serial else 50)
         if self.lot:
             units = self.tables["units"]
             bad = sum(1 for u in units if u["result"] != "pass")
             console.print(f"lot [bold]{self.lot}[/bold]: {len({u['unit_id'] for u in units}):,} units, "
                           f"{bad:,} not passed")
+
+
+# What a step's row says first: what happened at the station; times are the first left out when narrow.
+STEP_FIRST = ("station", "result", "defect_code")
+
+
+def _first(row: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {**{k: row[k] for k in keys if k in row}, **{k: v for k, v in row.items() if k not in keys}}
+
+
+def _unit_line(u: dict[str, Any]) -> str:
+    """A unit as a few lines of `name value`, its result first: one row never needs a table."""
+    said = [f"[bold]unit {u.get('unit_id')}[/bold]"]
+    if "result" in u:
+        said.append(f"result {fmt(u['result'])}")
+    if "first_pass" in u:
+        said.append(f"first pass {fmt(u['first_pass'])}")
+    rest = [f"{k.replace('_', ' ')} {fmt(v, k)}" for k, v in u.items()
+            if k not in {"unit_id", "result", "first_pass"} and v is not None]
+    return " · ".join(said) + "\n" + " · ".join(rest)
 
 
 @command("trace", TraceParams, writes=False)
