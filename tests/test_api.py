@@ -117,6 +117,12 @@ def test_every_error_has_one_shape_declared_in_the_schema(tmp_path: Path) -> Non
                 for status in ("400", "404", "422"):
                     ref = ops["post"]["responses"][status]["content"]["application/json"]["schema"]["$ref"]
                     assert ref == "#/components/schemas/ErrorResponse", (path, status)
+            for method, op in ops.items():  # every error any operation declares, GET routes included
+                for status, response in op["responses"].items():
+                    if status[0] in "45":
+                        ref = response["content"]["application/json"]["schema"]["$ref"]
+                        assert ref == "#/components/schemas/ErrorResponse", (method, path, status)
+        assert "HTTPValidationError" not in spec["components"]["schemas"]
         answers = [
             client.post("/api/quarantine", json={"limit": -1}),
             client.post("/api/pareto", json={"top": -1}),
@@ -133,6 +139,20 @@ def test_every_error_has_one_shape_declared_in_the_schema(tmp_path: Path) -> Non
             assert set(error) <= {"type", "message", "field"} and error["message"]
         assert answers[0].json()["error"]["field"] == "limit"
         assert answers[1].json()["error"]["field"] == "top"
+
+
+def test_a_seed_no_random_generator_takes_is_a_bad_parameter_not_a_server_error(tmp_path: Path) -> None:
+    with _client(tmp_path / "ws") as client:
+        for path, body in [("/api/twin/run", {"seed": -1, "units": 10}),
+                           ("/api/model/train", {"station": "S", "seed": -1}),
+                           ("/api/model/train", {"station": "S", "seed": 2**32}),
+                           ("/api/experiment/design", {"kind": "split", "seed": -1}),
+                           ("/api/experiment/run", {"id": "EXP-0001", "seed": -1})]:
+            answer = client.post(path, json=body)
+            assert answer.status_code == 422, (path, body, answer.text)
+            assert answer.json()["error"]["field"] == "seed", (path, answer.text)
+    with pytest.raises(ValueError, match="seed"):
+        call("twin run", workspace=tmp_path / "ws", units=10, seed=-1)
 
 
 def test_even_a_server_fault_answers_in_the_one_shape(tmp_path: Path) -> None:

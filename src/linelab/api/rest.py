@@ -321,7 +321,8 @@ def add_command_routes(app: FastAPI, specs: list[CommandSpec], pool: WorkspacePo
 
 
 def add_output_route(app: FastAPI, root: Path) -> None:
-    @app.get("/outputs/{name:path}", responses={404: ERROR_RESPONSES[404]}, response_class=FileResponse)
+    @app.get("/outputs/{name:path}", responses={404: ERROR_RESPONSES[404], 422: ERROR_RESPONSES[422]},
+             response_class=FileResponse)
     def output(name: str) -> FileResponse:
         """A file a command wrote for a request (a chart, a report): the links in its answer."""
         base = (root / OUTPUTS).resolve()

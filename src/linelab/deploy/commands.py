@@ -29,7 +29,7 @@ class TrainParams(BaseModel):
     inspect_share: float = Field(0.1, gt=0, lt=1, description="share of units inspection can take")
     max_escape_rate: float = Field(0.002, ge=0, lt=1, description="failure rate allowed among units that skip "
                                                                   "the test")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed of the holdout and the estimator")
     shuffle_labels: bool = Field(False, description="train on permuted labels (a control that must be rolled back)")
     environment: bool = Field(False, description="use the room's readings (role environment) as features too")
     cost_inspect: float = Field(1.0, ge=0)

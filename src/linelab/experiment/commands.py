@@ -76,7 +76,7 @@ class DesignParams(BaseModel):
     max_loss: float = Field(0.01, gt=0, lt=1, description="optimise: yield a trial may risk below the incumbent")
     no_confirm: bool = Field(False, description="designs / optimise: skip the split run that confirms the "
                              "candidate (then nothing can be adopted on the model alone, except a design's fit)")
-    seed: int = Field(0, description="seed of run order, arm order and optimiser")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of run order, arm order and optimiser")
     problem_id: str | None = Field(None, description="the problem this experiment answers")
     note: str = Field("", description="free text")
 
@@ -165,7 +165,8 @@ class RunParams(BaseModel):
     id: str = Field(..., description="experiment id (EXP-0001)", json_schema_extra={"argument": True})
     scenario: str | None = Field(None, description="twin scenario when the workspace holds no line yet "
                                  "[default: clean]", json_schema_extra={"path": "name"})
-    seed: int | None = Field(None, description="twin seed when the workspace holds no line yet [default: 0]")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1,
+                             description="twin seed when the workspace holds no line yet [default: 0]")
     no_record: bool = Field(False, description="do not store the units built in the workspace")
     adopt: bool = Field(False, description="apply an adopted change to the line at once")
     lots: int | None = Field(None, gt=0, description="real line (outbox): lots to send now; again on a running "

@@ -48,7 +48,7 @@ class RunParams(BaseModel):
     scenario: str = Field("default", description="built-in scenario name or a scenario YAML file",
                           json_schema_extra={"path": "name"})
     units: int | None = Field(None, gt=0, description="units to produce [default: the scenario's length]")
-    seed: int = Field(0, description="random seed: the same scenario and seed give identical data")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed: the same scenario and seed give identical data")
     chunk: int = Field(50_000, gt=0, description="units per chunk written to the workspace")
     fresh: bool = Field(False, description="empty the workspace first (never one holding a real line's data)",
                        json_schema_extra={"destructive": True})

@@ -146,7 +146,7 @@ class PublishParams(BaseModel):
     mqtt: bool = Field(False, description="publish over MQTT as a Sparkplug B edge node")
     scenario: str = Field("default", description="built-in scenario name or a scenario YAML file",
                           json_schema_extra={"path": "name"})
-    seed: int = Field(0, description="random seed")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed")
     units: int = Field(1000, gt=0, description="units to produce")
     speed: float | None = Field(None, gt=0, description="line time per wall-clock time (1: real time); "
                                                        "default: as fast as possible")
