@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from linelab.cli import build_app
 from linelab.knowhow import ledger
+from linelab.loop.commands import LoopResult
 from linelab.loop.runner import LoopPolicy, open_loop
 from linelab.loop.session import run_session
 from linelab.monitor.problems import Alarm, Evidence, ProblemBook
@@ -70,6 +72,13 @@ def test_loop_command_json_and_report(tmp_path: Path) -> None:
     # The dashboard's incident table: when each problem began, was detected and fixed.
     assert shown["incidents"] == body["incidents"] and body["incidents"]
     assert all(i["onset_unit"] is None or i["onset_unit"] <= i["detected_unit"] for i in body["incidents"])
+    # Its human view, as the command prints it at 80 columns: actions as a person writes them, no
+    # Python dict, no "None".
+    console = Console(width=80, record=True, force_terminal=False)
+    LoopResult.model_validate({k: v for k, v in body.items() if k in LoopResult.model_fields}).render(console)
+    text = console.export_text()
+    assert "replace_nozzle nozzle=" in " ".join(text.split())
+    assert "{'" not in text and "None" not in text and max(map(len, text.splitlines())) <= 80
 
 
 def test_a_cold_oven_zone_is_its_own_cause_and_is_restored_at_once(tmp_path: Path) -> None:

@@ -66,7 +66,10 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "source": "person", "status": "applied", "history": [],
             "applied": {"via": "outbox", "t": "2026-02-02T09:20:00"}}, "applied")
         w.put_artifact("loop_run", "latest", {
-            "scenario": "s", "yield_gap_closed": 0.5, "incidents": [],
+            "scenario": "s", "yield_gap_closed": 0.5, "incidents": [
+                {"problem_id": "PRB-0001", "description": "first-pass failures at TEST have risen",
+                 "onset_unit": 0, "detected_unit": 100, "fixed_unit": 200, "resolved_unit": 300,
+                 "cause": "machine@TEST=T1", "action": "service_tester {'tester': 'T1'}", "knowhow_reused": None}],
             "curves": {"loop": {"units": [100, 200], "yield": [0.9, 0.95], "copq": [0.1, 0.05]}},
             "recipe": {"start": {"speed": 1.0}, "trials": [
                 {"unit": 100, "recipe": {"speed": 1.2}, "units": 50, "first_pass_yield": 0.96},
@@ -124,3 +127,13 @@ def test_trace_shows_the_units_result_and_its_failing_step_at_80_columns(ws: Pat
     step = next(line for line in text.splitlines() if "TEST" in line)
     assert "fail" in step and "OPEN" in step  # what happened at the station is never the column left out
     assert "False" not in text and "True" not in text
+
+
+def test_the_learning_page_names_an_action_as_a_person_writes_it(ws: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from linelab.api import create_app
+
+    page = TestClient(create_app(ws), base_url="http://localhost").get("/learning")
+    assert page.status_code == 200
+    assert "service_tester tester=T1" in page.text and "{&#39;" not in page.text and "{'" not in page.text

@@ -58,11 +58,16 @@ class LoopResult(Result):
         console.print(f"[bold]{self.scenario}[/bold] (seed {self.seed}, {self.units:,} units): first-pass yield "
                       f"no loop {fy['none']:.2%} · [bold]LineLab {fy['loop']:.2%}[/bold] · oracle {fy['oracle']:.2%}")
         console.print(f"yield gap closed [bold]{self.yield_gap_closed:.2f}[/bold]; learning rate "
-                      f"{self.learning_rate['loop']:.1%} per doubling (no loop {self.learning_rate['none']:.1%}); "
-                      f"recurrence time-to-fix ratio {self.recurrence_ratio}; recall accuracy {self.recall_accuracy}")
-        cols = ("problem_id", "onset_unit", "detected_unit", "fixed_unit", "resolved_unit", "cause", "action",
+                      f"{self.learning_rate['loop']:.1%} per doubling (no loop {self.learning_rate['none']:.1%})"
+                      + (f"; recurrence time-to-fix ratio {self.recurrence_ratio:.2f}"
+                         if self.recurrence_ratio is not None else "")
+                      + (f"; recall accuracy {self.recall_accuracy:.0%}" if self.recall_accuracy is not None else ""))
+        cols = ("problem_id", "onset_unit", "detected_unit", "fixed_unit", "action", "cause", "resolved_unit",
                 "knowhow_reused")
-        print_rows(console, [{k: i[k] for k in cols} for i in self.incidents], "incidents")
+        rows = [{k: action_text(i.get(k)) if k == "action" else i.get(k) for k in cols} for i in self.incidents]
+        print_rows(console, rows, "incidents (in units produced)",
+                   headers={"problem_id": "problem", "onset_unit": "onset", "detected_unit": "detected",
+                            "fixed_unit": "fixed", "resolved_unit": "verified", "knowhow_reused": "know-how reused"})
         console.print(f"actions applied {self.actions_applied}, did not help {self.actions_that_did_not_help}, "
                       f"false problems acted on {self.false_problems_acted_on}")
         console.print(f"report: [bold]{self.report}[/bold]")

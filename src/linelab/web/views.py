@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 
 from linelab.errors import UserError
 from linelab.knowhow import ledger
-from linelab.loop.report import COLOURS, NAMES
+from linelab.loop.report import COLOURS, NAMES, action_text
 from linelab.monitor import problems as pb
 from linelab.monitor.chart_commands import ATTRIBUTE, available_series, spec_unit, stations
 from linelab.monitor.chart_plots import FLAG, LIMIT, LINE, capability_data, chart_data
@@ -377,8 +377,9 @@ def learning(bench: Workbench, ctx: Context) -> dict[str, Any]:
                    "line": {"color": COLOURS.get(name, LINE)}} for name, c in res.curves.items()],  # type: ignore
                  380, xaxis={"title": {"text": "cumulative units"}},
                  yaxis={"tickformat": ".1%", "title": {"text": "first-pass yield"}})
-    return {"title": "Learning curve", "res": res, "fig": figure_json(fig),
-            "incidents": res.incidents}  # type: ignore[attr-defined]
+    incidents = [{**i, "action": action_text(i["action"]) if i.get("action") else None}
+                 for i in res.incidents]  # type: ignore[attr-defined]
+    return {"title": "Learning curve", "res": res, "fig": figure_json(fig), "incidents": incidents}
 
 
 def trace(bench: Workbench, ctx: Context, serial: str | None = None, lot: str | None = None) -> dict[str, Any]:
