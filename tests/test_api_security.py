@@ -147,6 +147,22 @@ def test_an_uploaded_file_name_cannot_leave_the_workspace(client: TestClient, tm
     assert not list(tmp_path.parent.glob("steps.csv")) and not list(tmp_path.glob("steps.csv"))
 
 
+def test_an_upload_is_named_by_its_own_name_never_by_a_server_path(client: TestClient, tmp_path: Path) -> None:
+    """Answers, errors and the quarantine name an uploaded file as it was sent, not the folder it was kept in."""
+    ragged = b"unit_id,station,machine,t_in,result\nSN1,AOI,A1,2026-01-05 06:00:00,pass\nSN2,AOI\n"
+    stored = client.post("/api/ingest", files=[("paths", ("steps_monday.csv", ragged, "text/csv"))])
+    assert stored.status_code == 200, stored.text
+    body = stored.json()
+    assert body["files"][0]["path"] == "steps_monday.csv" and body["quarantine"][0]["file"] == "steps_monday.csv"
+    listed = client.post("/api/quarantine", json={}).json()["rows"]
+    assert [r["source"] for r in listed] == ["upload:steps_monday.csv"]
+    utf16 = "\ufeff".encode("utf-16-le") + ragged.decode().encode("utf-16-le")
+    refused = client.post("/api/ingest", files=[("paths", ("steps_tuesday.csv", utf16, "text/csv"))])
+    assert refused.status_code == 400 and "steps_tuesday.csv: looks like UTF-16" in refused.text
+    for answer in (stored, refused, client.post("/api/quarantine", json={})):
+        assert str(tmp_path) not in answer.text and ".uploads" not in answer.text, answer.text
+
+
 def test_what_deletes_or_runs_a_whole_simulation_is_not_offered(client: TestClient) -> None:
     offered = {c["name"] for c in client.get("/api/commands").json()}
     assert "loop" not in offered and "monitor tep" not in offered

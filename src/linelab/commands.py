@@ -216,6 +216,8 @@ class Context:
     console: Console = field(default_factory=lambda: Console(stderr=True))
     _workspace: Any = None
     read_only: bool = False  # the command only reads: open the workspace shared with other readers
+    # Files a request uploaded (the server's copy -> the name it was sent by): what the command records.
+    uploads: dict[Path, str] = field(default_factory=dict)
 
     @property
     def workspace(self) -> Any:

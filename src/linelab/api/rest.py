@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException
 from linelab.api.errors import ERROR_RESPONSES, UPLOAD_RESPONSES
 from linelab.api.pool import WorkspacePool
 from linelab.commands import CommandSpec, Context, Result
-from linelab.errors import NotFound
+from linelab.errors import NotFound, UserError
 
 OUTPUTS = "outputs"
 UPLOADS = ".uploads"
@@ -130,7 +130,9 @@ def _safe_file_name(name: str | None) -> str:
     return base if base and not base.startswith(".") else "upload"
 
 
-def _save_uploads(files: dict[str, list[UploadFile]], folder: Path) -> dict[str, list[Path]]:
+def _save_uploads(files: dict[str, list[UploadFile]], folder: Path,
+                  names: dict[Path, str]) -> dict[str, list[Path]]:
+    """Each upload saved in `folder`; `names` gets each saved copy's name as it was sent."""
     saved: dict[str, list[Path]] = {}
     n = 0
     for name, uploads in files.items():
@@ -142,7 +144,16 @@ def _save_uploads(files: dict[str, list[UploadFile]], folder: Path) -> dict[str,
             with target.open("wb") as out:
                 shutil.copyfileobj(upload.file, out, 1 << 20)
             saved.setdefault(name, []).append(target)
+            names[target] = target.name
     return saved
+
+
+def _as_sent(text: str, names: dict[Path, str]) -> str:
+    """Text naming the server's copies of uploaded files, with each named as it was sent instead."""
+    for path, name in names.items():
+        for form in {str(path), str(path.resolve())}:
+            text = text.replace(form, name)
+    return text
 
 
 def _links(value: Any, outputs: Path) -> Any:
@@ -180,11 +191,16 @@ def _invalid(exc: ValidationError, prefix: str = "") -> RequestValidationError:
                                     "type": e["type"]} for e in exc.errors()])
 
 
-def _call(spec: CommandSpec, params: BaseModel, pool: WorkspacePool, workspace: Any = None) -> Result:
+def _call(spec: CommandSpec, params: BaseModel, pool: WorkspacePool, workspace: Any = None,
+          uploads: dict[Path, str] | None = None) -> Result:
     ctx = _RequestContext(workspace_path=pool.root, show_progress=False, read_only=not spec.writes, pool=pool,
-                          _workspace=workspace)
+                          _workspace=workspace, uploads=uploads or {})
     try:
         return spec.func(params, ctx)
+    except UserError as exc:
+        if uploads:  # the message names an uploaded file as it was sent, not the server's copy
+            raise type(exc)(_as_sent(str(exc), uploads)) from None
+        raise
     finally:
         ctx.close()
         if spec.writes:
@@ -209,23 +225,24 @@ def _runner(spec: CommandSpec, shape: RestShape,
                         values[name] = out_dir / name
                     elif getattr(body, name, None):
                         values[name] = out_dir / getattr(body, name)
+            uploads: dict[Path, str] = {}
             if shape.inputs:
                 upload_dir = _request_folder(root, UPLOADS, spec)
                 cleanup.callback(shutil.rmtree, upload_dir, True)
-                for name, paths in _save_uploads(files, upload_dir).items():
+                for name, paths in _save_uploads(files, upload_dir, uploads).items():
                     values[name] = paths if shape.inputs[name] else paths[0]
             try:
                 params = spec.params(**values)
             except ValidationError as exc:
                 raise _invalid(exc, "body") from None
-            result = _call(spec, params, pool, workspace)
+            result = _call(spec, params, pool, workspace, uploads)
             if out_dir is None:
-                return result.model_dump_json().encode(), True
+                return _as_sent(result.model_dump_json(), uploads).encode(), True
             wrote = out_dir.exists() and any(out_dir.iterdir())
             if out_dir.exists() and not wrote:
                 out_dir.rmdir()
             linked = _links(result.model_dump(mode="json"), root / OUTPUTS)
-            return json.dumps(linked, ensure_ascii=False, separators=(",", ":")).encode(), not wrote
+            return _as_sent(json.dumps(linked, ensure_ascii=False, separators=(",", ":")), uploads).encode(), not wrote
 
     def run(body: BaseModel, files: dict[str, list[UploadFile]]) -> Response:
         if not reads:

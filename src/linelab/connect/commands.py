@@ -99,13 +99,14 @@ def ingest(p: IngestParams, ctx: Context) -> IngestResult:
     with ctx.progress(len(files), "ingesting") as advance, ws.ingest_transaction():
         for path in ingest_order(files, profile):
             source = mapping.source_for(profile, path)
-            rep = ingest_file(ws, path, p.table, profile)
+            uploaded = ctx.uploads.get(path)  # a file sent to the server: named as it was sent
+            rep = ingest_file(ws, path, p.table, profile, f"upload:{uploaded}" if uploaded else None)
             t = rep.tables[0]
-            done.append(FileIngest(path=str(path), table=t.table, source=source.name if source else None,
+            done.append(FileIngest(path=uploaded or str(path), table=t.table, source=source.name if source else None,
                                    received=t.received, stored=t.stored, updated=t.updated,
                                    duplicates=t.duplicates, quarantined=t.quarantined, resolved=t.resolved,
                                    already_ingested=t.skipped_batch))
-            quarantine.extend({"file": str(path), **q} for q in rep.quarantine)
+            quarantine.extend({"file": uploaded or str(path), **q} for q in rep.quarantine)
             seqs.append({t.table: [t.seq]} if t.seq is not None else {})
             advance(1)
         # Counted once every file is in: a unit ingested in the same call is no longer awaited.

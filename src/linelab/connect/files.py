@@ -75,11 +75,13 @@ def _digest(path: Path) -> hashlib.blake2b:
     return h
 
 
-def ingest_file(ws: Workspace, path: Path, table: str | None = None, profile: Profile | None = None) -> IngestReport:
+def ingest_file(ws: Workspace, path: Path, table: str | None = None, profile: Profile | None = None,
+                origin: str | None = None) -> IngestReport:
+    """Ingest one file; its batches record `origin` as their source (default: `file:` and its full path)."""
     source = mapping.source_for(profile, path)
     export = _read(path, source)
     if source is not None:
-        return ingest_mapped(ws, path, source, export)
+        return ingest_mapped(ws, path, source, export, origin)
     data = export.table
     name = table or guess_table(path, [c for c in data.column_names if c != LINE])
     if name not in RECORD_TABLES:
@@ -87,7 +89,7 @@ def ingest_file(ws: Workspace, path: Path, table: str | None = None, profile: Pr
     _required(path, name, [c for c in data.column_names if c != LINE])
     # The batch id is the file's content: re-ingesting the same file adds nothing.
     batch = f"{name}:{_digest(path).hexdigest()}"
-    return ws.ingest_tables({name: data}, source=f"file:{path.resolve()}", batch_ids={name: batch},
+    return ws.ingest_tables({name: data}, source=origin or f"file:{path.resolve()}", batch_ids={name: batch},
                             rejected={name: export.rejected})
 
 
@@ -136,7 +138,8 @@ def _stored_steps(ws: Workspace, units: pa.Table) -> pa.Table:
                     [lo, hi])
 
 
-def ingest_mapped(ws: Workspace, path: Path, source: Source, export: Export | None = None) -> IngestReport:
+def ingest_mapped(ws: Workspace, path: Path, source: Source, export: Export | None = None,
+                  origin: str | None = None) -> IngestReport:
     """Ingest one export through its profile source; quarantine entries name the export's column too."""
     raw = export if export is not None else _read(path, source)
     try:
@@ -153,7 +156,7 @@ def ingest_mapped(ws: Workspace, path: Path, source: Source, export: Export | No
     batch = f"{name}:{h.hexdigest()}"
     if source.derive:
         batch += ":" + content_id(data, name)[:16]
-    rep = ws.ingest_tables({name: data}, source=f"file:{path.resolve()}", batch_ids={name: batch},
+    rep = ws.ingest_tables({name: data}, source=origin or f"file:{path.resolve()}", batch_ids={name: batch},
                            rejected={name: raw.rejected})
     columns = mapping.export_columns(source, [c for c in raw.table.column_names if c != LINE])
     for entry in rep.quarantine:  # the first few entries, for display
