@@ -137,3 +137,13 @@ def test_the_learning_page_names_an_action_as_a_person_writes_it(ws: Path) -> No
     page = TestClient(create_app(ws), base_url="http://localhost").get("/learning")
     assert page.status_code == 200
     assert "service_tester tester=T1" in page.text and "{&#39;" not in page.text and "{'" not in page.text
+
+
+def test_every_command_group_says_what_it_is_for() -> None:
+    top = _cli("--help")
+    for group in ("connect", "model"):
+        line = next(x for x in top.splitlines() if re.match(rf"\W*{group}\s", x))
+        assert "commands:" not in line, line  # a description, not the list of its subcommands
+        assert "commands:" not in _cli(group, "--help")
+    ingest = next(x for x in top.splitlines() if re.match(r"\W*ingest\s", x))
+    assert not ingest.rstrip(" │").endswith(";")  # a summary wrapped in its docstring is not cut mid-sentence

@@ -103,12 +103,14 @@ def _runner(spec: CommandSpec) -> Any:
 # What each command group is for (a group with a command of its own shows that command's summary).
 GROUP_HELP = {
     "profile": "The line profile: draft it from exports, check it, its JSON Schema.",
+    "connect": "The live line: store what its MQTT, OPC UA or IPC-CFX sources publish; the connector's status.",
     "twin": "The simulated SMT line: its scenarios, and a run into a workspace of its own.",
     "monitor": "Run the detectors over new data; the Tennessee Eastman benchmark.",
     "problem": "One problem: show it, move its status, resolve it (with its know-how).",
     "experiment": "Split runs, designed experiments and recipe optimisation: design, run, analyse, verdict.",
     "act": "Actions through the line's control interface: propose, approve, apply, acknowledge, check, list.",
     "knowhow": "The ledger of solved problems: list, show, search, add, edit, 8D export, watches.",
+    "model": "Quality models on the line: train, deploy in stages (shadow, canary, full), score, judge, roll back.",
 }
 
 

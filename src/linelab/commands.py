@@ -75,7 +75,8 @@ class CommandSpec:
 
     @property
     def summary(self) -> str:
-        return (self.func.__doc__ or "").strip().splitlines()[0] if self.func.__doc__ else ""
+        """The docstring's first paragraph, on one line (a sentence wrapped in the source is not cut)."""
+        return " ".join((self.func.__doc__ or "").strip().split("\n\n")[0].split())
 
     @property
     def path(self) -> str:
