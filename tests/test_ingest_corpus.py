@@ -307,6 +307,32 @@ def test_time_zones_text_values_and_impossible_values(tmp_path: Path) -> None:
     assert "not a finite number" in reasons[2] and "cannot read as a number (got 'NA')" in reasons[6]
 
 
+def test_a_time_whose_zone_cannot_be_honoured_is_quarantined_never_stored_shifted(tmp_path: Path) -> None:
+    """A zone abbreviation, an offset past 14 hours or with seconds, an AM/PM mark, a special word: the
+    time cannot be read as written, so its row is quarantined (stored, it would sit hours off)."""
+    refused = ["2026-01-05 06:00:00 EST", "2026-01-05 06:00:00+05:00:30", "2026-01-05 06:00:00+25:00",
+               "2026-01-05 06:00:00+99", "2026-01-05 6:00 PM", "epoch", "2026-01-05 06:00:00 +05:00 x"]
+    read = {"2026-01-05 06:00:00+14:00": "2026-01-04 16:00:00", "2026-01-05 06:00:00-12:00": "2026-01-05 18:00:00",
+            "2026-01-05T06:00:00+0530": "2026-01-05 00:30:00", "2026-01-05T06:00:00.5Z": "2026-01-05 06:00:00.5",
+            "2026-01-05 06:00:00 Asia/Tokyo": "2026-01-04 21:00:00", "2026-01-05": "2026-01-05 00:00:00",
+            " 2026-1-5 6:00 ": "2026-01-05 06:00:00", "2026-01-05 06:00:00 UTC": "2026-01-05 06:00:00"}
+    times = [*refused, *read]
+    lines = [HEADER, *(f"Z{i},T,v,1,{t}" for i, t in enumerate(times))]
+    out = ingest(tmp_path / "ws", write(tmp_path / "measurements_zones.csv", lines))
+    assert out.code == 1
+    assert_lines(tmp_path / "ws", {i + 2: "t" for i in range(len(refused))})
+    with Workspace.open(tmp_path / "ws") as w:
+        got = dict(w.query("SELECT unit_id, CAST(t AS VARCHAR) FROM measurements").to_pylist()[i].values()
+                   for i in range(len(read)))
+    assert got == {f"Z{i + len(refused)}": want for i, want in enumerate(read.values())}
+    # Through a profile source with a zone of its own, the same times are refused.
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("sources:\n  - {name: tester, table: measurements, files: ['tester_*'], "
+                       "timezone: Europe/Berlin}\n")
+    mapped = ingest(tmp_path / "ws2", write(tmp_path / "tester_1.csv", lines[:len(refused) + 1]), "--profile", profile)
+    assert mapped.code == 1 and mapped.body["stored"] == 0 and mapped.body["quarantined"] == len(refused)
+
+
 def test_the_profile_zone_converts_local_times(tmp_path: Path) -> None:
     profile = tmp_path / "profile.yaml"
     profile.write_text("sources:\n  - {name: mes, table: steps, files: ['mes_*'], timezone: America/New_York}\n")

@@ -30,7 +30,7 @@ from linelab.profile.sources import DERIVES, Plan, plan, read_text, value_column
 from linelab.store.backend import sql_ident as q
 from linelab.store.backend import sql_text as lit
 from linelab.store.schema import RECORD_TABLES
-from linelab.store.validate import LINE, ZONED
+from linelab.store.validate import LINE, NAIVE, ZONED
 
 ROW_COLUMN = LINE  # the line of the file each record (each reading of a wide row) came from
 _OFFSET = ZONED
@@ -62,7 +62,7 @@ def _timestamp_sql(x: str, source: Source) -> str:
     else:
         parsed = (f"CASE WHEN regexp_matches({v}, {lit(_OFFSET)}) "
                   f"THEN timezone('UTC', TRY_CAST({v} AS TIMESTAMPTZ)) "
-                  f"ELSE {local(f'TRY_CAST({v} AS TIMESTAMP)')} END")
+                  f"WHEN regexp_matches({v}, {lit(NAIVE)}) THEN {local(f'TRY_CAST({v} AS TIMESTAMP)')} END")
     return f"CASE WHEN {x} IS NULL OR {v} = '' THEN {x} ELSE coalesce(strftime({parsed}, {lit(TS_TEXT)}), {x}) END"
 
 

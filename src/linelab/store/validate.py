@@ -42,8 +42,14 @@ LINE = "__line__"
 QUARANTINE_SCHEMA = pa.schema([("row", pa.int64()), ("field", pa.string()), ("reason", pa.string()),
                                ("raw", pa.string()), ("key", pa.string())])
 
-# A time of day followed by an offset or a zone name: read as TIMESTAMPTZ and converted to UTC.
-ZONED = r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|z|UTC|GMT|[+-]\d{2}(:?\d{2})?|[A-Za-z_]+/[A-Za-z_/+-]+)\s*$"
+# A timestamp is a date and, optionally, a time of day; nothing else may follow but a zone. (A cast
+# alone would drop what it does not know: `06:00 PM` read as 06:00, `EST` or `+05:00:30` ignored.)
+_DATE, _TIME = r"^\s*\d{4}[-/]\d{1,2}[-/]\d{1,2}", r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?"
+# Without a zone: read as it is (UTC, or the zone its source declares).
+NAIVE = _DATE + f"([T ]{_TIME})?" + r"\s*$"
+# A time of day followed by an offset (at most 14 hours) or a zone name: read as TIMESTAMPTZ and
+# converted to UTC.
+ZONED = _DATE + f"[T ]{_TIME}" + r"\s*(Z|z|UTC|GMT|[+-](0\d|1[0-4])(:?[0-5]\d)?|[A-Za-z_]+/[A-Za-z_/+-]+)\s*$"
 WHITESPACE = " \t\r\n\f\v"
 _SQL_TYPES = {pa.float64(): "DOUBLE", pa.int64(): "BIGINT", pa.bool_(): "BOOLEAN", pa.string(): "VARCHAR"}
 
@@ -61,7 +67,7 @@ class Checked:
 def timestamp_sql(x: str) -> str:
     """Text `x` as a naive UTC timestamp: offsets and zone names honoured, NULL when unreadable."""
     return (f"CASE WHEN regexp_matches({x}, {lit(ZONED)}) THEN timezone('UTC', TRY_CAST({x} AS TIMESTAMPTZ)) "
-            f"ELSE TRY_CAST({x} AS TIMESTAMP) END")
+            f"WHEN regexp_matches({x}, {lit(NAIVE)}) THEN TRY_CAST({x} AS TIMESTAMP) END")
 
 
 def blank_sql(x: str) -> str:
