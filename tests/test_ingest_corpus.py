@@ -101,10 +101,14 @@ def unreadable_files(tmp: Path) -> dict[str, tuple[Path, str]]:
                              "t": pa.array([0], pa.timestamp("us")), "tags": [["a", "b"]]}), listed)
     empty = tmp / "measurements_empty.csv"
     empty.write_bytes(b"")
+    twice_pq = tmp / "measurements_twice.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array(["SN1"]), pa.array(["T"]), pa.array(["v"]), pa.array([1.0]),
+                                         pa.array([0], pa.timestamp("us")), pa.array([2.0])],
+                                        names=["unit_id", "station", "name", "value", "t", "value"]), twice_pq)
     return {"latin-1 header": (latin, "not UTF-8"), "UTF-16": (utf16, "UTF-16"),
             "duplicate header": (twice, "names column 'value' twice"),
             "invalid Parquet": (broken, "not a readable Parquet file"), "list column": (listed, "'tags'"),
-            "empty file": (empty, "empty")}
+            "empty file": (empty, "empty"), "duplicate Parquet column": (twice_pq, "names column 'value' twice")}
 
 
 def test_a_file_that_cannot_be_read_gets_one_clear_error_and_exit_2(tmp_path: Path) -> None:

@@ -298,6 +298,12 @@ def parquet_columns(path: Path) -> list[str]:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as exc:
         raise UserError(f"{path}: not a readable Parquet file: {exc}") from None
+    seen: dict[str, int] = {}
+    for i, name in enumerate(schema.names, 1):
+        if name in seen:
+            raise UserError(f"{path}: names column {name!r} twice (columns {seen[name]} and {i}); "
+                            f"each column needs its own name")
+        seen[name] = i
     nested = [f.name for f in schema if pa.types.is_nested(f.type)]
     if nested:
         raise UserError(f"{path}: column(s) {', '.join(map(repr, nested))} hold lists or structures; LineLab reads "
