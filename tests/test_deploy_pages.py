@@ -137,3 +137,29 @@ def test_model_pages_draw_in_a_browser(served: str) -> None:
         page.screenshot(path=str(shots / "model.png"), full_page=True)
         browser.close()
     assert not errors, errors
+
+
+def test_score_and_label_speak_as_a_person_at_80_columns(deployed: Path) -> None:
+    """What `model score` decided and `model label` recorded, in sentences, not a JSON dump."""
+    from typer.testing import CliRunner
+
+    from linelab.cli import build_app
+
+    def cli(*args: str) -> str:
+        out = CliRunner().invoke(build_app(list(args)), [*args, "-w", str(deployed)],
+                                 env={"COLUMNS": "80", "TERM": "dumb"})
+        assert out.exit_code == 0, out.output
+        return str(out.stdout)
+
+    with Workspace.open(deployed) as ws:
+        unit = ws.scalar(f"SELECT max(unit_id) FROM steps WHERE station = '{STATION}'")
+    scored: Any = call("model score", deployed, station=STATION, unit=unit)
+    one = scored.result
+    text = cli("model", "score", "--station", STATION, "--unit", unit)
+    assert "{" not in text and '"' not in text and max(map(len, text.splitlines())) <= 80
+    assert f"{unit} at {STATION}: {one['decision']}" in text and "M-0001" in text
+    assert f"{one['score']:.3f}" in text
+    text = cli("model", "label", unit, "--verdict", "escape", "--note", "found at the customer")
+    assert "{" not in text and '"' not in text
+    said = " ".join(text.split())
+    assert f"{unit}: escape" in said and "counted as bad" in said and "found at the customer" in said

@@ -278,8 +278,25 @@ class ScoreResult(Result):
     changes: list[dict[str, Any]] = Field(default_factory=list)
 
     def render(self, console: Console) -> None:
-        console.print_json(json.dumps(self.result, default=str))
-        EventResult(events=self.changes).render(console) if self.changes else None
+        r = self.result
+        if "unit_id" in r:  # one unit, as its station asked
+            if r.get("version"):
+                acting = f" by {r['version']} ({r.get('stage') or 'live'}, score {r['score']:.3f})"
+            else:
+                acting = " (no live version acts on it)"
+            console.print(f"{r['unit_id']} at {r['station']}: [bold]{r['decision']}[/bold]{acting}", highlight=False)
+            if r.get("shadow"):
+                console.print("  beside it: " + ", ".join(f"{v} {s:.3f}" for v, s in r["shadow"].items()),
+                              highlight=False)
+        else:
+            decided = ", ".join(f"{k} {v:,}" for k, v in (r.get("decisions") or {}).items() if v)
+            console.print(f"{r.get('station')}: {r.get('units', 0):,} units scored" +
+                          (f" — {decided}" if decided else ""), highlight=False)
+            if r.get("by_version"):
+                console.print("  by version: " + ", ".join(f"{v} {n:,}" for v, n in r["by_version"].items()),
+                              highlight=False)
+        if self.changes:
+            EventResult(events=self.changes).render(console)
 
 
 @command("model score", ScoreParams)
@@ -332,6 +349,14 @@ class LabelParams(BaseModel):
 
 class LabelResult(Result):
     verdict: dict[str, Any]
+
+    def render(self, console: Console) -> None:
+        v = self.verdict
+        counted = "bad" if v.get("bad") else "good"
+        note = f" — {v['note']}" if v.get("note") else ""
+        console.print(f"{v['unit_id']}: {v['verdict']} (counted as {counted} in live metrics and training), "
+                      f"recorded by {v.get('who') or 'person'} at {str(v.get('t', ''))[:16].replace('T', ' ')}"
+                      f"{note}", highlight=False)
 
 
 @command("model label", LabelParams)
