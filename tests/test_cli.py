@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from linelab.cli import build_app
@@ -69,3 +71,30 @@ def test_twin_run_json_fills_the_workspace_and_is_idempotent(tmp_path: Path) -> 
     lot = genealogy["materials"][0]["lot"]
     code, out = run("trace", "--lot", lot, "--json", "-w", ws)
     assert "SN00000042" in {u["unit_id"] for u in json.loads(out)["tables"]["units"]}
+
+
+def test_a_fault_of_linelabs_own_exits_3_with_one_line_never_1_or_a_traceback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit 1 means rows were quarantined and 2 a mistake in the input: a crash must say it is neither."""
+    from linelab import cli
+    from linelab.commands import call
+    from linelab.store import queries
+
+    call("init", workspace=tmp_path / "ws")
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("the store gave no answer")
+
+    monkeypatch.setattr(queries, "overall_yield", broken)
+    monkeypatch.delenv("LINELAB_DEBUG", raising=False)
+    monkeypatch.setattr(sys, "argv", ["linelab", "yield", "--json", "-w", str(tmp_path / "ws")])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    out = capsys.readouterr()
+    assert exited.value.code == 3
+    assert "Traceback" not in out.out + out.err and "RuntimeError: the store gave no answer" in out.err
+    assert "LINELAB_DEBUG" in json.loads(out.out)["error"]
+    monkeypatch.setenv("LINELAB_DEBUG", "1")  # for a bug report, the traceback on request
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert "Traceback" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import sys
 import types
 import typing
@@ -190,9 +191,32 @@ def _add_serve(app: typer.Typer) -> None:
                     host=host, port=port, log_level="warning")
 
 
+# Exit codes: 0 done, 1 the command's own verdict (rows quarantined, errors found), 2 a mistake in
+# the input or the call, 3 an unexpected failure (a fault of LineLab's own, or the machine's), 130 interrupted.
+FAULT_EXIT = 3
+
+
+def _fault(exc: Exception) -> None:
+    """A failure no user error explains: one line saying so (the traceback with LINELAB_DEBUG=1), exit 3."""
+    message = (f"unexpected failure ({type(exc).__name__}: {exc}), not a verdict on the input; "
+               f"LINELAB_DEBUG=1 shows where it happened (a fault of LineLab's own unless the machine explains it)")
+    if "--json" in sys.argv[1:]:
+        print(json.dumps({"error": message}))
+    if os.environ.get("LINELAB_DEBUG"):
+        import traceback
+
+        traceback.print_exception(exc)
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(FAULT_EXIT)
+
+
 def main() -> None:
     try:
         build_app(sys.argv[1:])()
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last net: a crash must not read as exit 1 (quarantine)
+        _fault(exc)
