@@ -89,7 +89,7 @@ def test_experiment_status_lists_the_loops_recipe_trials(ws: Path) -> None:
     res: Any = call("experiment status", workspace=ws)
     assert [t["unit"] for t in res.recipe_trials] == [100, 150]
     text = _cli("experiment", "status", "-w", str(ws))
-    assert "recipe trials of the last loop run (2)" in text and "speed=1.2" in text
+    assert "recipe trials of the last loop run (2)" in text and "speed 1.2" in text
 
 
 def test_learning_prints_a_summary_not_json(ws: Path) -> None:
@@ -147,3 +147,65 @@ def test_every_command_group_says_what_it_is_for() -> None:
         assert "commands:" not in _cli(group, "--help")
     ingest = next(x for x in top.splitlines() if re.match(r"\W*ingest\s", x))
     assert not ingest.rstrip(" │").endswith(";")  # a summary wrapped in its docstring is not cut mid-sentence
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Any]]:
+    """A simulated line's workspace (its profile names the recipe's settings and bounds) after a loop
+    run whose recipe search adopted a new recipe."""
+    from linelab.profile import workspace_profile
+
+    ws = tmp_path_factory.mktemp("tuned") / "ws"
+    call("twin run", workspace=ws, units=300)
+    profile = workspace_profile(ws)
+    assert profile is not None and len(profile.recipe) >= 2
+    settings = profile.recipe
+    start = {s.name: s.default for s in settings}
+    # the search's values carry every digit the optimiser produced
+    adopted = {**start, settings[0].name: settings[0].default + 2.3 * (settings[0].step or 1) + 0.000123456789}
+    with Workspace.open(ws) as w:
+        w.put_artifact("loop_run", "latest", {
+            "scenario": "s", "yield_gap_closed": 0.5, "incidents": [], "curves": {},
+            "recipe": {"start": start, "adopted": adopted, "adopted_at_unit": 250,
+                       "trials": [{"unit": 250, "recipe": adopted, "units": 50, "first_pass_yield": 0.97}]}})
+    return ws, settings
+
+
+def _expected(s: Any, value: float) -> str:
+    from linelab.render import setting
+
+    return setting(value, s.step)
+
+
+def test_experiment_status_shows_the_recipe_before_and_after_with_its_bounds(tuned: tuple[Path, list[Any]]) -> None:
+    ws, settings = tuned
+    moved = settings[0]
+    after = moved.default + 2.3 * (moved.step or 1) + 0.000123456789
+    text = _cli("experiment", "status", "-w", str(ws))
+    assert _widest(text) <= 80
+    assert not re.search(r"\d\.\d{5,}", text)  # no optimiser's digits
+    row = next(line for line in text.splitlines() if f" {moved.name} " in line and "…" in line)
+    assert _expected(moved, moved.default) in row and _expected(moved, after) in row
+    assert f"{_expected(moved, moved.low)} … {_expected(moved, moved.high)}" in row
+    kept = next(line for line in text.splitlines() if f" {settings[1].name} " in line and "…" in line)
+    assert "unchanged" in kept
+
+
+def test_the_experiments_page_shows_the_recipe_before_and_after_with_its_bounds(
+        tuned: tuple[Path, list[Any]]) -> None:
+    from fastapi.testclient import TestClient
+
+    from linelab.api import create_app
+
+    ws, settings = tuned
+    moved = settings[0]
+    after = moved.default + 2.3 * (moved.step or 1) + 0.000123456789
+    page = TestClient(create_app(ws), base_url="http://localhost").get("/experiments")
+    assert page.status_code == 200
+    html = page.text
+    assert not re.search(r"\d\.\d{5,}", html)
+    recipe = html[html.index('id="recipe"'):]
+    recipe = recipe[:recipe.index("</table>")]
+    row = next(r for r in recipe.split("<tr>") if f">{moved.name}<" in r)
+    assert f">{_expected(moved, moved.default)}<" in row and f">{_expected(moved, after)}<" in row
+    assert f"{_expected(moved, moved.low)} … {_expected(moved, moved.high)}" in row

@@ -7,6 +7,7 @@ wrap, long text folds into the width that is left, and when even the short colum
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -91,3 +92,46 @@ def print_rows(console: Console, rows: Sequence[dict[str, Any]], title: str, lim
 def bar(share: float, width: int = 30) -> str:
     n = max(0, min(width, round(share * width)))
     return "█" * n + "·" * (width - n)
+
+
+def setting(v: float | None, step: float | None = None) -> str:
+    """A setting to the precision its step makes meaningful (4 significant digits without one)."""
+    if v is None:
+        return "—"
+    if step:
+        decimals = max(0, math.ceil(-math.log10(step) - 1e-9))
+        return f"{v:,.{decimals}f}"
+    return f"{v:.4g}"
+
+
+def recipe_rows(start: dict[str, float], adopted: dict[str, float] | None,
+                settings: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+    """A recipe before and after, one row per setting, rounded to its step, with its bounds and unit.
+
+    `settings` are the profile's recipe settings by name (station, unit, low, high, default, step)."""
+    adopted = adopted or {}
+    rows = []
+    for name in dict.fromkeys([*settings, *start, *adopted]):
+        s = settings.get(name, {})
+        step = s.get("step")
+        before = start.get(name, s.get("default"))
+        after = adopted.get(name, before)
+        if after is None or before is None:
+            change = "—"
+        elif abs(after - before) < (step or 1e-9) / 2:
+            change = "unchanged"
+        else:
+            change = "+" * (after > before) + setting(after - before, step)
+        unit = f" {s['unit']}" if s.get("unit") else ""
+        bounds = f"{setting(s.get('low'), step)} … {setting(s.get('high'), step)}{unit}" if s else "—"
+        # the station last: on a narrow terminal it is the column left out, never the bounds
+        rows.append({"setting": name, "before": setting(before, step), "after": setting(after, step),
+                     "change": change, "bounds": bounds, "station": s.get("station") or "—"})
+    return rows
+
+
+def recipe_moves(recipe: dict[str, float], start: dict[str, float], settings: dict[str, dict[str, Any]]) -> str:
+    """The settings a trial moved from the start, each rounded to its step: `speed 43, pressure 6.9`."""
+    moved = [f"{k} {setting(v, settings.get(k, {}).get('step'))}" for k, v in recipe.items()
+             if k not in start or abs(v - start[k]) > 1e-9]
+    return ", ".join(moved) or "the starting recipe"

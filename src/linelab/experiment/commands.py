@@ -12,7 +12,7 @@ from linelab.errors import UserError
 from linelab.experiment import experiments as ex
 from linelab.experiment import outbox
 from linelab.experiment.verdict import Verdict
-from linelab.render import fmt, print_rows
+from linelab.render import fmt, print_rows, recipe_moves, recipe_rows
 
 DesignKind = Literal["split", "full", "fractional", "ccd", "bbd", "optimise"]
 
@@ -222,19 +222,28 @@ class StatusResult(Result):
     experiment: dict[str, Any] | None = None
     recipe_trials: list[dict[str, Any]] = Field(default_factory=list, description="the recipe trials the last "
                                                 "simulated loop ran between incidents (it keeps them in its run)")
+    recipe: list[dict[str, str]] = Field(default_factory=list, description="the last loop run's recipe: each "
+                                         "setting before and after, rounded to its step, with its bounds")
+    recipe_adopted_at_unit: int | None = None
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict, description="the profile's recipe settings "
+                                                "(bounds, unit, step) by name")
 
     def render(self, console: Console) -> None:
         if self.experiment is not None:
             ExperimentResult(experiment=self.experiment).render(console)
             return
         print_rows(console, self.experiments, "experiments")
+        if self.recipe:
+            adopted = (f", adopted at unit {self.recipe_adopted_at_unit:,}"
+                       if self.recipe_adopted_at_unit is not None else "")
+            print_rows(console, self.recipe, f"recipe of the last loop run: before and after{adopted}")
         if self.recipe_trials:
             start = self.recipe_trials[0].get("start") or {}
             rows = [{"at_unit": t.get("unit"), "units": t.get("units"), "first_pass_yield": t.get("first_pass_yield"),
-                     "changed": ", ".join(f"{k}={v:.4g}" for k, v in (t.get("recipe") or {}).items()
-                                          if abs(v - start.get(k, v)) > 1e-9) or "the starting recipe"}
+                     "changed": recipe_moves(t.get("recipe") or {}, start, self.settings)}
                     for t in self.recipe_trials]
-            print_rows(console, rows, f"recipe trials of the last loop run ({len(rows)})")
+            print_rows(console, rows, f"recipe trials of the last loop run ({len(rows)})",
+                       headers={"first_pass_yield": "first-pass yield"})
 
 
 @command("experiment status", StatusParams, writes=False)
@@ -248,7 +257,14 @@ def experiment_status(p: StatusParams, ctx: Context) -> StatusResult:
     run = ws.get_artifact("loop_run", "latest") or {}
     recipe = run.get("recipe") or {}
     trials = [{**t, "start": recipe.get("start") or {}} for t in recipe.get("trials") or []]
-    return StatusResult(experiments=ex.summary_rows(ws), recipe_trials=trials)
+    from linelab.profile import workspace_profile
+
+    profile = workspace_profile(ws.path) if recipe else None
+    settings = {s.name: s.model_dump() for s in profile.recipe} if profile else {}
+    rows = recipe_rows(recipe.get("start") or {}, recipe.get("adopted"), settings) if recipe else []
+    return StatusResult(experiments=ex.summary_rows(ws), recipe_trials=trials, recipe=rows,
+                        recipe_adopted_at_unit=recipe.get("adopted_at_unit") if recipe.get("adopted") else None,
+                        settings=settings)
 
 
 class VerdictParams(BaseModel):

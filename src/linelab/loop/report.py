@@ -9,7 +9,6 @@ with two decimals, units with thousands separators, settings to their step.
 from __future__ import annotations
 
 import html
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from linelab.render import recipe_moves, recipe_rows
 
 COLOURS = {"none": "#b3261e", "loop": "#1f4e79", "oracle": "#2e7d32"}
 NAMES = {"none": "no loop (scheduled maintenance only)", "loop": "LineLab loop", "oracle": "oracle"}
@@ -73,16 +74,6 @@ def pct(v: float | None, digits: int = 2) -> str:
 
 def count(v: float | None) -> str:
     return "—" if v is None else f"{v:,.0f}"
-
-
-def setting(v: float | None, step: float | None = None) -> str:
-    """A setting to the precision its step makes meaningful (4 significant digits without one)."""
-    if v is None:
-        return "—"
-    if step:
-        decimals = max(0, math.ceil(-math.log10(step) - 1e-9))
-        return f"{v:,.{decimals}f}"
-    return f"{v:.4g}"
 
 
 def table(rows: list[list[str]], head: list[str], numeric: set[int] | frozenset[int] = frozenset(),
@@ -170,34 +161,15 @@ def problem_rows(result: dict[str, Any], problems: list[dict[str, Any]]) -> list
     return rows
 
 
-def recipe_rows(result: dict[str, Any], settings: dict[str, dict[str, Any]]) -> list[list[str]]:
-    start = result["recipe"].get("start") or {}
-    adopted = result["recipe"].get("adopted") or {}
-    rows = []
-    for name in list(dict.fromkeys([*settings, *start, *adopted])):
-        s = settings.get(name, {})
-        step = s.get("step")
-        before = start.get(name, s.get("default"))
-        after = adopted.get(name, before)
-        change = "—" if after is None or before is None else (
-            "unchanged" if abs(after - before) < (step or 1e-9) / 2 else "+" * (after > before)
-            + setting(after - before, step))
-        unit = f" {s['unit']}" if s.get("unit") else ""
-        bounds = f"{setting(s.get('low'), step)} … {setting(s.get('high'), step)}{unit}" if s else "—"
-        rows.append([name, s.get("station") or "—", setting(before, step), setting(after, step), change, bounds])
-    return rows
+def recipe_table_rows(result: dict[str, Any], settings: dict[str, dict[str, Any]]) -> list[list[str]]:
+    rows = recipe_rows(result["recipe"].get("start") or {}, result["recipe"].get("adopted"), settings)
+    return [[r["setting"], r["station"], r["before"], r["after"], r["change"], r["bounds"]] for r in rows]
 
 
 def trial_rows(result: dict[str, Any], settings: dict[str, dict[str, Any]]) -> list[list[str]]:
     start = result["recipe"].get("start") or {}
-    rows = []
-    for t in result["recipe"]["trials"]:
-        recipe = t.get("recipe") or {}
-        moved = [f"{k} {setting(v, settings.get(k, {}).get('step'))}" for k, v in recipe.items()
-                 if k not in start or abs(v - start[k]) > 1e-9]
-        rows.append([count(t.get("unit")), ", ".join(moved) or "the starting recipe", count(t.get("units")),
-                     pct(t.get("first_pass_yield"))])
-    return rows
+    return [[count(t.get("unit")), recipe_moves(t.get("recipe") or {}, start, settings), count(t.get("units")),
+             pct(t.get("first_pass_yield"))] for t in result["recipe"]["trials"]]
 
 
 def next_steps(result: dict[str, Any], problems: list[dict[str, Any]]) -> list[str]:
@@ -267,7 +239,7 @@ def write_report(result: dict[str, Any], out_dir: Path) -> Path:
         + table(problem_rows(result, problems), ["problem", "where", "what", "onset", "detected", "cause",
                                                  "what happened", "units lost"], numeric={3, 4, 7}, text={2, 6})
         + "<h2>Recipe</h2>"
-        + table(recipe_rows(result, settings), ["setting", "station", "before", "after", "change", "bounds"],
+        + table(recipe_table_rows(result, settings), ["setting", "station", "before", "after", "change", "bounds"],
                 numeric={2, 3, 4})
         + f"<h3>Trials ({len(result['recipe']['trials'])})</h3>"
         + table(trial_rows(result, settings), ["at unit", "settings changed from the start", "units",

@@ -19,6 +19,7 @@ from linelab.loop.report import COLOURS, NAMES, action_text
 from linelab.monitor import problems as pb
 from linelab.monitor.chart_commands import ATTRIBUTE, available_series, spec_unit, stations
 from linelab.monitor.chart_plots import FLAG, LIMIT, LINE, capability_data, chart_data
+from linelab.render import recipe_moves
 from linelab.web import overview_data
 
 if TYPE_CHECKING:
@@ -324,7 +325,10 @@ def knowhow(bench: Workbench, ctx: Context, q: str | None) -> dict[str, Any]:
 
 def experiments(bench: Workbench, ctx: Context) -> dict[str, Any]:
     res: Any = bench.run(ctx, "experiment status")
-    return {"title": "Experiments", "rows": res.experiments, "trials": res.recipe_trials}
+    trials = [{**t, "moved": recipe_moves(t.get("recipe") or {}, t.get("start") or {}, res.settings)}
+              for t in res.recipe_trials]
+    return {"title": "Experiments", "rows": res.experiments, "trials": trials, "recipe": res.recipe,
+            "adopted_at": res.recipe_adopted_at_unit}
 
 
 def _lot_yield(lot: dict[str, Any]) -> float | None:
