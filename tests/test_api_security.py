@@ -35,6 +35,22 @@ def test_only_the_servers_own_names_are_answered(tmp_path: Path) -> None:
             assert refused.json()["error"]["type"] == "bad_host"
 
 
+def test_a_web_page_elsewhere_cannot_make_the_browser_change_the_workspace(tmp_path: Path) -> None:
+    """A page on another site may send a form or a body-less POST to a loopback server (no preflight);
+    the browser names that page in Origin, and a request that would change the workspace is refused."""
+    with TestClient(create_app(tmp_path / "ws"), base_url="http://localhost:8000") as client:
+        upload = {"files": [("paths", ("steps.csv", STEPS, "text/csv"))]}
+        for origin in ("http://evil.example", "null", "http://localhost:3000", "http://localhost.evil.example:8000"):
+            refused = client.post("/api/ingest", headers={"origin": origin}, **upload)
+            assert refused.status_code == 403 and refused.json()["error"]["type"] == "cross_origin", origin
+            assert client.post("/api/monitor/run", headers={"origin": origin}).status_code == 403
+        assert client.post("/api/pareto", json={}).json()["rows"] == []  # nothing was stored
+        # The dashboard's own requests, and clients that are not browsers (no Origin), are served.
+        assert client.post("/api/ingest", headers={"origin": "http://localhost:8000"}, **upload).status_code == 200
+        assert client.post("/api/ingest", **upload).json()["stored"] == 0  # the same file, once
+        assert client.get("/api/commands", headers={"origin": "http://evil.example"}).status_code == 200
+
+
 def test_a_token_guards_every_route(tmp_path: Path) -> None:
     with TestClient(create_app(tmp_path / "ws", token=TOKEN), base_url="http://localhost") as client:
         for path in ("/", "/docs", "/openapi.json", "/api/commands"):

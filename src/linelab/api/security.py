@@ -3,6 +3,11 @@ with a token, every request must carry it (Authorization: Bearer TOKEN).
 
 A browser cannot add a header to a page it opens, so `/?token=TOKEN` also works once: the answer
 sets an HttpOnly, same-site cookie that the dashboard's own requests then carry.
+
+A page on another site can still make a browser send a form or a body-less POST to a server on
+loopback (no token, no preflight). The browser names that page in `Origin`: a request other than a
+read (GET, HEAD, OPTIONS) whose Origin is not the server itself is refused (403). Clients that are
+not browsers send no Origin and are not affected.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 MIN_TOKEN_LENGTH = 16
 COOKIE = "linelab_token"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -71,6 +77,11 @@ class Guard:
             await _deny(send, 400, "bad_host", f"Host {host or '(none)'!r} is not one this server answers to "
                                                "(`linelab serve --allow-host NAME` adds one)")
             return
+        origin = headers.get("origin")
+        if scope.get("method", "GET") not in READS and origin is not None and not _same_origin(origin, headers):
+            await _deny(send, 403, "cross_origin", f"a page at {origin!r} may not change this server's workspace; "
+                                                   "open the dashboard from the server itself")
+            return
         if self.token is None:
             await self.app(scope, receive, send)
             return
@@ -86,6 +97,15 @@ class Guard:
     def _ok(self, given: str | None) -> bool:
         assert self.token is not None
         return given is not None and secrets.compare_digest(given.encode(), self.token.encode())
+
+
+def _same_origin(origin: str, headers: dict[str, str]) -> bool:
+    """Whether a browser's Origin is this server as the request reached it (scheme-less: a proxy may end TLS)."""
+    try:
+        netloc = urlsplit(origin.strip()).netloc.lower()
+    except ValueError:
+        return False
+    return bool(netloc) and netloc == headers.get("host", "").strip().lower()
 
 
 def _bearer(headers: dict[str, str]) -> str | None:
