@@ -38,7 +38,10 @@ def error_response(status: int, type_: str, message: str, field: str | None = No
 
 # Declared on every command's route so the OpenAPI spec shows what each status carries.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "a mistake in the request (the message says which)"},
+    400: {"model": ErrorResponse, "description": "a mistake in the request (the message says which), or a Host "
+                                                 "this server does not answer to"},
+    401: {"model": ErrorResponse, "description": "the server has a token and the request did not carry it"},
+    403: {"model": ErrorResponse, "description": "a browser page on another site tried to change the workspace"},
     404: {"model": ErrorResponse, "description": "a named thing does not exist"},
     422: {"model": ErrorResponse, "description": "a parameter does not fit the schema (`field` names it)"},
     503: {"model": ErrorResponse, "description": "the workspace is busy (another process writes it)"},
