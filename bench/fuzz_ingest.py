@@ -3,8 +3,9 @@
     python bench/fuzz_ingest.py [--quick] [--seconds S] [--seed N]
 
 Each round writes a valid CSV export (measurements or steps), applies a few random mutations
-(garbage lines, undecodable bytes, ragged rows, junk values, impossible numbers and times, blank
-ids, repeats, conflicting repeats, unclosed quotes, quoted newlines, blank lines, CRLF, a BOM) or
+(garbage lines, undecodable bytes, NUL characters, ragged rows, junk values, impossible numbers and
+times, zones that cannot be read, blank ids, repeats, conflicting repeats, unclosed quotes, quoted
+newlines, blank lines, CRLF, a BOM) or
 breaks the whole file (UTF-16, a duplicated header name, an empty file, random bytes in a Parquet
 file), ingests it through `linelab ingest` (the Python API), and counts:
 
@@ -41,7 +42,9 @@ from linelab.store import Workspace
 MEAS_HEADER = ["unit_id", "station", "name", "value", "t"]
 STEP_HEADER = ["unit_id", "station", "machine", "operator", "t_in", "t_out", "result", "defect_code"]
 JUNK_NUMBERS = ["inf", "-inf", "nan", "NaN", "1e999", "NA", "null", "x", "1,5", "--1"]
-JUNK_TIMES = ["294247-01-01 00:00:00", "1850-01-01 00:00:00", "2026-13-01 00:00:00", "yesterday", "NA", "0"]
+JUNK_TIMES = ["294247-01-01 00:00:00", "1850-01-01 00:00:00", "2026-13-01 00:00:00", "yesterday", "NA", "0",
+              "epoch", "2026-01-05 06:00:00 EST", "2026-01-05 06:00:00+25:00", "2026-01-05 06:00:00+05:00:30",
+              "2026-01-05 6:00 PM"]
 BLANKS = ["", " ", "   ", "\t"]
 
 
@@ -112,7 +115,7 @@ def make_bad(line: Line, header: list[str], rng: random.Random, serial: int) -> 
     f[0] = f"BAD{serial:06d}"
     numeric = [i for i, h in enumerate(header) if h == "value"]
     times = [i for i, h in enumerate(header) if h in ("t", "t_in")]
-    how = rng.choice(["number", "time", "blank", "ragged", "order", "result", "bytes"])
+    how = rng.choice(["number", "time", "blank", "ragged", "order", "result", "bytes", "nul"])
     if how == "number" and numeric:
         f[numeric[0]] = rng.choice(JUNK_NUMBERS)
     elif how == "time" and times:
@@ -125,6 +128,9 @@ def make_bad(line: Line, header: list[str], rng: random.Random, serial: int) -> 
         f[header.index("result")] = rng.choice(["PASS", "ok", "NA", "1"])
     elif how == "bytes":
         line.raw = ",".join(f).encode().replace(b"SN", b"S\xff", 1).replace(b"BAD", b"BA\xfe", 1)
+    elif how == "nul":  # a NUL character inside a text field
+        i = rng.choice([i for i, h in enumerate(header) if h in ("station", "name")] or [1])
+        f[i] = f[i][:1] + "\x00" + f[i][1:]
     else:  # ragged: a field too many or too few
         f = f[:-1] if rng.random() < 0.5 else [*f, "extra"]
     line.fields, line.kind = f, "bad"
