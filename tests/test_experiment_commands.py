@@ -116,3 +116,39 @@ def test_rest_and_python_api_share_the_definition(tmp_path: Path) -> None:
     assert body["experiments"][0]["id"] == designed.experiment["id"]
     bad = client.post("/api/experiment/design", json={"kind": "split", "change": "print_speed=abc"})
     assert bad.status_code == 400 and "name=number" in bad.json()["error"]["message"]
+
+
+def test_a_designed_experiments_page_draws_its_response_surface_and_effects(tmp_path: Path) -> None:
+    """The Experiments page of a design: the fitted yield over its two factors with the runs and the
+    optimum on it, and each term's effect with its interval, as the analysis found them."""
+    import re
+
+    ws = str(tmp_path / "ws")
+    code, out = cli("experiment", "design", "ccd", "--factors", "squeegee_pressure=5:9,print_speed=30:60",
+                    "--units-per-run", "200", "--no-confirm", "-w", ws)
+    assert code == 0
+    exp_id = out["experiment"]["id"]
+    code, out = cli("experiment", "run", exp_id, "-w", ws)
+    assert code == 0
+    analysis = out["experiment"]["results"]["analysis"]
+    html = TestClient(create_app(ws), base_url="http://localhost").get(f"/experiment/{exp_id}").text
+    figures = [json.loads(m.replace("<\\/", "</")) for m in
+               re.findall(r'<script type="application/json" id="[^"]+-data">(.*?)</script>', html, re.S)]
+    contour = next(f for f in figures if any(t.get("type") == "contour" for t in f["data"]))
+    layout = contour["layout"]
+    assert {layout["xaxis"]["title"]["text"], layout["yaxis"]["title"]["text"]} == set(analysis["factors"])
+    star = next(t for t in contour["data"] if t.get("name") == "fitted optimum")
+    assert star["x"][0] == pytest.approx(analysis["optimum"][layout["xaxis"]["title"]["text"]])
+    runs = next(t for t in contour["data"] if t.get("name") == "design runs")
+    assert len(runs["x"]) == len(out["experiment"]["plan"]["runs"])
+    effects = html[html.index('id="effects"'):]
+    effects = effects[:effects.index("</table>")]
+    for e in analysis["effects"]:
+        assert f">{e['term']}<" in effects and f"{100 * e['effect']:+.2f}" in effects
+    # The plan and the fitted optimum read as a person writes them: no Python dict, no optimiser's digits.
+    assert "{&#39;" not in html and "{'" not in html
+    optimum = html[html.index('id="optimum"'):]
+    optimum = optimum[:optimum.index("</p>")]
+    assert all(name in optimum for name in analysis["factors"]) and not re.search(r"\d\.\d{5,}", optimum)
+    shown = runner.invoke(app, ["experiment", "status", exp_id, "-w", ws], env={"COLUMNS": "80"}).stdout
+    assert "fitted optimum" in shown and "{'" not in shown and not re.search(r"\d\.\d{5,}", shown)

@@ -135,3 +135,12 @@ def recipe_moves(recipe: dict[str, float], start: dict[str, float], settings: di
     moved = [f"{k} {setting(v, settings.get(k, {}).get('step'))}" for k, v in recipe.items()
              if k not in start or abs(v - start[k]) > 1e-9]
     return ", ".join(moved) or "the starting recipe"
+
+
+def recipe_text(recipe: dict[str, Any] | None, settings: dict[str, dict[str, Any]] | None = None) -> str:
+    """`{'speed': 36.435474}` as a person writes it: `speed 36.44` (to the setting's step when known)."""
+    if not recipe:
+        return "—"
+    settings = settings or {}
+    return ", ".join(f"{k} {setting(v, settings.get(k, {}).get('step'))}" if isinstance(v, int | float)
+                     and not isinstance(v, bool) else f"{k} {v}" for k, v in recipe.items())

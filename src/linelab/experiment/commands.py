@@ -12,7 +12,7 @@ from linelab.errors import UserError
 from linelab.experiment import experiments as ex
 from linelab.experiment import outbox
 from linelab.experiment.verdict import Verdict
-from linelab.render import fmt, print_rows, recipe_moves, recipe_rows
+from linelab.render import fmt, print_rows, recipe_moves, recipe_rows, recipe_text
 
 DesignKind = Literal["split", "full", "fractional", "ccd", "bbd", "optimise"]
 
@@ -103,15 +103,17 @@ class ExperimentResult(Result):
         results = e.get("results") or {}
         analysis = results.get("analysis")
         if analysis:
-            rows = [{"term": eff["term"], "effect_pt": round(100 * eff["effect"], 3),
-                     "lower_pt": round(100 * eff["lower"], 3), "upper_pt": round(100 * eff["upper"], 3),
-                     "p_value": eff["p_value"]} for eff in analysis["effects"]]
-            print_rows(console, rows, "effects on first-pass yield, low -> high level (squares: curvature)")
+            rows = [{"term": eff["term"], "effect": f"{100 * eff['effect']:+.2f}",
+                     "interval": f"{100 * eff['lower']:+.2f} … {100 * eff['upper']:+.2f}",
+                     "p": f"{eff['p_value']:.2g}"} for eff in analysis["effects"]]
+            confidence = f"{100 * analysis.get('confidence', 0.95):.0f}% "
+            print_rows(console, rows, "effects on first-pass yield in points, low → high level (squares: curvature), "
+                       f"with their {confidence}intervals")
             lo, hi = analysis["optimum_interval"]
-            console.print(f"fitted optimum {analysis['optimum']} -> {fmt(analysis['optimum_yield'], 'yield')} "
-                          f"[{fmt(lo, 'yield')}, {fmt(hi, 'yield')}]")
+            console.print(f"fitted optimum {recipe_text(analysis['optimum'])} -> "
+                          f"{fmt(analysis['optimum_yield'], 'yield')} [{fmt(lo, 'yield')}, {fmt(hi, 'yield')}]")
         if results.get("steps"):
-            console.print(f"search: {len(results['steps'])} trials, incumbent {results['incumbent']} "
+            console.print(f"search: {len(results['steps'])} trials, incumbent {recipe_text(results['incumbent'])} "
                           f"(est. {fmt(results['incumbent_yield'], 'yield')})")
         schedule = e.get("schedule") or []
         if schedule:
@@ -132,7 +134,7 @@ class ExperimentResult(Result):
             console.print("[bold]verdict[/bold] " + Verdict.from_dict(e["verdict"]).summary())
         if e.get("adoption"):
             a = e["adoption"]
-            console.print(f"adopted: action {a['action_id']} {a['status']} via {a['via']}: {a['change']}")
+            console.print(f"adopted: action {a['action_id']} {a['status']} via {a['via']}: {recipe_text(a['change'])}")
         for name, path in (e.get("plots") or {}).items():
             console.print(f"plot {name}: {path}")
 

@@ -66,10 +66,11 @@ def surface_figure(analysis: DOEAnalysis, design: Design, x: str | None = None, 
     f = design.factors
     nat_x = f[i].centre + gx * f[i].half_range
     nat_y = f[j].centre + gy * f[j].half_range
-    fig = go.Figure(go.Contour(x=nat_x, y=nat_y, z=z, colorscale="Viridis", colorbar={"title": "yield %"},
-                               contours={"showlabels": True}))
+    # Lists rather than arrays: plain JSON numbers, which any reader of the figure (the dashboard's) takes.
+    fig = go.Figure(go.Contour(x=nat_x.tolist(), y=nat_y.tolist(), z=z.tolist(), colorscale="Viridis",
+                               colorbar={"title": "yield %"}, contours={"showlabels": True}))
     nat = design.natural()
-    fig.add_trace(go.Scatter(x=nat[:, i], y=nat[:, j], mode="markers", name="design runs",
+    fig.add_trace(go.Scatter(x=nat[:, i].tolist(), y=nat[:, j].tolist(), mode="markers", name="design runs",
                              marker={"color": "white", "line": {"color": "black", "width": 1}, "size": 9}))
     fig.add_trace(go.Scatter(x=[analysis.optimum[x]], y=[analysis.optimum[y]], mode="markers",
                              name="fitted optimum", marker={"symbol": "star", "size": 16, "color": "red"}))

@@ -19,7 +19,7 @@ from linelab.loop.report import COLOURS, NAMES, action_text
 from linelab.monitor import problems as pb
 from linelab.monitor.chart_commands import ATTRIBUTE, available_series, spec_unit, stations
 from linelab.monitor.chart_plots import FLAG, LIMIT, LINE, capability_data, chart_data
-from linelab.render import recipe_moves
+from linelab.render import recipe_moves, recipe_text
 from linelab.web import overview_data
 
 if TYPE_CHECKING:
@@ -370,7 +370,61 @@ def experiment(bench: Workbench, ctx: Context, exp_id: str) -> dict[str, Any]:
              {"type": "scatter", "x": list(range(1, len(steps) + 1)), "y": [s.get("incumbent_yield") for s in steps],
               "mode": "lines", "line": {"color": OK, "dash": "dot"}, "name": "best so far (estimated)"}], 300,
             xaxis={"title": {"text": "trial"}}, yaxis={"tickformat": ".2%", "title": {"text": "first-pass yield"}}))))
-    return {"title": f"Experiment {exp_id}", "e": e, "figs": figs}
+    analysis = results.get("analysis")
+    if results.get("runs") and analysis and (e.get("plan") or {}).get("design"):
+        figs += surface_figures(e)
+    optimum = None
+    if analysis and analysis.get("optimum"):
+        lo, hi = analysis.get("optimum_interval") or (None, None)
+        optimum = {"recipe": recipe_text(analysis["optimum"], _settings(ctx)), "yield": analysis.get("optimum_yield"),
+                   "lower": lo, "upper": hi}
+    return {"title": f"Experiment {exp_id}", "e": e, "figs": figs, "spec": _spec_rows(e.get("spec") or {}),
+            "effects": (analysis or {}).get("effects") or [], "optimum": optimum}
+
+
+def _settings(ctx: Context) -> dict[str, dict[str, Any]]:
+    from linelab.profile import workspace_profile
+
+    profile = workspace_profile(ctx.workspace.path)
+    return {s.name: s.model_dump() for s in profile.recipe} if profile else {}
+
+
+def _spec_rows(spec: dict[str, Any]) -> list[tuple[str, Any]]:
+    """An experiment's plan as a person reads it: ranges as `low … high`, changes as `name value`."""
+    def text(v: Any) -> Any:
+        if isinstance(v, dict):
+            return ", ".join(f"{k} {text(x)}" for k, x in v.items()) or "—"
+        if isinstance(v, list | tuple):
+            return " … ".join(str(text(x)) for x in v) if len(v) == 2 and all(
+                isinstance(x, int | float) for x in v) else ", ".join(str(text(x)) for x in v)
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return v
+    return [(k.replace("_", " "), text(v)) for k, v in spec.items()]
+
+
+def surface_figures(e: dict[str, Any]) -> list[tuple[str, str]]:
+    """A design's fitted yield over each pair of its factors (up to three), refitted from its runs."""
+    from linelab.experiment.analysis import analyse
+    from linelab.experiment.designs import Design
+    from linelab.experiment.plots import surface_figure
+
+    design = Design.from_dict(e["plan"]["design"])
+    units, passed = np.zeros(len(design.coded)), np.zeros(len(design.coded))
+    for r in e["results"]["runs"]:
+        units[r["run"] - 1] += r["units"]
+        passed[r["run"] - 1] += r["passed"]
+    fitted = analyse(design, units, passed, e["spec"].get("model", "auto"),
+                     e["results"]["analysis"].get("confidence", 0.95))
+    names = design.names
+    pairs = [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names))][:3]
+    out = []
+    for x, y in pairs:
+        fig = surface_figure(fitted, design, x, y)
+        fig.update_layout(title=None, height=480, margin={"t": 30, "l": 60, "r": 20, "b": 40},
+                          legend={"orientation": "h", "y": -0.2})
+        out.append((f"Response surface: {x} × {y}", figure_json(fig.to_plotly_json())))  # plain lists
+    return out
 
 
 def learning(bench: Workbench, ctx: Context) -> dict[str, Any]:
