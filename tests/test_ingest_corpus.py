@@ -337,6 +337,16 @@ def test_a_time_whose_zone_cannot_be_honoured_is_quarantined_never_stored_shifte
     assert mapped.code == 1 and mapped.body["stored"] == 0 and mapped.body["quarantined"] == len(refused)
 
 
+def test_a_spec_whose_limits_cross_or_whose_target_lies_outside_them_is_quarantined(tmp_path: Path) -> None:
+    """Stored, a spec with its lower limit above its upper one would put every unit out of spec."""
+    rows = ["product,station,name,lsl,usl,target,unit", "P,S,crossed,5,1,,V", "P,S,target_out,1,5,9,V",
+            "P,S,target_low,1,5,0.5,V", "P,S,fine,1,5,3,V", "P,S,one_sided,,5,0,V", "P,S,bare,,,,V"]
+    out = ingest(tmp_path / "ws", write(tmp_path / "specs_limits.csv", rows))
+    assert out.code == 1
+    assert_lines(tmp_path / "ws", {2: "usl", 3: "target", 4: "target"})
+    assert stored(tmp_path / "ws", "specs", "name") == ["bare", "fine", "one_sided"]
+
+
 def test_the_profile_zone_converts_local_times(tmp_path: Path) -> None:
     profile = tmp_path / "profile.yaml"
     profile.write_text("sources:\n  - {name: mes, table: steps, files: ['mes_*'], timezone: America/New_York}\n")

@@ -143,6 +143,16 @@ def _checks(table_name: str, columns: dict[str, pa.DataType]) -> tuple[list[str]
         if allowed:
             checks.append((f.name, f"{v} NOT IN ({', '.join(map(lit, sorted(allowed)))})",
                            f"'must be one of {', '.join(sorted(allowed))}' || {got}"))
+    if table_name == "specs":  # limits that cross, or a target beyond them, would put every unit out of spec
+        def quoted(f: str) -> str:
+            return f"' (got ''' || CAST({q(f)} AS VARCHAR) || ''')'"
+
+        lsl, usl, target = q("v_lsl"), q("v_usl"), q("v_target")  # a column the batch lacks is NULL here
+        if "usl" in columns:
+            checks.append(("usl", f"{usl} < {lsl}", f"'below lsl' || {quoted('usl')}"))
+        if "target" in columns:
+            checks.append(("target", f"{target} < {lsl} OR {target} > {usl}",
+                           f"'outside lsl..usl' || {quoted('target')}"))
     order = ORDERED.get(table_name)
     if order and order[1] in columns:
         start, end = order
