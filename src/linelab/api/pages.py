@@ -244,6 +244,11 @@ def pages_router(root: Path, pool: Any = None) -> APIRouter:
 
     add_model_pages(router, bench, guarded)
 
+    @router.get("/units", response_class=HTMLResponse)
+    def units(request: Request) -> Response:
+        form = dict(request.query_params)
+        return guarded(lambda ctx: bench.page("units.html", **views.units(bench, ctx, form)), read_only=True)()
+
     @router.get("/unit/{serial}", response_class=HTMLResponse)
     def unit(serial: str) -> Response:
         return guarded(lambda ctx: bench.page("unit.html", **views.trace(bench, ctx, serial=serial)))()

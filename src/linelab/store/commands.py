@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -140,6 +141,41 @@ class ParetoResult(Result):
 def pareto(p: ParetoParams, ctx: Context) -> ParetoResult:
     """Defect Pareto: defect codes by count, with share and cumulative share."""
     return ParetoResult(rows=queries.pareto(ctx.workspace, p.station, p.top).to_pylist())
+
+
+class UnitsParams(BaseModel):
+    outcome: Literal["all", "first_pass_fail", "final_fail"] = Field(
+        "all", description="all, first_pass_fail (failed a station on its first visit) or final_fail (did not "
+                           "ship good)")
+    since: datetime | None = Field(None, description="started at or after this time")
+    until: datetime | None = Field(None, description="started before this time")
+    station: str | None = Field(None, description="visited this station")
+    defect_code: str | None = Field(None, description="had this defect code (at --station when given)")
+    limit: int = Field(100, ge=1, le=10_000, description="units to list")
+    offset: int = Field(0, ge=0, description="skip this many first")
+
+
+class UnitsResult(Result):
+    count: int = Field(description="units that match, all pages together")
+    offset: int = 0
+    units: Rows
+
+    def render(self, console: Console) -> None:
+        shown = f" (listed {self.offset + 1:,}–{self.offset + len(self.units):,})" if self.count > len(self.units) \
+            else ""
+        console.print(f"{self.count:,} units{shown}", highlight=False)
+        print_rows(console, self.units, "units", limit=len(self.units) or 1,
+                   headers={"unit_id": "unit", "t_start": "started"})
+        if self.offset + len(self.units) < self.count:
+            console.print(f"[dim]the next ones: --offset {self.offset + len(self.units)}[/dim]")
+
+
+@command("units", UnitsParams, writes=False)
+def units(p: UnitsParams, ctx: Context) -> UnitsResult:
+    """The units behind a number: by outcome, start time, station and defect code, in the order they started."""
+    count, rows = queries.units_where(ctx.workspace, since=p.since, until=p.until, outcome=p.outcome,
+                                      station=p.station, defect_code=p.defect_code, limit=p.limit, offset=p.offset)
+    return UnitsResult(count=count, offset=p.offset, units=rows.to_pylist())
 
 
 class TraceParams(BaseModel):

@@ -174,3 +174,36 @@ def trace_lot(ws: Workspace, lot: str) -> dict[str, Any]:
         [lot],
     )
     return {"lot": lots, "units": units}
+
+
+# What a yield counts against a unit: the first-pass failures (no flag is no pass, as in the yields
+# above) or the units that did not ship good.
+OUTCOMES = {"all": "TRUE", "first_pass_fail": "NOT coalesce(u.first_pass, FALSE)",
+            "final_fail": "coalesce(u.result, '') <> 'pass'"}
+
+
+def units_where(ws: Workspace, *, since: Any = None, until: Any = None, outcome: str = "all",
+                station: str | None = None, defect_code: str | None = None, limit: int = 100,
+                offset: int = 0) -> tuple[int, pa.Table]:
+    """The units behind a number: started in [since, until), with the outcome, that visited the station
+    (with the defect code there), in the order they started. Returns (how many match, one page of them)."""
+    if outcome not in OUTCOMES:
+        raise UserError(f"outcome {outcome!r}: use one of {', '.join(OUTCOMES)}")
+    where, args = [OUTCOMES[outcome]], []
+    if since is not None:
+        where.append("u.t_start >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("u.t_start < ?")
+        args.append(until)
+    if station is not None or defect_code is not None:
+        visit = " AND ".join(c for c, v in (("station = ?", station), ("defect_code = ?", defect_code))
+                             if v is not None)
+        where.append(f"u.unit_id IN (SELECT unit_id FROM steps WHERE {visit})")
+        args += [v for v in (station, defect_code) if v is not None]
+    cond = " AND ".join(where)
+    count = int(ws.scalar(f"SELECT count(*) FROM units u WHERE {cond}", args) or 0)
+    rows = ws.query(f"""SELECT u.unit_id, u.t_start, u.first_pass, u.result, u.product, u.line, u.work_order
+                        FROM units u WHERE {cond} ORDER BY u.t_start, u.unit_id LIMIT ? OFFSET ?""",
+                    [*args, limit, offset])
+    return count, rows

@@ -7,8 +7,9 @@ commands do not read; figures use the same colours as the reports.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import numpy as np
 import plotly.graph_objects as go
@@ -106,10 +107,14 @@ def overview(bench: Workbench, ctx: Context) -> dict[str, Any]:
     active = sorted((p for p in problems if p["status"] in pb.ACTIVE), key=lambda p: -(p["lost_units"] or 0))
     x = [r[period] for r in trend]
     fpy = [r["first_pass_yield"] for r in trend]
+    step = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}.get(period)
     data: list[dict[str, Any]] = [
         {"type": "scatter", "x": x, "y": fpy, "name": "first-pass yield", "mode": "lines+markers",
-         "line": {"color": COLOURS["loop"]}, "customdata": [r["units"] for r in trend],
-         "hovertemplate": "%{x}<br>%{y:.2%} of %{customdata:,} units<extra></extra>"},
+         "line": {"color": COLOURS["loop"]}, "text": [f"{r['units']:,}" for r in trend],
+         # a click on a point opens the units of its period that failed first pass
+         "customdata": [units_url(outcome="first_pass_fail", since=t, until=t + step if step else None)
+                        for t in x],
+         "hovertemplate": "%{x}<br>%{y:.2%} of %{text} units<extra></extra>"},
         {"type": "scatter", "x": x, "y": [r["final_yield"] for r in trend], "name": "final yield", "mode": "lines",
          "line": {"color": OK, "dash": "dot"}}]
     low = min(fpy or [0.0])
@@ -141,6 +146,23 @@ def overview(bench: Workbench, ctx: Context) -> dict[str, Any]:
 
 
 # -- a problem -----------------------------------------------------------------------------------
+def units_url(**query: Any) -> str:
+    """The /units page for these filters (times as ISO text)."""
+    given = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in query.items() if v not in (None, "")}
+    return "/units?" + urlencode(given)
+
+
+def units(bench: Workbench, ctx: Context, form: dict[str, str]) -> dict[str, Any]:
+    """The units behind a number: `linelab units` with the page's filters."""
+    fields = ("outcome", "since", "until", "station", "defect_code")
+    given = {k: form[k] for k in fields if form.get(k)}
+    offset = _int(form, "offset") or 0
+    res: Any = bench.run(ctx, "units", **given, offset=offset, limit=100)
+    more = offset + len(res.units) < res.count
+    return {"title": "Units", "res": res, "form": given, "offset": offset,
+            "next": units_url(**given, offset=offset + len(res.units)) if more else None}
+
+
 def _values(v: list[Any] | None) -> np.ndarray:
     return np.array([np.nan if x is None else x for x in v or []], dtype=float)
 

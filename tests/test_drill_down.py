@@ -1,0 +1,96 @@
+"""Every number leads to the units behind it: the overview's yields and its trend's points open the
+list of the units they count (`linelab units`, POST /api/units and the /units page give the same
+list), and each unit opens its genealogy."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from linelab.api import create_app
+from linelab.cli import build_app
+from linelab.commands import call
+
+FAILED_FIRST = {f"U{i:04d}" for i in range(0, 200, 10)}  # failed at TEST on the first visit
+FAILED_FINAL = {f"U{i:04d}" for i in range(0, 200, 20)}  # half of them were not repaired
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("drill")
+    data = root / "data"
+    data.mkdir()
+    units = ["unit_id,product,line,t_start,t_end,result,first_pass"]
+    steps = ["unit_id,station,machine,t_in,t_out,result,defect_code"]
+    for i in range(400):  # 400 units over seven hours of one day
+        serial = f"U{i:04d}"
+        t = f"2026-02-02T{6 + i // 60:02d}:{i % 60:02d}:00"
+        first, final = serial not in FAILED_FIRST, serial not in FAILED_FINAL
+        units.append(f"{serial},P,L1,{t},{t},{'pass' if final else 'fail'},{first}")
+        steps.append(f"{serial},TEST,T{1 + i % 2},{t},{t},{'pass' if first else 'fail'},{'' if first else 'OPEN'}")
+    (data / "units.csv").write_text("\n".join(units) + "\n")
+    (data / "steps.csv").write_text("\n".join(steps) + "\n")
+    ws = root / "ws"
+    call("ingest", workspace=ws, paths=[data])
+    return ws
+
+
+@pytest.fixture(scope="module")
+def client(ws: Path) -> TestClient:
+    return TestClient(create_app(ws), base_url="http://localhost")
+
+
+def _listed(html: str) -> set[str]:
+    if 'id="units"' not in html:
+        assert "no unit matches" in html
+        return set()
+    table = html[html.index('id="units"'):]
+    return set(re.findall(r'<a class="unit" href="/unit/([^"]+)">', table[:table.index("</table>")]))
+
+
+def test_the_overviews_yields_open_the_units_they_count(client: TestClient) -> None:
+    html = client.get("/overview").text
+    fpy = re.search(r'<a id="kpi-fpy-units" href="([^"]+)">', html)
+    final = re.search(r'<a id="kpi-final-units" href="([^"]+)">', html)
+    assert fpy and final
+    page = client.get(fpy.group(1).replace("&amp;", "&")).text
+    assert _listed(page) == FAILED_FIRST and "20 units" in page
+    page = client.get(final.group(1).replace("&amp;", "&")).text
+    assert _listed(page) == FAILED_FINAL
+    for serial in list(FAILED_FINAL)[:2]:
+        assert client.get(f"/unit/{serial}").status_code == 200
+
+
+def test_a_trend_point_opens_the_units_of_its_period(client: TestClient) -> None:
+    html = client.get("/overview").text
+    found = re.search(r'<script type="application/json" id="trend-data">(.*?)</script>', html, re.S)
+    assert found
+    trend = json.loads(found.group(1).replace("<\\/", "</"))["data"][0]
+    assert len(trend["customdata"]) == len(trend["x"])
+    for link, fpy, x in zip(trend["customdata"], trend["y"], trend["x"], strict=True):
+        assert link.startswith("/units?")
+        page = client.get(link).text
+        shown = _listed(page)
+        hour = int(x[11:13])  # the trend is by hour: 60 units an hour from 06:00
+        expected = {s for s in FAILED_FIRST if 6 + int(s[1:]) // 60 == hour}
+        assert shown == expected, unquote(link)
+        units = 60 if hour < 12 else 40
+        assert len(shown) == pytest.approx(units * (1 - fpy))  # the point's number, unit by unit
+
+
+def test_units_is_one_list_in_the_terminal_and_over_rest(ws: Path, client: TestClient) -> None:
+    out = CliRunner().invoke(build_app(["units"]), ["units", "--outcome", "final_fail", "--station", "TEST",
+                                                    "--defect-code", "OPEN", "-w", str(ws)],
+                             env={"COLUMNS": "80", "TERM": "dumb"})
+    assert out.exit_code == 0, out.output
+    assert "10 units" in out.stdout and max(map(len, out.stdout.splitlines())) <= 80
+    assert set(re.findall(r"U\d{4}", out.stdout)) == FAILED_FINAL
+    body = client.post("/api/units", json={"outcome": "first_pass_fail", "limit": 5}).json()
+    assert body["count"] == len(FAILED_FIRST) and len(body["units"]) == 5
+    assert client.post("/api/units", json={"outcome": "sometimes"}).status_code == 422
