@@ -94,3 +94,13 @@ def test_units_is_one_list_in_the_terminal_and_over_rest(ws: Path, client: TestC
     body = client.post("/api/units", json={"outcome": "first_pass_fail", "limit": 5}).json()
     assert body["count"] == len(FAILED_FIRST) and len(body["units"]) == 5
     assert client.post("/api/units", json={"outcome": "sometimes"}).status_code == 422
+
+
+def test_a_long_list_comes_a_hundred_units_a_page(client: TestClient) -> None:
+    first = client.get("/units")
+    assert first.status_code == 200
+    assert "400 units" in first.text and "listed 1–100" in first.text and len(_listed(first.text)) == 100
+    link = re.search(r'<a id="next" href="([^"]+)">', first.text)
+    assert link
+    last = client.get(link.group(1).replace("&amp;", "&")).text
+    assert "listed 101–200" in last and not _listed(first.text) & _listed(last)
