@@ -91,8 +91,14 @@ def test_units_is_one_list_in_the_terminal_and_over_rest(ws: Path, client: TestC
     assert out.exit_code == 0, out.output
     assert "10 units" in out.stdout and max(map(len, out.stdout.splitlines())) <= 80
     assert set(re.findall(r"U\d{4}", out.stdout)) == FAILED_FINAL
+    assert all("TEST" in line and "OPEN" in line for line in out.stdout.splitlines() if re.search(r"U\d{4}", line))
     body = client.post("/api/units", json={"outcome": "first_pass_fail", "limit": 5}).json()
     assert body["count"] == len(FAILED_FIRST) and len(body["units"]) == 5
+    # why each failed: the station of its first failed visit and the defect recorded there
+    assert {(u["failed_at"], u["defect_code"]) for u in body["units"]} == {("TEST", "OPEN")}
+    page = client.get("/units?outcome=first_pass_fail").text
+    row = page[page.index('href="/unit/U0000"'):]
+    assert re.search(r"<td>TEST</td>\s*<td>OPEN</td>", row[:row.index("</tr>")])
     assert client.post("/api/units", json={"outcome": "sometimes"}).status_code == 422
 
 

@@ -164,8 +164,11 @@ class UnitsResult(Result):
         shown = f" (listed {self.offset + 1:,}–{self.offset + len(self.units):,})" if self.count > len(self.units) \
             else ""
         console.print(f"{self.count:,} units{shown}", highlight=False)
-        print_rows(console, self.units, "units", limit=len(self.units) or 1,
-                   headers={"unit_id": "unit", "t_start": "started"})
+        # to the minute, so that why each unit failed (station, defect code) fits 80 columns
+        rows = [{**u, "t_start": fmt(u.get("t_start"))[:16]} for u in self.units]
+        print_rows(console, rows, "units", limit=len(rows) or 1,
+                   headers={"unit_id": "unit", "t_start": "started", "first_pass": "1st pass",
+                            "failed_at": "failed at"})
         if self.offset + len(self.units) < self.count:
             console.print(f"[dim]the next ones: --offset {self.offset + len(self.units)}[/dim]")
 

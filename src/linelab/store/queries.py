@@ -203,7 +203,15 @@ def units_where(ws: Workspace, *, since: Any = None, until: Any = None, outcome:
         args += [v for v in (station, defect_code) if v is not None]
     cond = " AND ".join(where)
     count = int(ws.scalar(f"SELECT count(*) FROM units u WHERE {cond}", args) or 0)
-    rows = ws.query(f"""SELECT u.unit_id, u.t_start, u.first_pass, u.result, u.product, u.line, u.work_order
-                        FROM units u WHERE {cond} ORDER BY u.t_start, u.unit_id LIMIT ? OFFSET ?""",
-                    [*args, limit, offset])
+    # Beside each unit of the page, why it failed: the station of its first visit that did not pass
+    # and the defect code recorded there (looked up for the page's units only).
+    rows = ws.query(f"""
+        WITH page AS (SELECT u.unit_id, u.t_start, u.first_pass, u.result, u.product, u.line, u.work_order
+                      FROM units u WHERE {cond} ORDER BY u.t_start, u.unit_id LIMIT ? OFFSET ?),
+        bad AS (SELECT s.unit_id, arg_min(s.station, coalesce(s.t_in, 'infinity'::TIMESTAMP)) AS failed_at,
+                       arg_min(s.defect_code, coalesce(s.t_in, 'infinity'::TIMESTAMP)) AS defect_code
+                FROM steps s JOIN page USING (unit_id) WHERE coalesce(s.result, '') <> 'pass' GROUP BY s.unit_id)
+        SELECT page.unit_id, page.t_start, page.first_pass, page.result, bad.failed_at, bad.defect_code,
+               page.product, page.line, page.work_order
+        FROM page LEFT JOIN bad USING (unit_id) ORDER BY page.t_start, page.unit_id""", [*args, limit, offset])
     return count, rows
