@@ -95,6 +95,16 @@ def test_overview_problem_chart_capability_knowhow_and_unit(served: str, browser
     assert p.locator("#problems tr").count() == len(problems) + 1
     tab.shot("overview")
 
+    # The first-pass yield leads to the units it counts as failed: as many as the yield says.
+    p.locator("#kpi-fpy-units").click()
+    p.wait_for_url(re.compile(r"/units\?outcome=first_pass_fail"))
+    failed = api(served, "units", outcome="first_pass_fail", limit=1)["count"]
+    assert failed == round(overall["units"] * (1 - overall["first_pass_yield"]))
+    assert p.locator("#count b").inner_text() == f"{failed:,} units"
+    assert p.locator("#units a.unit").count() == min(failed, 100)
+    tab.shot("units")
+    p.goto(served + "/")
+
     # Follow the first problem to its page: chart, diagnosis, actions and know-how.
     first = problems[0]["id"]
     p.locator("#problems a", has_text=first).click()
