@@ -492,3 +492,22 @@ def test_a_nul_character_neither_crashes_nor_blocks_a_postgresql_workspace(tmp_p
                 "unit_id": ["A\x001", "A2"], "station": ["S", "S"], "name": ["v", "v"], "value": [1.0, 2.0],
                 "t": t})}, source="adapter")
             assert (rep.stored, rep.quarantined) == (1, 1) and w.count("measurements") == 5
+
+
+def test_spaces_around_text_are_not_part_of_it(tmp_path: Path) -> None:
+    """`SN1, TEST` (a space after each comma) is the unit SN1 at station TEST: stored once, found by its name."""
+    lines = [HEADER, "SN1, TEST, vout_v, 3.3, 2026-01-05 06:00:00", "SN1 ,TEST,vout_v,3.3,2026-01-05 06:00:00",
+             "SN2,TEST ,two  words,3.3,2026-01-05 06:00:00", "\tSN3\t,TEST,v,3.3,2026-01-05 06:00:00"]
+    out = ingest(tmp_path / "ws", write(tmp_path / "measurements_spaced.csv", lines))
+    assert out.code == 0 and (out.body["stored"], out.body["files"][0]["duplicates"]) == (3, 1)
+    with Workspace.open(tmp_path / "ws") as w:
+        assert w.query("SELECT unit_id, station, name FROM measurements ORDER BY unit_id").to_pylist() == [
+            {"unit_id": "SN1", "station": "TEST", "name": "vout_v"},
+            {"unit_id": "SN2", "station": "TEST", "name": "two  words"},
+            {"unit_id": "SN3", "station": "TEST", "name": "v"}]
+        # A typed batch from an adapter, on the path that stores new records in one statement.
+        t = pa.array([np.datetime64("2026-01-06T06:00:00", "us")] * 3)
+        rep = w.ingest_tables({"measurements": pa.table({
+            "unit_id": ["T1", "T1 ", " T1"], "station": ["S"] * 3, "name": ["v"] * 3, "value": [1.0] * 3, "t": t})},
+            source="adapter")
+        assert (rep.stored, rep.tables[0].duplicates) == (1, 2) and w.count("measurements", "unit_id = 'T1'") == 1

@@ -34,7 +34,7 @@ from linelab.store import summary
 from linelab.store.backend import duck_type, sql_literal
 from linelab.store.backend import sql_ident as q
 from linelab.store.schema import NATURAL_KEYS, RECORD_TABLES, UPDATABLE
-from linelab.store.validate import LINE, QUARANTINE_SCHEMA, check, conforms, key_sql, surely_valid_sql
+from linelab.store.validate import LINE, QUARANTINE_SCHEMA, check, conforms, ends_blank, key_sql, surely_valid_sql
 
 if TYPE_CHECKING:
     from linelab.store.workspace import Workspace
@@ -176,7 +176,7 @@ def _store_fresh_typed(ws: Workspace, rep: TableReport, name: str, table: pa.Tab
     predicate does not vouch for go through the full check. Returns their quarantine entries, or
     None when the batch needs the general path.
     """
-    if LINE in table.column_names or not conforms(table, name) or name not in PRUNE_COLUMN:
+    if LINE in table.column_names or not conforms(table, name) or name not in PRUNE_COLUMN or ends_blank(table):
         return None
     prune = PRUNE_COLUMN[name]
     lo, hi = pc.min_max(table.column(prune)).values()
@@ -216,15 +216,14 @@ def _store_fresh_typed(ws: Workspace, rep: TableReport, name: str, table: pa.Tab
     finally:
         ws.backend.unregister("_incoming")
     checked = check(unsure, name, first_row)
-    if checked.good.num_rows:
-        ws.backend.register("_incoming", checked.good)
-        try:
-            ws.backend.execute(_insert_sql(name, checked.good, seq))
-            rep.resolved += _resolve(ws, name, seq)
-        finally:
-            ws.backend.unregister("_incoming")
-        rep.stored += checked.good.num_rows
-    return checked.quarantine
+    # Stored like any batch: once checked (text trimmed), a row may repeat one stored a moment ago.
+    rest = TableReport(name, rep.batch_id)
+    conflicts = _store(ws, rest, name, checked.good, seq, first_row)
+    rep.stored += rest.stored
+    rep.updated += rest.updated
+    rep.duplicates += rest.duplicates
+    rep.resolved += rest.resolved
+    return pa.concat_tables([checked.quarantine, conflicts])
 
 
 def _lines(rows: pa.Table, first_row: int) -> np.ndarray:

@@ -8,7 +8,7 @@ the source, the first field at fault, why, the raw record, and its natural key (
 a corrected record arriving later can resolve the entry.
 
 Text rules: only an empty (or blank) field is a missing value, so `NA` or `null` stay text where
-text is expected; timestamps with an offset (`+05:00`, `Z`) or a zone name are converted to UTC and
+text is expected; the whitespace around text is trimmed; timestamps with an offset (`+05:00`, `Z`) or a zone name are converted to UTC and
 stored without one; timestamps outside 1900-2200, numbers that are not finite and text holding a
 NUL character are refused.
 """
@@ -75,6 +75,11 @@ def blank_sql(x: str) -> str:
     return f"(CASE WHEN {x} IS NULL THEN TRUE WHEN {x} < '!' THEN trim({x}, {lit(WHITESPACE)}) = '' ELSE FALSE END)"
 
 
+def trimmed_sql(x: str) -> str:
+    """SQL: text `x` without the whitespace around it. Only strings that start or end below '!' are trimmed."""
+    return f"(CASE WHEN {x} < '!' OR right({x}, 1) < '!' THEN trim({x}, {lit(WHITESPACE)}) ELSE {x} END)"
+
+
 def key_sql(table_name: str, alias: str = "s", prefix: str = "") -> str:
     """A record's natural key as JSON text: how quarantine entries find the record that resolves them."""
     parts = ", ".join(f"CAST({alias}.{q(prefix + k)} AS VARCHAR)" for k in NATURAL_KEYS[table_name])
@@ -116,7 +121,8 @@ def _checks(table_name: str, columns: dict[str, pa.DataType]) -> tuple[list[str]
         got = f"' (got ''' || {text} || ''')'"
         if pa.types.is_string(f.type):
             # Only an empty or blank field is a missing value: `NA`, `null`, `N/A` are text like any other.
-            exprs.append(f"CASE WHEN {given} THEN {text} END AS {v}")
+            # Spaces around text are not part of it (`SN1, TEST`): trimmed, where there are any.
+            exprs.append(f"CASE WHEN {given} THEN {trimmed_sql(text)} END AS {v}")
         elif have == f.type:
             exprs.append(f"{raw} AS {v}")
         else:
@@ -166,7 +172,8 @@ def surely_valid_sql(table_name: str, columns: list[str], alias: str = "s") -> s
 
     The adapters' fast path: a batch where it holds for every row is stored as it is. It is
     conservative for text (a value starting with whitespace or a control character fails it, blank
-    or not), so it costs no trimming; the few rows it fails go through `check`.
+    or not), so it costs no trimming; the few rows it fails go through `check`. Text that ends with
+    one is not looked at: a batch holding any (`ends_blank`) takes the general path.
     """
     schema = RECORD_TABLES[table_name]
     exprs, checks = _checks(table_name, {f.name: f.type for f in schema if f.name in columns})
@@ -178,7 +185,32 @@ def surely_valid_sql(table_name: str, columns: list[str], alias: str = "s") -> s
         for v, col in subst.items():
             bad = bad.replace(v, col)
         terms.append(f"NOT coalesce({bad}, FALSE)")
+    for f in schema:  # text that starts with no blank (the caller rules out text that ends with one)
+        if f.name in columns and pa.types.is_string(f.type):
+            terms.append(f"({alias}.{q(f.name)} IS NULL OR {alias}.{q(f.name)} >= '!')")
     return " AND ".join(terms) or "TRUE"
+
+
+def ends_blank(table: pa.Table) -> bool:
+    """Whether a text value of the batch ends with whitespace or a control character (its last byte
+    below '!'), read from the Arrow buffers: such text is trimmed by `check`, not stored as it is."""
+    for col in table.columns:
+        if not pa.types.is_string(col.type):
+            continue
+        for chunk in col.chunks:
+            if len(chunk) == 0:
+                continue
+            _, offsets, data = chunk.buffers()
+            if data is None or data.size == 0:  # every value empty or missing
+                continue
+            ends = np.frombuffer(offsets, dtype=np.int32)[chunk.offset + 1:chunk.offset + len(chunk) + 1]
+            starts = np.frombuffer(offsets, dtype=np.int32)[chunk.offset:chunk.offset + len(chunk)]
+            hit = (ends > starts) & (np.frombuffer(data, dtype=np.uint8)[np.maximum(ends - 1, 0)] < ord("!"))
+            if chunk.null_count:
+                hit &= chunk.is_valid().to_numpy(zero_copy_only=False)
+            if hit.any():
+                return True
+    return False
 
 
 def conforms(table: pa.Table, table_name: str) -> bool:
