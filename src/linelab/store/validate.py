@@ -8,9 +8,9 @@ the source, the first field at fault, why, the raw record, and its natural key (
 a corrected record arriving later can resolve the entry.
 
 Text rules: only an empty (or blank) field is a missing value, so `NA` or `null` stay text where
-text is expected; the whitespace around text is trimmed; timestamps with an offset (`+05:00`, `Z`) or a zone name are converted to UTC and
-stored without one; timestamps outside 1900-2200, numbers that are not finite and text holding a
-NUL character are refused.
+text is expected; the whitespace around text is trimmed; timestamps with an offset (`+05:00`, `Z`)
+or a zone name are converted to UTC and stored without one; timestamps outside 1900-2200, numbers
+that are not finite and text holding a NUL character are refused.
 """
 
 from __future__ import annotations
