@@ -340,3 +340,49 @@ def test_a_tester_carrying_most_of_the_excess_is_not_explained_by_a_lots_small_o
     lk2 = next(c for c in dx.causes_ if c.label == "tester=LK2")
     assert lk2.explained_by is None, lk2.details.get("explained_by_evidence")
     assert lk2 in dx.causes_[:2]
+
+
+def _press_line(n: int, seed: int, force_shift: float) -> pd.DataFrame:
+    """Four stations: the press force (station 1) drives the press depth (2); the leak rate (3)
+    follows the depth and the screw torque; the end-of-line flow (4) follows the leak rate."""
+    rng = np.random.default_rng(seed)
+    force = rng.normal(0, 1, n) + force_shift
+    torque = rng.normal(0, 1, n)
+    depth = 1.5 * force + 0.5 * rng.normal(0, 1, n)
+    leak = depth + torque + rng.normal(0, 1, n)
+    return pd.DataFrame({"press_force": force, "press_depth": depth, "torque": torque, "leak_rate": leak,
+                         "eol_flow": leak + 0.3 * rng.normal(0, 1, n)})
+
+
+def test_stages_order_the_columns_when_no_causal_graph_is_known(tmp_path: Path) -> None:
+    # Without a graph every column that moved was a candidate: the end-of-line flow measured after
+    # the leak test ranked as a cause of the leak rate, and the press depth beside the force that
+    # drives it. The stations' order is known on any line: a later station's reading is no cause,
+    # and a reading is judged by the change of its own mechanism given the earlier stations'.
+    from linelab.commands import call
+
+    _press_line(1000, 1, 0.0).to_csv(tmp_path / "normal.csv", index=False)
+    _press_line(200, 2, 1.5).to_csv(tmp_path / "faulty.csv", index=False)
+    stages = {"press_force": 1, "press_depth": 2, "torque": 2, "leak_rate": 3, "eol_flow": 4}
+    (tmp_path / "stages.csv").write_text("column,stage\n" + "".join(f"{c},{s}\n" for c, s in stages.items()))
+    files = {"reference": str(tmp_path / "normal.csv"), "incident": str(tmp_path / "faulty.csv"), "target": "leak_rate"}
+
+    plain = {c.factor: c for c in call("diagnose", **files).diagnosis.causes}
+    assert plain["eol_flow"].upstream and plain["eol_flow"].explained_by is None
+
+    ordered = call("diagnose", stages=str(tmp_path / "stages.csv"), **files).diagnosis.causes
+    assert ordered[0].factor == "press_force"
+    by = {c.factor: c for c in ordered}
+    assert not by["eol_flow"].upstream and "later stage (4)" in by["eol_flow"].evidence
+    assert by["press_depth"].explained_by == "press_force"
+
+
+def test_a_stages_file_with_a_stage_that_is_no_number_is_a_clear_error(tmp_path: Path) -> None:
+    from linelab.commands import call
+
+    _press_line(300, 1, 0.0).to_csv(tmp_path / "normal.csv", index=False)
+    _press_line(100, 2, 1.5).to_csv(tmp_path / "faulty.csv", index=False)
+    (tmp_path / "stages.csv").write_text("column,stage\npress_force,1\nleak_rate,third\n")
+    with pytest.raises(UserError, match=r"stages.csv, line 3, field stage: 'third' is not a number"):
+        call("diagnose", reference=str(tmp_path / "normal.csv"), incident=str(tmp_path / "faulty.csv"),
+             target="leak_rate", stages=str(tmp_path / "stages.csv"))

@@ -14,7 +14,7 @@ in its children).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,41 @@ from .stats import neglog10, robust_scale, spread_p, welch_p
 
 RIDGE_ALPHAS = np.logspace(-3, 4, 8)
 MAX_MECHANISM_ROWS = 3_000  # reference rows a mechanism is fitted on: enough, and fast on big histories
+# Splines are tried only for a column with at most this many parents: a process order makes every
+# column of the earlier stations a parent, and splines of eighty parents are slow and over-fit.
+MAX_SPLINE_PARENTS = 30
+
+
+def stage_dag(stages: Mapping[str, float], columns: Iterable[str]) -> nx.DiGraph:
+    """A process order as a causal graph: a column of an earlier stage may act on any column of a
+    later one; columns of one stage are not ordered (none is the parent of another)."""
+    cols = [c for c in columns if c in stages]
+    graph = nx.DiGraph()
+    graph.add_nodes_from(cols)
+    graph.add_edges_from((a, b) for a in cols for b in cols if stages[a] < stages[b])
+    return graph
+
+
+def load_stages(source: str | Path | Mapping[str, float]) -> dict[str, float]:
+    """Each column's stage along the line, from a mapping or a CSV with `column,stage` columns."""
+    if not isinstance(source, (str, Path)):
+        return {str(k): float(v) for k, v in source.items()}
+    from .data import UserError, read_table
+
+    tbl = read_table(source)
+    missing = {"column", "stage"} - set(tbl.column_names)
+    if missing:
+        need = ", ".join(sorted(missing))
+        raise UserError(f"{source}: the stages file needs the columns column,stage (missing: {need})")
+    out: dict[str, float] = {}
+    for line, (col, stage) in enumerate(zip(tbl["column"].to_pylist(), tbl["stage"].to_pylist(), strict=True), 2):
+        try:
+            out[str(col)] = float(stage)
+        except (TypeError, ValueError):
+            raise UserError(f"{source}, line {line}, field stage: {stage!r} is not a number") from None
+        if col is None or not np.isfinite(out[str(col)]):
+            raise UserError(f"{source}, line {line}: a stage needs a column name and a finite number")
+    return out
 
 
 def load_dag(source: str | Path | nx.DiGraph | Iterable[tuple[str, str]]) -> nx.DiGraph:
@@ -90,7 +125,7 @@ def fit_mechanism(column: str, parents: list[str], y: np.ndarray, x: np.ndarray)
         return Mechanism(column, [], "none", scale=robust_scale(resid), loo_residuals=resid)
     best: Mechanism | None = None
     best_err = np.inf
-    for splines in (False, True):
+    for splines in (False, True) if len(parents) <= MAX_SPLINE_PARENTS else (False,):
         design, transformer = _design(x, splines)
         ridge = RidgeCV(alphas=RIDGE_ALPHAS, store_cv_results=True).fit(design, y)
         cv = ridge.cv_results_[:, list(ridge.alphas).index(ridge.alpha_)]

@@ -31,6 +31,9 @@ class DiagnoseParams(BaseModel):
     target: str | None = Field(None, description="table mode: the symptom column")
     dag: Path | None = Field(None, description="table mode: causal graph CSV with source,target columns",
                            json_schema_extra={"path": "input"})
+    stages: Path | None = Field(None, description="table mode, without a causal graph: CSV with column,stage "
+                                "giving each column's station position along the line (1, 2, ...)",
+                                json_schema_extra={"path": "input"})
     time_column: str | None = Field(None, description="table mode: column that orders rows in time")
     exclude: list[str] = Field(default_factory=list, description="columns that are not candidate causes")
     plot: Path | None = Field(None, description="write the evidence plot here (.png or .html)",
@@ -84,6 +87,7 @@ def diagnose_files(
     target: str,
     *,
     dag: Path | str | None = None,
+    stages: Path | str | None = None,
     time_column: str | None = None,
     exclude: list[str] | None = None,
     plot: Path | str | None = None,
@@ -95,7 +99,7 @@ def diagnose_files(
 
     t0 = perf_counter()
     ref, inc = read_table(reference), read_table(incident)
-    dx = Diagnoser(dag=dag, time_column=time_column, exclude=exclude or []).fit(ref, inc, target=target)
+    dx = Diagnoser(dag=dag, stages=stages, time_column=time_column, exclude=exclude or []).fit(ref, inc, target=target)
     path = str(render_evidence(dx.report_, plot)) if plot else None
     return DiagnoseResult(diagnosis=dx.report_, plot=path, seconds=round(perf_counter() - t0, 3))
 
@@ -112,7 +116,8 @@ def diagnose(p: DiagnoseParams, ctx: Context) -> DiagnoseResult:
             raise UserError("table mode needs " + ", ".join(f"--{m}" for m in missing))
         assert p.reference is not None and p.incident is not None and p.target is not None  # checked just above
         result = diagnose_files(
-            p.reference, p.incident, p.target, dag=p.dag, time_column=p.time_column, exclude=p.exclude, plot=p.plot
+            p.reference, p.incident, p.target, dag=p.dag, stages=p.stages, time_column=p.time_column,
+            exclude=p.exclude, plot=p.plot,
         )
         result.top = p.top
         return result

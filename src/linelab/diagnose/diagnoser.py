@@ -24,7 +24,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import categorical, continuous
-from .causal import CausalModel, counterfactual_share, load_dag, propagate
+from .causal import CausalModel, counterfactual_share, load_dag, load_stages, propagate, stage_dag
 from .coincidence import recent_history, within_period
 from .confounding import Group, relate, separating_experiment
 from .data import MISSING, Prepared, TableLike, UserError, prepare
@@ -49,6 +49,11 @@ class Diagnoser:
     dag: causal graph over the columns (networkx DiGraph, edge list, or CSV `source,target`).
         With it, a continuous column's evidence is the change of its own mechanism (residuals
         given its parents), and only ancestors of the target rank as causes.
+    stages: where no causal graph is known, each column's stage along the line (its station's
+        position: 1, 2, ...). A column is then judged by the change of its own mechanism given the
+        columns of earlier stages (a reading that only passes on an upstream shift stays put), and a
+        column of a later stage than the target is no cause. Columns without a stage are judged
+        by their plain shift. Ignored when `dag` is given.
     kinds: override the kind of columns ("categorical", "continuous", "time", "environment").
     time_column: column ordering the rows in time, for onset estimation.
     events: events to match with the onset: dicts with at least `t` (and kind/machine/target).
@@ -66,6 +71,7 @@ class Diagnoser:
         self,
         *,
         dag: Any = None,
+        stages: Mapping[str, float] | str | Path | None = None,
         kinds: Mapping[str, str] | None = None,
         time_column: str | None = None,
         events: Sequence[Mapping[str, Any]] | None = None,
@@ -79,6 +85,7 @@ class Diagnoser:
         target_label: str | None = None,
     ) -> None:
         self.dag = dag
+        self.stages = stages
         self.kinds = dict(kinds or {})
         self.time_column = time_column
         self.events = [dict(e) for e in (events or [])]
@@ -107,7 +114,13 @@ class Diagnoser:
         )
         self.prepared_ = prep
         self.symptom_ = make_symptom(prep.y_ref, prep.y_inc, prep.binary, self.symptom)
-        self.graph_ = load_dag(self.dag) if self.dag is not None else None
+        self.stages_ = load_stages(self.stages) if self.stages is not None and self.dag is None else {}
+        if self.dag is not None:
+            self.graph_ = load_dag(self.dag)
+        elif self.stages_:
+            self.graph_ = stage_dag(self.stages_, [*prep.columns, target])
+        else:
+            self.graph_ = None
         # single-threaded numerics: the matrices here are small, and on a busy machine thread
         # pools oversubscribe the cores and run several times slower
         with threadpool_limits(limits=1):
@@ -271,6 +284,7 @@ class Diagnoser:
         for c in causes:
             c.score = float(neglog10(c.q_value))
 
+        self._stage_order(causes, target)
         # measurements that moved because an upstream factor moved pass its effect on: its mediators
         mediators = self._mediators(prep, causes)
         # share of the excess for continuous candidates (a factor's includes what its mediators carry)
@@ -304,6 +318,20 @@ class Diagnoser:
         )
         report.summary = summary_text(report)
         return report
+
+    def _stage_order(self, causes: list[Cause], target: str) -> None:
+        """With stages instead of a graph, a column of a later stage than the symptom cannot have
+        caused it, and one of the symptom's own stage may have (the order within a stage is unknown)."""
+        own = self.stages_.get(target)
+        if own is None:
+            return
+        for c in causes:
+            stage = self.stages_.get(c.factor)
+            if stage is None:
+                continue
+            c.upstream = stage <= own
+            if not c.upstream:
+                c.details["downstream_evidence"] = f"taken at a later stage ({stage:g}) than {target} ({own:g})"
 
     @staticmethod
     def _finite(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

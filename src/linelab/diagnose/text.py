@@ -79,7 +79,7 @@ def cause_text(c: Cause, sym: Symptom, target: str) -> str:
         parts.append(f"accounts for {_pct(max(c.share, 0.0))} of the {unit} in {target}")
     parts.append(f"q={c.q_value:.2g}")
     if not c.upstream:
-        parts.append("not upstream of the symptom in the causal graph")
+        parts.append(c.details.get("downstream_evidence") or "not upstream of the symptom in the causal graph")
     if c.explained_by:
         parts.append(f"accounted for by {c.explained_by}: {c.details.get('explained_by_evidence', '')}".rstrip(": "))
     if c.confounded_with:
