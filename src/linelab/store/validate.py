@@ -121,7 +121,7 @@ def _checks(table_name: str, columns: dict[str, pa.DataType]) -> tuple[list[str]
         got = f"' (got ''' || {text} || ''')'"
         if pa.types.is_string(f.type):
             # Only an empty or blank field is a missing value: `NA`, `null`, `N/A` are text like any other.
-            # Spaces around text are not part of it (`SN1, TEST`): trimmed, where there are any.
+            # Spaces around text are not part of it (`U1, ST10`): trimmed, where there are any.
             exprs.append(f"CASE WHEN {given} THEN {trimmed_sql(text)} END AS {v}")
         elif have == f.type:
             exprs.append(f"{raw} AS {v}")
