@@ -206,6 +206,21 @@ def pages_router(root: Path, pool: Any = None) -> APIRouter:
             return RedirectResponse(f"{target}?error={quote(str(exc))}", status_code=303)
         return RedirectResponse(f"{target}#diagnosis", status_code=303)
 
+    @router.post("/problem/{problem_id}/act")
+    def propose(request: Request, problem_id: str, kind: str = Form(...), params: str = Form(""),
+                reason: str = Form("")) -> Response:
+        if cross_site(request):
+            return Response("a form from another site cannot change this workspace", status_code=403)
+        target = f"/problem/{quote(problem_id)}"
+        try:
+            with bench.context() as ctx:
+                res = bench.run(ctx, "act propose", kind=kind, params=params.strip() or None, problem_id=problem_id,
+                                source="diagnosis", reason=reason.strip())
+        except UserError as exc:
+            return RedirectResponse(f"{target}?error={quote(str(exc))}", status_code=303)
+        said = f"{res.action.id} proposed: it waits for approval"  # type: ignore[attr-defined]
+        return RedirectResponse(f"{target}?done={quote(said)}#next-step", status_code=303)
+
     @router.get("/chart", response_class=HTMLResponse)
     def chart(request: Request) -> Response:
         form = dict(request.query_params)

@@ -245,6 +245,75 @@ def evidence_figures(diagnosis: dict[str, Any], unit: str | None) -> list[tuple[
     return out
 
 
+def next_step(ctx: Context, record: dict[str, Any], diagnosis: dict[str, Any] | None, actions: list[Any],
+              entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a person should do next about a problem, in a sentence, and the action to propose if any."""
+    status = record["status"]
+    pid = record["id"]
+    if status in ("resolved", "false_alarm"):
+        kept = f"; its know-how is {entries[0]['id']}" if entries else ""
+        return {"text": f"Nothing to do: this problem is {status.replace('_', ' ')}{kept}."}
+    for a in reversed(actions):  # the latest action decides
+        what = f"{a.id} ({a.kind})"
+        if a.status == "proposed":
+            return {"text": f"{what} is proposed: approve it, then apply it (`linelab act approve {a.id}`, "
+                            f"`linelab act apply {a.id}`), or reject it."}
+        if a.status == "approved":
+            return {"text": f"{what} is approved: apply it (`linelab act apply {a.id}`)."}
+        if a.status == "sent":
+            return {"text": f"{what} was sent to the line: acknowledge it when done (`linelab act done {a.id}`)."}
+        if a.status == "applied":
+            verdict = (a.observed_effect or {}).get("verdict")
+            if verdict is None:
+                return {"text": f"{what} is applied: measure its effect on the units built since "
+                                f"(`linelab act check {a.id}`), then record the fix below."}
+            if verdict == "improved":
+                return {"text": f"{what} improved first-pass yield: record the fix below to close the problem "
+                                "and write its know-how."}
+            return {"text": f"{what} showed {verdict}: try the next cause in the ranking, or record what was "
+                            "done by hand below."}
+    causes = (diagnosis or {}).get("causes") or []
+    if not causes:
+        return {"text": f"Diagnose it: rank its candidate causes (the button below, or `linelab diagnose {pid}`)."}
+    top = causes[0]
+    fix = _remedy(ctx, top)
+    if fix is None:
+        return {"text": f"Its top-ranked cause is {_label(top)}; no action in the line's profile remedies it: "
+                        "fix it by hand and record the fix below."}
+    kind = fix.pop("kind")
+    params = ",".join(f"{k}={v}" for k, v in fix.items())
+    return {"text": f"Its top-ranked cause is {_label(top)}; the line's remedy for it is {kind} {params}: "
+                    "propose it (it then waits for approval).",
+            "propose": {"kind": kind, "params": params, "reason": f"top-ranked cause {_label(top)}"}}
+
+
+_PROFILES: dict[str, tuple[float, Any]] = {}
+
+
+def _profile(ctx: Context) -> Any:
+    """The workspace's line profile, read again only when its file changes (reading it costs ~80 ms)."""
+    from linelab.profile import profile_path, workspace_profile
+
+    path = profile_path(ctx.workspace.path)
+    if path is None:
+        return None
+    mtime = path.stat().st_mtime
+    kept = _PROFILES.get(str(path))
+    if kept is None or kept[0] != mtime:
+        kept = _PROFILES[str(path)] = (mtime, workspace_profile(ctx.workspace.path))
+    return kept[1]
+
+
+def _remedy(ctx: Context, cause: dict[str, Any]) -> dict[str, Any] | None:
+    from linelab.act.remedies import remedy
+    from linelab.model import Cause
+
+    profile = _profile(ctx)
+    if profile is None:
+        return None
+    return remedy(profile, Cause.model_validate({k: v for k, v in cause.items() if k in Cause.model_fields}))
+
+
 def _label(c: dict[str, Any]) -> str:
     return f"{c['factor']}={c['level']}" if c.get("level") is not None else c["factor"]
 
@@ -273,7 +342,9 @@ def problem(bench: Workbench, ctx: Context, problem_id: str) -> dict[str, Any]:
                       "by": "", "until": until}
     else:
         chart_link = None
+    step = next_step(ctx, record, diagnosis, actions, entries)
     return {"title": f"{problem_id}", "p": shown, "record": record, "fig": figure_json(fig) if fig else None,
+            "next_step": step,
             "diagnosis": diagnosis, "diagnosis_meta": stored, "unit": unit,
             "evidence": evidence_figures(diagnosis, unit) if diagnosis else [],
             "actions": actions, "entries": entries,
@@ -405,9 +476,7 @@ def experiment(bench: Workbench, ctx: Context, exp_id: str) -> dict[str, Any]:
 
 
 def _settings(ctx: Context) -> dict[str, dict[str, Any]]:
-    from linelab.profile import workspace_profile
-
-    profile = workspace_profile(ctx.workspace.path)
+    profile = _profile(ctx)
     return {s.name: s.model_dump() for s in profile.recipe} if profile else {}
 
 
