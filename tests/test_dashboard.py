@@ -160,6 +160,11 @@ def test_overview_problem_chart_capability_knowhow_and_unit(served: str, browser
     assert found and found[0]["entry_id"] in p.locator("#matches").inner_text()
     tab.shot("knowhow")
 
+    # Its 8D report, served as the page the export writes: it loads nothing that is not there.
+    p.goto(f"{served}/knowhow/8d?id={entries[0]['id']}")
+    assert "D4 Root cause" in p.locator("body").inner_text()
+    assert not tab.errors, tab.errors
+
     # Drill down to a unit behind the problem's onset: its genealogy, as `trace` gives it.
     p.goto(f"{served}/problem/{first}")
     p.locator("#facts a.unit").first.click()

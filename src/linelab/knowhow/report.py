@@ -57,6 +57,12 @@ def chart_png(chart: dict[str, Any], path: Path, title: str) -> Path | None:
         onset = datetime.fromisoformat(chart["onset_t"])
     if onset is not None:
         ax.axvline(onset, color="#e69500", lw=1, label="onset")
+    if chart.get("t"):  # dates that fit under the chart: 01-08 12:00 written once, not at every tick
+        import matplotlib.dates as mdates
+
+        locator = mdates.AutoDateLocator(maxticks=8)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ax.set_title(title, fontsize=10)
     ax.set_ylabel(str(chart.get("label") or chart.get("ylabel") or ""))
     if ax.get_legend_handles_labels()[0]:
@@ -192,7 +198,7 @@ def export(entries: list[Entry], problems: dict[str, dict[str, Any]], out_dir: P
     md_path, html_path = out_dir / f"{name}.md", out_dir / f"{name}.html"
     md_path.write_text("\n".join(md))
     html_path.write_text(
-        "<!doctype html><meta charset='utf-8'><title>8D report</title>"
+        "<!doctype html><meta charset='utf-8'><link rel='icon' href='data:,'><title>8D report</title>"
         "<style>body{font-family:system-ui,sans-serif;max-width:900px;margin:24px auto;padding:0 16px}"
         "table{border-collapse:collapse;font-size:13px;width:100%}td,th{border-bottom:1px solid #ddd;"
         "padding:4px 6px;text-align:left;vertical-align:top}"
