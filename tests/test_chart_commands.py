@@ -75,6 +75,13 @@ def test_nelson_rules_use_a_run_of_nine_and_rule_numbers_can_be_chosen(ws: Path)
     assert {r for v in only1.violations for r in v.rules} <= {0, 1}
     with pytest.raises(UserError, match="rules"):
         call("chart", workspace=ws, series="bore_mm", rules="bogus")
+    # a number that names no rule was a ValueError: a 500 over REST and exit 3 on the CLI
+    for nums in ("-1", "0", "1,9"):
+        with pytest.raises(UserError, match="rule numbers 1..8"):
+            call("chart", workspace=ws, series="bore_mm", rules=nums)
+    client = TestClient(create_app(ws), base_url="http://localhost")
+    rest = client.post("/api/chart", json={"series": "bore_mm", "rules": "-1"})
+    assert rest.status_code == 400 and "rule numbers 1..8" in rest.json()["error"]["message"]
 
 
 def test_xbar_r_chart_uses_subgroup_means_and_ranges(ws: Path) -> None:

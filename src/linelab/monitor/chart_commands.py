@@ -319,10 +319,10 @@ def _rules_name(rules: str) -> str:
         return name
     try:
         nums = [int(x) for x in rules.split(",") if x.strip()]
+        resolve_rules(nums)  # a number that names no rule (0, -1, 9) is refused here
     except ValueError:
-        raise UserError(f"--rules is western-electric, nelson, none or Nelson rule numbers like 1,2,5 "
+        raise UserError(f"--rules is western-electric, nelson, none or Nelson rule numbers 1..8 like 1,2,5 "
                         f"(got {rules!r})") from None
-    resolve_rules(nums)
     return ",".join(map(str, nums))
 
 
