@@ -386,3 +386,24 @@ def test_a_stages_file_with_a_stage_that_is_no_number_is_a_clear_error(tmp_path:
     with pytest.raises(UserError, match=r"stages.csv, line 3, field stage: 'third' is not a number"):
         call("diagnose", reference=str(tmp_path / "normal.csv"), incident=str(tmp_path / "faulty.csv"),
              target="leak_rate", stages=str(tmp_path / "stages.csv"))
+
+
+def test_an_events_time_is_written_to_the_second() -> None:
+    # Events come from the store as datetimes with microseconds; the evidence printed them whole
+    # ("near the event maintenance ... at 2025-01-07 23:43:16.658782").
+    from datetime import datetime, timedelta
+
+    rng = np.random.default_rng(11)
+    n, start = 4000, 2500
+    t0 = datetime(2026, 3, 1, 6, 0)
+    t = np.datetime64(t0) + np.arange(n) * np.timedelta64(30, "s")
+    feeder = rng.choice(["F1", "F2", "F3", "F4"], n)
+    offset = rng.normal(0, 0.02, n)
+    offset[start:] += np.where(feeder[start:] == "F3", 0.08, 0.0)
+    df = pd.DataFrame({"t": t, "feeder": feeder, "offset_mm": offset})
+    when = t0 + timedelta(seconds=30 * (start - 5), microseconds=658782)
+    events = [{"t": when, "kind": "maintenance", "machine": "P2", "target": "F3"}]
+    dx = Diagnoser(time_column="t", events=events).fit(df.iloc[:2000], df.iloc[2000:], target="offset_mm")
+    stamp = when.strftime("%Y-%m-%d %H:%M:%S")
+    assert f"maintenance P2 F3 at {stamp};" in dx.causes_[0].evidence + ";"
+    assert ".658782" not in dx.causes_[0].evidence and ".658782" not in dx.report_.onset.text

@@ -70,7 +70,8 @@ def match_events(cp: ChangePoint, events: Sequence[dict[str, Any]], window_bins:
         t = np.datetime64(t, "us") if isinstance(cp.at, np.datetime64) else float(t)
         delta = t - cp.at
         if -width <= delta <= width / 2:
-            item = {k: (_fmt_time(v) if k == "t" else v) for k, v in ev.items() if v is not None}
+            # the instant as read (a datetime or text keeps its microseconds when printed as given)
+            item = {k: (_fmt_time(t) if k == "t" else v) for k, v in ev.items() if v is not None}
             dist = abs(delta / cp.bin_width) if cp.bin_width else 0.0
             item["bins_from_onset"] = round(float(dist), 2)
             out.append(item)
