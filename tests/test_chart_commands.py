@@ -157,3 +157,16 @@ def test_unknown_series_names_what_exists(ws: Path) -> None:
         call("chart", workspace=ws, series="NOPE", type="p")
     with pytest.raises(UserError, match=r"\.html or \.png"):
         call("chart", workspace=ws, series="bore_mm", plot="x.pdf")
+
+
+def test_capability_shows_every_index_at_80_columns(ws: Path) -> None:
+    # With its interval beside each value the table was too wide: Pp, Ppk and ppm were left out.
+    out = CliRunner().invoke(build_app(), ["capability", "bore_mm", "-w", str(ws)], env={"COLUMNS": "80"})
+    assert out.exit_code == 0, out.output
+    text = str(out.stdout)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "not shown at this width" not in text
+    for index in ("Cp", "Cpk", "Pp", "Ppk", "ppm", "95% confidence intervals"):
+        assert index in text
+    r = call("capability", workspace=ws, series="bore_mm").studies[0]
+    assert f"{r.ppk.low:.2f}–{r.ppk.high:.2f}" in text

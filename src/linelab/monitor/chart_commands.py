@@ -465,17 +465,32 @@ class CapabilityResult(Result):
         console.print(f"[bold]capability of {self.series}[/bold]: LSL {limit(self.lsl)}, USL {limit(self.usl)}"
                       + (f", target {limit(self.target)}" if self.target is not None else ""), highlight=False)
 
+        # the intervals beside the values need a wide terminal; a narrow one gets them in a table of their own
+        wide = console.width >= 120
+
         def show(i: Index) -> str:
             if i.value is None:
                 return "—"
-            return f"{i.value:.2f} ({i.low:.2f}–{i.high:.2f})" if i.low is not None else f"{i.value:.2f}"
+            return f"{i.value:.2f} ({i.low:.2f}–{i.high:.2f})" if i.low is not None and wide else f"{i.value:.2f}"
+
+        def interval(i: Index) -> str:
+            return f"{i.low:.2f}–{i.high:.2f}" if i.low is not None and i.high is not None else "—"
 
         rows = [{"group": s.group or "all", "n": s.n, "mean": f"{s.mean:.4g}", "Cp": show(s.cp), "Cpk": show(s.cpk),
                  "Pp": show(s.pp), "Ppk": show(s.ppk), "ppm": round(s.expected_ppm)} for s in self.studies]
         for s in self.studies:
             console.print(f"  {s.group or 'all'}: σ within {s.sigma_within:.3g}{u}, σ overall "
                           f"{s.sigma_overall:.3g}{u}, observed out of spec {s.observed_ppm:,.0f} ppm", highlight=False)
-        print_rows(console, rows, f"indices with {self.confidence:.0%} confidence intervals")
+        if wide:
+            print_rows(console, rows, f"indices with {self.confidence:.0%} confidence intervals")
+            return self._plot_line(console)
+        print_rows(console, rows, "capability indices")
+        print_rows(console, [{"group": s.group or "all", "Cp": interval(s.cp), "Cpk": interval(s.cpk),
+                              "Pp": interval(s.pp), "Ppk": interval(s.ppk)} for s in self.studies],
+                   f"their {self.confidence:.0%} confidence intervals")
+        self._plot_line(console)
+
+    def _plot_line(self, console: Console) -> None:
         if self.plot:
             console.print(f"plot: {self.plot}")
 
