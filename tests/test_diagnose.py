@@ -407,3 +407,20 @@ def test_an_events_time_is_written_to_the_second() -> None:
     stamp = when.strftime("%Y-%m-%d %H:%M:%S")
     assert f"maintenance P2 F3 at {stamp};" in dx.causes_[0].evidence + ";"
     assert ".658782" not in dx.causes_[0].evidence and ".658782" not in dx.report_.onset.text
+
+
+def test_a_spread_is_plotted_in_the_measurements_units() -> None:
+    # A symptom whose spread grew was drawn in reference sds under the measurement's name.
+    rng = np.random.default_rng(13)
+    n = 4000
+    feeder = rng.choice(["F1", "F2"], n)
+    offset = rng.normal(0.0, 0.02, n)
+    offset[2000:] = np.where(feeder[2000:] == "F2", rng.normal(0.0, 0.06, n - 2000), offset[2000:])
+    df = pd.DataFrame({"feeder": feeder, "offset_mm": offset})
+    dx = Diagnoser().fit(df.iloc[:2000], df.iloc[2000:], target="offset_mm")
+    assert dx.report_.symptom_mode == "spread"
+    top = dx.causes_[0]
+    assert (top.factor, top.level) == ("feeder", "F2")
+    f2 = top.plot["levels"].index("F2")
+    # mean distance from the usual level: 0.8 sd of 0.02 mm before, of 0.06 mm after
+    assert 0.012 < top.plot["reference"][f2] < 0.020 and 0.040 < top.plot["incident"][f2] < 0.056

@@ -739,8 +739,13 @@ class Diagnoser:
     @staticmethod
     def _plot_units(sym: Symptom) -> tuple[float, float, float]:
         """How a per-unit score goes back to the symptom's own units (center, scale, sign): a
-        measured mean only; a rate is plotted as it is."""
-        return (sym.center, sym.scale, sym.sign) if sym.mode == "mean" else (0.0, 1.0, 1.0)
+        measured mean as the mean; a spread as the mean distance from the reference's median (the
+        score is that distance in reference sds); a rate is plotted as it is."""
+        if sym.mode == "mean":
+            return sym.center, sym.scale, sym.sign
+        if sym.mode == "spread":
+            return 0.0, sym.scale, sym.sign
+        return 0.0, 1.0, 1.0
 
     @staticmethod
     def _ranking_share(c: Cause) -> float | None:

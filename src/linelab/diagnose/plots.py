@@ -17,6 +17,16 @@ def render_evidence(report: Diagnosis, path: str | Path, top: int = 3) -> Path:
     return _png(report, causes, path)
 
 
+def level_axis(target: str, mode: str, unit: str | None = None) -> str:
+    """What a level's bar measures, in the symptom's own units."""
+    u = f" [{unit}]" if unit else ""
+    if mode == "mean":
+        return f"mean {target}{u}"
+    if mode == "spread":
+        return f"mean distance of {target} from its usual level{u}"
+    return f"{target} ({mode})"
+
+
 def _title(c) -> str:
     share = f", {100 * c.share:.0f}% of excess" if c.share is not None else ""
     return f"#{c.rank} {c.label}{share}"
@@ -40,8 +50,7 @@ def _png(report: Diagnosis, causes, path: Path) -> Path:
             colors = ["#d64545" if lv == p["highlight"] else "#3e7cb1" for lv in p["levels"]]
             ax.bar([i + 0.2 for i in x], inc, 0.4, label="incident", color=colors)
             ax.set_xticks(list(x), p["levels"], rotation=45, ha="right", fontsize=8)
-            ax.set_ylabel(f"mean {report.target}" if report.symptom_mode == "mean"
-                          else f"{report.target} ({report.symptom_mode})")
+            ax.set_ylabel(level_axis(report.target, report.symptom_mode))
         else:
             edges = p["edges"]
             centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]

@@ -14,6 +14,7 @@ from urllib.parse import quote, urlencode
 import numpy as np
 import plotly.graph_objects as go
 
+from linelab.diagnose.plots import level_axis
 from linelab.errors import UserError
 from linelab.knowhow import ledger
 from linelab.loop.report import COLOURS, NAMES, action_text
@@ -220,6 +221,7 @@ def evidence_figures(diagnosis: dict[str, Any], unit: str | None) -> list[tuple[
     out = []
     target = diagnosis.get("target", "")
     mode = diagnosis.get("symptom_mode")
+    measured_unit = unit if mode in ("mean", "spread") else None
     for c in diagnosis.get("causes", [])[:3]:
         p = c.get("plot") or {}
         if not p:
@@ -227,12 +229,11 @@ def evidence_figures(diagnosis: dict[str, Any], unit: str | None) -> list[tuple[
         title = {"text": f"#{c['rank']} {_label(c)}", "font": {"size": 13}}
         if p.get("type") == "levels":
             colours = [FLAG if lv == p.get("highlight") else LINE for lv in p["levels"]]
-            what = f"mean {target}" if mode == "mean" else f"{target} ({mode})"
             fig = figure([{"type": "bar", "x": p["levels"], "y": p["reference"], "name": "reference",
                            "marker": {"color": "#9aa5b1"}},
                           {"type": "bar", "x": p["levels"], "y": p["incident"], "name": "incident",
                            "marker": {"color": colours}}], 300, title=title, barmode="group",
-                         yaxis={"title": {"text": what + (f" [{unit}]" if unit and mode == "mean" else "")}})
+                         yaxis={"title": {"text": level_axis(target, str(mode), measured_unit)}})
         else:
             edges = np.asarray(p["edges"], dtype=float)
             mids = (edges[1:] + edges[:-1]) / 2
