@@ -397,15 +397,15 @@ def test_an_events_time_is_written_to_the_second() -> None:
     n, start = 4000, 2500
     t0 = datetime(2026, 3, 1, 6, 0)
     t = np.datetime64(t0) + np.arange(n) * np.timedelta64(30, "s")
-    feeder = rng.choice(["F1", "F2", "F3", "F4"], n)
+    nest = rng.choice(["N1", "N2", "N3", "N4"], n)
     offset = rng.normal(0, 0.02, n)
-    offset[start:] += np.where(feeder[start:] == "F3", 0.08, 0.0)
-    df = pd.DataFrame({"t": t, "feeder": feeder, "offset_mm": offset})
+    offset[start:] += np.where(nest[start:] == "N3", 0.08, 0.0)
+    df = pd.DataFrame({"t": t, "nest": nest, "offset_mm": offset})
     when = t0 + timedelta(seconds=30 * (start - 5), microseconds=658782)
-    events = [{"t": when, "kind": "maintenance", "machine": "P2", "target": "F3"}]
+    events = [{"t": when, "kind": "maintenance", "machine": "P2", "target": "N3"}]
     dx = Diagnoser(time_column="t", events=events).fit(df.iloc[:2000], df.iloc[2000:], target="offset_mm")
     stamp = when.strftime("%Y-%m-%d %H:%M:%S")
-    assert f"maintenance P2 F3 at {stamp};" in dx.causes_[0].evidence + ";"
+    assert f"maintenance P2 N3 at {stamp};" in dx.causes_[0].evidence + ";"
     assert ".658782" not in dx.causes_[0].evidence and ".658782" not in dx.report_.onset.text
 
 
@@ -413,14 +413,14 @@ def test_a_spread_is_plotted_in_the_measurements_units() -> None:
     # A symptom whose spread grew was drawn in reference sds under the measurement's name.
     rng = np.random.default_rng(13)
     n = 4000
-    feeder = rng.choice(["F1", "F2"], n)
+    nest = rng.choice(["N1", "N2"], n)
     offset = rng.normal(0.0, 0.02, n)
-    offset[2000:] = np.where(feeder[2000:] == "F2", rng.normal(0.0, 0.06, n - 2000), offset[2000:])
-    df = pd.DataFrame({"feeder": feeder, "offset_mm": offset})
+    offset[2000:] = np.where(nest[2000:] == "N2", rng.normal(0.0, 0.06, n - 2000), offset[2000:])
+    df = pd.DataFrame({"nest": nest, "offset_mm": offset})
     dx = Diagnoser().fit(df.iloc[:2000], df.iloc[2000:], target="offset_mm")
     assert dx.report_.symptom_mode == "spread"
     top = dx.causes_[0]
-    assert (top.factor, top.level) == ("feeder", "F2")
-    f2 = top.plot["levels"].index("F2")
+    assert (top.factor, top.level) == ("nest", "N2")
+    n2 = top.plot["levels"].index("N2")
     # mean distance from the usual level: 0.8 sd of 0.02 mm before, of 0.06 mm after
-    assert 0.012 < top.plot["reference"][f2] < 0.020 and 0.040 < top.plot["incident"][f2] < 0.056
+    assert 0.012 < top.plot["reference"][n2] < 0.020 and 0.040 < top.plot["incident"][n2] < 0.056
