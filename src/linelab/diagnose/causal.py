@@ -55,12 +55,14 @@ def load_stages(source: str | Path | Mapping[str, float]) -> dict[str, float]:
         raise UserError(f"{source}: the stages file needs the columns column,stage (missing: {need})")
     out: dict[str, float] = {}
     for line, (col, stage) in enumerate(zip(tbl["column"].to_pylist(), tbl["stage"].to_pylist(), strict=True), 2):
+        if col is None:
+            raise UserError(f"{source}, line {line}, field column: empty")
         try:
             out[str(col)] = float(stage)
         except (TypeError, ValueError):
             raise UserError(f"{source}, line {line}, field stage: {stage!r} is not a number") from None
-        if col is None or not np.isfinite(out[str(col)]):
-            raise UserError(f"{source}, line {line}: a stage needs a column name and a finite number")
+        if not np.isfinite(out[str(col)]):
+            raise UserError(f"{source}, line {line}, field stage: {stage!r} is not a finite number")
     return out
 
 

@@ -70,7 +70,7 @@ def match_events(cp: ChangePoint, events: Sequence[dict[str, Any]], window_bins:
         t = np.datetime64(t, "us") if isinstance(cp.at, np.datetime64) else float(t)
         delta = t - cp.at
         if -width <= delta <= width / 2:
-            # the instant as read (a datetime or text keeps its microseconds when printed as given)
+            # printed from the parsed instant: the event's own datetime or text would keep its microseconds
             item = {k: (_fmt_time(t) if k == "t" else v) for k, v in ev.items() if v is not None}
             dist = abs(delta / cp.bin_width) if cp.bin_width else 0.0
             item["bins_from_onset"] = round(float(dist), 2)
