@@ -209,3 +209,23 @@ def test_the_experiments_page_shows_the_recipe_before_and_after_with_its_bounds(
     row = next(r for r in recipe.split("<tr>") if f">{moved.name}<" in r)
     assert f">{_expected(moved, moved.default)}<" in row and f">{_expected(moved, after)}<" in row
     assert f"{_expected(moved, moved.low)} … {_expected(moved, moved.high)}" in row
+
+
+def test_problems_at_80_columns_show_each_description_whole(tmp_path: Path) -> None:
+    # The description got a column of twenty characters, folded over a dozen lines, and the units
+    # lost were left out.
+    ws = tmp_path / "ws"
+    words = "press_depth_mm at PRESS on machine PR2 has risen 0.031 mm (1.1 sigma) over the last 1,210 units"
+    with Workspace.open(ws) as w:
+        for n in (1, 2):
+            w.put_artifact("problem", f"PRB-{n:04d}", {
+                "id": f"PRB-{n:04d}", "status": "open", "entity": f"PRESS/PR{n}", "kind": "shift",
+                "onset": {"t": "2026-01-05T06:30:00"}, "description": f"{words}; problem {n}.",
+                "severity": {"units_affected": 1_210 * n, "yield_lost_units": 12.5 * n, "signals": 1}})
+    text = _cli("problems", "-w", str(ws))
+    assert _widest(text) <= 80
+    assert "not shown at this width" not in text
+    flat = " ".join(text.split())
+    for n in (1, 2):
+        assert f"PRB-000{n} {words}; problem {n}." in flat
+    assert "lost" in text and "25" in text

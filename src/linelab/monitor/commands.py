@@ -90,7 +90,14 @@ class ProblemsResult(Result):
     problems: Rows
 
     def render(self, console: Console) -> None:
-        print_rows(console, self.problems, "problems")
+        if console.width >= 120 or not self.problems:
+            print_rows(console, self.problems, "problems")
+            return
+        # A narrow terminal gave the description a column of twenty characters: the table keeps the
+        # short fields and each description follows in full, under its problem's id.
+        print_rows(console, [{k: v for k, v in r.items() if k != "description"} for r in self.problems], "problems")
+        for r in self.problems:
+            console.print(f"[bold]{r['id']}[/bold] {r.get('description', '')}", highlight=False)
 
 
 @command("problems", ProblemsParams, writes=False)
