@@ -170,3 +170,46 @@ def test_capability_shows_every_index_at_80_columns(ws: Path) -> None:
         assert index in text
     r = call("capability", workspace=ws, series="bore_mm").studies[0]
     assert f"{r.ppk.low:.2f}–{r.ppk.high:.2f}" in text
+
+
+def test_stages_learn_their_own_limits_after_the_process_changed(tmp_path: Path) -> None:
+    # A new recipe moved the bore 0.5 mm for good at point 150. Charted as one, every later point
+    # broke the old limits or their runs; with a stage from the change, the new level learns limits
+    # of its own and only the one wild bore after it is flagged.
+    n, change = 300, 150
+    rng = np.random.default_rng(3)
+    values = np.round(10 + 0.05 * rng.standard_normal(n) + np.where(np.arange(n) >= change, 0.5, 0.0), 4)
+    values[250] = 11.0
+    t0 = np.datetime64("2026-03-02T06:00:00")
+    times = [str(t0 + np.timedelta64(60 * i, "s")) for i in range(n)]
+    data = tmp_path / "data"
+    data.mkdir()
+    _csv(data / "units.csv", "unit_id,product,line,t_start,t_end,result,first_pass",
+         [f"U{i:04d},P,L1,{t},{t},pass,true" for i, t in enumerate(times)])
+    _csv(data / "measurements.csv", "unit_id,station,name,value,t",
+         [f"U{i:04d},GAUGE,bore_mm,{v},{t}" for i, (v, t) in enumerate(zip(values, times, strict=True))])
+    ws = tmp_path / "ws"
+    call("ingest", workspace=ws, paths=[data])
+
+    whole = call("chart", workspace=ws, series="bore_mm", phase1=50).groups[0]
+    assert whole.flagged > 100 and not whole.stages
+    staged = call("chart", workspace=ws, series="bore_mm", phase1=50, stage_at=[times[change]]).groups[0]
+    assert [st.start for st in staged.stages] == [0, change]
+    assert abs(staged.stages[0].centre - 10.0) < 0.03 and abs(staged.stages[1].centre - 10.5) < 0.03
+    assert [v.index for v in staged.violations if 1 in v.rules and v.index >= change] == [250]
+    assert staged.flagged < whole.flagged / 5
+    centre = staged.centre_line()
+    assert centre[0] == staged.stages[0].centre and centre[-1] == staged.stages[1].centre
+    assert staged.upper[change - 1] < 10.3 < staged.upper[change]  # the limits step with the stage
+
+    client = TestClient(create_app(ws), base_url="http://localhost")
+    rest = client.post("/api/chart", json={"series": "bore_mm", "phase1": 50, "stage_at": [times[change]]})
+    assert rest.status_code == 200, rest.text
+    assert [st["start"] for st in rest.json()["groups"][0]["stages"]] == [0, change]
+    page = client.get("/chart", params={"series": "bore_mm", "phase1": "50", "stage_at": times[change]})
+    assert page.status_code == 200 and page.text.count('<table class="stages">') == 1
+    assert "10.5" in page.text.split('<table class="stages">')[1].split("</table>")[0]
+    out = CliRunner().invoke(build_app(), ["chart", "bore_mm", "-w", str(ws), "--phase1", "50",
+                                           "--stage-at", times[change]], env={"COLUMNS": "100"})
+    assert out.exit_code == 0, out.output
+    assert "each with its own limits" in out.stdout

@@ -176,6 +176,14 @@ class Spread(BaseModel):
     ucl: float
 
 
+class ChartStage(BaseModel):
+    start: int = Field(description="chart index of the stage's first point")
+    t: str = Field(description="time of the stage's first point")
+    phase1: int = Field(description="points of the stage's own phase I")
+    centre: float
+    sigma: float | None
+
+
 class ChartGroup(BaseModel):
     group: str = Field(description="the --by level ('' without --by)")
     points: int = Field(description="points in the whole chart (only the last --points are listed)")
@@ -193,6 +201,16 @@ class ChartGroup(BaseModel):
     violations: list[Violation]
     flagged: int = Field(description="points flagged by any rule over the whole chart")
     rule_counts: dict[str, int] = Field(description="points breaking each rule over the whole chart")
+    stages: list[ChartStage] = Field(default_factory=list, description="with --stage-at: each stage's own "
+                                     "limits, learnt on its own phase I (centre and sigma above: the last stage's)")
+
+    def centre_line(self) -> list[float | None]:
+        """The centre at each listed point (each stage has its own)."""
+        if not self.stages:
+            return [self.centre] * len(self.t)
+        starts = np.array([st.start for st in self.stages])
+        at = np.searchsorted(starts, np.arange(self.first_index, self.first_index + len(self.t)), side="right") - 1
+        return [self.stages[max(int(i), 0)].centre for i in at]
 
 
 def _clean_list(a: np.ndarray) -> list[float | None]:
@@ -230,6 +248,48 @@ def _attribute(kind: str, g: np.ndarray, ph: int) -> tuple[np.ndarray, np.ndarra
     # A phase I without a single defect has no spread: any defect later is then beyond the limit.
     z = (stat - centre) / sd if sd > 0 else np.sign(stat - centre) * np.inf
     return stat, np.asarray(lower), np.asarray(upper), float(centre), z
+
+
+def _window(t: np.ndarray, points: int, until: datetime | None) -> tuple[int, int]:
+    """The listed window: the last `points` up to `until` (every point is judged either way)."""
+    m = len(t)
+    stop = m if until is None else int(np.searchsorted(t, np.datetime64(until, "ms"), side="right"))
+    stop = max(stop, min(m, 1))
+    return max(0, stop - points), stop
+
+
+def staged_group(s: Series, idx: np.ndarray, kind: str, rules: str | list[int], phase1: int | None, size: int,
+                 points: int, group: str, until: datetime | None, stage_at: list[datetime]) -> ChartGroup:
+    """One chart whose limits are learnt afresh at each time the process changed: every stage is
+    charted on its own phase I, and the stages are joined in time order."""
+    cuts = np.searchsorted(s.t[idx], np.array(sorted(stage_at), dtype="datetime64[ms]"), side="left")
+    pieces = [p for p in np.split(idx, cuts) if len(p)]
+    if len(pieces) < 2:
+        return chart_group(s, idx, kind, rules, phase1, size, points, group, until)
+    parts = [chart_group(s, p, kind, rules, phase1, size, 1 << 62, group) for p in pieces]
+    offsets = np.cumsum([0] + [g.points for g in parts[:-1]])
+    t = np.array([x for g in parts for x in g.t], dtype="datetime64[ms]")
+    start, stop = _window(t, points, until)
+
+    def joined(field: str) -> list[Any]:
+        return [x for g in parts for x in getattr(g, field)][start:stop]
+
+    counts: dict[str, int] = {}
+    for g in parts:
+        for k, v in g.rule_counts.items():
+            counts[k] = counts.get(k, 0) + v
+    last = parts[-1]
+    spread = None if last.spread is None else last.spread.model_copy(
+        update={"value": [x for g in parts for x in (g.spread.value if g.spread else [])][start:stop]})
+    return ChartGroup(
+        group=group, points=int(offsets[-1] + last.points), phase1=parts[0].phase1, first_index=start,
+        centre=last.centre, sigma=last.sigma, t=joined("t"), value=joined("value"), lower=joined("lower"),
+        upper=joined("upper"), units=joined("units"), rules=joined("rules"), spread=spread,
+        violations=[v.model_copy(update={"index": int(v.index + off)}) for g, off in zip(parts, offsets, strict=True)
+                    for v in g.violations if start <= v.index + off < stop],
+        flagged=sum(g.flagged for g in parts), rule_counts=counts,
+        stages=[ChartStage(start=int(off), t=g.t[0], phase1=g.phase1, centre=g.centre, sigma=g.sigma)
+                for g, off in zip(parts, offsets, strict=True)])
 
 
 def chart_group(s: Series, idx: np.ndarray, kind: str, rules: str | list[int], phase1: int | None, size: int,
@@ -284,11 +344,7 @@ def chart_group(s: Series, idx: np.ndarray, kind: str, rules: str | list[int], p
     counts = {str(r): int(((mask >> (r - 1)) & 1).sum()) for r in rule_set}
     if spread_alarm is not None:
         counts["0"] = int(np.asarray(spread_alarm).sum())
-    # The listed window: the last `points` up to `until` (every point is judged either way).
-    stop = m if until is None else int(np.searchsorted(np.asarray(t, dtype="datetime64[ms]"),
-                                                       np.datetime64(until, "ms"), side="right"))
-    stop = max(stop, min(m, 1))
-    start = max(0, stop - points)
+    start, stop = _window(np.asarray(t, dtype="datetime64[ms]"), points, until)
     spread_hit = np.zeros(m, bool) if spread_alarm is None else np.asarray(spread_alarm, bool)
     hit = (mask > 0) | spread_hit
     flagged = np.flatnonzero(hit[start:stop])
@@ -349,6 +405,8 @@ class ChartParams(BaseModel):
     points: int = Field(5000, gt=0, description="list (and plot) the last this many points; all are judged")
     until: datetime | None = Field(None, description="list (and plot) the points up to this time "
                                    "[default: the latest]")
+    stage_at: list[datetime] = Field(default_factory=list, description="times the process changed (a new "
+                                     "recipe, a repair): each stage learns its own limits from its own phase I")
     plot: Path | None = Field(None, description="write the chart: .html (interactive) or .png",
                               json_schema_extra=dict(OUTPUT))
 
@@ -375,6 +433,11 @@ class ChartResult(Result):
                  "flagged": g.flagged} for g in self.groups]
         print_rows(console, rows, "limits (learnt on phase I)")
         for g in self.groups:
+            if g.stages:
+                print_rows(console, [{"stage": i + 1, "from": st.t.replace("T", " "), "phase I": st.phase1,
+                                      "centre": st.centre, "sigma": st.sigma} for i, st in enumerate(g.stages)],
+                           f"stages{' of ' + g.group if g.group else ''}, each with its own limits")
+        for g in self.groups:
             flagged = [{"point": v.index, "time": v.t.replace("T", " "), "value": v.value, "unit": v.unit_id,
                         "rules": ",".join(map(str, v.rules))} for v in g.violations]
             print_rows(console, flagged[-20:], f"flagged points{' of ' + g.group if g.group else ''} (last 20)")
@@ -394,7 +457,7 @@ def chart(p: ChartParams, ctx: Context) -> ChartResult:
     if not len(s.value):
         raise UserError(f"{p.series} has no values in this workspace")
     size = (p.subgroup or (200 if attribute else 5)) if p.type in SUBGROUPED else None
-    groups = [chart_group(s, idx, p.type, _rule_set(rules), p.phase1, size or 1, p.points, g, p.until)
+    groups = [staged_group(s, idx, p.type, _rule_set(rules), p.phase1, size or 1, p.points, g, p.until, p.stage_at)
               for g, idx in _groups(s)]
     texts = {str(k): v for k, v in RULE_TEXT.items()}
     texts["0"] = "the spread chart (moving range, range or standard deviation) beyond its limits"

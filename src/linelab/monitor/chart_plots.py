@@ -58,7 +58,7 @@ def chart_data(r: ChartResult, group: int = 0) -> Figure:
          "hovertemplate": "%{x}<br>%{y:.4g}<br>unit %{customdata}<extra></extra>"},
         _level(g.t, g.upper, "UCL", {"dash": "dash", "color": LIMIT, "width": 1}),
         _level(g.t, g.lower, "LCL", {"dash": "dash", "color": LIMIT, "width": 1}),
-        _level(g.t, [g.centre] * len(g.t), "centre", {"color": "#2e7d32", "width": 1})]
+        _level(g.t, g.centre_line(), "centre", {"color": "#2e7d32", "width": 1})]
     if g.violations:
         v = g.violations
         data.append({"type": "scatter", "x": [x.t for x in v], "y": [x.value for x in v], "mode": "markers",
@@ -141,7 +141,7 @@ def _png_chart(r: ChartResult, path: Path) -> None:
         ax.plot(t, y, lw=0.8, marker=".", ms=2, color=LINE)
         for lim in (g.lower, g.upper):
             ax.plot(t, [np.nan if v is None else v for v in lim], ls="--", lw=0.9, color=LIMIT)
-        ax.axhline(g.centre, color="#2e7d32", lw=0.9)
+        ax.plot(t, g.centre_line(), color="#2e7d32", lw=0.9)
         if g.violations:
             ax.scatter(np.array([v.t for v in g.violations], dtype="datetime64[s]"),
                        [v.value for v in g.violations], s=30, facecolors="none", edgecolors=FLAG)

@@ -376,7 +376,8 @@ def chart(bench: Workbench, ctx: Context, form: dict[str, str]) -> dict[str, Any
     series = form.get("series") or default[0]
     values = {"series": series, "type": kind, "rules": form.get("rules") or "western-electric",
               "phase1": _int(form, "phase1"), "subgroup": _int(form, "subgroup"), "by": form.get("by") or None,
-              "points": _int(form, "points") or 2000, "until": form.get("until") or None}
+              "points": _int(form, "points") or 2000, "until": form.get("until") or None,
+              "stage_at": [x.strip() for x in (form.get("stage_at") or "").split(",") if x.strip()]}
     result: Any = bench.run(ctx, "chart", **values)
     figures = [figure_json(chart_data(result, i)) for i in range(len(result.groups))]
     cap: Any = None
