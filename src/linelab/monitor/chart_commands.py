@@ -266,7 +266,8 @@ def staged_group(s: Series, idx: np.ndarray, kind: str, rules: str | list[int], 
     pieces = [p for p in np.split(idx, cuts) if len(p)]
     if len(pieces) < 2:
         return chart_group(s, idx, kind, rules, phase1, size, points, group, until)
-    parts = [chart_group(s, p, kind, rules, phase1, size, 1 << 62, group) for p in pieces]
+    every_point = len(idx)  # each stage lists all its points; the joined chart is windowed below
+    parts = [chart_group(s, p, kind, rules, phase1, size, every_point, group) for p in pieces]
     offsets = np.cumsum([0] + [g.points for g in parts[:-1]])
     t = np.array([x for g in parts for x in g.t], dtype="datetime64[ms]")
     start, stop = _window(t, points, until)
@@ -546,14 +547,11 @@ class CapabilityResult(Result):
                           f"{s.sigma_overall:.3g}{u}, observed out of spec {s.observed_ppm:,.0f} ppm", highlight=False)
         if wide:
             print_rows(console, rows, f"indices with {self.confidence:.0%} confidence intervals")
-            return self._plot_line(console)
-        print_rows(console, rows, "capability indices")
-        print_rows(console, [{"group": s.group or "all", "Cp": interval(s.cp), "Cpk": interval(s.cpk),
-                              "Pp": interval(s.pp), "Ppk": interval(s.ppk)} for s in self.studies],
-                   f"their {self.confidence:.0%} confidence intervals")
-        self._plot_line(console)
-
-    def _plot_line(self, console: Console) -> None:
+        else:
+            print_rows(console, rows, "capability indices")
+            print_rows(console, [{"group": s.group or "all", "Cp": interval(s.cp), "Cpk": interval(s.cpk),
+                                  "Pp": interval(s.pp), "Ppk": interval(s.ppk)} for s in self.studies],
+                       f"their {self.confidence:.0%} confidence intervals")
         if self.plot:
             console.print(f"plot: {self.plot}")
 
