@@ -32,7 +32,7 @@ from linelab.connect.cfx import (
     envelope,
     read_envelope,
 )
-from linelab.connect.cfx_amqp import CfxConnector, amqp_url
+from linelab.connect.cfx_amqp import CfxConnector, amqp_url, declare
 from linelab.profile.schema import Profile
 from linelab.store.workspace import Workspace
 
@@ -187,6 +187,12 @@ async def queue_state(url: str, queue: str) -> tuple[int, int]:
         await connection.close()
 
 
+async def declare_queue(channel: aio_pika.abc.AbstractChannel, profile: Profile) -> None:
+    cfg = profile.sources[0].cfx
+    assert cfg is not None
+    await declare(channel, cfg)
+
+
 async def remove(url: str, exchange: str, queue: str) -> None:
     connection = await aio_pika.connect(url)
     try:
@@ -258,8 +264,8 @@ def test_killed_connector_loses_nothing_stores_once_and_quarantines_garbage(tmp_
             reports = await asyncio.wait_for(task, 10)
             assert counts(ws) == line.expected  # every good record exactly once
             assert reports[0].open == 0
-            quarantined = ws.query("SELECT field, reason FROM quarantine WHERE source = 'cfx'").to_pylist()
-            assert len(quarantined) == n_bad  # every bad message once, with why
+            quarantined = ws.query("SELECT field, reason, raw FROM quarantine WHERE source = 'cfx'").to_pylist()
+            assert len(quarantined) == n_bad, quarantined  # every bad message once, with why
             reasons = " | ".join(q["reason"] for q in quarantined)
             assert "not JSON" in reasons and "not a number" in reasons and "missing from the CFX envelope" in reasons
             assert {"payload", "TimeStamp", "MessageBody.Units[0].UnitIdentifier"} <= {q["field"] for q in quarantined}
@@ -271,6 +277,76 @@ def test_killed_connector_loses_nothing_stores_once_and_quarantines_garbage(tmp_
         finally:
             if first.poll() is None:
                 first.kill()
+            await remove(url, exchange, queue)
+
+    asyncio.run(scenario())
+
+
+def test_a_connector_dying_while_acknowledging_leaves_the_whole_transaction_to_be_delivered_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transaction's messages are acknowledged together or not at all: a part delivered again alone (its
+    start and end without its unit's result) would make a step at odds with the one stored."""
+    url = broker_or_skip()
+    tag = uuid.uuid4().hex[:8]
+    exchange, queue = f"linelab.test.cfx.{tag}", f"linelab.test.{tag}"
+    profile = Profile.model_validate(profile_dict(exchange, queue))
+    t0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    units = [{"UnitIdentifier": "PCB1", "PositionNumber": 1}]
+    readings = [{"MeasurementName": "volume", "ActualValue": 91.0}]
+    messages = [
+        envelope(WORK_STARTED, {"TransactionID": "T1", "Units": units, "RecipeName": "R1"}, HANDLES["TEST"], t0),
+        envelope(UNITS_PROCESSED, {"TransactionId": "T1", "UnitProcessData": [{
+            "UnitIdentifier": "PCB1", "UnitResult": "Failed", "UnitProcessData": {"Readings": readings}}]},
+            HANDLES["TEST"], t0 + timedelta(seconds=4)),
+        envelope(WORK_COMPLETED, {"TransactionID": "T1", "Result": "Completed", "Units": units},
+                 HANDLES["TEST"], t0 + timedelta(seconds=5)),
+    ]
+    real_ack = aio_pika.IncomingMessage.ack
+    calls = 0
+
+    async def dying_ack(self: aio_pika.IncomingMessage, multiple: bool = False) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the connection drops after the first acknowledgement went out
+            raise ConnectionResetError("connection lost")
+        await real_ack(self, multiple)
+
+    async def connect_once(ws: Workspace) -> None:
+        connector = CfxConnector(ws, profile, [profile.sources[0]], flush_s=0.1, open_timeout_s=1.0)
+        stop = asyncio.Event()
+        task = asyncio.create_task(connector.run(stop))
+        await asyncio.wait_for(connector.connected.wait(), 10)
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            async with connector.lock:  # the workspace is the connector's while it stores
+                stored = ws.count("steps")
+            if stored and not (await queue_state(url, queue))[1]:
+                break
+        await asyncio.sleep(1.5)  # past the open timeout: anything delivered alone is let go
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    async def scenario() -> None:
+        ws = Workspace.open(tmp_path / "ws")
+        try:
+            connection = await aio_pika.connect(url)
+            channel = await connection.channel()
+            await declare_queue(channel, profile)
+            await connection.close()
+            await publish(url, exchange, messages)
+            monkeypatch.setattr(aio_pika.IncomingMessage, "ack", dying_ack)
+            await connect_once(ws)
+            monkeypatch.setattr(aio_pika.IncomingMessage, "ack", real_ack)
+            assert calls >= 2
+            assert (await queue_state(url, queue))[1] == 3  # none acknowledged: all three wait in the queue
+            stored = counts(ws)
+            await connect_once(ws)  # they come again: nothing new is stored, nothing is quarantined
+            assert counts(ws) == stored and stored["steps"] == 1
+            assert ws.query("SELECT result FROM steps").to_pylist() == [{"result": "fail"}]
+            assert ws.count("quarantine") == 0
+            assert (await queue_state(url, queue))[1] == 0
+        finally:
+            ws.close()
             await remove(url, exchange, queue)
 
     asyncio.run(scenario())

@@ -62,6 +62,23 @@ class CfxReport:
     open: int = 0  # work transactions waiting for their other messages now
 
 
+async def acknowledge(messages: list[AbstractIncomingMessage]) -> None:
+    """Acknowledge stored messages all at once, in one AMQP transaction per channel. A connector killed
+    while acknowledging then leaves every one of them to be delivered again, never part of a work
+    transaction: its WorkStarted and WorkCompleted delivered again without their UnitsProcessed would
+    make a step without its unit's result, at odds with the step stored."""
+    by_channel: dict[int, tuple[Any, list[AbstractIncomingMessage]]] = {}
+    for m in messages:
+        by_channel.setdefault(id(m.channel), (m.channel, []))[1].append(m)
+    for channel, batch in by_channel.values():
+        # A channel gone since: its messages are delivered again, and stored once more as nothing.
+        with contextlib.suppress(Exception):
+            await channel.tx_select()
+            for m in batch:
+                await m.ack()
+            await channel.tx_commit()
+
+
 class CfxQueue:
     """One CFX source: its queue, mapper and the messages waiting to be acknowledged."""
 
@@ -154,10 +171,7 @@ class CfxConnector:
             acks = [m for q in self.queues for m in q.acks()]
             if len(self.buffer):
                 await asyncio.to_thread(self.buffer.store, self.buffer.take())
-            for m in acks:
-                # A message whose channel has gone since is delivered again and stored once more as nothing.
-                with contextlib.suppress(Exception):
-                    await m.ack()
+            await acknowledge(acks)
 
     async def _consume(self, q: CfxQueue) -> None:
         """Consume one queue; the broker unreachable (at start, or for good) is retried with back-off,
@@ -172,7 +186,7 @@ class CfxConnector:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         try:
-            channel = await connection.channel()
+            channel = await connection.channel(publisher_confirms=False)  # a confirming channel cannot commit acks
             await channel.set_qos(prefetch_count=self.prefetch)
             queue = await declare(channel, q.cfg)
             self.connected.set()
