@@ -229,3 +229,11 @@ def test_problems_at_80_columns_show_each_description_whole(tmp_path: Path) -> N
     for n in (1, 2):
         assert f"PRB-000{n} {words}; problem {n}." in flat
     assert "lost" in text and "25" in text
+
+
+def test_twin_run_prints_no_empty_field(tmp_path: Path) -> None:
+    # A bad lot's cause printed as lot=None before its lot was loaded.
+    text = _cli("twin", "run", "--scenario", "bad_lot", "--units", "300", "-w", str(tmp_path / "sim"))
+    assert "None" not in text
+    row = next(line for line in text.splitlines() if "lot-1" in line)
+    assert "lot (not loaded yet)" in row and "pending" in row

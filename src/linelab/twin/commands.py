@@ -72,9 +72,17 @@ class RunResult(Result):
         console.print(f"first-pass yield [bold]{fmt(self.first_pass_yield, 'yield')}[/bold], "
                       f"final yield [bold]{fmt(self.final_yield, 'yield')}[/bold]")
         print_rows(console, [{"problem": q["id"], "type": q["type"], "onset_unit": q["onset_unit"],
-                              "cause": f"{q['cause'].get('factor')}={q['cause'].get('level')}",
+                              "cause": _cause(q["cause"]),
                               "status": q["status"], "fixed_by": q.get("fixed_by")} for q in self.problems],
                    "injected micro-problems (ground truth)")
+
+
+def _cause(cause: dict[str, Any]) -> str:
+    """factor=level; the factor alone while its level is not known yet (a bad lot that is not loaded so far)."""
+    factor, level = cause.get("factor"), cause.get("level")
+    if level is not None:
+        return f"{factor}={level}"
+    return f"{factor} (not loaded yet)" if factor == "lot" else str(factor)
 
 
 def _claim(ws: Workspace, source: str) -> None:
