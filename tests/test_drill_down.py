@@ -110,3 +110,86 @@ def test_a_long_list_comes_a_hundred_units_a_page(client: TestClient) -> None:
     assert link
     last = client.get(link.group(1).replace("&amp;", "&")).text
     assert "listed 101–200" in last and not _listed(first.text) & _listed(last)
+
+
+def test_a_pareto_bar_opens_the_units_behind_its_count(client: TestClient) -> None:
+    # A bar is one defect at one station counted over every record: it opens those units (it opened a
+    # u chart, a trend of a rate, not the units of the count), and their list leads on to that u chart.
+    html = client.get("/overview").text
+    found = re.search(r'<script type="application/json" id="pareto-data">(.*?)</script>', html, re.S)
+    assert found
+    bars = json.loads(found.group(1).replace("<\\/", "</"))["data"][0]
+    assert bars["x"] == ["TEST/OPEN"] and bars["y"] == [len(FAILED_FIRST)]
+    page = client.get(bars["customdata"][0]).text
+    assert _listed(page) == FAILED_FIRST and f"{len(FAILED_FIRST)} units" in page
+    u_chart = re.search(r'<a id="u-chart" href="([^"]+)">', page)
+    assert u_chart and "type=u" in u_chart.group(1)
+    assert client.get(u_chart.group(1).replace("&amp;", "&")).status_code == 200
+
+
+ONSET, LATEST = "2026-02-02T07:00:00", "2026-02-02T08:59:00"  # units U0060 … U0179
+
+
+@pytest.fixture(scope="module")
+def problem(ws: Path) -> str:
+    """A resolved problem of the failures at TEST over two hours, with the know-how written for it."""
+    from linelab.store import Workspace
+
+    with Workspace.open(ws) as w:
+        w.put_artifact("problem", "PRB-0001", {
+            "id": "PRB-0001", "status": "open", "kind": "defect_rate", "entity": "TEST/OPEN",
+            "scope": {"station": "TEST", "defect_code": "OPEN"}, "onset": {"t": ONSET, "unit": "U0060"},
+            "first_evidence": {"t": "2026-02-02T07:30:00", "unit": "U0090"},
+            "latest_evidence": {"t": LATEST, "unit": "U0179"}, "signals": [], "history": [],
+            "description": "first-pass failures at TEST with OPEN rose",
+            "severity": {"units_affected": 120, "yield_lost_units": 6.0, "signals": 1}}, "open")
+    call("problem resolve", workspace=ws, id="PRB-0001", cause="machine=T1", fix="reseat_probe",
+         note="probe pins worn")
+    return "PRB-0001"
+
+
+def test_a_problems_units_lost_and_know_how_link_to_what_is_behind_them(client: TestClient, problem: str) -> None:
+    html = client.get(f"/problem/{problem}").text
+    lost = re.search(r'<dd id="units-lost"><a href="([^"]+)"[^>]*>6</a>', html)
+    assert lost, html[html.index('id="units-lost"'):][:300]
+    page = client.get(lost.group(1).replace("&amp;", "&")).text
+    # the failures with OPEN at TEST from the onset to the latest evidence: the units lost are among them
+    assert _listed(page) == {s for s in FAILED_FIRST if 60 <= int(s[1:]) < 180}
+    ids = re.findall(r'<a class="knowhow" href="/knowhow#([^"]+)">', html)
+    assert ids == ["KH-0001"]
+    assert re.search(r'href="/knowhow#KH-0001">KH-0001</a>', html[html.index('id="next-step"'):])  # next step too
+    assert 'id="KH-0001"' in client.get("/knowhow").text
+
+
+def test_the_problem_report_through_the_cli_rest_and_the_page(ws: Path, client: TestClient, problem: str,
+                                                               tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    ran = CliRunner().invoke(build_app(["problem"]), ["problem", "report", problem, "--out", str(out),
+                                                      "-w", str(ws)], env={"COLUMNS": "80", "TERM": "dumb"})
+    assert ran.exit_code == 0, ran.output
+    assert str(out) in "".join(ran.stdout.split()) and "Nothing to do" in ran.stdout
+    report = out.read_text()
+    for section in ("What to do next", "What was seen, when, and what it cost", "Ranked causes and their evidence",
+                    "Actions taken and their measured effect", "Know-how"):
+        assert f"{section}</h2>" in report
+    text = " ".join(re.sub(r"<[^>]+>", " ", report).split())
+    assert "units lost 6" in text and "units affected 120" in text
+    assert f"linelab units --outcome first_pass_fail --since {ONSET}" in text  # the units behind the number
+    # its know-how, linked inside the report; offline and printable: nothing loaded, a print stylesheet
+    assert 'href="#KH-0001"' in report and 'id="KH-0001"' in report and "machine=T1" in text
+    assert "@media print" in report and "<script" not in report
+    assert not re.search(r'(src|href)="(https?:)?//', report)
+
+    body = client.post("/api/problem/report", json={"id": problem, "out": "meeting.html"}).json()
+    assert body["file"].startswith("/outputs/") and body["file"].endswith("/meeting.html")
+    served = client.get(body["file"])
+    assert served.status_code == 200 and "Problem report — PRB-0001" in served.text
+    assert body == {**call("problem report", workspace=ws, id=problem, out=tmp_path / "x.html").model_dump(),
+                    "file": body["file"]}
+
+    page = client.get(f"/problem/{problem}").text
+    link = re.search(r'<a id="problem-report" class="button" href="([^"]+)"', page)
+    assert link and link.group(1) == f"/problem/{problem}/report"
+    shown = client.get(link.group(1))
+    assert shown.status_code == 200 and 'id="KH-0001"' in shown.text
+    assert client.get("/problem/PRB-9999/report").status_code == 404

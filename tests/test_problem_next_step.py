@@ -65,3 +65,32 @@ def test_a_proposal_from_another_site_is_refused(found: tuple[Path, str]) -> Non
     client = TestClient(create_app(ws), base_url="http://localhost")
     r = client.post(f"/problem/{pid}/act", data={"kind": "anything"}, headers={"origin": "http://elsewhere.example"})
     assert r.status_code == 403
+
+
+def test_the_problem_report_draws_the_chart_in_the_measurements_units_and_says_the_pages_next_step(
+        found: tuple[Path, str], tmp_path: Path) -> None:
+    from linelab.monitor.chart_commands import spec_unit
+
+    ws, pid = found
+    with Workspace.open(ws) as w:
+        diagnosed = w.get_artifact("diagnosis", pid)
+        scope = w.get_artifact("problem", pid)["scope"]  # type: ignore[index]
+        unit = spec_unit(w, scope["station"], scope["measurement"])
+    if diagnosed is None:
+        call("diagnose", workspace=ws, problem_id=pid)
+    res: Any = call("problem report", workspace=ws, id=pid, out=tmp_path / "r.html")
+    report = (tmp_path / "r.html").read_text()
+    assert unit and f"{scope['measurement']}" in report
+    chart = report[report.index('<figure id="chart">'):]
+    assert re.search(rf"{scope['measurement']}[^<]*\[{re.escape(unit)}\]</text>", chart)  # the value axis
+    assert "onset</text>" in chart and "detected</text>" in chart
+    with Workspace.open(ws) as w:
+        top = w.get_artifact("diagnosis", pid)["diagnosis"]["causes"][0]  # type: ignore[index]
+    causes = report[report.index('<table class="causes">'):]
+    first = re.search(r"<tr><td>1</td><td><b>([^<]+)</b>", causes)
+    assert first and first.group(1) == f"{top['factor']}={top['level']}"
+    assert report.count("<svg") == 1 + min(3, sum(1 for _ in re.finditer(r"<tr><td>\d+</td>", causes)))
+    # the report's next step is the page's
+    page = TestClient(create_app(ws), base_url="http://localhost").get(f"/problem/{pid}").text
+    assert res.next_step in _next(page)
+    assert res.next_step.replace("`", "") in " ".join(re.sub(r"<[^>]+>", "", report).split())  # commands as code

@@ -178,6 +178,15 @@ def pages_router(root: Path, pool: Any = None) -> APIRouter:
         return guarded(lambda ctx: bench.page("problem.html", error=error, done=done,
                                               **views.problem(bench, ctx, problem_id)))()
 
+    @router.get("/problem/{problem_id}/report", response_class=HTMLResponse)
+    def problem_report(problem_id: str) -> Response:
+        """The printable report `linelab problem report` writes, served as it is written."""
+        def build(ctx: Context) -> Response:
+            out = Path(ctx.workspace.path) / "reports" / f"{problem_id}-report.html"
+            res = bench.run(ctx, "problem report", id=problem_id, out=out)
+            return HTMLResponse(Path(res.file).read_text(encoding="utf-8"))  # type: ignore[attr-defined]
+        return guarded(build, read_only=True)()
+
     @router.post("/problem/{problem_id}/resolve")
     def resolve(request: Request, problem_id: str, cause: str = Form(""), fix: str = Form(""),
                 params: str = Form(""), note: str = Form("")) -> Response:

@@ -1,4 +1,4 @@
-"""Know-how commands: list, show, search, recall, edit, export, watches; add, and problem resolve."""
+"""Know-how commands: list, show, search, recall, edit, export, watches; add, problem resolve and problem report."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.console import Console
 from linelab.act.commands import parse_params
 from linelab.commands import Context, Result, command
 from linelab.errors import UserError
-from linelab.knowhow import ledger, recall, report, watch
+from linelab.knowhow import ledger, problem_report, recall, report, watch
 from linelab.monitor import problems as pb
 from linelab.render import print_rows
 
@@ -228,3 +228,57 @@ def problem_resolve(p: ResolveParams, ctx: Context) -> ResolveResult:
     problem = pb.resolve(ws, p.id, note, resolution)
     return ResolveResult(problem={k: problem[k] for k in ("id", "status", "history", "resolution")},
                          entry=entry.model_dump(mode="json") if entry else None)
+
+
+class ProblemReportParams(BaseModel):
+    id: str = Field(..., description="problem id", json_schema_extra={"argument": True})
+    out: Path | None = Field(None, description="the HTML file to write [default: <workspace>/reports/<ID>-report.html]",
+                             json_schema_extra={"path": "output"})
+
+
+class ProblemReportResult(Result):
+    problem_id: str
+    status: str
+    file: str = Field(description="the report: one HTML page, self-contained, that prints well")
+    next_step: str
+
+    def render(self, console: Console) -> None:
+        console.print(f"problem report of [bold]{self.problem_id}[/bold] ({self.status.replace('_', ' ')}): "
+                      f"{self.file}", highlight=False)
+        console.print(f"next: {self.next_step}", highlight=False)
+
+
+@command("problem report", ProblemReportParams, writes=False)  # the report is a file; the store is only read
+def problem_report_command(p: ProblemReportParams, ctx: Context) -> ProblemReportResult:
+    """Write a problem's report for the morning meeting: what was seen and when, the units it lost, its
+    ranked causes with their evidence, the actions taken and their effect, its know-how, what to do next."""
+    from linelab.act.commands import ListParams as ActionsParams
+    from linelab.act.commands import act_list
+    from linelab.act.remedies import remedy
+    from linelab.model import Cause
+    from linelab.monitor.chart_commands import spec_unit
+    from linelab.profile import workspace_profile
+
+    ws = ctx.workspace
+    record = pb.get_problem(ws, p.id)
+    scope = record.get("scope") or {}
+    unit = spec_unit(ws, scope.get("station"), scope["measurement"]) if scope.get("measurement") else None
+    stored = ws.get_artifact("diagnosis", p.id) or {}
+    actions = act_list(ActionsParams(problem_id=p.id), ctx).actions  # type: ignore[attr-defined]
+    entries = [e.model_dump(mode="json") for e in ledger.all_entries(ws) if e.problem_id == p.id]
+    recalled = [m for m in recall.recall(ws, record, 3) if m.entry_id not in {e["id"] for e in entries}]
+    profile = workspace_profile(ws.path)
+
+    def line_remedy(cause: dict[str, Any]) -> dict[str, Any] | None:
+        if profile is None:
+            return None
+        return remedy(profile, Cause.model_validate({k: v for k, v in cause.items() if k in Cause.model_fields}))
+
+    diagnosis = stored.get("diagnosis")
+    step = problem_report.next_step(record, diagnosis, actions, entries, line_remedy)
+    report_data = problem_report.Report(record=record, unit=unit, diagnosis=diagnosis, actions=actions,
+                                        entries=entries, recalled=recalled, next=step,
+                                        workspace=Path(str(ws.path)).name)
+    out = p.out or Path(ws.path) / "reports" / f"{p.id}-report.html"
+    path = problem_report.write(report_data, out)
+    return ProblemReportResult(problem_id=p.id, status=record["status"], file=str(path), next_step=step["text"])

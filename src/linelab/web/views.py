@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 
 from linelab.diagnose.plots import level_axis
 from linelab.errors import UserError
-from linelab.knowhow import ledger
+from linelab.knowhow import ledger, problem_report
 from linelab.loop.report import COLOURS, NAMES, action_text
 from linelab.monitor import problems as pb
 from linelab.monitor.chart_commands import ATTRIBUTE, available_series, spec_unit, stations
@@ -131,11 +131,13 @@ def overview(bench: Workbench, ctx: Context) -> dict[str, Any]:
     # The axis follows the data: a line at 60 % and one at 99.9 % both show their movement.
     trend_fig = figure(data, 320, yaxis={"tickformat": ".1%", "title": {"text": "yield"}})
     labels = [f"{r['station']}/{r['defect_code']}" for r in pareto]
-    # A click on a bar opens that defect's u chart, whose points lead to the units.
-    links = [f"/chart?series={quote(label, safe='')}&type=u" for label in labels]
+    # A bar counts one defect at one station over every record: a click opens the units behind that
+    # count (their list links the defect's u chart over time).
+    links = [units_url(station=r["station"], defect_code=r["defect_code"]) for r in pareto]
     pareto_fig = figure([
         {"type": "bar", "x": labels, "y": [r["defects"] for r in pareto], "name": "defects",
-         "marker": {"color": LIMIT}, "customdata": links, "hovertemplate": "%{x}: %{y:,} defects<extra></extra>"},
+         "marker": {"color": LIMIT}, "customdata": links,
+         "hovertemplate": "%{x}: %{y:,} defects (each failed visit counts)<br>click: the units<extra></extra>"},
         {"type": "scatter", "x": labels, "y": [r["cumulative_share"] for r in pareto], "name": "cumulative share",
          "mode": "lines+markers", "line": {"color": LINE}, "yaxis": "y2"}], 320,
         yaxis2={"overlaying": "y", "side": "right", "tickformat": ".0%", "range": [0, 1.02], "dtick": 0.25,
@@ -160,8 +162,17 @@ def units(bench: Workbench, ctx: Context, form: dict[str, str]) -> dict[str, Any
     offset = _int(form, "offset") or 0
     res: Any = bench.run(ctx, "units", **given, offset=offset, limit=100)
     more = offset + len(res.units) < res.count
-    return {"title": "Units", "res": res, "form": given, "offset": offset,
+    # The units of one defect at one station: that defect's u chart shows when they came.
+    u_chart = (f"/chart?series={quote(given['station'] + '/' + given['defect_code'], safe='')}&type=u"
+               if given.get("station") and given.get("defect_code") else None)
+    return {"title": "Units", "res": res, "form": given, "offset": offset, "u_chart": u_chart,
             "next": units_url(**given, offset=offset + len(res.units)) if more else None}
+
+
+def lost_units_link(record: dict[str, Any]) -> dict[str, str] | None:
+    """The /units page of the units behind a problem's "units lost" (`problem_report.lost_units_filter`)."""
+    lost = problem_report.lost_units_filter(record)
+    return {"url": units_url(**lost["filters"]), "title": lost["note"]} if lost else None
 
 
 def _values(v: list[Any] | None) -> np.ndarray:
@@ -248,44 +259,8 @@ def evidence_figures(diagnosis: dict[str, Any], unit: str | None) -> list[tuple[
 
 def next_step(ctx: Context, record: dict[str, Any], diagnosis: dict[str, Any] | None, actions: list[Any],
               entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """What a person should do next about a problem, in a sentence, and the action to propose if any."""
-    status = record["status"]
-    pid = record["id"]
-    if status in ("resolved", "false_alarm"):
-        kept = f"; its know-how is {entries[0]['id']}" if entries else ""
-        return {"text": f"Nothing to do: this problem is {status.replace('_', ' ')}{kept}."}
-    for a in reversed(actions):  # the latest action decides
-        what = f"{a.id} ({a.kind})"
-        if a.status == "proposed":
-            return {"text": f"{what} is proposed: approve it, then apply it (`linelab act approve {a.id}`, "
-                            f"`linelab act apply {a.id}`), or reject it."}
-        if a.status == "approved":
-            return {"text": f"{what} is approved: apply it (`linelab act apply {a.id}`)."}
-        if a.status == "sent":
-            return {"text": f"{what} was sent to the line: acknowledge it when done (`linelab act done {a.id}`)."}
-        if a.status == "applied":
-            verdict = (a.observed_effect or {}).get("verdict")
-            if verdict is None:
-                return {"text": f"{what} is applied: measure its effect on the units built since "
-                                f"(`linelab act check {a.id}`), then record the fix below."}
-            if verdict == "improved":
-                return {"text": f"{what} improved first-pass yield: record the fix below to close the problem "
-                                "and write its know-how."}
-            return {"text": f"{what} showed {verdict}: try the next cause in the ranking, or record what was "
-                            "done by hand below."}
-    causes = (diagnosis or {}).get("causes") or []
-    if not causes:
-        return {"text": f"Diagnose it: rank its candidate causes (the button below, or `linelab diagnose {pid}`)."}
-    top = causes[0]
-    fix = _remedy(ctx, top)
-    if fix is None:
-        return {"text": f"Its top-ranked cause is {_label(top)}; no action in the line's profile remedies it: "
-                        "fix it by hand and record the fix below."}
-    kind = fix.pop("kind")
-    params = ",".join(f"{k}={v}" for k, v in fix.items())
-    return {"text": f"Its top-ranked cause is {_label(top)}; the line's remedy for it is {kind} {params}: "
-                    "propose it (it then waits for approval).",
-            "propose": {"kind": kind, "params": params, "reason": f"top-ranked cause {_label(top)}"}}
+    """What a person should do next about a problem (the problem report says the same)."""
+    return problem_report.next_step(record, diagnosis, actions, entries, lambda cause: _remedy(ctx, cause))
 
 
 _PROFILES: dict[str, tuple[float, Any]] = {}
@@ -351,7 +326,7 @@ def problem(bench: Workbench, ctx: Context, problem_id: str) -> dict[str, Any]:
             "actions": actions, "entries": entries,
             "recalled": [m for m in (recalled.matches if recalled else [])  # type: ignore[attr-defined]
                          if m.entry_id not in {e["id"] for e in entries}],
-            "chart_link": chart_link}
+            "chart_link": chart_link, "lost_link": lost_units_link(record)}
 
 
 # -- control charts and capability ---------------------------------------------------------------
