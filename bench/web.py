@@ -1,4 +1,4 @@
-"""Workbench page speed: the overview and a problem page on a large twin workspace.
+"""Workbench page speed: the overview, a problem page and the units lists on a large twin workspace.
 
     .venv/bin/python bench/web.py [--quick] [--units N] [--workspace DIR] [--repeat R]
 
@@ -16,6 +16,9 @@ has problems, serves it with `create_app` under uvicorn in this process, and mea
   the overview's numbers counted over the records (`*_from_records`: yield by station from every
   unit's first visit, the trend, the Pareto), which is what each first load cost before the line
   summary kept them at ingest;
+- the units behind a number (`/units` and `POST /api/units`): every unit, those that failed first
+  pass, those of the Pareto's first bar (a defect at a station) and the last page of every unit (the
+  deepest offset a person can page to);
 - in Debian's chromium (when present): time to first render (DOMContentLoaded) and to full data
   (every chart on the page drawn).
 
@@ -38,6 +41,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import uvicorn
@@ -196,13 +200,22 @@ def main() -> None:
             units_served = client.post("/api/yield", json={"by": "station"}).json()["overall"]["units"]
             worst = max(problems, key=lambda p: p["lost_units"] or 0)["id"] if problems else None
             pages = {"overview": "/"} | ({"problem": f"/problem/{worst}"} if worst else {})
+            # The units behind a number, as the overview's links open them.
+            bar = (client.post("/api/pareto", json={"top": 1}).json()["rows"] or [None])[0]
+            unit_lists: dict[str, dict[str, Any]] = {"all": {}, "failed": {"outcome": "first_pass_fail"}}
+            if bar:
+                unit_lists["defect"] = {"station": bar["station"], "defect_code": bar["defect_code"]}
+            unit_lists["last_page"] = {"offset": max(units_served - 100, 0)}
+            pages |= {f"units_{k}": "/units" + (f"?{urlencode(v)}" if v else "") for k, v in unit_lists.items()}
             server_ms = {name: timed(client, "GET", path, args.repeat) for name, path in pages.items()}
             static = timed(client, "GET", "/workbench/static/workbench.css", args.repeat)
             data = {name: timed(client, "POST", f"/api/{name}", args.repeat, body)
                     for name, body in (("yield", {"by": "station"}), ("pareto", {"top": 12}), ("problems", {}))}
+            data |= {f"units_{k}": timed(client, "POST", "/api/units", args.repeat, {**v, "limit": 100})
+                     for k, v in unit_lists.items()}
             first_after = after_ingest(client, pages, line, args.after_ingest)
         for name, t in server_ms.items():
-            print(f"{name:>9}: {t['median_ms']:8.1f} ms median ({t['first_ms']:.0f} ms cold), {t['bytes']:,} bytes; "
+            print(f"{name:>16}: {t['median_ms']:8.1f} ms median ({t['first_ms']:.0f} ms cold), {t['bytes']:,} bytes; "
                   f"first load after a new batch {first_after[name]['median_ms']:.0f} ms median, "
                   f"{first_after[name]['max_ms']:.0f} ms worst", flush=True)
         print(f"  baseline: the overview's numbers counted over the records {records_ms['total']:.0f} ms ("
