@@ -122,6 +122,23 @@ def test_overview_problem_chart_capability_knowhow_and_unit(served: str, browser
     assert p.locator("#actions").inner_text().count("ACT-") >= 1
     tab.shot("problem")
 
+    # Its printable report: the page's button serves what `problem report` writes, and it loads nothing.
+    requests: list[str] = []
+
+    def note(r: Any) -> None:
+        requests.append(r.url)
+
+    p.on("request", note)
+    p.locator("#problem-report").click()
+    p.wait_for_url(re.compile(f"/problem/{first}/report$"))
+    text = p.locator("body").inner_text()
+    assert "Ranked causes and their evidence" in text and entries[0]["id"] in text
+    assert f"{shown['severity']['yield_lost_units']:,g}" in p.locator("#seen").inner_text()
+    assert requests == [p.url] and p.locator("svg").count() >= 2  # its chart and evidence, drawn inline
+    p.remove_listener("request", note)
+    tab.shot("problem-report")
+    p.goto(f"{served}/problem/{first}")
+
     # Its measurement's control chart, by machine: the limits shown are the API's.
     p.locator("#series-chart").click()
     p.wait_for_url(re.compile(r"/chart\?"))
