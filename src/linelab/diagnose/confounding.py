@@ -100,6 +100,12 @@ def relate(a: Group, b: Group, sym: Symptom) -> Relation:
         verdict = "a_explains_b"
     elif shows(b_only) and (clean(a_only) or (not ca and carries(b_only))):
         verdict = "b_explains_a"
+    elif shows(a_only) and not cb and not carries(a_only):
+        # b is never seen without a, and a's units elsewhere show less than half of what the two share:
+        # most of the excess sits where b is (a keeps a small offset of its own, ranked after b)
+        verdict = "b_explains_a"
+    elif shows(b_only) and not ca and not carries(b_only):
+        verdict = "a_explains_b"
     elif clean(a_only) and clean(b_only):
         verdict = "interaction"
     elif clean(b_only) and not ca:
