@@ -168,14 +168,7 @@ class GroupRateMonitor:
         n = np.asarray(n, dtype=np.int64)
         d = np.asarray(d, dtype=np.int64)
         p0 = np.full(len(n), self.reference_rate_) if reference is None else np.clip(reference, 1e-9, 1 - 1e-9)
-        # Interval null: "no worse than the smallest effect worth an alarm".
-        p_null = np.minimum(p0 + np.maximum(self.min_excess, (self.min_ratio - 1) * p0), 1 - 1e-9)
-        if self.rho_ > 0:
-            s = 1 / self.rho_ - 1
-            pval = betabinom.sf(d - 1, n, p_null * s, (1 - p_null) * s)
-        else:
-            pval = binom.sf(d - 1, n, p_null)
-        pval = np.where(n > 0, pval, 1.0)
+        pval = self.p_values(n, d, p0)
         q = bh_adjust(pval)
         rate = np.divide(d, n, out=np.zeros(len(n)), where=n > 0)
         alarm = (q < self.alpha) & (d >= self.min_defects)
@@ -194,6 +187,18 @@ class GroupRateMonitor:
             q_value=q,
             alarm=alarm,
         )
+
+    def p_values(self, n: np.ndarray, d: np.ndarray, p0: np.ndarray) -> np.ndarray:
+        """One-sided p-value of `d` defects in `n` units against each group's comparison rate `p0`
+        (1 where a group has no units). Element by element: many windows can share one call."""
+        # Interval null: "no worse than the smallest effect worth an alarm".
+        p_null = np.minimum(p0 + np.maximum(self.min_excess, (self.min_ratio - 1) * p0), 1 - 1e-9)
+        if self.rho_ > 0:
+            s = 1 / self.rho_ - 1
+            pval = betabinom.sf(d - 1, n, p_null * s, (1 - p_null) * s)
+        else:
+            pval = binom.sf(d - 1, n, p_null)
+        return np.where(n > 0, pval, 1.0)
 
     @property
     def state(self) -> dict[str, Any]:

@@ -930,13 +930,25 @@ class RateStream:
         self.scored += len(g)
         flagged: dict[int, list[Any]] = {}
         scales = self._scales()
-        for e in checkpoints:
+        # Every window each checkpoint looks at, in the order they are judged below; a window
+        # none of whose groups can alarm is skipped (a vectorised screen of all windows at once:
+        # judging each in turn cost a SciPy and a statsmodels call per window, most of the
+        # engine's time on a long run).
+        spans = np.asarray(scales, dtype=np.int64)
+        ends = np.repeat(checkpoints.astype(np.int64), len(spans))
+        los = np.maximum(0, ends - np.tile(spans, len(checkpoints)))
+        may = self._may_alarm(G, F, ends, los, len(scales)).reshape(len(checkpoints), len(spans)).tolist()
+        for c, e in enumerate(checkpoints):
             # Each checkpoint looks back over nested windows, from the last `every` records to
             # the whole moving window: a rise is judged on the records since it began, not
             # diluted in twenty thousand (a lot failing a quarter of its units is plain within a
             # few hundred). The scales share the false-alarm level (Bonferroni).
-            for span in scales:  # shortest first: a window reaching back to the start ends the list
+            for j, span in enumerate(scales):  # shortest first: a window reaching back to the start ends the list
                 lo = max(0, int(e) - span)
+                if not may[c][j]:
+                    if lo == 0:
+                        break
+                    continue
                 v, present = self._verdicts(G[lo:e], F[lo:e], len(scales))
                 for i in np.flatnonzero(v.alarm):
                     grp = int(present[i])
@@ -951,6 +963,55 @@ class RateStream:
         alarms = [self._alarm(grp, hits, G, F, U, T, seq) for grp, hits in flagged.items()]
         self.alarms += len(alarms)
         return alarms
+
+    def _may_alarm(self, G: np.ndarray, F: np.ndarray, ends: np.ndarray, los: np.ndarray, looks: int) -> np.ndarray:
+        """For each window G[lo:end], whether `_verdicts` could raise an alarm in it: False only
+        where no group has the records, failures and p-value an alarm needs.
+
+        An alarm needs a q-value below the level, and a Benjamini-Hochberg q-value is never below
+        its own p-value; so a window whose every group's p-value (the same test as `_verdicts`,
+        computed for all windows at once) is at least twice the level cannot alarm. The factor
+        is a margin for rounding only: a window passed on is judged by `_verdicts` as ever, so
+        what alarms is exactly what alarmed window by window. Lots and suppliers are compared
+        with concurrent units (`_test_concurrent`), which needs 200 of them: a group with fewer
+        than 200 records in the window, or fewer than 200 records of other groups beside it,
+        cannot have that many; only the windows where some group has are passed on."""
+        assert self.monitor is not None
+        ng = len(self.names)
+        cuts_max = 2 * len(ends) + 1
+        if not len(ends) or cuts_max * ng > 50_000_000:  # too many groups to count densely: judge all
+            return np.ones(len(ends), dtype=bool)
+        # Each group's records and failures before each window bound, from counts between
+        # consecutive bounds (no per-record matrix: a window is counts at its end less its start).
+        cuts, at = np.unique(np.concatenate([ends, los]), return_inverse=True)
+        seg = np.searchsorted(cuts, np.arange(len(G)), side="right")
+        idx = seg * ng + G
+        size = (len(cuts) + 1) * ng
+        n_cum = np.cumsum(np.bincount(idx, minlength=size).reshape(-1, ng), axis=0)
+        d_cum = np.cumsum(np.bincount(idx[F.astype(bool)], minlength=size).reshape(-1, ng), axis=0)
+        i_end, i_lo = at[: len(ends)], at[len(ends) :]
+        n = n_cum[i_end] - n_cum[i_lo]
+        d = d_cum[i_end] - d_cum[i_lo]
+        mon = self.monitor
+        ok = (n > 0) & (d >= mon.min_defects)
+        if self.factor in MATERIAL_FACTORS:
+            concurrent_possible = np.minimum(n, (ends - los)[:, None] - n) >= 200
+            return (ok & concurrent_possible).any(axis=1)
+        if self.factor == "station":
+            p0 = np.full(n.shape, mon.reference_rate_)
+        else:  # each group against its peers in the same window, as `_verdicts` does
+            peers_n, peers_d = n.sum(axis=1, keepdims=True) - n, d.sum(axis=1, keepdims=True) - d
+            ok &= peers_n >= 500
+            prior = self.cfg.rate_peer_prior
+            p0 = np.clip((peers_d + prior * mon.reference_rate_) / (peers_n + prior), 1e-9, 1 - 1e-9)
+        level = 2.0 * min(mon.alpha, self.cfg.rate_alpha / looks)
+        rows, cols = np.nonzero(ok)
+        if not len(rows):
+            return np.zeros(len(ends), dtype=bool)
+        pv = mon.p_values(n[rows, cols], d[rows, cols], p0[rows, cols])
+        may = np.zeros(len(ends), dtype=bool)
+        may[rows[pv < level]] = True
+        return may
 
     def _scales(self) -> list[int]:
         """Look-back spans of each test: `every` records doubling up to the moving window."""
@@ -1106,6 +1167,53 @@ def _bernoulli_change(f: np.ndarray, p0: float) -> int:
     llr = tail_d * np.log(p1 / p0) + (tail_n - tail_d) * np.log((1 - p1) / (1 - p0))
     llr[p1 <= p0] = 0.0
     return int(np.argmax(llr))
+
+
+def _measurements_sql(made_at: dict[tuple[str, str], str] | None) -> str:
+    """The measurement and parameter readings of a range of batches (parameters: lo, hi, lo, hi),
+    each with the machine and fixture of the station visit it belongs to, and its unit's product.
+
+    A reading belongs to the visit it was made in (a retest is read on the other tester): the
+    unit's latest visit of that station at or before the reading. One the profile says is made
+    upstream belongs to the visit of the station that made it (`made_at`).
+
+    Most units visit a station once: their readings take that visit by a plain join (if it began
+    at or before the reading). Only readings of a unit that visited the station more than once go
+    through the as-of join: for the others it chose the same visit, at the cost of sorting every
+    reading by unit and station (the largest part of the query on a long run)."""
+    # (station, reading) -> the station whose machine makes what it reads, from the profile
+    made = sorted((made_at or {}).items()) or [(("", ""), "")]
+    made_values = ", ".join(f"({sql_text(st)}, {sql_text(n)}, {sql_text(m)})" for (st, n), m in made)
+    return f"""
+        WITH mk(station, name, made_at) AS (VALUES {made_values}),
+             m AS (SELECT x.*, coalesce(mk.made_at, x.station) AS made_at
+                   FROM (SELECT unit_id, station, name, value, t, batch, false AS is_param FROM measurements
+                         WHERE batch > ? AND batch <= ?
+                         UNION ALL
+                         SELECT unit_id, station, name, value, t, batch, true FROM params
+                         WHERE batch > ? AND batch <= ?) x
+                   LEFT JOIN mk ON mk.station = x.station AND mk.name = x.name),
+             v AS (SELECT unit_id, station, count(*) AS visits, any_value(machine) AS machine,
+                          any_value(fixture) AS fixture, any_value(t_in) AS t_in
+                   FROM steps WHERE unit_id IN (SELECT unit_id FROM m) GROUP BY unit_id, station),
+             j AS (SELECT m.*, coalesce(v.visits, 0) AS visits, v.machine AS v_machine, v.fixture AS v_fixture,
+                          v.t_in AS v_t_in
+                   FROM m LEFT JOIN v ON v.unit_id = m.unit_id AND v.station = m.made_at),
+             once AS (SELECT * EXCLUDE (visits, v_machine, v_fixture, v_t_in),
+                             CASE WHEN t >= v_t_in THEN v_machine END AS machine,
+                             CASE WHEN t >= v_t_in THEN v_fixture END AS fixture
+                      FROM j WHERE visits <= 1),
+             s AS (SELECT unit_id, station, machine, fixture, t_in FROM steps
+                   WHERE (unit_id, station) IN (SELECT (unit_id, station) FROM v WHERE visits > 1)),
+             again AS (SELECT r.* EXCLUDE (visits, v_machine, v_fixture, v_t_in), s.machine, s.fixture
+                       FROM (SELECT * FROM j WHERE visits > 1) r
+                       ASOF LEFT JOIN s ON r.unit_id = s.unit_id AND r.made_at = s.station AND r.t >= s.t_in),
+             b AS (SELECT * FROM once UNION ALL SELECT * FROM again)
+        SELECT b.batch, b.unit_id, b.station, b.name, b.machine, b.fixture, b.value, epoch_us(b.t) AS t_us,
+               b.is_param, coalesce(u.product, '') AS product, b.made_at
+        FROM b LEFT JOIN units u ON u.unit_id = b.unit_id
+        ORDER BY b.batch, b.t, b.unit_id, b.name
+        """
 
 
 def _line_readings(ws: Any) -> list[Reading]:
@@ -1317,31 +1425,7 @@ class MonitorEngine:
                       product_specs: dict[tuple[str, str], dict[str, tuple[float | None, float | None]]] | None = None,
                       made_at: dict[tuple[str, str], str] | None = None,
                       environment: set[tuple[str, str]] | None = None) -> list[Alarm]:
-        # (station, reading) -> the station whose machine makes what it reads, from the profile
-        made = sorted((made_at or {}).items()) or [(("", ""), "")]
-        made_values = ", ".join(f"({sql_text(st)}, {sql_text(n)}, {sql_text(m)})" for (st, n), m in made)
-        tbl = ws.query(
-            f"""
-            WITH mk(station, name, made_at) AS (VALUES {made_values}),
-                 m AS (SELECT x.*, coalesce(mk.made_at, x.station) AS made_at
-                       FROM (SELECT unit_id, station, name, value, t, batch, false AS is_param FROM measurements
-                             WHERE batch > ? AND batch <= ?
-                             UNION ALL
-                             SELECT unit_id, station, name, value, t, batch, true FROM params
-                             WHERE batch > ? AND batch <= ?) x
-                       LEFT JOIN mk ON mk.station = x.station AND mk.name = x.name),
-                 s AS (SELECT unit_id, station, machine, fixture, t_in
-                       FROM steps WHERE unit_id IN (SELECT unit_id FROM m))
-            SELECT m.batch, m.unit_id, m.station, m.name, s.machine, s.fixture, m.value, epoch_us(m.t) AS t_us,
-                   m.is_param, coalesce(u.product, '') AS product, m.made_at
-            -- a reading belongs to the visit it was made in (a retest is read on the other tester);
-            -- one the profile says is made upstream, to the visit of the station that made it
-            FROM m ASOF LEFT JOIN s ON m.unit_id = s.unit_id AND m.made_at = s.station AND m.t >= s.t_in
-                 LEFT JOIN units u ON u.unit_id = m.unit_id
-            ORDER BY m.batch, m.t, m.unit_id, m.name
-            """,
-            [lo, hi, lo, hi],
-        )
+        tbl = ws.query(_measurements_sql(made_at), [lo, hi, lo, hi])
         report.records["measurements"] = report.records.get("measurements", 0) + tbl.num_rows
         if tbl.num_rows == 0:
             return []
