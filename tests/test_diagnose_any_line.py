@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,11 @@ from linelab.zoo import open_line
 FAILS = {"bad_lot_fails", "aliased_lot", "shift_handling", "operator_handling", "intermittent"}
 
 
-def diagnose_zoo(tmp_path: Path, scenario: str, seed: int, affected: int = 300) -> tuple[Any, dict[str, Any]]:
+def diagnose_zoo(tmp_path: Path, scenario: str, seed: int, affected: int = 300,
+                 opened_before: int = 0) -> tuple[Any, dict[str, Any]]:
     """Run a zoo line until its problem has touched `affected` units (or ended), open the problem a
-    monitor would open from its symptom, and diagnose it with `linelab diagnose`."""
+    monitor would open from its symptom (`opened_before` units before its onset), and diagnose it with
+    `linelab diagnose`."""
     line = open_line(scenario, seed)
     ws = Workspace.open(tmp_path / "ws")
     save_profile(line.profile, tmp_path / "ws" / "profile.yaml")
@@ -29,12 +32,17 @@ def diagnose_zoo(tmp_path: Path, scenario: str, seed: int, affected: int = 300) 
         if truth["affected_units"] >= affected or truth["status"] == "ended":
             break
     sym = truth["symptom"]
+    opened = truth["onset_time"]
+    if opened_before:
+        first = ws.query("SELECT t_start FROM units ORDER BY t_start LIMIT 1 OFFSET ?",
+                         [truth["onset_unit"] - opened_before]).to_pylist()[0]["t_start"]
+        opened = first.isoformat()
     measured = truth["type"] not in FAILS
     scope = {"station": sym["station"], **({"measurement": sym["reading"]} if measured else {})}
     ws.put_artifact("problem", "PRB-0001", {
         "id": "PRB-0001", "status": "open", "kind": "measurement_shift" if measured else "defect_rate",
-        "entity": sym["station"], "scope": scope, "onset": {"t": truth["onset_time"]},
-        "first_evidence": {"t": truth["onset_time"]}, "latest_evidence": {"t": None},
+        "entity": sym["station"], "scope": scope, "onset": {"t": opened},
+        "first_evidence": {"t": opened}, "latest_evidence": {"t": None},
         "description": f"{sym['reading'] or 'failures'} at {sym['station']}",
     })
     ws.close()
@@ -82,6 +90,18 @@ def test_the_room_reading_that_moved_the_measurement_comes_before_one_that_only_
     assert top.entity.name == truth["cause"]["name"]
     wandered = next(c for c in dx.causes if c.entity.name == "humidity_pct")
     assert wandered.rank > 1
+
+
+def test_a_problem_opened_long_before_its_cause_is_judged_from_where_the_symptom_stepped(tmp_path):
+    # A detector crossed its limit on a slow wander of the leak rate 2,400 units before the room's air
+    # left its band. Judged on the whole window, the seal lot that ran through all of it came first
+    # and the air temperature was not ranked; the units before the step look like the reference.
+    dx, truth = diagnose_zoo(tmp_path, "assembly:env_excursion", 106, opened_before=2400)
+    assert dx.causes[0].entity.name == truth["cause"]["name"]
+    assert dx.incident_from is not None
+    began = datetime.fromisoformat(truth["onset_time"])
+    assert abs(datetime.fromisoformat(dx.incident_from) - began) < timedelta(hours=1)
+    assert dx.n_incident < 1000
 
 
 def _placement_then_oven(n: int, onset: int, seed: int) -> dict[str, Any]:

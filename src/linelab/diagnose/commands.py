@@ -53,6 +53,9 @@ class DiagnoseResult(Result):
         head = f"[bold]diagnosis[/bold] of {self.problem_id}" if self.problem_id else "[bold]diagnosis[/bold]"
         console.print(head)
         console.print(d.summary.splitlines()[0], highlight=False)
+        if d.incident_from is not None:
+            console.print(f"compared from {d.incident_from}, where the symptom stepped inside the problem's window",
+                          highlight=False)
         if d.onset is not None:
             console.print("onset: " + d.onset.text, highlight=False)
         rows = [

@@ -42,6 +42,9 @@ class Diagnosis(BaseModel):
     incident_level: float
     excess: float = Field(description="excess symptom in the incident: extra defects, or total shift")
     causes: list[Cause] = Field(default_factory=list)
+    incident_from: str | None = Field(
+        None, description="where the problem's window held a clear step well inside it: the time the units "
+        "compared with the reference begin (those before it looked like the reference)")
     onset: Onset | None = None
     confounded: list[Confounding] = Field(default_factory=list)
     explained_share: float | None = Field(None, description="share of the excess the top cause accounts for")

@@ -57,6 +57,31 @@ def change_point(times: np.ndarray, values: np.ndarray, min_bins: int = 8) -> Ch
     return ChangePoint(idx, t[idx], before, after, span / n_bins)
 
 
+def step_inside(times: np.ndarray, values: np.ndarray, reference: np.ndarray, min_rows: int = 30,
+                min_z: float = 4.0) -> Any | None:
+    """Where an incident window holds a clear step well after its start, and its rows before the step
+    look like the reference (within a tenth of the excess after it, per unit, and their noise): the
+    time the step begins, else None. A problem's window can open long before its cause (a detector that crossed
+    its limit on a slow wander first); judged on the whole window, the cause's units are diluted
+    by hours of normal ones and whatever happened to run through them all ranks first."""
+    ok = np.isfinite(values)
+    times, values = times[ok], values[ok]
+    reference = reference[np.isfinite(reference)]
+    if values.size < 4 * min_rows or reference.size < min_rows:
+        return None
+    cp = change_point(times, values)
+    if cp is None or cp.index < values.size // 5 or values.size - cp.index < min_rows:
+        return None
+    v = values[np.argsort(times, kind="stable")]
+    base, sd = float(reference.mean()), float(reference.std())
+    sd = sd if sd > 0 else float(values.std()) or 1.0
+    early, late = float(v[: cp.index].mean()) - base, float(v[cp.index:].mean()) - base
+    z_late = late / (sd / np.sqrt(values.size - cp.index))
+    if abs(z_late) < min_z or abs(early) > 0.1 * abs(late) + 2 * sd / np.sqrt(cp.index):
+        return None
+    return cp.at
+
+
 def match_events(cp: ChangePoint, events: Sequence[dict[str, Any]], window_bins: float = 3.0) -> list[dict]:
     """Events within a few bins of the change, nearest first; events shortly before count most."""
     if not events:

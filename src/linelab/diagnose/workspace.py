@@ -36,6 +36,7 @@ from linelab.store.backend import sql_text as _lit
 from .data import ENVIRONMENT_PATTERN
 from .diagnoser import Diagnoser
 from .model import Diagnosis, Entity
+from .onset import _fmt_time, step_inside
 from .plots import render_evidence
 
 STEP_FIELDS = ("machine", "fixture", "operator", "recipe_id")
@@ -339,6 +340,12 @@ def diagnose_spec(ws: Any, spec: SymptomSpec) -> Diagnosis:
         data = _per_product(data, period == 0)
     elif "product" not in meta:
         data = data.drop_columns(["product"])
+    # judged on each product's own level where it has one: a change of mix is no step
+    y = data.column("symptom").to_numpy(zero_copy_only=False).astype(float)
+    t = data.column("t_start").to_numpy(zero_copy_only=False)
+    step = step_inside(t[inc_rows], y[inc_rows], y[ref_rows])
+    if step is not None:  # the units before the step are neither the incident nor the reference
+        inc_rows = inc_rows[t[inc_rows] >= step]
     ref, inc = data.take(pa.array(ref_rows)), data.take(pa.array(inc_rows))
     kinds = {c: "environment" for c in meta if meta[c]["type"] in ("param", "measurement")
              and _is_environment(profile, str(meta[c].get("name", c)), meta[c].get("station"))}
@@ -352,6 +359,12 @@ def diagnose_spec(ws: Any, spec: SymptomSpec) -> Diagnosis:
     dx = Diagnoser(dag=dag or None, time_column="t_start", events=events, kinds=kinds, nested=nested,
                    max_levels=200, target_label=label)
     report = dx.fit(ref, inc, "symptom").report_
+    if step is not None:
+        report.incident_from = _fmt_time(step)
+        head, _, rest = report.summary.partition("\n")
+        note = (f"compared from {report.incident_from}, where the symptom stepped inside the problem's window "
+                f"(its units before looked like the reference)")
+        report.summary = "\n".join(x for x in (head, note, rest) if x)
     for c in report.causes:
         m = meta.get(c.factor, {})
         c.entity = Entity(kind=m.get("type", c.kind), name=c.level if c.level is not None else m.get("name", c.factor),
