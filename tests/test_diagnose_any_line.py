@@ -104,6 +104,16 @@ def test_a_problem_opened_long_before_its_cause_is_judged_from_where_the_symptom
     assert dx.n_incident < 1000
 
 
+def test_a_reading_on_a_new_products_own_nominal_does_not_explain_the_lot_away(tmp_path):
+    # A new product (its viscosity nominal 350 cP, the old one's 200) started with the bad cap lot.
+    # Read without the product, the viscosity "moved 21 sd", ranked first, and explained the lot away.
+    dx, truth = diagnose_zoo(tmp_path, "process:bad_lot_fails:subtle", 104)
+    lot = next(c for c in dx.causes if c.entity.name == truth["cause"]["name"])
+    assert lot.rank <= 2 and lot.explained_by is None
+    viscosity = next((c for c in dx.causes if c.entity.name == "viscosity_cp"), None)
+    assert viscosity is None or viscosity.rank > lot.rank
+
+
 def _placement_then_oven(n: int, onset: int, seed: int) -> dict[str, Any]:
     """Boards through PLACE (four nozzles; the offset is measured there) and then REFLOW. At
     `onset` a new recipe slows the oven's conveyor and nozzle N2 starts to scatter its parts."""

@@ -304,20 +304,56 @@ def _is_environment(profile: Profile | None, name: str, station: str | None) -> 
     return role == "environment" if role is not None else bool(ENVIRONMENT_PATTERN.search(name))
 
 
-def _per_product(data: pa.Table, reference: np.ndarray) -> pa.Table:
-    """A measurement whose level depends on the product, as each unit's deviation from its product's
-    level before the onset (around the overall level): a change of product mix is then no shift,
-    and a shift of one product's units shows as that product's."""
-    y = data.column("symptom").to_numpy(zero_copy_only=False).astype(float)
+def _product_targets(ws: Any) -> dict[tuple[str, str], dict[str, float]]:
+    """Each product's target (or the middle of its limits) per (station, reading), where the line's specs
+    give several products different ones."""
+    rows = ws.query("SELECT station, name, product, coalesce(target, (lsl + usl) / 2) AS target FROM specs "
+                    "WHERE product IS NOT NULL AND coalesce(target, (lsl + usl) / 2) IS NOT NULL").to_pylist()
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for r in rows:
+        out.setdefault((r["station"], r["name"]), {})[str(r["product"])] = float(r["target"])
+    return {k: v for k, v in out.items() if len(set(v.values())) > 1}
+
+
+def _per_product(data: pa.Table, reference: np.ndarray, column: str = "symptom",
+                 targets: dict[str, float] | None = None) -> pa.Table:
+    """A reading whose level depends on the product, as each unit's deviation from its product's level
+    before the onset (around the overall level): a change of product mix is then no shift, and a shift
+    of one product's units shows as that product's. A product not made before the onset takes its level
+    from its target, offset as the other products ran from theirs (a new product on its own nominal
+    is no shift either)."""
+    y = data.column(column).to_numpy(zero_copy_only=False).astype(float)
     labels, codes = np.unique(np.asarray(data.column("product").to_pylist(), dtype=str), return_inverse=True)
     ok = reference & ~np.isnan(y)
     n = np.bincount(codes[ok], minlength=len(labels))
-    if ok.sum() == 0 or (n > 0).sum() < 2:
+    if ok.sum() == 0 or (n > 0).sum() + (targets is not None) < 2:
         return data
     overall = float(y[ok].mean())
     level = np.where(n > 0, np.bincount(codes[ok], weights=y[ok], minlength=len(labels)) / np.maximum(n, 1), overall)
+    if targets:
+        known = np.array([str(p) in targets for p in labels])
+        target = np.array([targets.get(str(p), np.nan) for p in labels])
+        seen = known & (n > 0)
+        if known.all() and seen.any():
+            offset = float(np.average(level[seen] - target[seen], weights=n[seen]))
+            level = np.where(n > 0, level, target + offset)
     adjusted = y - level[codes] + overall
-    return data.set_column(data.column_names.index("symptom"), "symptom", pa.array(adjusted, mask=np.isnan(adjusted)))
+    return data.set_column(data.column_names.index(column), column, pa.array(adjusted, mask=np.isnan(adjusted)))
+
+
+def _product_dependent(data: pa.Table, reference: np.ndarray, column: str) -> bool:
+    """Whether a reading's level differs between the products made before the onset by more than its
+    own spread within a product."""
+    y = data.column(column).to_numpy(zero_copy_only=False).astype(float)
+    labels, codes = np.unique(np.asarray(data.column("product").to_pylist(), dtype=str), return_inverse=True)
+    ok = reference & ~np.isnan(y)
+    n = np.bincount(codes[ok], minlength=len(labels))
+    if (n >= 20).sum() < 2:
+        return False
+    means = np.bincount(codes[ok], weights=y[ok], minlength=len(labels)) / np.maximum(n, 1)
+    within = float(np.sqrt(np.sum((y[ok] - means[codes[ok]]) ** 2) / max(ok.sum() - len(labels), 1)))
+    big = n >= 20
+    return bool(np.ptp(means[big]) > within)
 
 
 def diagnose_spec(ws: Any, spec: SymptomSpec) -> Diagnosis:
@@ -336,9 +372,16 @@ def diagnose_spec(ws: Any, spec: SymptomSpec) -> Diagnosis:
     inc_rows = np.flatnonzero((period == 1) & has)
     if ref_rows.size < 50 or inc_rows.size < 20:
         raise UserError(f"too few units to compare: {ref_rows.size} before and {inc_rows.size} since the onset")
-    if spec.measurement and "product" in meta:
-        data = _per_product(data, period == 0)
-    elif "product" not in meta:
+    if "product" in meta:
+        targets = _product_targets(ws)
+        if spec.measurement:
+            data = _per_product(data, period == 0, targets=targets.get((spec.station or "", spec.measurement)))
+        for name, m in meta.items():  # candidate readings, on their products' levels too
+            if m["type"] in ("param", "measurement") and name in data.column_names:
+                own = targets.get((m["station"], m["name"]))
+                if own is not None or _product_dependent(data, period == 0, name):
+                    data = _per_product(data, period == 0, name, own)
+    else:
         data = data.drop_columns(["product"])
     # judged on each product's own level where it has one: a change of mix is no step
     y = data.column("symptom").to_numpy(zero_copy_only=False).astype(float)
