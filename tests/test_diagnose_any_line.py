@@ -162,3 +162,48 @@ def test_a_setting_met_after_the_symptom_was_measured_is_no_cause(tmp_path):
     assert not any(f.startswith("conveyor_speed") for f, _ in ranked), ranked
     assert ranked[0] == ("fixture@PLACE", "N2"), ranked
     ws.close()
+
+
+def _two_gauges(n: int, onset: int, seed: int) -> dict[str, Any]:
+    """Shafts measured on gauge G1 or G2. From `onset` G1 reads 1.2 sd high, and G2, its probe
+    worn, reads as before on average but twice as scattered."""
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    i = np.arange(n)
+    t = np.datetime64("2026-03-02T06:00") + (i * 60).astype("timedelta64[s]")
+    ids = [f"SH{k:06d}" for k in i]
+    gauge = np.where(rng.random(n) < 0.5, "G1", "G2")
+    late = i >= onset
+    bore = 20.0 + 0.01 * rng.normal(0, 1, n) * np.where(late & (gauge == "G2"), 2.0, 1.0)
+    bore += np.where(late & (gauge == "G1"), 0.012, 0.0)
+    units = pa.table({"unit_id": ids, "product": ["SH"] * n, "line": ["L1"] * n, "work_order": ["W1"] * n,
+                      "t_start": pa.array(t), "t_end": pa.array(t + np.timedelta64(50, "s")),
+                      "result": ["pass"] * n, "first_pass": [True] * n})
+    steps = pa.table({"unit_id": ids, "station": ["GAUGE"] * n, "machine": gauge.tolist(), "fixture": [None] * n,
+                      "operator": [None] * n, "shift": ["A"] * n, "recipe_id": ["R1"] * n,
+                      "t_in": pa.array(t), "t_out": pa.array(t + np.timedelta64(40, "s")),
+                      "result": ["pass"] * n, "defect_code": [None] * n})
+    meas = pa.table({"unit_id": ids, "station": ["GAUGE"] * n, "name": ["bore_mm"] * n, "value": bore,
+                     "t": pa.array(t + np.timedelta64(30, "s"))})
+    return {"units": units, "steps": steps, "measurements": meas}
+
+
+def test_a_mean_the_monitor_saw_move_on_one_machine_is_diagnosed_as_a_mean(tmp_path):
+    # The monitor's CUSUM raised G1's bore mean. Pooled with G2, whose scatter doubled at the same time,
+    # the spread grew more than the mean moved: the diagnosis explained a spread, in which G1's units
+    # look no worse than G2's.
+    ws = Workspace.open(tmp_path / "ws")
+    ws.ingest_tables(_two_gauges(4000, 3000, seed=1), source="line")
+    onset = "2026-03-04T08:00:00"  # unit 3,000
+    signal = {"detector": "measurement_cusum", "kind": "measurement_shift", "entity": "GAUGE/G1"}
+    ws.put_artifact("problem", "PRB-0001", {
+        "id": "PRB-0001", "status": "open", "kind": "measurement_shift", "entity": "GAUGE/G1",
+        "scope": {"station": "GAUGE", "measurement": "bore_mm", "machine": "G1"}, "onset": {"t": onset},
+        "first_evidence": {"t": onset}, "latest_evidence": {"t": None}, "signals": [signal],
+        "description": "bore_mm at GAUGE on machine G1 has risen"})
+    ws.close()
+    dx = call("diagnose", workspace=tmp_path / "ws", problem_id="PRB-0001").diagnosis
+    assert dx.symptom_mode == "mean"
+    assert (dx.causes[0].factor, dx.causes[0].level) == ("machine@GAUGE", "G1")

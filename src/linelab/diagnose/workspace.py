@@ -56,6 +56,7 @@ class SymptomSpec:
     defect_codes: list[str] | None = None  # restrict failures to these codes (any station)
     measurement: str | None = None  # or: a measurement (at `station`) whose value moved
     any_failure: bool = False  # the unit failed anywhere (a material lot problem)
+    mode: str = "auto"  # how the symptom moved: "mean" where the detector that raised it watches a mean
     label: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -290,7 +291,12 @@ def spec_from_problem(ws: Any, problem: dict[str, Any]) -> SymptomSpec:
     end = datetime.fromisoformat(end_t) if end_t else None
     label = problem.get("description", "")
     if problem.get("kind") == "measurement_shift" and scope.get("measurement"):
-        return SymptomSpec(onset, end, station=scope.get("station"), measurement=scope["measurement"], label=label)
+        # The monitor raised it on the mean of the reading (on one machine, say): the diagnosis looks for
+        # what moved that mean. Pooled with the other machines' units, a shift of one machine's reads
+        # as a wider spread, and every level then looks alike.
+        mean = any(sig.get("detector") == "measurement_cusum" for sig in problem.get("signals") or [])
+        return SymptomSpec(onset, end, station=scope.get("station"), measurement=scope["measurement"], label=label,
+                           mode="mean" if mean else "auto")
     station = scope.get("station")
     if station is None:  # a material-level problem: the unit failed anywhere
         return SymptomSpec(onset, end, any_failure=True, label=label)
@@ -400,7 +406,7 @@ def diagnose_spec(ws: Any, spec: SymptomSpec) -> Diagnosis:
     )
     nested = {c: "supplier@" + meta[c]["material"] for c in meta if meta[c]["type"] == "lot"}
     dx = Diagnoser(dag=dag or None, time_column="t_start", events=events, kinds=kinds, nested=nested,
-                   max_levels=200, target_label=label)
+                   max_levels=200, target_label=label, symptom=spec.mode)
     report = dx.fit(ref, inc, "symptom").report_
     if step is not None:
         report.incident_from = _fmt_time(step)
