@@ -207,3 +207,53 @@ def test_a_mean_the_monitor_saw_move_on_one_machine_is_diagnosed_as_a_mean(tmp_p
     dx = call("diagnose", workspace=tmp_path / "ws", problem_id="PRB-0001").diagnosis
     assert dx.symptom_mode == "mean"
     assert (dx.causes[0].factor, dx.causes[0].level) == ("machine@GAUGE", "G1")
+
+
+def _one_tester(n: int, onset: int, bad_lot: bool, seed: int) -> dict[str, Any]:
+    """Units assembled on A1 or A2 from seal lots used in turn, then tested on the line's only tester
+    T1. From `onset` either the lot then loaded fails a sixth of its units, or T1 fails a tenth of all."""
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    i = np.arange(n)
+    t = np.datetime64("2026-03-02T06:00") + (i * 60).astype("timedelta64[s]")
+    ids = [f"VU{k:06d}" for k in i]
+    machine = np.where(rng.random(n) < 0.5, "A1", "A2")
+    lot = np.array([f"SEAL-{k // 500 + 1:03d}" for k in i])
+    late = i >= onset
+    p = np.full(n, 0.004) + np.where(late & (lot == lot[onset]) if bad_lot else late, 0.16 if bad_lot else 0.1, 0)
+    fail = rng.random(n) < p
+    result = np.where(fail, "fail", "pass")
+    units = pa.table({"unit_id": ids, "product": ["V"] * n, "line": ["L1"] * n, "work_order": ["W1"] * n,
+                      "t_start": pa.array(t), "t_end": pa.array(t + np.timedelta64(50, "s")),
+                      "result": result.tolist(), "first_pass": (~fail).tolist()})
+    steps = pa.table({
+        "unit_id": ids * 2, "station": ["ASSY"] * n + ["TEST"] * n, "machine": machine.tolist() + ["T1"] * n,
+        "fixture": [None] * (2 * n), "operator": [None] * (2 * n), "shift": ["A"] * (2 * n),
+        "recipe_id": ["R1"] * (2 * n), "t_in": pa.array(np.concatenate([t, t + np.timedelta64(20, "s")])),
+        "t_out": pa.array(np.concatenate([t + np.timedelta64(10, "s"), t + np.timedelta64(40, "s")])),
+        "result": ["pass"] * n + result.tolist(), "defect_code": [None] * n + np.where(fail, "LEAK", None).tolist()})
+    materials = pa.table({"unit_id": ids, "station": ["ASSY"] * n, "material": ["seal"] * n, "lot": lot.tolist(),
+                          "supplier": ["S"] * n})
+    return {"units": units, "steps": steps, "materials": materials}
+
+
+@pytest.mark.parametrize("bad_lot", [False, True])
+def test_a_stations_only_machine_is_named_where_nothing_that_varied_explains_its_failures(tmp_path, bad_lot):
+    # The tester is the station's only machine: it never varies, so it was no candidate, and an
+    # intermittent tester was diagnosed as whatever happened to run then. A bad lot still comes first.
+    from datetime import datetime
+
+    from linelab.diagnose.workspace import SymptomSpec, diagnose_spec
+
+    ws = Workspace.open(tmp_path / "ws")
+    ws.ingest_tables(_one_tester(4000, 3000, bad_lot, seed=2), source="line")
+    d = diagnose_spec(ws, SymptomSpec(onset=datetime(2026, 3, 4, 8, 0), station="TEST"))
+    ws.close()
+    ranked = [(c.entity.kind, c.entity.name) for c in d.causes]
+    if bad_lot:
+        assert ranked[0] == ("lot", "SEAL-007") and ("machine", "T1") in ranked[1:]
+    else:
+        assert ranked[0] == ("machine", "T1")
+        assert "look at T1 itself" in d.summary

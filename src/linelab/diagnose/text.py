@@ -115,6 +115,9 @@ def summary_text(r: Diagnosis) -> str:
         lines.append(f"check: {top.label} accounts for {_pct(r.explained_share)} of the excess")
     elif top.confounded_with:
         lines.append("check: the top cause is confounded; run the separating experiment before acting")
+    elif top.details.get("only_machine"):
+        lines.append(f"check: nothing that varied explains it; look at {top.level} itself (a contact, a probe, "
+                     f"its program)")
     elif top.q_value > 0.05:
         lines.append("check: no candidate is statistically supported; more data or other factors are needed")
     if r.explained_share is not None and not r.explained and r.confident:

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+from scipy import stats as scipy_stats
 
 from linelab.errors import NotFound, UserError
 from linelab.profile import Profile, workspace_profile
@@ -35,9 +37,10 @@ from linelab.store.backend import sql_text as _lit
 
 from .data import ENVIRONMENT_PATTERN
 from .diagnoser import Diagnoser
-from .model import Diagnosis, Entity
+from .model import Cause, Diagnosis, Entity
 from .onset import _fmt_time, step_inside
 from .plots import render_evidence
+from .text import summary_text
 
 STEP_FIELDS = ("machine", "fixture", "operator", "recipe_id")
 MAX_INCIDENT_UNITS = 40_000
@@ -362,6 +365,40 @@ def _product_dependent(data: pa.Table, reference: np.ndarray, column: str) -> bo
     return bool(np.ptp(means[big]) > within)
 
 
+def _add_only_machine(ws: Any, station: str, report: Diagnosis, ref: pa.Table, inc: pa.Table, alpha: float) -> bool:
+    """A station with one machine: that machine never varies, so it is no column to compare, yet the
+    symptom arises on it (an intermittent contact, a worn probe). It is listed after the candidates the
+    data support, and first where nothing that varied explains the symptom."""
+    t = pa.concat_tables([ref.select(["t_start"]), inc.select(["t_start"])]).column("t_start")
+    lo, hi = pc.min(t).as_py(), pc.max(t).as_py()
+    machines = ws.query("SELECT DISTINCT machine FROM steps WHERE station = ? AND t_in BETWEEN ? AND ? "
+                        "AND machine IS NOT NULL", [station, lo, hi + timedelta(days=1)]).column("machine").to_pylist()
+    factor = f"machine@{station}"
+    if len(machines) != 1 or any(c.factor == factor for c in report.causes):
+        return False
+    y_ref = ref.column("symptom").to_numpy(zero_copy_only=False).astype(float)
+    y_inc = inc.column("symptom").to_numpy(zero_copy_only=False).astype(float)
+    y_ref, y_inc = y_ref[np.isfinite(y_ref)], y_inc[np.isfinite(y_inc)]
+    sd = float(y_ref.std()) or float(np.concatenate([y_ref, y_inc]).std()) or 1.0
+    p = float(scipy_stats.ttest_ind(y_inc, y_ref, equal_var=False).pvalue) if y_ref.size > 1 and y_inc.size > 1 else 1.0
+    supported = [c for c in report.causes if c.q_value <= alpha and c.explained_by is None and c.upstream]
+    alone = not supported
+    cause = Cause(
+        factor=factor, level=str(machines[0]), kind="categorical",
+        entity=Entity(kind="machine", name=str(machines[0]), station=station),
+        effect=abs(float(y_inc.mean() - y_ref.mean())) / sd,
+        effect_label="symptom shift (reference sds) on the station's only machine against its own reference",
+        p_value=p, q_value=p, confidence=max(0.0, 1.0 - p) * (1.0 if alone else 0.5), share=None,
+        evidence=(f"{report.target} arose at {station}, whose only machine is {machines[0]}; "
+                  + ("nothing that varied explains it" if alone else "the candidates above explain part of it")),
+        details={"only_machine": True, "n_incident": int(y_inc.size), "n_reference": int(y_ref.size)},
+    )
+    report.causes.insert(len(supported) if not alone else 0, cause)
+    for i, c in enumerate(report.causes, 1):
+        c.rank = i
+    return True
+
+
 def diagnose_spec(ws: Any, spec: SymptomSpec) -> Diagnosis:
     """Diagnose a symptom in the workspace; every cause names its `entity` (kind, name, station or material)."""
     profile = workspace_profile(ws.path)
@@ -408,16 +445,18 @@ def diagnose_spec(ws: Any, spec: SymptomSpec) -> Diagnosis:
     dx = Diagnoser(dag=dag or None, time_column="t_start", events=events, kinds=kinds, nested=nested,
                    max_levels=200, target_label=label, symptom=spec.mode)
     report = dx.fit(ref, inc, "symptom").report_
+    for c in report.causes:
+        m = meta.get(c.factor, {})
+        c.entity = Entity(kind=m.get("type", c.kind), name=c.level if c.level is not None else m.get("name", c.factor),
+                          station=m.get("station"), material=m.get("material"))
+    if spec.station and not spec.any_failure and _add_only_machine(ws, spec.station, report, ref, inc, dx.alpha):
+        report.summary = summary_text(report)
     if step is not None:
         report.incident_from = _fmt_time(step)
         head, _, rest = report.summary.partition("\n")
         note = (f"compared from {report.incident_from}, where the symptom stepped inside the problem's window "
                 f"(its units before looked like the reference)")
         report.summary = "\n".join(x for x in (head, note, rest) if x)
-    for c in report.causes:
-        m = meta.get(c.factor, {})
-        c.entity = Entity(kind=m.get("type", c.kind), name=c.level if c.level is not None else m.get("name", c.factor),
-                          station=m.get("station"), material=m.get("material"))
     return report
 
 
