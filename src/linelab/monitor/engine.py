@@ -163,10 +163,31 @@ def _age_hours(t: np.ndarray, times: np.ndarray, t_first: int) -> np.ndarray:
     return (t - np.maximum(last, t_first)) / 3.6e9
 
 
-def _series_of(tbl: pa.Table, key_col: pa.ChunkedArray | pa.Array) -> tuple[
+def _encode_joined(cols: list[pa.ChunkedArray | pa.Array], sep: str = "\x1f") -> tuple[np.ndarray, list[Any]]:
+    """`_encode` of the columns' values joined by `sep`, without building the joined strings
+    (tens of millions of them on a long run): each column is encoded on its own and the code
+    tuples are numbered in order of first appearance, as `_encode` numbers the joined labels."""
+    if any(c.null_count for c in cols):  # a null joins to a null label: the plain way
+        return _encode(pc.binary_join_element_wise(*cols, sep))
+    parts = [_encode(c) for c in cols]
+    key = np.zeros(len(cols[0]), dtype=np.int64)
+    for codes, labels in parts:
+        key = key * max(len(labels), 1) + codes
+    enc = pc.dictionary_encode(pa.array(key))  # numbered in order of first appearance
+    labels_out = []
+    for k in enc.dictionary.to_pylist():
+        fields = []
+        for _, labels in reversed(parts):
+            k, c = divmod(k, max(len(labels), 1))
+            fields.append(str(labels[c]))
+        labels_out.append(sep.join(reversed(fields)))
+    return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), labels_out
+
+
+def _series_of(tbl: pa.Table, codes: np.ndarray, labels: list[Any]) -> tuple[
         list[Any], list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """Split measurement rows by key: labels, row indices per label, values, units, times."""
-    codes, labels = _encode(key_col)
+    """Split measurement rows by their key's codes and labels (`_encode`): labels, row indices
+    per label, values, units, times."""
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(len(labels) + 1))
     groups = [order[bounds[k] : bounds[k + 1]] for k in range(len(labels))]
@@ -973,9 +994,7 @@ class RateStream:
         computed for all windows at once) is at least twice the level cannot alarm. The factor
         is a margin for rounding only: a window passed on is judged by `_verdicts` as ever, so
         what alarms is exactly what alarmed window by window. Lots and suppliers are compared
-        with concurrent units (`_test_concurrent`), which needs 200 of them: a group with fewer
-        than 200 records in the window, or fewer than 200 records of other groups beside it,
-        cannot have that many; only the windows where some group has are passed on."""
+        with units built at the same time (`_test_concurrent`): see `_may_alarm_concurrent`."""
         assert self.monitor is not None
         ng = len(self.names)
         cuts_max = 2 * len(ends) + 1
@@ -995,8 +1014,10 @@ class RateStream:
         mon = self.monitor
         ok = (n > 0) & (d >= mon.min_defects)
         if self.factor in MATERIAL_FACTORS:
-            concurrent_possible = np.minimum(n, (ends - los)[:, None] - n) >= 200
-            return (ok & concurrent_possible).any(axis=1)
+            # 200 concurrent units need 200 of the group's own and 200 of the others in the window
+            ok &= np.minimum(n, (ends - los)[:, None] - n) >= 200
+            rows, cols = np.nonzero(ok)
+            return self._may_alarm_concurrent(G, F, ends, los, rows, cols, looks)
         if self.factor == "station":
             p0 = np.full(n.shape, mon.reference_rate_)
         else:  # each group against its peers in the same window, as `_verdicts` does
@@ -1011,6 +1032,47 @@ class RateStream:
         pv = mon.p_values(n[rows, cols], d[rows, cols], p0[rows, cols])
         may = np.zeros(len(ends), dtype=bool)
         may[rows[pv < level]] = True
+        return may
+
+    def _may_alarm_concurrent(self, G: np.ndarray, F: np.ndarray, ends: np.ndarray, los: np.ndarray,
+                              rows: np.ndarray, cols: np.ndarray, looks: int) -> np.ndarray:
+        """`_may_alarm` for lots and suppliers: for each (window `rows`, group `cols`) pair, the
+        p-value and the concurrent units of `_test_concurrent`, all pairs at once. A group's
+        comparison needs only its own records in each time bin of the window and the bin's
+        totals, so no (window, bin, group) matrix is built: a group's records before a position
+        are counted by a binary search among that group's positions."""
+        assert self.monitor is not None
+        may = np.zeros(len(ends), dtype=bool)
+        if not len(rows):
+            return may
+        bins = self.cfg.rate_time_bins
+        lo, length = los[rows], ends[rows] - los[rows]
+        # Bin j of a window holds its records r with r * bins // length == j: from ceil(j * length / bins).
+        bounds = lo[:, None] + (np.arange(bins + 1)[None, :] * length[:, None] + bins - 1) // bins
+        span = len(G) + 1
+        order = np.sort(G * span + np.arange(len(G)))  # by group, then position
+        failed = np.flatnonzero(F.astype(bool))
+        order_f = np.sort(G[failed] * span + failed)
+        base = (cols * span)[:, None]
+
+        def before(keys: np.ndarray) -> np.ndarray:  # each pair's group's records before each bound
+            return np.searchsorted(keys, base + bounds) - np.searchsorted(keys, base)
+
+        nb, db = np.diff(before(order), axis=1), np.diff(before(order_f), axis=1)
+        f_cum = np.concatenate([[0], np.cumsum(F.astype(np.int64))])
+        peers_n, peers_d = np.diff(bounds, axis=1) - nb, np.diff(f_cum[bounds], axis=1) - db
+        n, d = nb.sum(axis=1), db.sum(axis=1)
+        # As `_test_concurrent`: peers' rate per bin, shrunk towards the group's own rate.
+        own = d.astype(float) / np.maximum(n, 1)
+        prior = self.cfg.rate_peer_prior / bins
+        peer_rate = (peers_d + prior * own[:, None]) / (peers_n + prior)
+        expected = (nb * peer_rate).sum(axis=1)
+        concurrent = np.minimum(nb, peers_n).sum(axis=1)
+        mon = self.monitor
+        ok = (concurrent >= 200) & (d >= mon.min_defects)
+        p0 = np.clip(expected / np.maximum(n, 1), 1e-9, 1 - 1e-9)
+        pv = mon.p_values(n[ok], d[ok], p0[ok])
+        may[rows[ok][pv < 2.0 * min(mon.alpha, self.cfg.rate_alpha / looks)]] = True
         return may
 
     def _scales(self) -> list[int]:
@@ -1434,8 +1496,8 @@ class MonitorEngine:
             pair = pc.binary_join_element_wise(tbl.column("station"), tbl.column("name"), "\x1f")
             of_room = pc.is_in(pair, value_set=pa.array(sorted(f"{st}\x1f{n}" for st, n in environment)))
             machine = pc.if_else(of_room, "", machine)
-        key_col = pc.binary_join_element_wise(tbl.column("station"), tbl.column("name"), machine, "\x1f")
-        labels, groups, values, units, t_us = _series_of(tbl, key_col)
+        codes, labels = _encode_joined([tbl.column("station"), tbl.column("name"), machine])
+        labels, groups, values, units, t_us = _series_of(tbl, codes, labels)
         products = np.asarray(tbl.column("product").to_pylist(), dtype=object)
         ref_end = self._ref_end(t_us)
         alarms = []
@@ -1474,7 +1536,7 @@ class MonitorEngine:
             if sub.num_rows == 0:
                 continue
             key_col = pc.binary_join_element_wise(sub.column("name"), sub.column(w.factor), "\x1f")
-            labels, groups, values, units, ts = _series_of(sub, key_col)
+            labels, groups, values, units, ts = _series_of(sub, *_encode(key_col))
             products = np.asarray(sub.column("product").to_pylist(), dtype=object)
             for label, idx in zip(labels, groups, strict=True):
                 name, level = label.split("\x1f")
