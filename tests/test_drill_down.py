@@ -193,3 +193,25 @@ def test_the_problem_report_through_the_cli_rest_and_the_page(ws: Path, client: 
     shown = client.get(link.group(1))
     assert shown.status_code == 200 and 'id="KH-0001"' in shown.text
     assert client.get("/problem/PRB-9999/report").status_code == 404
+
+
+def test_the_units_behind_a_machines_problem_are_that_machines(ws: Path, client: TestClient) -> None:
+    # Every unit failing at TEST ran on T1 (the even units): a problem on T2 lists none of them, where
+    # the list once held the whole station's failures.
+    on = {m: call("units", workspace=ws, outcome="first_pass_fail", station="TEST", machine=m) for m in ("T1", "T2")}
+    assert on["T1"].count == len(FAILED_FIRST) and on["T2"].count == 0
+    assert call("units", workspace=ws, outcome="first_pass_fail", product="P").count == len(FAILED_FIRST)
+    assert call("units", workspace=ws, outcome="first_pass_fail", product="Q").count == 0
+    from linelab.store import Workspace
+
+    with Workspace.open(ws) as w:
+        w.put_artifact("problem", "PRB-0009", {
+            "id": "PRB-0009", "status": "open", "kind": "defect_rate", "entity": "TEST/T2",
+            "scope": {"station": "TEST", "machine": "T2"}, "onset": {"t": ONSET}, "first_evidence": {"t": ONSET},
+            "latest_evidence": {"t": LATEST}, "signals": [], "history": [],
+            "description": "first-pass failures at TEST on machine T2 rose",
+            "severity": {"units_affected": 60, "yield_lost_units": 3.0, "signals": 1}}, "open")
+    html = client.get("/problem/PRB-0009").text
+    link = re.search(r'<dd id="units-lost"><a href="([^"]+)"', html)
+    assert link and "machine=T2" in link.group(1)
+    assert _listed(client.get(link.group(1).replace("&amp;", "&")).text) == set()

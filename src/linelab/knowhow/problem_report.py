@@ -78,12 +78,14 @@ def next_step(record: dict[str, Any], diagnosis: dict[str, Any] | None, actions:
             "propose": {"kind": kind, "params": params, "reason": f"top-ranked cause {cause_label(top)}"}}
 
 
+NARROWS = ("machine", "operator", "shift", "lot", "product")  # scope keys `linelab units` filters by
+
+
 def lost_units_filter(record: dict[str, Any]) -> dict[str, Any] | None:
     """The `linelab units` filters for the units behind a problem's "units lost": those that failed
     first pass from its onset (to its latest evidence once it is closed), with its defect code at its
-    station, or that visited its station, where it has them. The number lost is the excess over the
-    usual rate, so those units are a part of this list; `units` filters by no machine, lot or shift,
-    so a problem scoped to one lists its station's (`note` says so)."""
+    station, on its machine, lot, shift, operator or product where its scope names one. The number
+    lost is the excess over the usual rate, so those units are a part of this list."""
     since = (record.get("onset") or {}).get("t")
     if not since:
         return None
@@ -94,11 +96,12 @@ def lost_units_filter(record: dict[str, Any]) -> dict[str, Any] | None:
         until = (datetime.fromisoformat(latest) + timedelta(seconds=1)).isoformat()  # the latest unit included
     station, code = scope.get("station"), scope.get("defect_code")
     where = f" with {code} at {station}" if code and station else f" that visited {station}" if station else ""
-    wider = [f"{k}={v}" for k, v in scope.items() if k not in ("station", "defect_code", "measurement")]
+    narrowed = {k: str(scope[k]) for k in NARROWS if scope.get(k) not in (None, "", "*")}
+    where += "".join(f", {k} {v}" for k, v in narrowed.items())
     note = (f"the units that failed first pass{where} since the onset: the units lost are those beyond the "
-            "usual failure rate" + (f" (not narrowed to {', '.join(wider)})" if wider else ""))
+            "usual failure rate")
     filters = {"outcome": "first_pass_fail", "since": since, "until": until, "station": station,
-               "defect_code": code}
+               "defect_code": code, **narrowed}
     return {"filters": {k: v for k, v in filters.items() if v is not None}, "note": note}
 
 

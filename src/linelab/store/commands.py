@@ -151,6 +151,11 @@ class UnitsParams(BaseModel):
     until: datetime | None = Field(None, description="started before this time")
     station: str | None = Field(None, description="visited this station")
     defect_code: str | None = Field(None, description="had this defect code (at --station when given)")
+    machine: str | None = Field(None, description="visited this machine (at --station when given)")
+    operator: str | None = Field(None, description="handled by this operator (at --station when given)")
+    shift: str | None = Field(None, description="worked in this shift (at --station when given)")
+    lot: str | None = Field(None, description="consumed this material lot")
+    product: str | None = Field(None, description="of this product")
     limit: int = Field(100, ge=1, le=10_000, description="units to list")
     offset: int = Field(0, ge=0, description="skip this many first")
 
@@ -175,9 +180,12 @@ class UnitsResult(Result):
 
 @command("units", UnitsParams, writes=False)
 def units(p: UnitsParams, ctx: Context) -> UnitsResult:
-    """The units behind a number: by outcome, start time, station and defect code, in the order they started."""
+    """The units behind a number: by outcome, start time, product, station visit (machine, operator, shift,
+    defect code) and lot, in the order they started."""
     count, rows = queries.units_where(ctx.workspace, since=p.since, until=p.until, outcome=p.outcome,
-                                      station=p.station, defect_code=p.defect_code, limit=p.limit, offset=p.offset)
+                                      station=p.station, defect_code=p.defect_code, machine=p.machine,
+                                      operator=p.operator, shift=p.shift, lot=p.lot, product=p.product,
+                                      limit=p.limit, offset=p.offset)
     return UnitsResult(count=count, offset=p.offset, units=rows.to_pylist())
 
 

@@ -183,10 +183,12 @@ OUTCOMES = {"all": "TRUE", "first_pass_fail": "NOT coalesce(u.first_pass, FALSE)
 
 
 def units_where(ws: Workspace, *, since: Any = None, until: Any = None, outcome: str = "all",
-                station: str | None = None, defect_code: str | None = None, limit: int = 100,
-                offset: int = 0) -> tuple[int, pa.Table]:
-    """The units behind a number: started in [since, until), with the outcome, that visited the station
-    (with the defect code there), in the order they started. Returns (how many match, one page of them)."""
+                station: str | None = None, defect_code: str | None = None, machine: str | None = None,
+                operator: str | None = None, shift: str | None = None, lot: str | None = None,
+                product: str | None = None, limit: int = 100, offset: int = 0) -> tuple[int, pa.Table]:
+    """The units behind a number: started in [since, until), with the outcome, of the product, that
+    visited the station (on the machine, by the operator, in the shift, with the defect code: all on
+    one visit), that consumed the lot, in the order they started. Returns (how many match, one page)."""
     if outcome not in OUTCOMES:
         raise UserError(f"outcome {outcome!r}: use one of {', '.join(OUTCOMES)}")
     where, args = [OUTCOMES[outcome]], []
@@ -196,11 +198,18 @@ def units_where(ws: Workspace, *, since: Any = None, until: Any = None, outcome:
     if until is not None:
         where.append("u.t_start < ?")
         args.append(until)
-    if station is not None or defect_code is not None:
-        visit = " AND ".join(c for c, v in (("station = ?", station), ("defect_code = ?", defect_code))
-                             if v is not None)
-        where.append(f"u.unit_id IN (SELECT unit_id FROM steps WHERE {visit})")
-        args += [v for v in (station, defect_code) if v is not None]
+    if product is not None:
+        where.append("u.product = ?")
+        args.append(product)
+    visit = [(f"{name} = ?", v) for name, v in (("station", station), ("defect_code", defect_code),
+                                                 ("machine", machine), ("operator", operator), ("shift", shift))
+             if v is not None]
+    if visit:
+        where.append(f"u.unit_id IN (SELECT unit_id FROM steps WHERE {' AND '.join(c for c, _ in visit)})")
+        args += [v for _, v in visit]
+    if lot is not None:
+        where.append("u.unit_id IN (SELECT unit_id FROM materials WHERE lot = ?)")
+        args.append(lot)
     cond = " AND ".join(where)
     count = int(ws.scalar(f"SELECT count(*) FROM units u WHERE {cond}", args) or 0)
     # Beside each unit of the page, why it failed: the station of its first visit that did not pass

@@ -157,7 +157,8 @@ def units_url(**query: Any) -> str:
 
 def units(bench: Workbench, ctx: Context, form: dict[str, str]) -> dict[str, Any]:
     """The units behind a number: `linelab units` with the page's filters."""
-    fields = ("outcome", "since", "until", "station", "defect_code")
+    fields = ("outcome", "since", "until", "station", "defect_code", "machine", "operator", "shift", "lot",
+              "product")
     given = {k: form[k] for k in fields if form.get(k)}
     offset = _int(form, "offset") or 0
     res: Any = bench.run(ctx, "units", **given, offset=offset, limit=100)
