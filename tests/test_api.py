@@ -228,6 +228,8 @@ def test_a_workspace_busy_for_too_long_is_a_clear_error_in_the_cli_and_over_rest
     assert json.loads(done.stdout)["error"].startswith(f"workspace {ws} is busy (held by PID {holder.pid}")
     assert "Traceback" not in done.stderr and "IO Error" not in done.stderr
     assert busy.status_code == 503 and busy.json()["error"]["type"] == "busy"
+    said = busy.json()["error"]["message"]  # neither the server's folders nor its processes
+    assert str(tmp_path) not in said and str(holder.pid) not in said and "busy" in said
 
 
 def test_a_reader_brings_a_workspace_of_an_older_version_up_to_date(tmp_path: Path) -> None:

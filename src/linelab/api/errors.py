@@ -6,6 +6,7 @@ another process holds 503; the same shape for the router's own 404/405 and the s
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,8 @@ from starlette.exceptions import HTTPException
 
 from linelab.commands import WorkspaceBusy
 from linelab.errors import NotFound, UserError
+
+log = logging.getLogger(__name__)
 
 
 class ErrorDetail(BaseModel):
@@ -71,7 +74,11 @@ def validation_error(errors: list[Any]) -> JSONResponse:
 def install(app: FastAPI) -> None:
     @app.exception_handler(WorkspaceBusy)
     async def busy(_: Request, exc: WorkspaceBusy) -> JSONResponse:
-        return error_response(503, "busy", str(exc), headers={"retry-after": "5"})
+        # The server's own folders and processes are none of a client's business: the message the CLI
+        # prints (the workspace's path, the process holding it) stays in the server's log.
+        log.warning("%s", exc)
+        return error_response(503, "busy", "the workspace is busy: another process is writing it; retry in a few "
+                                           "seconds", headers={"retry-after": "5"})
 
     @app.exception_handler(UserError)
     async def user_error(_: Request, exc: UserError) -> JSONResponse:
