@@ -120,3 +120,15 @@ def test_schema_is_written_for_editors(tmp_path: Path) -> None:
     schema = json.loads(out.read_text())
     assert {"sources", "line", "actions", "recipe", "control"} <= set(schema["properties"])
     assert "Source" in schema["$defs"]
+
+
+def test_init_says_when_times_are_not_what_ingest_reads_as_timestamps(tmp_path: Path) -> None:
+    # A 12-hour clock: a plain cast reads "06:15 PM" as 06:15, so the draft promised times that ingest,
+    # which refuses what it cannot read whole, then quarantined.
+    export = tmp_path / "export"
+    export.mkdir()
+    rows = ["unit_id,product,line,t_start,t_end,result"]
+    rows += [f"U{i:03d},P,L1,2026-02-02 0{1 + i % 9}:15 PM,2026-02-02 0{1 + i % 9}:20 PM,pass" for i in range(30)]
+    (export / "units.csv").write_text("\n".join(rows) + "\n")
+    res = call("profile init", workspace=tmp_path / "ws", paths=[export])
+    assert any("t_start" in c and "timestamp_format" in c for c in res.checks), res.checks

@@ -24,7 +24,9 @@ from linelab.errors import UserError
 from linelab.profile.facts import ENVIRONMENT, LineFacts, ReadingFacts, file_facts
 from linelab.profile.schema import LineInfo, Profile, Reading, ReadingRole, Source, Spec, Station, Wide
 from linelab.profile.sources import PARQUET, read_text
+from linelab.store.backend import sql_text
 from linelab.store.schema import RECORD_TABLES
+from linelab.store.validate import timestamp_sql
 
 SUFFIXES = {".csv", ".txt", ".parquet", ".pq"}
 
@@ -315,11 +317,12 @@ def _wide_values(wide: Wide, columns: list[str]) -> list[str]:
 
 
 def _parses(vals: list[str], fmt: str | None = None) -> bool:
+    """Every value reads as a timestamp, by the rule ingest itself applies (a plain cast would take
+    `06:00 PM` as 06:00 and drop `EST`: the draft would promise what ingest then quarantines)."""
     con = duckdb.connect()
     try:
         con.register("v", pa.table({"x": vals}))
-        cast = f"try_strptime(x, '{fmt}')" if fmt else \
-            "coalesce(TRY_CAST(x AS TIMESTAMP), TRY_CAST(x AS TIMESTAMPTZ)::TIMESTAMP)"
+        cast = f"try_strptime(x, {sql_text(fmt)})" if fmt else timestamp_sql("x")
         bad = con.sql(f"SELECT count(*) FROM v WHERE {cast} IS NULL").fetchall()[0]
     finally:
         con.close()
