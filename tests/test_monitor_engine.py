@@ -481,3 +481,30 @@ def test_the_saved_state_resumes_exactly_where_it_stopped(tmp_path):
         assert (back.chart.mu, back.chart.h_) == (mon.chart.mu, mon.chart.h_)
         assert list(back._rec_u) == list(mon._rec_u)  # the units behind an alarm survive the file
     ws.close()
+
+
+def test_servicing_one_machine_does_not_renew_its_neighbours_wear():
+    """Two presses wear, each renewed by its own service. Counted as every press's service, the
+    service of PR1 restarted PR2's modelled age: the wear removed as modelled came back at once and
+    read as 'PR2's force has risen' (zoo assembly line, clean runs)."""
+    from linelab.monitor.engine import SeriesMonitor
+
+    rng = np.random.default_rng(3)
+    us = lambda h: (np.asarray(h) * 3.6e9).astype(np.int64) + 1_700_000_000_000_000  # noqa: E731
+    events = {"maintenance:PRESS:PR2:PR2": us(np.array([12.0, 300.0])),
+              "maintenance:PRESS:PR1:PR1": us(np.array([70.0]))}
+
+    def force(h: np.ndarray) -> np.ndarray:  # PR2: 12 kN new, rising 0.01 kN an hour of wear, sd 0.3
+        since = np.where(h >= 12.0, 12.0, 0.0)  # new when first seen
+        return 12.0 + 0.01 * (h - since) + 0.3 * rng.standard_normal(len(h))
+
+    pr2 = SeriesMonitor("PRESS", "press_force_kn", "PR2", EngineConfig(), (None, None, None))
+    alarms = []
+    for lo in np.arange(0.0, 200.0, 4.0):
+        h = np.arange(lo, lo + 4.0, 0.05)
+        a = pr2.process(force(h), np.array([f"u{x:.2f}" for x in h], dtype=object), us(h), int(lo), events,
+                        int(us(40.0)))
+        if a is not None:
+            alarms.append(float(lo))
+    assert pr2.trend_key is not None and pr2.trend_slope > 0  # its wear is modelled
+    assert alarms == []

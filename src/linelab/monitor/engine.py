@@ -195,9 +195,12 @@ def _series_of(tbl: pa.Table, codes: np.ndarray, labels: list[Any]) -> tuple[
     return labels, groups, tbl.column("value").to_numpy(), units, tbl.column("t_us").to_numpy()
 
 
-def _station_events(events: Events, station: str) -> np.ndarray:
-    """Times of maintenance of the whole station (work on one part excluded), sorted."""
-    here = [times for key, times in events.items() if key.split(":")[1] == station and not key.startswith("part:")]
+def _station_events(events: Events, station: str, machine: str | None = None) -> np.ndarray:
+    """Times of maintenance at the station (work on one part excluded), sorted: of the whole station
+    and of `machine` where one is given. Servicing one press does not renew its neighbour: counted as
+    the neighbour's reset too, its age restarted and its wear, removed as modelled, read as a step."""
+    here = [times for key, times in events.items() if key.split(":")[1] == station and not key.startswith("part:")
+            and (not machine or key.split(":")[2] in ("", machine))]
     return np.sort(np.concatenate(here)) if here else np.empty(0, np.int64)
 
 
@@ -389,7 +392,7 @@ class SeriesMonitor:
         one). Also: a specific maintenance elsewhere, if it happened during the reference,
         so its reset was actually observed (cleaning a printer resets the volume it deposits downstream).
         """
-        out = {f"station:{self.machine_station}": _station_events(events, self.machine_station)}
+        out = {f"station:{self.machine_station}": _station_events(events, self.machine_station, self.machine)}
         for key, times in events.items():
             if np.any((times > t_ref[0]) & (times <= t_ref[-1])):
                 out[key] = times
@@ -399,7 +402,7 @@ class SeriesMonitor:
         if self.trend_key is None:
             return np.empty(0, np.int64)
         if self.trend_key.startswith("station:"):
-            here = _station_events(events, self.machine_station)
+            here = _station_events(events, self.machine_station, self.machine)
             if self.watch:  # one part's own replacements reset its wear too
                 own = [t for key, t in events.items() if key.startswith(f"part:{self.station}:")
                        and key.endswith(f":{self.watch[2]}")]
