@@ -37,6 +37,20 @@ def fmt(value: Any, name: str = "") -> str:
     return str(value)
 
 
+def number(v: Any, digits: int = 3) -> str:
+    """Numbers for people (pages and reports): thousands separators, a few significant digits, no
+    16-digit floats."""
+    if v is None or (isinstance(v, float) and v != v):
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{digits}g}"
+    return str(v)
+
+
 def rows_table(rows: Sequence[dict[str, Any]], title: str | None = None, limit: int = 50,
                width: int | None = None, headers: dict[str, str] | None = None) -> Table:
     """`rows` as a table fitted to `width` columns of terminal; `headers` renames columns."""

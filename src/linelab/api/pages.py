@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from linelab.commands import Context, Result, load_all
 from linelab.errors import NotFound, UserError
+from linelab.render import number
 
 STATIC = {"workbench.css": "text/css", "workbench.js": "application/javascript"}
 
@@ -33,28 +34,11 @@ STATIC = {"workbench.css": "text/css", "workbench.js": "application/javascript"}
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("linelab.web", "templates"), autoescape=select_autoescape(["html"]))
     env.filters["pct"] = lambda v, d=2: "—" if v is None else f"{100 * v:.{d}f}%"
-    env.filters["num"] = _num
+    env.filters["num"] = number
     env.filters["when"] = lambda v: "—" if not v else str(v)[:16].replace("T", " ")
     env.filters["q"] = lambda v: quote(str(v), safe="")
     env.filters["tojson_figure"] = lambda fig: fig.to_json() if isinstance(fig, go.Figure) else json.dumps(fig)
     return env
-
-
-def _num(v: Any, digits: int = 3) -> str:
-    """Numbers for people: thousands separators, a few significant digits, no 16-digit floats."""
-    if v is None:
-        return "—"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, float):
-        if v != v:
-            return "—"
-        if abs(v) >= 1000:
-            return f"{v:,.0f}"
-        return f"{v:.{digits}g}"
-    return str(v)
 
 
 class Workbench:

@@ -19,6 +19,7 @@ from typing import Any
 from linelab.knowhow.ledger import Effect
 from linelab.knowhow.report import join
 from linelab.monitor.problems import ACTIVE
+from linelab.render import number
 
 Remedy = Callable[[dict[str, Any]], dict[str, Any] | None]
 
@@ -230,18 +231,6 @@ def _e(v: Any) -> str:
     return html.escape(str(v))
 
 
-def _num(v: Any, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "—"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, float):
-        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{digits}g}"
-    return str(v)
-
-
 def _pct(v: Any, digits: int = 2) -> str:
     return "—" if v is None else f"{100 * v:.{digits}f}%"
 
@@ -324,8 +313,8 @@ def render(r: Report) -> str:
               + (f", {_hours(p['onset'].get('t'), p['first_evidence'].get('t'))} after the onset"
                  if _hours(p['onset'].get('t'), p['first_evidence'].get('t')) else "")),
              ("latest evidence", _when(p["latest_evidence"].get("t"))),
-             ("units affected", _num(sev.get("units_affected"))),
-             ("units lost", _num(sev.get("yield_lost_units"))
+             ("units affected", number(sev.get("units_affected"))),
+             ("units lost", number(sev.get("yield_lost_units"))
               + (f' <small>({_e(lost["note"])}: <code>{_e(units_command(lost["filters"]))}</code>)</small>'
                  if lost else ""))]
     if sev.get("loss_rate") is not None:
@@ -345,8 +334,8 @@ def render(r: Report) -> str:
                     else f"explained by {c['explained_by']}" if c.get("explained_by") else "")
             label = f" <small>{_e(c['effect_label'])}</small>" if c.get("effect_label") else ""
             rows.append([str(c["rank"]), f"<b>{_e(cause_label(c))}</b>" if i == 0 else _e(cause_label(c)),
-                         _e(c.get("kind") or ""), _num(c.get("effect")) + label,
-                         _pct(c.get("share"), 0) if c.get("share") is not None else "—", _num(c.get("q_value"), 2),
+                         _e(c.get("kind") or ""), number(c.get("effect")) + label,
+                         _pct(c.get("share"), 0) if c.get("share") is not None else "—", number(c.get("q_value"), 2),
                          _e(note)])
         figs = []
         for c in d["causes"][:3]:
@@ -386,10 +375,10 @@ def render(r: Report) -> str:
                   f'<dt>root cause</dt><dd>{_e(join(cause_label(cause), cause.get("description") or ""))}</dd>'
                   f'<dt>fix</dt><dd>{_e(fix["action"])} {_e(params_text(fix.get("params")))}</dd>'
                   f'<dt>effect</dt><dd>{_e(_effect_text(effect))}</dd>'
-                  f'<dt>reused</dt><dd>{_num(e.get("reused"))} time(s)</dd></dl>')
+                  f'<dt>reused</dt><dd>{number(e.get("reused"))} time(s)</dd></dl>')
     if r.recalled:
         rows = [[f'<span id="{_e(m.entry_id)}">{_e(m.entry_id)}</span>', _e(m.title), _e(m.fix), _e(m.why),
-                 _num(m.score, 2)] for m in r.recalled]
+                 number(m.score, 2)] for m in r.recalled]
         kh.append("<h3>Similar entries in the ledger</h3>"
                   + _table(["entry", "title", "fix", "why", "similarity"], rows, "recalled", (4,)))
     if not kh:
