@@ -32,6 +32,36 @@ def _title(c) -> str:
     return f"#{c.rank} {c.label}{share}"
 
 
+def draw_evidence(ax, plot: dict, factor: str, title: str, ylabel: str, fontsize: float = 8.0) -> None:
+    """One cause's evidence on a matplotlib axis: the symptom by its levels (reference against
+    incident, the guilty level marked) or the factor's distribution in both periods. A level one
+    period never saw has no bar."""
+
+    def heights(key: str) -> list[float]:
+        return [float("nan") if v is None else float(v) for v in plot.get(key) or []]
+
+    if plot["type"] == "levels":
+        levels = [str(v) for v in plot["levels"]]
+        x = range(len(levels))
+        ax.bar([i - 0.2 for i in x], heights("reference"), 0.4, label="reference", color="#9aa5b1")
+        colors = ["#d64545" if lv == str(plot.get("highlight")) else "#3e7cb1" for lv in levels]
+        ax.bar([i + 0.2 for i in x], heights("incident"), 0.4, label="incident", color=colors)
+        many = len(levels) > 4
+        ax.set_xticks(list(x), levels, rotation=45 if many else 0, ha="right" if many else "center", fontsize=fontsize)
+        ax.set_ylabel(ylabel, fontsize=fontsize)
+    else:
+        edges = plot["edges"]
+        centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        width = (edges[1] - edges[0]) if len(edges) > 1 else 1.0
+        ax.bar(centers, heights("reference"), width, alpha=0.5, label="reference", color="#9aa5b1")
+        ax.bar(centers, heights("incident"), width, alpha=0.5, label="incident", color="#d64545")
+        ax.set_xlabel(factor, fontsize=fontsize)
+        ax.set_ylabel("density", fontsize=fontsize)
+    ax.set_title(title, fontsize=fontsize + 1)
+    ax.tick_params(labelsize=fontsize)
+    ax.legend(fontsize=fontsize - 1)
+
+
 def _png(report: Diagnosis, causes, path: Path) -> Path:
     import matplotlib
 
@@ -41,26 +71,7 @@ def _png(report: Diagnosis, causes, path: Path) -> Path:
     n = max(len(causes), 1)
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 3.8), squeeze=False)
     for ax, c in zip(axes[0], causes, strict=False):
-        p = c.plot
-        if p["type"] == "levels":
-            x = range(len(p["levels"]))
-            ref = [v if v is not None else 0 for v in p["reference"]]
-            inc = [v if v is not None else 0 for v in p["incident"]]
-            ax.bar([i - 0.2 for i in x], ref, 0.4, label="reference", color="#9aa5b1")
-            colors = ["#d64545" if lv == p["highlight"] else "#3e7cb1" for lv in p["levels"]]
-            ax.bar([i + 0.2 for i in x], inc, 0.4, label="incident", color=colors)
-            ax.set_xticks(list(x), p["levels"], rotation=45, ha="right", fontsize=8)
-            ax.set_ylabel(level_axis(report.target, report.symptom_mode))
-        else:
-            edges = p["edges"]
-            centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
-            width = edges[1] - edges[0]
-            ax.bar(centers, p["reference"], width, alpha=0.5, label="reference", color="#9aa5b1")
-            ax.bar(centers, p["incident"], width, alpha=0.5, label="incident", color="#d64545")
-            ax.set_xlabel(c.factor)
-            ax.set_ylabel("density")
-        ax.set_title(_title(c), fontsize=10)
-        ax.legend(fontsize=8)
+        draw_evidence(ax, c.plot, c.factor, _title(c), level_axis(report.target, report.symptom_mode), fontsize=9)
     if not causes:
         axes[0][0].text(0.5, 0.5, "no candidate causes", ha="center")
     fig.suptitle(f"Diagnosis of {report.target}", fontsize=11)

@@ -194,36 +194,15 @@ def chart_svg(record: dict[str, Any], unit: str | None) -> str | None:
 
 def evidence_svg(cause: dict[str, Any], target: str, mode: str | None, unit: str | None) -> str | None:
     """A cause's evidence: the symptom by its levels, or its distribution, reference against incident."""
-    from linelab.diagnose.plots import level_axis
+    from linelab.diagnose.plots import draw_evidence, level_axis
 
     p = cause.get("plot") or {}
     if not p:
         return None
     plt = _mpl()
-
-    def heights(key: str) -> list[float]:  # a level the reference never saw has no bar
-        return [float("nan") if v is None else float(v) for v in p.get(key) or []]
-
     fig, ax = plt.subplots(figsize=(4.6, 2.6))
-    if p.get("type") == "levels":
-        levels = [str(v) for v in p["levels"]]
-        x = range(len(levels))
-        ax.bar([i - 0.2 for i in x], heights("reference"), 0.4, color="#9aa5b1", label="reference")
-        ax.bar([i + 0.2 for i in x], heights("incident"), 0.4, label="incident",
-               color=["#b3261e" if lv == str(p.get("highlight")) else "#1f4e79" for lv in levels])
-        ax.set_xticks(list(x), levels, rotation=30 if len(levels) > 4 else 0, fontsize=7)
-        ax.set_ylabel(level_axis(target, str(mode), unit if mode in ("mean", "spread") else None), fontsize=7)
-    else:
-        edges = p["edges"]
-        mids = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
-        width = (edges[1] - edges[0]) if len(edges) > 1 else 1.0
-        ax.bar(mids, heights("reference"), width, color="#9aa5b1", alpha=0.6, label="reference")
-        ax.bar(mids, heights("incident"), width, color="#b3261e", alpha=0.6, label="incident")
-        ax.set_xlabel(str(cause["factor"]), fontsize=7)
-        ax.set_ylabel("density", fontsize=7)
-    ax.set_title(f"#{cause['rank']} {cause_label(cause)}", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=6)
+    draw_evidence(ax, p, str(cause["factor"]), f"#{cause['rank']} {cause_label(cause)}",
+                  level_axis(target, str(mode), unit if mode in ("mean", "spread") else None), fontsize=7)
     return _svg(fig)
 
 
