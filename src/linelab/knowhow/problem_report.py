@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from linelab.knowhow.ledger import Effect
-from linelab.knowhow.report import join
+from linelab.knowhow.report import join, params_text
 from linelab.monitor.problems import ACTIVE
 from linelab.render import number
 
@@ -26,10 +26,6 @@ Remedy = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 def cause_label(c: dict[str, Any]) -> str:
     return f"{c['factor']}={c['level']}" if c.get("level") is not None else str(c["factor"])
-
-
-def params_text(params: dict[str, Any] | None) -> str:
-    return " ".join(f"{k}={v}" for k, v in (params or {}).items())
 
 
 # -- what the problem page and the report share --------------------------------------------------
