@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from linelab.knowhow.ledger import Effect
-from linelab.knowhow.report import join, params_text
+from linelab.knowhow.report import draw_chart, join, params_text
 from linelab.monitor.problems import ACTIVE
 from linelab.render import number
 
@@ -152,38 +152,12 @@ def chart_svg(record: dict[str, Any], unit: str | None) -> str | None:
     """The monitor's chart of the problem: its values with centre, control and spec limits, the onset
     and the detection, the value axis in the measurement's units."""
     c = record.get("chart") or {}
-    values = c.get("value") or []
-    if not c.get("t") or not values:
+    if not c.get("t") or not c.get("value"):
         return None
     plt = _mpl()
-    import matplotlib.dates as mdates
-
-    t = [datetime.fromisoformat(x) for x in c["t"]][: len(values)]
-    y = [float("nan") if v is None else v for v in values]
     fig, ax = plt.subplots(figsize=(9, 3.4))
-    ax.plot(t, y, lw=0.9, marker=".", ms=2.5, color="#1f4e79", label=c.get("label") or "value")
-    for key, colour, style, name in (("centre", "#2e7d32", "-", "centre"), ("lcl", "#b3261e", "--", "LCL"),
-                                     ("ucl", "#b3261e", "--", "UCL"), ("lsl", "#333", ":", "LSL"),
-                                     ("usl", "#333", ":", "USL")):
-        v = c.get(key)
-        if isinstance(v, int | float):
-            ax.axhline(v, color=colour, ls=style, lw=1, label=name)
-    out = [(ti, yi) for ti, yi in zip(t, y, strict=True) if yi == yi and (
-        (c.get("ucl") is not None and yi > c["ucl"]) or (c.get("lcl") is not None and yi < c["lcl"]))]
-    if out:
-        ax.plot([p[0] for p in out], [p[1] for p in out], "o", mfc="none", mec="#b3261e", ms=6,
-                label="beyond the limits")
-    for when, colour, name in (((record.get("onset") or {}).get("t"), "#e69500", "onset"),
-                               ((record.get("first_evidence") or {}).get("t"), "#b3261e", "detected")):
-        if when:
-            ax.axvline(datetime.fromisoformat(when), color=colour, lw=1.5, label=name)
-    locator = mdates.AutoDateLocator(maxticks=8)
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    ax.set_ylabel(axis_label(c, unit))
-    if str(c.get("type", "")).endswith("rate"):
-        ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.1f}%")
-    ax.grid(alpha=0.3)
+    draw_chart(ax, c, onset=(record.get("onset") or {}).get("t"),
+               detected=(record.get("first_evidence") or {}).get("t"), ylabel=axis_label(c, unit))
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=9, frameon=False)
     return _svg(fig)
 

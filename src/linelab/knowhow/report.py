@@ -38,35 +38,59 @@ def _close(fig: Figure) -> None:
     plt.close(fig)
 
 
-def chart_png(chart: dict[str, Any], path: Path, title: str) -> Path | None:
-    """The problem's control chart (values with centre line and limits), if it has one."""
-    y = chart.get("value") or chart.get("y") or chart.get("statistic")
-    if not y:
-        return None
+def draw_chart(ax: Axes, chart: dict[str, Any], onset: Any = None, detected: Any = None,
+               ylabel: str | None = None) -> None:
+    """A problem's control chart on an axis: its values with centre, control and spec limits, the
+    points beyond the limits ringed, the onset and the detection marked (the 8D export and the
+    problem report draw the same chart)."""
+    y = chart.get("value") or chart.get("y") or chart.get("statistic") or []
+    y = [float("nan") if v is None else v for v in y]
     # Monitor charts carry ISO times; anything else is plotted against its index.
-    x = [datetime.fromisoformat(t) for t in chart["t"]] if chart.get("t") else chart.get("x") or list(range(len(y)))
-    fig, ax = _subplots(8, 3)
+    x = [datetime.fromisoformat(t) for t in chart["t"]][: len(y)] if chart.get("t") else \
+        chart.get("x") or list(range(len(y)))
     # matplotlib plots datetimes through its date converter; its stubs leave them out of the accepted types
-    ax.plot(x[: len(y)], y, lw=0.8, color="#1f4e79")  # type: ignore[arg-type]
-    for key, style in (("center", "-"), ("centre", "-"), ("ucl", "--"), ("lcl", "--"), ("limit", "--")):
+    ax.plot(x, y, lw=0.9, marker=".", ms=2.5, color="#1f4e79", label=chart.get("label") or "value")  # type: ignore[arg-type]
+    for key, colour, style, name in (("centre", "#2e7d32", "-", "centre"), ("center", "#2e7d32", "-", "centre"),
+                                     ("lcl", "#b3261e", "--", "LCL"), ("ucl", "#b3261e", "--", "UCL"),
+                                     ("limit", "#b3261e", "--", "limit"), ("lsl", "#333", ":", "LSL"),
+                                     ("usl", "#333", ":", "USL")):
         v = chart.get(key)
         if isinstance(v, int | float):
-            ax.axhline(v, ls=style, color="#b3261e" if style == "--" else "#555", lw=0.9, label=key)
-    onset = chart.get("onset_x")
-    if onset is None and chart.get("onset_t") and chart.get("t"):
-        onset = datetime.fromisoformat(chart["onset_t"])
-    if onset is not None:
-        ax.axvline(onset, color="#e69500", lw=1, label="onset")
+            ax.axhline(v, color=colour, ls=style, lw=1, label=name)
+    ucl, lcl = chart.get("ucl"), chart.get("lcl")
+    out = [(xi, yi) for xi, yi in zip(x, y, strict=False) if yi == yi and (
+        (ucl is not None and yi > ucl) or (lcl is not None and yi < lcl))]
+    if out:
+        ax.plot([p[0] for p in out], [p[1] for p in out], "o", mfc="none", mec="#b3261e", ms=6,
+                label="beyond the limits")
+    if onset is None:
+        onset = chart.get("onset_x")
+        if onset is None and chart.get("onset_t") and chart.get("t"):
+            onset = chart["onset_t"]
+    for when, colour, name in ((onset, "#e69500", "onset"), (detected, "#b3261e", "detected")):
+        if when is not None:
+            at = datetime.fromisoformat(when) if isinstance(when, str) else when
+            ax.axvline(at, color=colour, lw=1.5, label=name)  # type: ignore[arg-type]  # dates, as above
     if chart.get("t"):  # dates that fit under the chart: 01-08 12:00 written once, not at every tick
         import matplotlib.dates as mdates
 
         locator = mdates.AutoDateLocator(maxticks=8)
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_ylabel(ylabel if ylabel is not None else str(chart.get("label") or chart.get("ylabel") or ""))
+    if str(chart.get("type", "")).endswith("rate"):
+        ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.1f}%")
+    ax.grid(alpha=0.3)
+
+
+def chart_png(chart: dict[str, Any], path: Path, title: str) -> Path | None:
+    """The problem's control chart (values with centre line and limits), if it has one."""
+    if not (chart.get("value") or chart.get("y") or chart.get("statistic")):
+        return None
+    fig, ax = _subplots(8, 3)
+    draw_chart(ax, chart)
     ax.set_title(title, fontsize=10)
-    ax.set_ylabel(str(chart.get("label") or chart.get("ylabel") or ""))
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     _close(fig)
