@@ -254,8 +254,6 @@ def problem_report_command(p: ProblemReportParams, ctx: Context) -> ProblemRepor
     ranked causes with their evidence, the actions taken and their effect, its know-how, what to do next."""
     from linelab.act.commands import ListParams as ActionsParams
     from linelab.act.commands import act_list
-    from linelab.act.remedies import remedy
-    from linelab.model import Cause
     from linelab.monitor.chart_commands import spec_unit
     from linelab.profile import workspace_profile
 
@@ -267,15 +265,9 @@ def problem_report_command(p: ProblemReportParams, ctx: Context) -> ProblemRepor
     actions = act_list(ActionsParams(problem_id=p.id), ctx).actions  # type: ignore[attr-defined]
     entries = [e.model_dump(mode="json") for e in ledger.all_entries(ws) if e.problem_id == p.id]
     recalled = [m for m in recall.recall(ws, record, 3) if m.entry_id not in {e["id"] for e in entries}]
-    profile = workspace_profile(ws.path)
-
-    def line_remedy(cause: dict[str, Any]) -> dict[str, Any] | None:
-        if profile is None:
-            return None
-        return remedy(profile, Cause.model_validate({k: v for k, v in cause.items() if k in Cause.model_fields}))
-
     diagnosis = stored.get("diagnosis")
-    step = problem_report.next_step(record, diagnosis, actions, entries, line_remedy)
+    step = problem_report.next_step(record, diagnosis, actions, entries,
+                                    problem_report.profile_remedy(workspace_profile(ws.path)))
     report_data = problem_report.Report(record=record, unit=unit, diagnosis=diagnosis, actions=actions,
                                         entries=entries, recalled=recalled, next=step,
                                         workspace=Path(str(ws.path)).name)

@@ -19,9 +19,24 @@ from typing import Any
 from linelab.knowhow.ledger import Effect
 from linelab.knowhow.report import draw_chart, join, params_text
 from linelab.monitor.problems import ACTIVE
+from linelab.profile import Profile
 from linelab.render import number
 
 Remedy = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+def profile_remedy(profile: Profile | None) -> Remedy:
+    """`remedy(cause)` for `next_step`: the line profile's action for a ranked cause, None without a
+    profile or an action for it."""
+    from linelab.act.remedies import remedy
+    from linelab.model import Cause
+
+    def of(cause: dict[str, Any]) -> dict[str, Any] | None:
+        if profile is None:
+            return None
+        return remedy(profile, Cause.model_validate({k: v for k, v in cause.items() if k in Cause.model_fields}))
+
+    return of
 
 
 def cause_label(c: dict[str, Any]) -> str:

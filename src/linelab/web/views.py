@@ -238,7 +238,7 @@ def evidence_figures(diagnosis: dict[str, Any], unit: str | None) -> list[tuple[
         p = c.get("plot") or {}
         if not p:
             continue
-        title = {"text": f"#{c['rank']} {_label(c)}", "font": {"size": 13}}
+        title = {"text": f"#{c['rank']} {problem_report.cause_label(c)}", "font": {"size": 13}}
         if p.get("type") == "levels":
             colours = [FLAG if lv == p.get("highlight") else LINE for lv in p["levels"]]
             fig = figure([{"type": "bar", "x": p["levels"], "y": p["reference"], "name": "reference",
@@ -261,7 +261,7 @@ def evidence_figures(diagnosis: dict[str, Any], unit: str | None) -> list[tuple[
 def next_step(ctx: Context, record: dict[str, Any], diagnosis: dict[str, Any] | None, actions: list[Any],
               entries: list[dict[str, Any]]) -> dict[str, Any]:
     """What a person should do next about a problem (the problem report says the same)."""
-    return problem_report.next_step(record, diagnosis, actions, entries, lambda cause: _remedy(ctx, cause))
+    return problem_report.next_step(record, diagnosis, actions, entries, problem_report.profile_remedy(_profile(ctx)))
 
 
 _PROFILES: dict[str, tuple[float, Any]] = {}
@@ -279,20 +279,6 @@ def _profile(ctx: Context) -> Any:
     if kept is None or kept[0] != mtime:
         kept = _PROFILES[str(path)] = (mtime, workspace_profile(ctx.workspace.path))
     return kept[1]
-
-
-def _remedy(ctx: Context, cause: dict[str, Any]) -> dict[str, Any] | None:
-    from linelab.act.remedies import remedy
-    from linelab.model import Cause
-
-    profile = _profile(ctx)
-    if profile is None:
-        return None
-    return remedy(profile, Cause.model_validate({k: v for k, v in cause.items() if k in Cause.model_fields}))
-
-
-def _label(c: dict[str, Any]) -> str:
-    return f"{c['factor']}={c['level']}" if c.get("level") is not None else c["factor"]
 
 
 def problem(bench: Workbench, ctx: Context, problem_id: str) -> dict[str, Any]:
