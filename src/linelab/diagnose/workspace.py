@@ -324,15 +324,20 @@ def _product_targets(ws: Any) -> dict[tuple[str, str], dict[str, float]]:
     return {k: v for k, v in out.items() if len(set(v.values())) > 1}
 
 
-def _per_product(data: pa.Table, reference: np.ndarray, column: str = "symptom",
-                 targets: dict[str, float] | None = None) -> pa.Table:
+def _products(data: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's product as (labels, a code per row), worked out once for every reading adjusted."""
+    return np.unique(np.asarray(data.column("product").to_pylist(), dtype=str), return_inverse=True)
+
+
+def _per_product(data: pa.Table, reference: np.ndarray, products: tuple[np.ndarray, np.ndarray],
+                 column: str = "symptom", targets: dict[str, float] | None = None) -> pa.Table:
     """A reading whose level depends on the product, as each unit's deviation from its product's level
     before the onset (around the overall level): a change of product mix is then no shift, and a shift
     of one product's units shows as that product's. A product not made before the onset takes its level
     from its target, offset as the other products ran from theirs (a new product on its own nominal
     is no shift either)."""
     y = data.column(column).to_numpy(zero_copy_only=False).astype(float)
-    labels, codes = np.unique(np.asarray(data.column("product").to_pylist(), dtype=str), return_inverse=True)
+    labels, codes = products
     ok = reference & ~np.isnan(y)
     n = np.bincount(codes[ok], minlength=len(labels))
     if ok.sum() == 0 or (n > 0).sum() + (targets is not None) < 2:
@@ -350,11 +355,12 @@ def _per_product(data: pa.Table, reference: np.ndarray, column: str = "symptom",
     return data.set_column(data.column_names.index(column), column, pa.array(adjusted, mask=np.isnan(adjusted)))
 
 
-def _product_dependent(data: pa.Table, reference: np.ndarray, column: str) -> bool:
+def _product_dependent(data: pa.Table, reference: np.ndarray, products: tuple[np.ndarray, np.ndarray],
+                       column: str) -> bool:
     """Whether a reading's level differs between the products made before the onset by more than its
     own spread within a product."""
     y = data.column(column).to_numpy(zero_copy_only=False).astype(float)
-    labels, codes = np.unique(np.asarray(data.column("product").to_pylist(), dtype=str), return_inverse=True)
+    labels, codes = products
     ok = reference & ~np.isnan(y)
     n = np.bincount(codes[ok], minlength=len(labels))
     if (n >= 20).sum() < 2:
@@ -416,14 +422,15 @@ def diagnose_spec(ws: Any, spec: SymptomSpec) -> Diagnosis:
     if ref_rows.size < 50 or inc_rows.size < 20:
         raise UserError(f"too few units to compare: {ref_rows.size} before and {inc_rows.size} since the onset")
     if "product" in meta:
-        targets = _product_targets(ws)
+        targets, products = _product_targets(ws), _products(data)
         if spec.measurement:
-            data = _per_product(data, period == 0, targets=targets.get((spec.station or "", spec.measurement)))
+            own_targets = targets.get((spec.station or "", spec.measurement))
+            data = _per_product(data, period == 0, products, targets=own_targets)
         for name, m in meta.items():  # candidate readings, on their products' levels too
             if m["type"] in ("param", "measurement") and name in data.column_names:
                 own = targets.get((m["station"], m["name"]))
-                if own is not None or _product_dependent(data, period == 0, name):
-                    data = _per_product(data, period == 0, name, own)
+                if own is not None or _product_dependent(data, period == 0, products, name):
+                    data = _per_product(data, period == 0, products, name, own)
     else:
         data = data.drop_columns(["product"])
     # judged on each product's own level where it has one: a change of mix is no step
