@@ -6,10 +6,13 @@ On the twin (scenario `bad_lot`) and on a zoo line (`assembly:bad_lot_fails`), e
    that follow: its live precision and recall at its operating point, and the cost it saved
    (inspection, test, escape and failure costs at the defaults of `linelab.deploy.registry.Costs`)
    against running with no model (the baseline, saving 0) — per unit and in total.
-2. Shuffled-label canary: a model trained on permuted labels goes canary (10 % of units) beside
-   the good incumbent; units are produced and scored in chunks with a review after each. Reported:
-   units it scored until rolled back, and units it mis-routed before that.
-3. Good model: the predictor as canary against no model; units until it is promoted to full.
+2. Shuffled-label canary: a model trained on permuted labels, made to fill the inspection's capacity
+   (left to its own operating point it would inspect nothing: its holdout shows no gain), goes canary
+   (10 % of units) beside the good incumbent; units are produced and scored in chunks with a review
+   after each. Reported: units it scored until rolled back, and units it mis-routed before that.
+3. Trained model: the predictor as canary against no model; units until it is promoted to full, or
+   withdrawn. The right verdict is the one its own live record (section 1) supports: promoted where it
+   saved money deployed full, withdrawn where it lost (`right_verdict`).
 4. A/A: two models of equal skill on simulated score streams (vectorised), the paired always-valid
    test run over each stream: the false-promotion rate over `--aa-runs` runs (target <= 0.05).
 5. Serving: `POST /score` (one unit, its features read from the workspace, or handed in with the
@@ -55,8 +58,8 @@ from linelab.line import open_simulator  # noqa: E402
 from linelab.store import Workspace  # noqa: E402
 
 # (simulator, scenario, units to train on): each trains on its problem's first 1,500 units or so
-# (the twin's bad capacitor lot starts at unit 10,000, the zoo's bad seal lot near 5,600).
-LINES = [("twin", "bad_lot", 11500), ("zoo", "assembly:bad_lot_fails", 7600)]
+# (the twin's bad capacitor lot is first loaded at unit 19,850, the zoo's bad seal lot near 5,600).
+LINES = [("twin", "bad_lot", 21500), ("zoo", "assembly:bad_lot_fails", 7600)]
 
 
 def build(root: Path, simulator: str, scenario: str, units: int) -> str:
@@ -112,7 +115,7 @@ def one_line(work: Path, simulator: str, scenario: str, train_units: int, a: arg
     t0 = time.perf_counter()
     station = build(base, simulator, scenario, train_units)
     good = call("model train", base, station=station).model
-    call("model train", base, station=station, shuffle_labels=True)
+    call("model train", base, station=station, shuffle_labels=True, fill_capacity=True)
     trained_s = time.perf_counter() - t0
     out: dict[str, Any] = {"scenario": f"{simulator}:{scenario}", "station": station, "train_s": round(trained_s, 1),
                            "holdout": {k: good["metrics"][k] for k in ("auc", "precision", "recall", "bad_rate")}}
@@ -126,6 +129,11 @@ def one_line(work: Path, simulator: str, scenario: str, train_units: int, a: arg
     out["shuffled_canary"] = until(runs["shuffled"], station, "M-0002", "retired", a.chunk, a.live_units * 3)
     call("model promote", runs["promote"], version="M-0001", to="canary", share=0.1)
     out["good_canary"] = until(runs["promote"], station, "M-0001", "full", a.chunk, a.live_units * 3)
+    # The right verdict on the trained model is the one its own live record supports: promoted where,
+    # deployed full, it saved money; withdrawn where it lost (a line whose failures it cannot foresee).
+    pays = out["predictor"]["saving_per_unit"] > 0
+    out["good_canary"]["model_pays_live"] = pays
+    out["good_canary"]["right_verdict"] = out["good_canary"]["outcome"] == ("full" if pays else "retired")
     out["serving"] = serving(runs["predictor"], station, a)
     return out
 
@@ -257,7 +265,7 @@ def serving_only(a: argparse.Namespace, t0: float) -> dict[str, Any]:
         root = Path(tmp) / "serving"
         station = build(root, simulator, scenario, train_units)
         call("model train", root, station=station)
-        call("model train", root, station=station, shuffle_labels=True)
+        call("model train", root, station=station, shuffle_labels=True, fill_capacity=True)
         predictor_live(root, station, a.live_units)
         serve = serving(root, station, a)
     return {"bench": "deploy", "section": "serving", "quick": a.quick, "serving": serve,
@@ -325,7 +333,10 @@ def main() -> None:
                       "saving_per_unit_vs_no_model": ln["predictor"]["saving_per_unit"],
                       "shuffled_canary": [ln["shuffled_canary"]["outcome"], ln["shuffled_canary"]["units"],
                                           ln["shuffled_canary"]["misrouted"]],
-                      "good_canary": [ln["good_canary"]["outcome"], ln["good_canary"]["units"]]}
+                      "break_even_precision": Costs().inspect / Costs().fail,
+                      "holdout_auc": ln["holdout"]["auc"],
+                      "good_canary": [ln["good_canary"]["outcome"], ln["good_canary"]["units"]],
+                      "good_canary_right_verdict": ln["good_canary"]["right_verdict"]}
                for name, ln in lines.items()}
     result = {
         "bench": "deploy", "quick": a.quick, "summary": summary, "lines": lines, "aa": aa,

@@ -71,7 +71,8 @@ def trained(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 ws.ingest_tables(line.produce(1900), source=line.source)
             record_simulation(ws, line, "zoo", SCENARIO, 0)
         good = call("model train", root, station=STATION)
-        bad = call("model train", root, station=STATION, shuffle_labels=True)
+        # a control that learned nothing but inspects its share anyway, as a line with fixed capacity would
+        bad = call("model train", root, station=STATION, shuffle_labels=True, fill_capacity=True)
         assert (good.model["id"], bad.model["id"]) == ("M-0001", "M-0002")
         yield root
 
@@ -131,6 +132,21 @@ def test_training_is_recorded_and_learns_the_failures(trained: Path) -> None:
     m = good["metrics"]
     assert m["auc"] > 0.85 and m["precision"] > 3 * m["bad_rate"] and m["recall"] > 0.3
     assert bad["metrics"]["auc"] < 0.65
+    assert good["operating"]["inspect_threshold"] is not None
+
+
+def test_a_model_whose_inspections_would_not_pay_inspects_nothing(ws_path: Path) -> None:
+    """A model that has learned nothing finds failures among the units it would inspect no more often
+    than among any: the holdout does not show that inspecting them pays, and it sends no unit."""
+    rec = call("model train", ws_path, station=STATION, shuffle_labels=True).model
+    assert rec["operating"]["inspect_threshold"] is None
+    assert rec["metrics"]["inspected"] == 0 and rec["metrics"]["saving_per_unit"] >= 0
+    forced = call("model show", ws_path, version="M-0002").model  # the same control, made to fill its share
+    assert forced["metrics"]["inspected"] > 0
+    # at costs where finding a failure early is worth far more, the good model inspects more units
+    good = call("model show", ws_path, version="M-0001").model
+    dear = call("model train", ws_path, station=STATION, cost_fail=100.0).model
+    assert dear["metrics"]["inspected"] >= good["metrics"]["inspected"]
 
 
 def test_registry_round_trip_is_skops_without_pickle(ws_path: Path) -> None:

@@ -37,7 +37,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ws.ingest_tables(line.produce(1900), source=line.source)
         record_simulation(ws, line, "zoo", SCENARIO, 0)
     call("model train", root, station=STATION)
-    call("model train", root, station=STATION, shuffle_labels=True)
+    call("model train", root, station=STATION, shuffle_labels=True, fill_capacity=True)
     call("model promote", root, version="M-0001", to="full", force=True)
     call("model promote", root, version="M-0002", to="canary", share=0.2)
     for units in (500, 500, 500, 300):

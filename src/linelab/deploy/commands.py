@@ -27,6 +27,9 @@ class TrainParams(BaseModel):
     seq_from: int | None = Field(None, ge=1, description="first ingest batch of the training data")
     seq_to: int | None = Field(None, ge=1, description="last ingest batch of the training data [latest]")
     inspect_share: float = Field(0.1, gt=0, lt=1, description="share of units inspection can take")
+    fill_capacity: bool = Field(False, description="inspect the top inspect_share of units even where the holdout "
+                                                   "says inspecting them does not pay (a line that inspects a fixed "
+                                                   "share anyway)")
     max_escape_rate: float = Field(0.002, ge=0, lt=1, description="failure rate allowed among units that skip "
                                                                   "the test")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed of the holdout and the estimator")

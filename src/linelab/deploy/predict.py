@@ -134,7 +134,8 @@ def decisions(rec: ModelRecord, score: np.ndarray) -> np.ndarray:
     out = np.full(score.shape, "none", dtype=object)
     if op.pass_threshold is not None:
         out[score <= op.pass_threshold] = "pass"
-    out[score >= op.inspect_threshold] = "inspect"
+    if op.inspect_threshold is not None:
+        out[score >= op.inspect_threshold] = "inspect"
     return out
 
 

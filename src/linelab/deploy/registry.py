@@ -49,7 +49,8 @@ class Costs(BaseModel):
 
 
 class OperatingPoint(BaseModel):
-    inspect_threshold: float = Field(description="scores at or above it are sent to inspection")
+    inspect_threshold: float | None = Field(description="scores at or above it are sent to inspection (None: never, "
+                                                        "where no score paid for its inspections on the holdout)")
     pass_threshold: float | None = Field(None, description="scores at or below it skip the test (None: never)")
     inspect_share: float = 0.1
     max_escape_rate: float = 0.002

@@ -3,7 +3,10 @@
 Units are taken from a range of ingest batches (the data snapshot, kept in the record), in build
 order; a seeded random `holdout` share of them judges the model and sets its operating point:
 
-- inspection: the units scoring in the top `inspect_share` (the inspection station's capacity);
+- inspection: the units whose inspection paid on the holdout (their failure rate clearly above
+  the costs' break-even `inspect / fail`), at most `inspect_share` of them (the inspection
+  station's capacity); none where no score paid. `fill_capacity` inspects the top `inspect_share`
+  whatever the holdout says (a line that inspects a fixed share anyway);
 - pass (skip the test): the highest score below which at most `max_escape_rate` of holdout
   units failed, over at least `MIN_PASS_UNITS` of them; none when no such score exists.
 
@@ -40,6 +43,7 @@ from .registry import Costs, ModelKind, ModelRecord, OperatingPoint
 MIN_UNITS = 200
 MIN_BAD = 10
 MIN_PASS_UNITS = 50
+INSPECT_ALPHA = 0.05  # how sure the holdout must make us that inspecting the chosen units pays
 
 
 class TrainSettings(BaseModel):
@@ -50,6 +54,7 @@ class TrainSettings(BaseModel):
     seq_to: int | None = Field(None, ge=1, description="last ingest batch (default: the latest)")
     holdout: float = Field(0.25, gt=0.05, lt=0.9)
     inspect_share: float = Field(0.1, gt=0, lt=1)
+    fill_capacity: bool = False
     max_escape_rate: float = Field(0.002, ge=0, lt=1)
     anomaly_alpha: float = Field(0.01, gt=0, lt=0.5)
     max_iter: int = Field(100, ge=1)
@@ -156,15 +161,46 @@ def _fit_anomaly(x: np.ndarray, s: TrainSettings) -> tuple[dict[str, Any], dict[
 
 
 def _operating_point(p: np.ndarray, bad: np.ndarray, s: TrainSettings) -> OperatingPoint:
-    inspect = float(np.quantile(p, 1 - s.inspect_share))
+    inspect = float(np.quantile(p, 1 - s.inspect_share)) if s.fill_capacity else \
+        _inspect_threshold(p, bad, s.inspect_share, s.costs)
+    pass_at = _pass_threshold(p, bad, s.max_escape_rate)
+    if pass_at is not None and inspect is not None and pass_at >= inspect:
+        pass_at = None
+    return OperatingPoint(inspect_threshold=inspect, pass_threshold=pass_at,
+                          inspect_share=s.inspect_share, max_escape_rate=s.max_escape_rate)
+
+
+def _inspect_threshold(p: np.ndarray, bad: np.ndarray, capacity: float, costs: Costs,
+                       alpha: float = INSPECT_ALPHA) -> float | None:
+    """The score from which inspecting pays most on the holdout, within the inspection's capacity.
+
+    Filling the capacity whatever the scores lost money on most lines: where failures are rare and
+    hard to foresee, a tenth of the units holds fewer than `inspect / fail` bad ones. Inspecting the
+    top k units pays where their failure rate beats that break-even; the best k is kept only if its
+    rate beats it clearly (one-sided binomial test), else the model inspects nothing (None)."""
+    from scipy.stats import binomtest
+
+    if costs.fail <= costs.inspect or len(p) == 0:
+        return None
+    order = np.argsort(-p, kind="stable")
+    cap = max(1, int(capacity * len(p)))
+    found = np.cumsum(bad[order][:cap])
+    k = np.arange(1, cap + 1)
+    saved = (costs.fail - costs.inspect) * found - costs.inspect * (k - found)
+    best = int(np.argmax(saved))
+    if saved[best] <= 0:
+        return None
+    if binomtest(int(found[best]), int(k[best]), costs.inspect / costs.fail, alternative="greater").pvalue > alpha:
+        return None
+    return float(p[order][best])
+
+
+def _pass_threshold(p: np.ndarray, bad: np.ndarray, max_escape_rate: float) -> float | None:
+    """The highest score below which at most `max_escape_rate` of the holdout failed (over enough units)."""
     order = np.argsort(p, kind="stable")
     rate = np.cumsum(bad[order]) / np.arange(1, len(p) + 1)
-    ok = np.flatnonzero((rate <= s.max_escape_rate) & (np.arange(1, len(p) + 1) >= MIN_PASS_UNITS))
-    pass_at = float(p[order][ok[-1]]) if ok.size else None
-    if pass_at is not None and pass_at >= inspect:
-        pass_at = None
-    return OperatingPoint(inspect_threshold=inspect, pass_threshold=pass_at, inspect_share=s.inspect_share,
-                          max_escape_rate=s.max_escape_rate)
+    ok = np.flatnonzero((rate <= max_escape_rate) & (np.arange(1, len(p) + 1) >= MIN_PASS_UNITS))
+    return float(p[order][ok[-1]]) if ok.size else None
 
 
 def holdout_metrics(rec: ModelRecord, score: np.ndarray, bad: np.ndarray) -> dict[str, Any]:
