@@ -185,11 +185,17 @@ def _store_fresh_typed(ws: Workspace, rep: TableReport, name: str, table: pa.Tab
     try:
         # Stored rows in the batch's range (the last minutes of a stream whose records overlap in time)
         # matter only if one shares a key with the batch: none does, nothing to compare with.
-        if ws.scalar(f"SELECT count(*) FROM {name} AS t WHERE {in_range}") and ws.scalar(
-                f"SELECT count(*) FROM {name} AS t SEMI JOIN _incoming AS s ON "
-                + " AND ".join(f's."{k}" IS NOT DISTINCT FROM t."{k}"' for k in NATURAL_KEYS[name])
-                + f" WHERE {in_range}"):
-            return None
+        stored = ws.query(f'SELECT count(*) AS n, min(t."{prune}") AS lo, max(t."{prune}") AS hi '
+                          f"FROM {name} AS t WHERE {in_range}")
+        if stored.column("n")[0].as_py():
+            # The prune column is part of the key: only the batch's rows within those stored rows' own range
+            # can share a key with one, so the join is built on them alone, not on the whole batch.
+            near = (f's."{prune}" BETWEEN {sql_literal(stored.column("lo")[0])} '
+                    f'AND {sql_literal(stored.column("hi")[0])}')
+            if ws.scalar(f"SELECT count(*) FROM {name} AS t SEMI JOIN (SELECT * FROM _incoming AS s WHERE {near}) "
+                         "AS s ON " + " AND ".join(f's."{k}" IS NOT DISTINCT FROM t."{k}"' for k in NATURAL_KEYS[name])
+                         + f" WHERE {in_range}"):
+                return None
     finally:
         ws.backend.unregister("_incoming")
     # Whether two rows share a key is worked out while the rows are inserted (the insert waits on
