@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -394,3 +395,31 @@ def test_an_update_whose_rows_the_key_cannot_name_rewrites_the_table_exactly(pg:
     assert [tuple(r.values()) for r in mine] == stored == [("hold", None, "changed", 1), ("release", "AOI", "b", 1)]
     with Workspace.open(url) as other:  # and a fresh replica reads the same
         assert other.query("SELECT kind, station, detail, batch FROM events ORDER BY kind").to_pylist() == mine
+
+
+def test_rows_that_fail_part_way_through_a_streamed_insert_store_nothing(pg: tuple[str, str]) -> None:
+    """An INSERT ... SELECT streams DuckDB's rows into one COPY as they are computed: a row that fails
+    after the first blocks were sent aborts the COPY, so the transaction stores none of them."""
+    url, schema = pg
+    with Workspace.open(url) as ws:
+        backend: Any = ws.backend
+        started: list[str] = []
+        copy_stream = backend._copy_stream
+
+        def spy(table: str) -> Any:
+            started.append(table)
+            return copy_stream(table)
+
+        backend._copy_stream = spy
+        with pytest.raises((duckdb.Error, OSError), match="Could not convert"):  # as DuckDB streams it
+            backend.execute("INSERT INTO measurements SELECT 'U' || i, 'SPI', 'x', "
+                            "CAST(CASE WHEN i = 299999 THEN 'bad' ELSE '1.5' END AS DOUBLE), "
+                            "TIMESTAMP '2026-01-05' + to_microseconds(i), 1 FROM range(300000) AS r(i)")
+        assert started == ["measurements"]  # the COPY was under way when the row failed
+        assert ws.count("measurements") == 0  # the replica rolled back
+        with admin() as con:
+            assert con.execute(f'SELECT count(*) FROM "{schema}".measurements').fetchone() == (0,)
+        # The workspace goes on: the next batch is stored whole, in PostgreSQL as in the replica.
+        assert ws.ingest_tables({"measurements": measurements(0, 40_000)}, source="after").stored == 40_000
+    with admin() as con:
+        assert con.execute(f'SELECT count(*) FROM "{schema}".measurements').fetchone() == (40_000,)

@@ -40,6 +40,7 @@ Where a workspace is (its URL, schema and local folder): `linelab.store.pg_addre
 from __future__ import annotations
 
 import contextlib
+import queue
 import re
 import shutil
 import threading
@@ -91,8 +92,9 @@ _FIRST_WORD = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(\w+)", re.S)
 _SEQUENCE_CALL = re.compile(r"\b(nextval|setval|currval)\s*\(", re.I)
 _READS = {"SELECT", "WITH", "FROM", "VALUES", "SHOW", "DESCRIBE", "SUMMARIZE", "EXPLAIN", "PRAGMA", "TABLE"}
 _INSERT_SELECT = re.compile(r"^\s*INSERT\s+INTO\s+\w+\s*(\(([^()]*)\))?\s*((?:SELECT|WITH|FROM)\b.*)$", re.I | re.S)
-_STREAM_ROWS = 65_536  # rows per chunk DuckDB hands over
-_COPY_ROWS = 262_144  # rows per COPY sent while DuckDB computes the next
+# Rows per block DuckDB hands over and the driver encodes and sends: the server stores one block while
+# the next is computed and encoded (a whole batch encoded first would leave one side idle).
+_SEND_ROWS = 16_384
 _RETURNING = re.compile(r"\s+RETURNING\s+(.*?)\s*;?\s*$", re.I | re.S)
 
 
@@ -105,6 +107,48 @@ class _Transaction:
     rev: int  # the revision this transaction's rows are tagged with
     appended: set[str] = field(default_factory=set)
     rewritten: set[str] = field(default_factory=set)
+
+
+class _CopyStream:
+    """Blocks handed from the thread computing them to a COPY running on the copying thread: the
+    driver reads them from `reader()` as they come. `end()` closes the stream; `fail()` first makes
+    the COPY fail (the transaction then rolls back), so a cut computation never ends a COPY cleanly."""
+
+    _END = object()
+
+    def __init__(self, schema: pa.Schema, rev: int) -> None:
+        self.schema = schema.append(pa.field("_rev", pa.int64()))
+        self.rev = rev
+        self._blocks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._revs = pa.array(np.full(_SEND_ROWS, rev, dtype=np.int64))
+        self._ended = False
+
+    def put(self, rows: pa.RecordBatch) -> None:
+        if len(self._revs) < rows.num_rows:
+            self._revs = pa.array(np.full(rows.num_rows, self.rev, dtype=np.int64))
+        self._blocks.put(pa.RecordBatch.from_arrays([*rows.columns, self._revs.slice(0, rows.num_rows)],
+                                                    schema=self.schema))
+
+    def fail(self, exc: BaseException) -> None:
+        if not self._ended:
+            self._blocks.put(exc)
+
+    def end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._blocks.put(self._END)
+
+    def _items(self) -> Iterator[pa.RecordBatch]:
+        while True:
+            item = self._blocks.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise RuntimeError(f"the rows to store could not be computed: {item}")
+            yield item
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self.schema, self._items())
 
 
 class PostgresBackend:
@@ -165,12 +209,20 @@ class PostgresBackend:
     # stores one table's rows while this thread puts the same rows in the replica and goes on with the
     # ingest's next statements. Any other use of the connection, and the commit, waits for them first,
     # and a COPY's failure is raised there, so a transaction still commits whole or not at all.
-    def _copy_later(self, table: str, rows: pa.Table | pa.RecordBatch) -> None:
+    def _copy_later(self, table: str, rows: pa.Table | pa.RecordBatchReader) -> None:
         cur = self._pg()
         if self._copier is None:
             self._copier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="linelab-copy")
         self._copies.append(self._copier.submit(cur.adbc_ingest, table, rows, mode="append",
                                                 db_schema_name=self.url.schema))
+
+    def _copy_stream(self, table: str) -> _CopyStream:
+        """A COPY into `table` started now, fed block by block (`put`, then `end`), each block tagged with
+        this transaction's revision."""
+        assert self._tx is not None
+        stream = _CopyStream(self.schemas[table], self._tx.rev)
+        self._copy_later(table, stream.reader())
+        return stream
 
     def _settle(self) -> None:
         """Wait for the COPYs under way; raise the first failure (a broken connection as DatabaseUnavailable)."""
@@ -352,13 +404,15 @@ class PostgresBackend:
         try:
             yield
             touched = tx.appended | tx.rewritten
-            if touched:
-                self._pg_run("UPDATE store_state SET rev = $1", [tx.rev])
-                for table in sorted(touched):
-                    sets = ", ".join(f"{c} = $1" for c, hit in (("appended_rev", tx.appended), ("rewritten_rev",
-                                                                                                 tx.rewritten))
-                                     if table in hit)
-                    self._pg_run(f"UPDATE store_tables SET {sets} WHERE table_name = $2", [tx.rev, table])
+            if touched:  # the new revision and the tables it touched, in one round trip
+                def names(tables: set[str]) -> str:
+                    return ", ".join(f"'{t}'" for t in sorted(tables)) or "NULL"
+
+                self._pg_run("WITH s AS (UPDATE store_state SET rev = $1) UPDATE store_tables SET "
+                             f"appended_rev = CASE WHEN table_name IN ({names(tx.appended)}) THEN $1 "
+                             "ELSE appended_rev END, "
+                             f"rewritten_rev = CASE WHEN table_name IN ({names(tx.rewritten)}) THEN $1 "
+                             f"ELSE rewritten_rev END WHERE table_name IN ({names(touched)})", [tx.rev])
             self._pg_run("COMMIT")
         except BaseException:
             self._tx = None
@@ -455,9 +509,9 @@ class PostgresBackend:
         return result
 
     def _insert_streamed(self, table: str, listed: str | None, select: str, params: Sequence[Any] | None) -> int:
-        """INSERT ... SELECT: DuckDB computes the rows; each block of them is sent to PostgreSQL's COPY
-        (on the copying thread) while DuckDB computes the next, then the replica takes the same rows
-        while the last COPY runs. Returns how many."""
+        """INSERT ... SELECT: DuckDB computes the rows, and one COPY streams them to PostgreSQL as they come
+        (on the copying thread: the server stores the first rows while DuckDB computes the next); then the
+        replica takes the same rows while the COPY runs. Returns how many."""
         assert self._tx is not None
         schema = self.schemas[table]
         names = [n.strip().strip('"') for n in listed.split(",")] if listed else list(schema.names)
@@ -471,27 +525,31 @@ class PostgresBackend:
             f"AS {_quoted(f.name)}" for f in schema)
         aliases = ", ".join(f"_c{i}" for i in range(len(names)))
         reader = self.duck.sql(f"SELECT {cols} FROM ({select}) AS _s({aliases})",
-                               params=list(params) if params else None).to_arrow_reader(_STREAM_ROWS)
+                               params=list(params) if params else None).to_arrow_reader(_SEND_ROWS)
         kept: list[pa.RecordBatch] = []
-        block: list[pa.RecordBatch] = []
+        stream: _CopyStream | None = None
         try:
             for chunk in reader:
-                if chunk.num_rows:
-                    block.append(pa.RecordBatch.from_arrays(chunk.columns, schema=schema))
-                if sum(b.num_rows for b in block) >= _COPY_ROWS:
-                    self._copy_in(table, pa.Table.from_batches(block, schema))
-                    kept += block
-                    block = []
+                if not chunk.num_rows:
+                    continue
+                rows = pa.RecordBatch.from_arrays(chunk.columns, schema=schema)
+                kept.append(rows)
+                if stream is None:  # the COPY starts with the first rows (none: no COPY)
+                    stream = self._copy_stream(table)
+                stream.put(rows)
+        except BaseException as exc:
+            if stream is not None:
+                stream.fail(exc)
+            raise
         finally:  # a read cut short must not keep DuckDB's result open (the rollback needs the connection)
             reader.close()
-        if block:
-            self._copy_in(table, pa.Table.from_batches(block, schema))
-            kept += block
-        rows = pa.Table.from_batches(kept, schema)
-        if rows.num_rows:
-            self._replica_append(table, rows)
+            if stream is not None:
+                stream.end()
+        n = sum(b.num_rows for b in kept)
+        if n:
+            self._replica_append(table, pa.Table.from_batches(kept, schema))
             self._tx.appended.add(table)
-        return rows.num_rows
+        return n
 
     def _column_types(self, table: str) -> dict[str, str]:
         if table not in self._types:
@@ -505,7 +563,8 @@ class PostgresBackend:
         if rows.num_rows == 0:
             return
         tagged = rows.append_column("_rev", pa.array(np.full(rows.num_rows, self._tx.rev, dtype=np.int64)))
-        self._copy_later(table, tagged)
+        # In blocks: the driver sends each as it is encoded, so the server stores one while the next is encoded.
+        self._copy_later(table, pa.Table.from_batches(tagged.to_batches(max_chunksize=_SEND_ROWS), tagged.schema))
 
     def _remove(self, table: str, rows: pa.Table, key: Sequence[str], nullable: bool = False) -> int:
         """Delete the PostgreSQL rows whose `key` columns equal those of `rows`; returns how many.
