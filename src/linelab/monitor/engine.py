@@ -45,7 +45,7 @@ from linelab.profile.schema import Reading
 from linelab.store.backend import sql_text
 
 STATE_FILE = "monitor/engine.npz"  # explicit data (monitor.state), never a pickle
-STATE_VERSION = 11
+STATE_VERSION = 12
 STEP_FACTORS = ("station", "machine", "fixture", "operator", "shift")
 MATERIAL_FACTORS = ("lot", "supplier")
 
@@ -84,6 +84,11 @@ class EngineConfig:
     shift: float = 1.0  # mean shift, in sigmas of single units, each CUSUM catches quickest
     persist: int = 3  # subgroups in a row above h before a measurement alarm counts
     min_trend_t: float = 3.0
+    # A reading that moves with the room (a leak test with the air's temperature) is watched net of
+    # it: phase I fits the reading on the room's readings of the same units, within products, and
+    # keeps each whose |t| (on the residuals' effective records) is at least this. The room's own
+    # excursions are the room's series' to raise.
+    env_min_t: float = 4.0
     level_phi: float = 0.9  # subgroup-mean autocorrelation above which a series is watched by level
     level_sigmas: float = 4.0
     level_margin: float = 2.0  # |t| a maintenance-age trend needs in the reference to be modelled
@@ -154,6 +159,7 @@ def _encode(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[Any]]:
 Events = dict[str, np.ndarray]  # maintenance key -> sorted event times (epoch us)
 Fixes = list[tuple[set[str], int]]  # actions applied on the line: what each names, when (epoch us)
 MAINTENANCE_KINDS = ("maintenance", "calibration")
+Env = tuple[tuple[str, ...], np.ndarray]  # the room's reading names, and their values per record (a column each)
 
 
 def _age_hours(t: np.ndarray, times: np.ndarray, t_first: int) -> np.ndarray:
@@ -209,6 +215,13 @@ class SeriesMonitor:
     """One measurement series: CUSUM on subgroup means, plus what a problem needs to say."""
 
     environment = False  # of the room (the profile says so); also the value of engines saved before it was kept
+    # Whether the modelled wear was seen renewed: a reset of its age fell inside phase I, or the first
+    # one after it took the level back down as the slope says (engines saved before it was kept: yes).
+    trend_confirmed = True
+    # The room's readings this series moves with: name -> (coefficient, phase I mean); none kept
+    # by engines saved before it was learned.
+    env_effect: dict[str, tuple[float, float]] = {}  # noqa: RUF012 (never mutated: replaced whole)
+    _confirm_drop: float | None = None  # the drop the pending first reset should show, where unconfirmed
     ref_means = np.empty(0)  # phase I's subgroup means (engines saved before they were kept: none)
     # Recent records' units and products, to tell whose units a move is in.
     _prod_u = np.empty(0, dtype=object)
@@ -235,6 +248,7 @@ class SeriesMonitor:
         self.chart: CUSUMChart | None = None
         self._ref_t: list[np.ndarray] = []
         self._ref_p: list[np.ndarray] = []
+        self._ref_env: list[np.ndarray] = []
         self.product_level: dict[str, float] = {}  # each product's level, where products differ
         self.by_product = False
         self.grand_level = 0.0
@@ -275,10 +289,12 @@ class SeriesMonitor:
         """A recorded process change: forget the chart, learn new limits from what follows."""
         self.chart = None
         self._ref, self._ref_t, self._ref_p, self.n_ref = [], [], [], 0
+        self._ref_env = []
         self._partial = (np.empty(0), np.empty(0, dtype=object), np.empty(0, dtype=np.int64), np.empty(0))
         self._recent_alarms = np.zeros(max(0, self.cfg.persist - 1), dtype=bool)
         self.constant = False
         self.min_ref = self.cfg.restage_records
+        self._relevel, self._confirm_drop = None, None  # the new stage learns its level afresh
         self.stage_start_us = at_us
         self.stages += 1
 
@@ -385,6 +401,48 @@ class SeriesMonitor:
         adjusted = v - np.nan_to_num(level[codes]) + self.grand_level
         return adjusted[known], units[known], t[known], oos[known]
 
+    def _fit_env(self, ref: np.ndarray, ref_p: np.ndarray, env: np.ndarray, names: tuple[str, ...]) -> None:
+        """Learn how this reading moves with the room's readings of its units (within products)."""
+        self.env_effect = {}
+        if self.environment or not names or env.shape[1] != len(names) or len(ref) < 50:
+            return
+        seen = ~np.isnan(env).any(axis=1)
+        if seen.sum() < 50:
+            return
+        y, x, prod = ref[seen], env[seen], ref_p[seen]
+        _, codes = np.unique(prod, return_inverse=True)
+        counts = np.bincount(codes)
+
+        def within(a: np.ndarray) -> np.ndarray:  # deviations from each product's own mean
+            means = np.stack([np.bincount(codes, weights=col) / counts for col in np.atleast_2d(a.T)], axis=1)
+            return a - (means[codes] if a.ndim == 2 else means[codes, 0])
+
+        yd, xd = within(y), within(x)
+        keep = xd.std(axis=0) > 0
+        if not keep.any():
+            return
+        xd = xd[:, keep]
+        coef, *_ = np.linalg.lstsq(xd, yd, rcond=None)
+        resid = yd - xd @ coef
+        cov = np.linalg.pinv(xd.T @ xd) * resid.var() * len(resid) / _effective_n(resid)
+        tval = np.abs(coef) / np.sqrt(np.maximum(np.diag(cov), 1e-300))
+        kept_names = [n for n, k in zip(names, keep, strict=True) if k]
+        means = x[:, keep].mean(axis=0)
+        self.env_effect = {n: (float(c), float(m)) for n, c, m, tv in zip(kept_names, coef, means, tval, strict=True)
+                           if tv >= self.cfg.env_min_t}
+
+    def _env_adjusted(self, v: np.ndarray, env: Env) -> np.ndarray:
+        """The records net of the room (as at its phase I mean); a unit whose room was not read keeps its value."""
+        names, e = env
+        if not self.env_effect or not len(v):
+            return v
+        out = v.astype(float)
+        for name, (coef, mean) in self.env_effect.items():
+            if name in names:
+                col = e[:, names.index(name)]
+                out = out - coef * np.where(np.isnan(col), 0.0, col - mean)
+        return out
+
     def _candidates(self, events: Events, t_ref: np.ndarray) -> dict[str, np.ndarray]:
         """Event series whose age may explain normal wear of this series.
 
@@ -434,7 +492,11 @@ class SeriesMonitor:
         if best is None:
             return ref
         _, self.trend_key, self.trend_slope, self.trend_se = best
-        age = _age_hours(t, self._times(events), self.t_first)
+        times = self._times(events)
+        # A slope against time since the series began (no reset inside phase I) may be a slow
+        # wander (lots used in sequence), not wear: the first reset will tell (`_take_relevel`).
+        self.trend_confirmed = bool(np.any((times > t[0]) & (times <= t[-1])))
+        age = _age_hours(t, times, self.t_first)
         self.trend_age_ref = float(age.max())
         return ref - self.trend_slope * age
 
@@ -444,6 +506,7 @@ class SeriesMonitor:
         assert src is not None
         self.trend_key, self.trend_slope, self.trend_se = src.trend_key, src.trend_slope, src.trend_se
         self.trend_age_ref, self.t_first = src.trend_age_ref, getattr(src, "t_first", int(t[0]))
+        self.trend_confirmed = src.trend_confirmed
         if self.trend_key is None:
             return ref
         return ref - self.trend_slope * _age_hours(t, self._times(events), self.t_first)
@@ -552,10 +615,12 @@ class SeriesMonitor:
 
     def process(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, seq: int, events: Events,
                 ref_end_us: int, changes: np.ndarray | None = None,
-                products: np.ndarray | None = None) -> Alarm | None:
+                products: np.ndarray | None = None, env: Env | None = None) -> Alarm | None:
         """Score new records, re-staging at recorded process changes (`changes`, epoch us);
-        `products` names each record's product (for readings whose level depends on it)."""
+        `products` names each record's product (for readings whose level depends on it); `env`,
+        the room's readings of each record's unit (names, and a column each; NaN: not read)."""
         p = products if products is not None else np.full(len(v), "", dtype=object)
+        names, e = env if env is not None else ((), np.empty((len(v), 0)))
         alarm = None
         if self.last_change_us is None and len(t):
             self.last_change_us = int(t[0]) - 1  # changes before the series began do not concern it
@@ -568,11 +633,12 @@ class SeriesMonitor:
                 break
             # Records of units already past the station when the change came belong to the old stage.
             cut = int(np.searchsorted(t, due[0], side="left"))
-            alarm = self._score(v[:cut], units[:cut], t[:cut], p[:cut], seq, events, ref_end_us) or alarm
+            alarm = self._score(v[:cut], units[:cut], t[:cut], p[:cut], seq, events, ref_end_us,
+                                (names, e[:cut])) or alarm
             self.restage(int(due[0]))
             self.last_change_us = ref_end_us = int(due[0])
-            v, units, t, p = v[cut:], units[cut:], t[cut:], p[cut:]
-        return self._score(v, units, t, p, seq, events, ref_end_us) or alarm
+            v, units, t, p, e = v[cut:], units[cut:], t[cut:], p[cut:], e[cut:]
+        return self._score(v, units, t, p, seq, events, ref_end_us, (names, e)) or alarm
 
     def _reset_after_maintenance(self, events: Events, t_last: int) -> None:
         """Work on this series' station and machine (a repair, a fix) starts its sums afresh: the
@@ -595,7 +661,14 @@ class SeriesMonitor:
                 self.chart.reset()
                 if self.constant:
                     return
-                if kind != "part" and not self.watch:
+                if kind != "part" and not self.watch and self.trend_key is not None and not self.trend_confirmed:
+                    # The first reset of a wear never seen renewed: the records after it tell
+                    # whether the level came back down as the slope says (`_take_relevel`).
+                    at = int(new.max())
+                    before = _age_hours(np.array([at - 1]), self._times(events), self.t_first)[0]
+                    self.level_offset, self._relevel, self._relevel_from = 0.0, [], at
+                    self._confirm_drop = self.trend_slope * float(before)
+                elif kind != "part" and not self.watch:
                     # Work on the whole station (every tool swapped) brings back the reference's
                     # state: level moves learned from work on single parts no longer apply.
                     self.level_offset, self._relevel = 0.0, None
@@ -608,10 +681,11 @@ class SeriesMonitor:
                 return
 
     def _score(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, p: np.ndarray, seq: int, events: Events,
-               ref_end_us: int) -> Alarm | None:
+               ref_end_us: int, env: Env) -> Alarm | None:
         """Score new records; until `ref_end_us` (and at least `min_ref` records) they are phase I."""
         if len(v) == 0:
             return None
+        names, e = env
         self.records += len(v)
         if self.by_product:
             self._remember_products(units, p)
@@ -623,13 +697,18 @@ class SeriesMonitor:
             self._ref.append(v[:need])
             self._ref_t.append(t[:need])
             self._ref_p.append(p[:need])
+            self._ref_env.append(e[:need])
             self.n_ref += need
-            v, units, t, p = v[need:], units[need:], t[need:], p[need:]
+            v, units, t, p, e = v[need:], units[need:], t[need:], p[need:], e[need:]
             if len(v) == 0:
                 return None
             ref, ref_t, ref_p = np.concatenate(self._ref), np.concatenate(self._ref_t), np.concatenate(self._ref_p)
-            self._ref, self._ref_t, self._ref_p = [], [], []
+            ref_env = np.concatenate(self._ref_env) if all(x.shape[1] == len(names) for x in self._ref_env) \
+                else np.empty((len(ref), 0))
+            self._ref, self._ref_t, self._ref_p, self._ref_env = [], [], [], []
             self.reference_oos = float(self._oos(ref, ref_p).mean())
+            self._fit_env(ref, ref_p, ref_env if ref_env.shape[1] else np.empty((len(ref), 0)), names)
+            ref = self._env_adjusted(ref, (names, ref_env))
             ref, ref_t = self._learn_products(ref, ref_t, ref_p)
             # A set-point: constant by design, changed only on purpose (float noise of a recipe
             # value read back is not spread: a level chart of it alarmed on 3e-13 degC).
@@ -647,10 +726,13 @@ class SeriesMonitor:
         # One wild reading (a mis-pick, a bad contact) is a unit defect, not a process shift:
         # single values are winsorised at 4 unit-sigmas before they are averaged.
         oos_flags = self._oos(raw, p).astype(float)
+        v = self._env_adjusted(v, (names, e))
         v, units, t, oos_flags = self._product_adjusted(v, units, t, oos_flags, p)
         v = self.detrend(v, t, events) - self.level_offset
         if self._relevel is not None:
-            v, units, t, oos_flags = self._take_relevel(v, units, t, oos_flags)
+            wear = (self.trend_slope * _age_hours(t, self._times(events), self.t_first)
+                    if self._confirm_drop is not None else None)
+            v, units, t, oos_flags = self._take_relevel(v, units, t, oos_flags, wear)
         if len(v) == 0:
             return None
         v = np.clip(v, self.centre - 4 * self.sd_unit, self.centre + 4 * self.sd_unit)
@@ -729,19 +811,25 @@ class SeriesMonitor:
         """Mark the subgroups since an alarm's onset: what a problem did is not the line's normal wander."""
         self._ring_flag[self._window(onset_sub)] = True
 
-    def _take_relevel(self, v: np.ndarray, units: np.ndarray, t: np.ndarray,
-                      raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        # `raw` is any per-record array carried along (the out-of-spec flags)
+    def _take_relevel(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, raw: np.ndarray,
+                      wear: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        # `raw` is any per-record array carried along (the out-of-spec flags); `wear`, the modelled
+        # wear removed from each record, where this relevel also judges an unconfirmed wear slope
         """Gather records after part work; once there are enough, their mean is the new level."""
         assert self._relevel is not None and self.chart is not None
         after = t >= self._relevel_from
         if not after.all():  # the last records before the work: left out, the chart starts afresh
             v, units, t, raw = v[after], units[after], t[after], raw[after]
-        need = self._records_for(self.cfg.relevel_records) - sum(len(x) for x in self._relevel)
-        self._relevel.append(v[:need])
+            wear = wear[after] if wear is not None else None
+        need = self._records_for(self.cfg.relevel_records) - sum(x.shape[-1] for x in self._relevel)
+        self._relevel.append(v[:need] if wear is None else np.stack([v[:need], wear[:need]]))
         if len(v) < need:
             return v[:0], units[:0], t[:0], raw[:0]
-        gathered = np.concatenate(self._relevel)
+        gathered = np.concatenate(self._relevel, axis=-1)
+        if wear is not None and gathered.ndim == 2:
+            gathered = self._judge_wear(gathered[0], gathered[1])
+            if self.trend_key is None:  # the slope is gone: what follows keeps its wear in
+                v = v + wear
         moved = float(gathered.mean()) - self.centre
         if self.watch and not self.wears and abs(moved) < self.cfg.relevel_z * self.sd_unit / np.sqrt(len(gathered)):
             # A calibration that did not move the level: keep the one learned from more records.
@@ -752,6 +840,24 @@ class SeriesMonitor:
         self._relevel = None
         self.chart.reset()
         return v[need:] - moved, units[need:], t[need:], raw[need:]
+
+    def _judge_wear(self, v: np.ndarray, wear: np.ndarray) -> np.ndarray:
+        """The first reset of a wear slope fitted with no reset in phase I: wear renewed brings the
+        level back down by what the slope says had built up; a wander mistaken for wear does not,
+        and the reset reads as a step of that size. Where the records after the reset sit nearer
+        the level from before it than the level the slope predicts, the slope goes (the series is
+        watched without a wear model from here); where they sit as predicted, it is confirmed. A
+        drop too small to tell from the records' noise leaves the question to the next reset.
+        Returns the records as the model now sees them."""
+        drop, self._confirm_drop = self._confirm_drop or 0.0, None
+        if abs(drop) <= 3 * self.sd_unit / np.sqrt(len(v)):
+            return v
+        missed = float(v.mean()) - self.centre  # beyond the predicted level, toward the old one
+        if missed * drop > 0 and abs(missed) > 0.5 * abs(drop):
+            self.trend_key, self.trend_slope, self.trend_se = None, 0.0, 0.0
+            return v + wear
+        self.trend_confirmed = True
+        return v
 
     def _push(self, means: np.ndarray, oos: np.ndarray, t: np.ndarray, unit: np.ndarray, stat: np.ndarray) -> None:
         cap = len(self._ring_mean)
@@ -1315,6 +1421,36 @@ def _environment(readings: list[Reading]) -> set[tuple[str, str]]:
     return {(r.station, r.name) for r in readings if r.role == "environment" and r.station}
 
 
+class _RoomReadings:
+    """The room's readings (the profile's environment readings) of each reading's unit, looked up
+    once per chunk and only when a series asks: most series, past phase I, move with no room."""
+
+    def __init__(self, tbl: pa.Table, environment: set[tuple[str, str]]) -> None:
+        self.tbl, self.pairs = tbl, sorted(environment)
+        self.names = tuple(f"{st}.{n}" for st, n in self.pairs)
+        self._matrix: np.ndarray | None = None
+
+    def of(self, idx: np.ndarray) -> Env | None:
+        if not self.pairs:
+            return None
+        if self._matrix is None:
+            self._matrix = self._lookup()
+        return self.names, self._matrix[idx]
+
+    def _lookup(self) -> np.ndarray:
+        tbl = self.tbl
+        out = np.full((tbl.num_rows, len(self.pairs)), np.nan)
+        for j, (st, n) in enumerate(self.pairs):
+            rows = tbl.filter(pc.and_(pc.equal(tbl.column("station"), st), pc.equal(tbl.column("name"), n)))
+            if rows.num_rows == 0:
+                continue
+            pos = pc.index_in(tbl.column("unit_id"), value_set=rows.column("unit_id"))
+            found = pc.is_valid(pos).to_numpy(zero_copy_only=False)
+            vals = rows.column("value").to_numpy()
+            out[found, j] = vals[pos.to_numpy(zero_copy_only=False)[found].astype(np.int64)]
+        return out
+
+
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class RunReport:
@@ -1503,6 +1639,7 @@ class MonitorEngine:
         labels, groups, values, units, t_us = _series_of(tbl, codes, labels)
         products = np.asarray(tbl.column("product").to_pylist(), dtype=object)
         ref_end = self._ref_end(t_us)
+        room = _RoomReadings(tbl, environment or set())
         alarms = []
         for label, idx in zip(labels, groups, strict=True):
             if not len(idx):
@@ -1517,8 +1654,10 @@ class MonitorEngine:
                 mon.environment = (station, name) in (environment or set())
                 mon.machine_station = str(tbl.column("made_at")[int(idx[0])].as_py() or station)
                 mon.product_specs = (product_specs or {}).get((station, name), {})
+            # the room's readings, only where the series learns its effect or removes it
+            env = room.of(idx) if not mon.environment and (mon.chart is None or mon.env_effect) else None
             a = mon.process(values[idx], units[idx], t_us[idx], hi, events, ref_end, (changes or {}).get(station),
-                            products[idx])
+                            products[idx], env)
             if a is not None:
                 alarms.append(a)
         return alarms + self._watches(ws, tbl, hi, specs, events, changes or {})
