@@ -157,13 +157,13 @@ def test_a_lathe_that_steps_is_named_where_its_shafts_are_measured(tmp_path: Pat
     ws.close()
 
 
-def small_line(first: int, n: int, seed: int, m2_fail_from: int | None) -> dict[str, pa.Table]:
+def small_line(first: int, n: int, seed: int, m2_fail_from: int | None, base_fail: float = 0.01) -> dict[str, pa.Table]:
     """A hand-built product, a hundred units a day: ASSY (benches B1/B2), then a functional test."""
     rng = np.random.default_rng(seed)
     idx = np.arange(first, first + n)
     t = T0 + idx * np.timedelta64(864, "s")
     bench = np.where(rng.random(n) < 0.5, "B1", "B2")
-    p_fail = np.full(n, 0.01)
+    p_fail = np.full(n, base_fail)
     if m2_fail_from is not None:
         p_fail = np.where((bench == "B2") & (idx >= m2_fail_from), 0.27, p_fail)
     fail = rng.random(n) < p_fail
@@ -193,6 +193,16 @@ def test_a_small_line_learns_its_normal_in_days_and_raises_a_failing_bench(tmp_p
     assert int(first["first_evidence"]["unit"][2:]) < 2100  # within a week of the onset
     # how fast it loses units now, for whoever decides how urgent it is (a bench of half the units at +26 %)
     assert 0.08 < first["severity"]["loss_rate"] < 0.4
+    ws.close()
+
+
+def test_failures_where_there_were_none_are_described_without_a_ratio(tmp_path: Path) -> None:
+    """A bench that never failed a unit starts failing a quarter of them: the problem said "up from
+    0.0% (27586206.9x)", a ratio to the prior's near-zero reference rate (zoo machining line)."""
+    ws = feed(tmp_path / "ws", [small_line(i * 100, 100, seed=i, m2_fail_from=1500, base_fail=0.0)
+                                for i in range(25)])
+    texts = [p["description"] for p in list_problems(ws) if p["kind"] == "defect_rate"]
+    assert texts and all("up from 0.0%;" in t and "x)" not in t for t in texts), texts
     ws.close()
 
 

@@ -1260,8 +1260,10 @@ class RateStream:
         lost = float(since.sum() - p0 * since.size)
         label = self.names[grp]
         where = self._where(label)
+        # a ratio to a reference of almost no failures is no measure (a prior's 1e-9 gave "27586206.9x")
+        times = f" ({rate_now / p0:.1f}x)" if p0 >= 1e-3 else ""
         text = (f"first-pass failures {where} are {rate_now:.1%} over the last {since.size:,} units, "
-                f"up from {p0:.1%} ({rate_now / p0:.1f}x); about {max(lost, 0):,.0f} extra failing units.")
+                f"up from {p0:.1%}{times}; about {max(lost, 0):,.0f} extra failing units.")
         ev = lambda i: Evidence(U[i - 1] if i > 0 else None, _iso(T[i - 1]) if i > 0 else None, seq)  # noqa: E731
         cum = np.cumsum(f) / np.arange(1, len(f) + 1)
         pts: np.ndarray | list[int] = (
