@@ -6,9 +6,10 @@
    ingest into a PostgreSQL workspace, and (b) by a raw binary COPY (ADBC, the fastest client
    path, one transaction per batch too) into a plain table of the same columns, in the same
    run, interleaved, best of --repeat. The ratio is LineLab's price per row (target >= 0.7);
-   (c) the same COPY into a table shaped as the store's (lineage `batch`, revision `_rev` and its
-   index) shows what the layout alone costs, and the same batches into a DuckDB workspace what
-   validation and de-duplication cost alone. The machine's load average is reported with them.
+   (c) the same COPY into a table shaped as the store's (the lineage `batch` and its block-range
+   index, by which other processes' replicas find new rows) shows what the layout alone costs,
+   and the same batches into a DuckDB workspace what validation and de-duplication cost alone.
+   The machine's load average is reported with them.
 2. Monitor: the twin writes the same line (same seed) into a DuckDB workspace and a PostgreSQL
    one; `monitor run` then processes it on each; records per second on each, and the ratio. A
    fresh process first reads the records into its replica: that time is reported too.
@@ -73,19 +74,18 @@ def drop_schema(schema: str) -> None:
 
 def raw_copy(batches: list[pa.Table], store_shape: bool = False) -> float:
     """Binary COPY of the batches into a plain table, one transaction each. `store_shape`: into a table
-    shaped as the store's (its lineage `batch` and revision `_rev` columns and the `_rev` block-range
-    index), the same constants sent with each row: what the store's layout costs before any of its work."""
+    shaped as the store's (its lineage `batch` column and the block-range index on it), the batch number
+    sent with each row: what the store's layout costs before any of its work."""
     schema = f"bench_raw_{uuid.uuid4().hex[:8]}"
-    extra = ", batch BIGINT, _rev BIGINT NOT NULL" if store_shape else ""
+    extra = ", batch BIGINT" if store_shape else ""
     try:
         with dbapi.connect(PG_URL, autocommit=True) as con, con.cursor() as cur:
             cur.execute(f'CREATE SCHEMA "{schema}"')
             cur.execute(f'CREATE TABLE "{schema}".measurements (unit_id VARCHAR, station VARCHAR, name VARCHAR, '
                         f"value DOUBLE PRECISION, t TIMESTAMP{extra})")
             if store_shape:
-                cur.execute(f'CREATE INDEX ON "{schema}".measurements USING brin (_rev)')
+                cur.execute(f'CREATE INDEX ON "{schema}".measurements USING brin (batch)')
                 batches = [b.append_column("batch", pa.array(np.full(b.num_rows, i + 1, np.int64)))
-                           .append_column("_rev", pa.array(np.full(b.num_rows, i + 1, np.int64)))
                            for i, b in enumerate(batches)]
             start = time.perf_counter()
             for batch in batches:
@@ -193,7 +193,7 @@ def main() -> None:
     print(f"LineLab ingest (PostgreSQL): {result['append_rows_per_s']:,} rows/s")
     print(f"ratio vs raw COPY:           {result['append_ratio_vs_raw_copy']}  (target >= 0.7)")
     print(f"COPY into the store's shape: {result['store_shaped_copy_rows_per_s']:,} rows/s "
-          f"(ratio {result['store_shaped_copy_ratio_vs_raw_copy']}: batch and _rev columns, _rev index, no other work)")
+          f"(ratio {result['store_shaped_copy_ratio_vs_raw_copy']}: batch column and its index, no other work)")
     print(f"LineLab ingest (DuckDB):     {result['duckdb_append_rows_per_s']:,} rows/s  (validation alone)")
     print(f"monitor run, {result['monitor_records']:,} records: PostgreSQL "
           f"{result['monitor_records_per_s_postgres']:,}/s, DuckDB {result['monitor_records_per_s_duckdb']:,}/s "

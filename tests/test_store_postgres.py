@@ -423,3 +423,142 @@ def test_rows_that_fail_part_way_through_a_streamed_insert_store_nothing(pg: tup
         assert ws.ingest_tables({"measurements": measurements(0, 40_000)}, source="after").stored == 40_000
     with admin() as con:
         assert con.execute(f'SELECT count(*) FROM "{schema}".measurements').fetchone() == (40_000,)
+
+
+# -- replicas find new record rows by their batch (schema version 5) ---------------------------------------
+def test_a_workspace_of_the_old_layout_is_migrated_in_place_and_its_replicas_stay_exact(pg: tuple[str, str]) -> None:
+    """Before version 5 every record row carried `_rev` (and a block-range index on it); version 5 drops
+    it, indexes `batch` instead and marks each table's greatest batch. A workspace written by the old
+    layout keeps its rows, and replicas then find what is appended by batch, each row once."""
+    url, schema = pg
+    with admin() as con:  # the schema of version 4, holding what LineLab of that version wrote
+        con.execute(f'CREATE SCHEMA "{schema}"')
+        con.execute(f'SET search_path TO "{schema}"')
+        con.execute("CREATE TABLE schema_version (version INTEGER, description VARCHAR, applied TIMESTAMP)")
+        for step in MIGRATIONS[:4]:
+            for ddl in step.postgres:
+                con.execute(ddl)
+            con.execute("INSERT INTO schema_version VALUES (%s, %s, now())", (step.version, step.description))
+        con.execute("INSERT INTO units (unit_id, product, line, t_start, batch, _rev) VALUES "
+                    "('SN1', 'A', 'L1', '2026-01-05', 1, 1), ('SN2', 'A', 'L1', '2026-01-05', 1, 1)")
+        con.execute("INSERT INTO measurements (unit_id, station, name, value, t, batch, _rev) VALUES "
+                    "('SN1', 'SPI', 'x', 1.0, '2026-01-05', 2, 2), ('SN2', 'SPI', 'x', 2.0, '2026-01-05', 2, 2), "
+                    "('SN3', 'SPI', 'x', 3.0, '2026-01-05', NULL, 2)")
+        con.execute("INSERT INTO batches VALUES (1, 'b1', 'old', 'units', 2, 0, 0, now(), 1), "
+                    "(2, 'b2', 'old', 'measurements', 3, 0, 0, now(), 2)")
+        con.execute("SELECT setval('batch_seq', 2)")
+        con.execute("UPDATE store_state SET rev = 2")
+        con.execute("UPDATE store_tables SET appended_rev = 1 WHERE table_name = 'units'")
+        con.execute("UPDATE store_tables SET appended_rev = 2 WHERE table_name IN ('measurements', 'batches')")
+    with Workspace.open(url) as writer, Workspace.open(url, read_only=True) as reader:
+        assert reader.count("units") == 2 and reader.count("measurements") == 3
+        with admin() as con:
+            assert con.execute(f'SELECT max(version) FROM "{schema}".schema_version').fetchone() == (LATEST,)
+            assert con.execute("SELECT table_name FROM information_schema.columns WHERE table_schema = %s "
+                               "AND column_name = '_rev' ORDER BY 1", (schema,)).fetchall() == [
+                (t,) for t in sorted(("specs", "batches", "quarantine", "artifacts", "deploy_predictions",
+                                      "deploy_verdicts", "line_summary"))]
+            assert con.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s AND indexname LIKE "
+                               "'%%\\_batch' ORDER BY 1", (schema,)).fetchall() == [
+                (f"{t}_batch",) for t in sorted(("units", "steps", "measurements", "params", "materials",
+                                                 "signals", "events"))]
+            marks = dict(con.execute(f'SELECT table_name, appended_batch FROM "{schema}".store_tables').fetchall())
+            assert marks["units"] == 1 and marks["measurements"] == 2 and marks["steps"] == 0
+        loads: list[tuple[str, int | None]] = []
+        backend: Any = reader.backend
+        load = backend._load
+
+        def spy(table: str, since: int | None) -> None:
+            loads.append((table, since))
+            load(table, since)
+
+        backend._load = spy
+        writer.ingest_tables({"units": units(["SN3", "SN4"]), "measurements": measurements(0, 5, "SN")},
+                             source="new")
+        assert reader.query("SELECT unit_id, batch FROM units ORDER BY 1").to_pylist() == [
+            {"unit_id": "SN1", "batch": 1}, {"unit_id": "SN2", "batch": 1},
+            {"unit_id": "SN3", "batch": 3}, {"unit_id": "SN4", "batch": 3}]
+        assert reader.count("measurements") == 8 and reader.count("measurements", "batch = 4") == 5
+        assert ("units", 1) in loads and ("measurements", 2) in loads  # only the rows past each mark were read
+    with admin() as con:
+        assert con.execute(f'SELECT count(*) FROM "{schema}".measurements').fetchone() == (8,)
+
+
+def test_an_append_below_the_mark_makes_other_replicas_read_the_table_whole(pg: tuple[str, str]) -> None:
+    """Rows appended with a batch not above the table's mark (or none) would not be found by `batch > mark`:
+    the commit says the table was rewritten, and the other replicas read it whole."""
+    url, _ = pg
+    with Workspace.open(url) as writer, Workspace.open(url) as reader:
+        writer.ingest_tables({"units": units(["SN1", "SN2"])}, source="a")
+        writer.ingest_tables({"units": units(["SN3"])}, source="b")
+        assert reader.count("units") == 3
+        writer.backend.execute("INSERT INTO units (unit_id, batch) VALUES ('OLD', 1), ('NONE', NULL)")
+        assert sorted(reader.query("SELECT unit_id FROM units").column(0).to_pylist()) == [
+            "NONE", "OLD", "SN1", "SN2", "SN3"]
+        writer.backend.execute("UPDATE units SET batch = 9 WHERE unit_id = 'SN1'")  # the mark rises with it
+        writer.backend.execute("INSERT INTO units (unit_id, batch) VALUES ('NINE', 9)")
+        writer.ingest_tables({"units": units(["SN5"])}, source="c")
+        assert reader.query("SELECT unit_id, batch FROM units ORDER BY 1").to_pylist() == \
+            writer.query("SELECT unit_id, batch FROM units ORDER BY 1").to_pylist()
+        assert reader.count("units") == 7
+
+
+SPLIT_WRITER = """
+import sys
+import numpy as np, pyarrow as pa
+from linelab.store import Workspace
+url, prefix, n_batches, rows = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+T0 = {t0}
+with Workspace.open(url) as ws:
+    for b in range(n_batches):
+        i = np.arange(b * rows, (b + 1) * rows)
+        ids = [f"{{prefix}}{{k:07d}}" for k in i]
+        ws.ingest_tables({{"units": pa.table({{"unit_id": ids[:10], "product": ["A"] * 10, "line": ["L1"] * 10,
+                                              "t_start": pa.array(T0 + i[:10], pa.timestamp("us"))}}),
+                          "measurements": pa.table({{"unit_id": ids, "station": ["SPI"] * rows,
+                                                    "name": ["x"] * rows, "value": 1.0 + np.sin(i),
+                                                    "t": pa.array(T0 + i * 1_000_000, pa.timestamp("us"))}})}},
+                         source=prefix)
+"""
+
+
+def test_two_writers_committing_at_once_leave_a_replica_with_every_row_exactly_once(pg: tuple[str, str]) -> None:
+    """Two processes ingest distinct rows at once while this one's replica keeps catching up, by batch:
+    batch numbers are drawn under the lock that orders the commits, so the replica ends holding each
+    committed row once (none missed, none read twice), as a fresh replica and the database do."""
+    url, schema = pg
+    n_batches, rows = 12, 3_000
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    writer = textwrap.dedent(SPLIT_WRITER.format(t0=T0))
+    with Workspace.open(url, read_only=True) as reader:
+        backend: Any = reader.backend
+        loads: list[tuple[str, int | None]] = []
+        load = backend._load
+
+        def spy(table: str, since: int | None) -> None:
+            loads.append((table, since))
+            load(table, since)
+
+        backend._load = spy
+        writers = [subprocess.Popen([sys.executable, "-c", writer, url, prefix, str(n_batches), str(rows)], env=env)
+                   for prefix in ("A", "B")]
+        deadline = time.monotonic() + 180
+        while any(w.poll() is None for w in writers) and time.monotonic() < deadline:
+            found = reader.query("SELECT count(*) AS n, count(DISTINCT (unit_id, t)) AS d FROM measurements")
+            assert found.column("n")[0] == found.column("d")[0]  # never a row twice
+            time.sleep(0.005)
+        assert [w.wait(timeout=60) for w in writers] == [0, 0]
+        total = 2 * n_batches * rows
+        mine = reader.query("SELECT unit_id, t, batch FROM measurements ORDER BY unit_id, t").to_pylist()
+        assert len(mine) == total and len({(r["unit_id"], r["t"]) for r in mine}) == total
+        assert reader.count("units") == 2 * n_batches * 10
+        # It caught up by batch, never by reading a table whole: each commit's batches lay above the last mark.
+        by_batch = [since for t, since in loads if t in ("units", "measurements")]
+        assert by_batch and None not in by_batch
+        with admin() as con:
+            stored = con.execute(f'SELECT unit_id, t, batch FROM "{schema}".measurements ORDER BY unit_id, t')
+            assert [tuple(r.values()) for r in mine] == stored.fetchall()
+            seqs = con.execute(f'SELECT seq, table_name FROM "{schema}".batches ORDER BY seq').fetchall()
+        assert len(seqs) == 4 * n_batches and len({s for s, _ in seqs}) == 4 * n_batches
+    with Workspace.open(url, read_only=True) as fresh:
+        assert fresh.query("SELECT unit_id, t, batch FROM measurements ORDER BY unit_id, t").to_pylist() == mine

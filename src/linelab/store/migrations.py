@@ -7,9 +7,9 @@ version reached is kept in the workspace's `schema_version` table; a workspace m
 LineLab (a version this code does not know) is refused rather than guessed at.
 
 Both backends run the same list. A migration's SQL is written once, with `{double}` for the
-one type the two dialects spell differently; PostgreSQL tables also carry `_rev`, the store
-revision that wrote each row (how other processes' replicas find what is new, see
-`linelab.store.postgres`).
+one type the two dialects spell differently. How other processes' replicas of a PostgreSQL
+workspace find what is new (see `linelab.store.postgres`): the record tables by their `batch`
+(version 5), the others by `_rev`, the store revision that wrote each row.
 """
 
 from __future__ import annotations
@@ -140,6 +140,32 @@ def _v4_postgres() -> tuple[str, ...]:
               (_V4_HOURS, _V4_STATIONS.format(first=_V4_FIRST_POSTGRES), _V4_DEFECTS)))
 
 
+# The record tables that carry the ingest batch (`batch`): version 5 finds their new rows by it.
+BATCH_TABLES = ("units", "steps", "measurements", "params", "materials", "signals", "events")
+
+
+def _v5_postgres() -> tuple[str, ...]:
+    # IF (NOT) EXISTS: a workspace whose version was set back by hand is brought up again.
+    out = [
+        # Under the writers' lock: no write is under way while the high-water marks are taken.
+        "SELECT rev FROM store_state FOR UPDATE",
+        # Per table, a bound on the batch of every row it holds: a replica that has read a table up to
+        # that mark reads next the rows with a greater batch (see linelab.store.postgres).
+        "ALTER TABLE store_tables ADD COLUMN IF NOT EXISTS appended_batch BIGINT NOT NULL DEFAULT 0",
+    ]
+    for t in BATCH_TABLES:
+        out += [f"ALTER TABLE {t} DROP COLUMN IF EXISTS _rev",  # and its index
+                # Ingests append in batch order, so a block-range index finds "batch > n" for a few pages.
+                f"CREATE INDEX IF NOT EXISTS {t}_batch ON {t} USING brin (batch)",
+                f"UPDATE store_tables SET appended_batch = (SELECT coalesce(max(batch), 0) FROM {t}) "
+                f"WHERE table_name = '{t}'"]
+    # A new revision that rewrote these tables: any replica reads them whole again.
+    names = ", ".join(f"'{t}'" for t in BATCH_TABLES)
+    out += ["UPDATE store_state SET rev = rev + 1",
+            f"UPDATE store_tables SET rewritten_rev = (SELECT rev FROM store_state) WHERE table_name IN ({names})"]
+    return tuple(out)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "record tables, batches, quarantine, artifacts", _v1_duckdb(), _v1_postgres()),
     Migration(2, "quarantine entries keep the record's natural key and the batch that resolved them",
@@ -153,6 +179,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               _v3_postgres()),
     Migration(4, "the line summary: the overview's counts by hour, station and defect, kept by every ingest",
               _v4_duckdb(), _v4_postgres()),
+    Migration(5, "PostgreSQL: replicas find new record rows by their batch; the record tables drop _rev",
+              (), _v5_postgres()),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -8,9 +8,19 @@ in-memory DuckDB *replica* of the workspace's tables:
 
 - Reads: before a query the replica catches up. One round trip reads the store's revision
   (`store_state.rev`, bumped by every committed write); if another process committed since,
-  the replica reads the rows appended since its own revision (`_rev > n`, an index range) and
-  re-reads whole any table whose rows were changed or removed since (`store_tables` says which).
-  Data move as Arrow through ADBC's binary COPY, never row by row in Python.
+  the replica reads the rows appended since its own revision and re-reads whole any table whose
+  rows were changed or removed since (`store_tables` says which). Appended rows are found by a
+  block-range index: those of a record table by their ingest `batch` (`batch > m`, where m is the
+  table's mark, `store_tables.appended_batch`, as the replica last read it), those of the other
+  tables by `_rev`, the revision that wrote them (`_rev > n`). Data move as Arrow through ADBC's
+  binary COPY, never row by row in Python.
+- Why `batch` finds exactly the new rows: a table's mark is never below the batch of any row it
+  holds, and rises at each commit to the greatest batch the commit wrote to it. Batch numbers are
+  drawn from the sequence inside the write transaction, after its lock (below), so the next
+  commit's are above every mark; a commit appending a row whose batch is not above the table's
+  mark (none, or an older one, by a hand-written INSERT) says instead that it rewrote the table,
+  and other replicas read it whole. Either way no row is missed or read twice, whatever order
+  batch numbers were drawn in. (Until schema version 5 the record tables carried `_rev` too.)
 - Writes: a transaction first locks the `store_state` row, so writers commit one at a time in
   revision order, and catches the replica up under that lock: DuckDB then evaluates each
   statement against exactly the database's state. An INSERT's rows are computed by DuckDB
@@ -29,9 +39,11 @@ in-memory DuckDB *replica* of the workspace's tables:
 Costs, measured in bench/store_postgres.py: an append pays DuckDB's validation and
 de-duplication (as on a DuckDB workspace), the replica's copy of the rows, and the COPY, which
 overlaps them (it is streamed in blocks of `_SEND_ROWS`); the COPY itself pays for the store's
-layout: the `batch` and `_rev` columns and the `_rev` block-range index make a bare COPY of the
-same rows into the store's shape 0.6-0.75 as fast as into a plain table (on a 2-core machine the
-client's encoding, DuckDB and the server then share the processors). A new process first reads
+layout, mostly for the block-range index on `batch` (its upkeep is per row): without the index an
+append ran 15-20% faster, but a replica's catch-up would then scan the whole table (~0.2 s per 4M
+rows, per table, per catch-up) instead of the new rows' pages. Dropping `_rev` from the record
+tables (version 5) gained a few percent (on a 2-core machine the client's encoding, DuckDB and
+the server share the processors). A new process first reads
 the records into its replica (once, then only what is new) and holds it in memory; queries then
 run at DuckDB's speed.
 
@@ -59,9 +71,10 @@ import adbc_driver_manager
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from linelab.errors import UserError
-from linelab.store.migrations import MIGRATIONS, STAGE_TABLES, SUMMARY_TABLES, VERSION_DDL, pending
+from linelab.store.migrations import BATCH_TABLES, MIGRATIONS, STAGE_TABLES, SUMMARY_TABLES, VERSION_DDL, pending
 from linelab.store.pg_address import DATABASE_FILE, DatabaseURL, linked_url
 from linelab.store.pg_address import is_database_url as is_database_url  # re-exported for the workspace
 from linelab.store.schema import RECORD_TABLES
@@ -108,9 +121,11 @@ def _quoted(name: str) -> str:
 
 @dataclass
 class _Transaction:
-    rev: int  # the revision this transaction's rows are tagged with
+    rev: int  # the revision this transaction commits (tagging the rows of tables found by `_rev`)
     appended: set[str] = field(default_factory=set)
     rewritten: set[str] = field(default_factory=set)
+    # Tables found by batch: the greatest batch of the rows this transaction wrote to each.
+    top: dict[str, int] = field(default_factory=dict)
 
 
 class _CopyStream:
@@ -120,14 +135,18 @@ class _CopyStream:
 
     _END = object()
 
-    def __init__(self, schema: pa.Schema, rev: int) -> None:
-        self.schema = schema.append(pa.field("_rev", pa.int64()))
+    def __init__(self, schema: pa.Schema, rev: int | None) -> None:
+        """`rev`: the revision each row is tagged with (None: a table found by batch, sent as it is)."""
+        self.schema = schema if rev is None else schema.append(pa.field("_rev", pa.int64()))
         self.rev = rev
         self._blocks: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._revs = pa.array(np.full(_SEND_ROWS, rev, dtype=np.int64))
+        self._revs = pa.array(np.full(_SEND_ROWS if rev is not None else 0, rev or 0, dtype=np.int64))
         self._ended = False
 
     def put(self, rows: pa.RecordBatch) -> None:
+        if self.rev is None:
+            self._blocks.put(rows)
+            return
         if len(self._revs) < rows.num_rows:
             self._revs = pa.array(np.full(rows.num_rows, self.rev, dtype=np.int64))
         self._blocks.put(pa.RecordBatch.from_arrays([*rows.columns, self._revs.slice(0, rows.num_rows)],
@@ -182,6 +201,8 @@ class PostgresBackend:
                 self.duck.execute(ddl)
         self.schemas = {t: self.duck.sql(f"SELECT * FROM {t} LIMIT 0").to_arrow_table().schema for t in _TABLES}
         self.rev = -1  # the replica's revision: -1 until the first full read
+        # Per table found by batch: the store's mark at the replica's revision (no row it holds has a greater batch).
+        self._marks: dict[str, int] = {}
         self._types: dict[str, dict[str, str]] = {}
         self._lock = threading.RLock()
         self._tx: _Transaction | None = None
@@ -224,7 +245,7 @@ class PostgresBackend:
         """A COPY into `table` started now, fed block by block (`put`, then `end`), each block tagged with
         this transaction's revision."""
         assert self._tx is not None
-        stream = _CopyStream(self.schemas[table], self._tx.rev)
+        stream = _CopyStream(self.schemas[table], None if table in BATCH_TABLES else self._tx.rev)
         self._copy_later(table, stream.reader())
         return stream
 
@@ -328,19 +349,21 @@ class PostgresBackend:
             rev = int(self._pg_scalar("SELECT rev FROM store_state")) if locked is None else locked
             if rev != self.rev:
                 changed = self._pg_run(
-                    "SELECT table_name, rewritten_rev FROM store_tables WHERE appended_rev > $1 OR rewritten_rev > $1",
-                    [self.rev]).fetchall()
+                    "SELECT table_name, rewritten_rev, appended_batch FROM store_tables "
+                    "WHERE appended_rev > $1 OR rewritten_rev > $1", [self.rev]).fetchall()
                 self.duck.execute("BEGIN TRANSACTION")
                 try:
-                    for table, rewritten in changed:
-                        whole = self.rev < 0 or rewritten > self.rev
+                    for table, rewritten, _ in changed:
+                        by_batch = table in BATCH_TABLES
+                        whole = self.rev < 0 or rewritten > self.rev or (by_batch and table not in self._marks)
                         if whole:
                             self.duck.execute(f"DELETE FROM {table}")
-                        self._load(table, None if whole else self.rev)
+                        self._load(table, None if whole else self._marks[table] if by_batch else self.rev)
                     self.duck.execute("COMMIT")
                 except BaseException:
                     self.duck.execute("ROLLBACK")
                     raise
+                self._marks.update((table, int(mark)) for table, _, mark in changed if table in BATCH_TABLES)
                 self.rev = rev
         finally:
             if locked is None and self._cur is not None:
@@ -348,9 +371,11 @@ class PostgresBackend:
                     self._pg_run("COMMIT")
 
     def _load(self, table: str, since: int | None) -> None:
+        """Read a table's rows into the replica: all, or those after `since` (the replica's mark for a table
+        found by batch, else its revision)."""
         schema = self.schemas[table]
         cols = ", ".join(_quoted(n) for n in schema.names)
-        where = "" if since is None else " WHERE _rev > $1"
+        where = "" if since is None else " WHERE batch > $1" if table in BATCH_TABLES else " WHERE _rev > $1"
         cur = self._pg_run(f"SELECT {cols} FROM {table}{where}", None if since is None else [since])
         rows = cur.fetch_arrow_table()
         if rows.num_rows:
@@ -413,11 +438,15 @@ class PostgresBackend:
                 def names(tables: set[str]) -> str:
                     return ", ".join(f"'{t}'" for t in sorted(tables)) or "NULL"
 
+                marks = "".join(f" WHEN '{t}' THEN greatest(appended_batch, {int(n)})"
+                                for t, n in sorted(tx.top.items()))
                 self._pg_run("WITH s AS (UPDATE store_state SET rev = $1) UPDATE store_tables SET "
                              f"appended_rev = CASE WHEN table_name IN ({names(tx.appended)}) THEN $1 "
                              "ELSE appended_rev END, "
                              f"rewritten_rev = CASE WHEN table_name IN ({names(tx.rewritten)}) THEN $1 "
-                             f"ELSE rewritten_rev END WHERE table_name IN ({names(touched)})", [tx.rev])
+                             "ELSE rewritten_rev END"
+                             + (f", appended_batch = CASE table_name{marks} ELSE appended_batch END" if marks else "")
+                             + f" WHERE table_name IN ({names(touched)})", [tx.rev])
             self._pg_run("COMMIT")
         except BaseException:
             self._tx = None
@@ -428,6 +457,8 @@ class PostgresBackend:
         self.duck.execute("COMMIT")
         if touched:
             self.rev = tx.rev
+            for table, top in tx.top.items():
+                self._marks[table] = max(self._marks.get(table, top), top)
 
     def _rollback_pg(self) -> None:
         self._settle_quietly()
@@ -497,7 +528,7 @@ class PostgresBackend:
             return result
         rows = pa.Table.from_arrays(rows.columns[: len(schema)], schema=schema)
         if word == "INSERT":
-            self._copy_in(table, rows)
+            self._copy_in(table, rows, appended=True)
             self._tx.appended.add(table)
         elif word == "DELETE":
             self._remove(table, rows, schema.names, nullable=True)
@@ -507,9 +538,9 @@ class PostgresBackend:
             if key is None or self._remove(table, rows, key) != rows.num_rows:
                 # Without a key naming each row once, rewrite the table from the replica (exact, but slower).
                 self._pg_run(f"DELETE FROM {table}")
-                self._copy_in(table, self._duck(f"SELECT * FROM {table}", None))
+                self._copy_in(table, self._duck(f"SELECT * FROM {table}", None), appended=False)
             else:
-                self._copy_in(table, rows)
+                self._copy_in(table, rows, appended=False)
             self._tx.rewritten.add(table)
         return result
 
@@ -552,7 +583,9 @@ class PostgresBackend:
                 stream.end()
         n = sum(b.num_rows for b in kept)
         if n:
-            self._replica_append(table, pa.Table.from_batches(kept, schema))
+            rows = pa.Table.from_batches(kept, schema)
+            self._replica_append(table, rows)
+            self._note_batches(table, rows, appended=True)
             self._tx.appended.add(table)
         return n
 
@@ -561,15 +594,36 @@ class PostgresBackend:
             self._types[table] = {r[0]: r[1] for r in self.duck.execute(f"DESCRIBE {table}").fetchall()}
         return self._types[table]
 
-    def _copy_in(self, table: str, rows: pa.Table) -> None:
-        """Append rows to the PostgreSQL table by binary COPY, tagged with this transaction's revision
-        (sent on the copying thread: see _copy_later)."""
+    def _copy_in(self, table: str, rows: pa.Table, appended: bool) -> None:
+        """Append rows to the PostgreSQL table by binary COPY (sent on the copying thread: see _copy_later),
+        tagged with this transaction's revision unless the table is found by batch. `appended`: new rows,
+        not rows an UPDATE changed."""
         assert self._tx is not None
         if rows.num_rows == 0:
             return
-        tagged = rows.append_column("_rev", pa.array(np.full(rows.num_rows, self._tx.rev, dtype=np.int64)))
+        if table in BATCH_TABLES:
+            self._note_batches(table, rows, appended)
+            tagged = rows
+        else:
+            tagged = rows.append_column("_rev", pa.array(np.full(rows.num_rows, self._tx.rev, dtype=np.int64)))
         # In blocks: the driver sends each as it is encoded, so the server stores one while the next is encoded.
         self._copy_later(table, pa.Table.from_batches(tagged.to_batches(max_chunksize=_SEND_ROWS), tagged.schema))
+
+    def _note_batches(self, table: str, rows: pa.Table, appended: bool) -> None:
+        """For a table found by batch, keep the greatest batch this transaction writes to it (the table's mark
+        rises to it at commit). Appended rows are found by other replicas as `batch > their mark` only if each
+        lies above the mark this transaction started from: if one does not (no batch, or one not greater), the
+        commit says the table was rewritten instead, and other replicas read it whole."""
+        assert self._tx is not None
+        if table not in BATCH_TABLES:
+            return
+        column = rows.column("batch")
+        lo, hi = (v.as_py() for v in pc.min_max(column).values())
+        mark = self._marks.get(table)
+        if appended and (column.null_count or mark is None or lo is None or lo <= mark):
+            self._tx.rewritten.add(table)
+        if hi is not None:
+            self._tx.top[table] = max(self._tx.top.get(table, hi), hi)
 
     def _remove(self, table: str, rows: pa.Table, key: Sequence[str], nullable: bool = False) -> int:
         """Delete the PostgreSQL rows whose `key` columns equal those of `rows`; returns how many.
