@@ -1345,7 +1345,8 @@ def _bernoulli_change(f: np.ndarray, p0: float) -> int:
     return int(np.argmax(llr))
 
 
-def _measurements_sql(made_at: dict[tuple[str, str], str] | None) -> str:
+def _measurements_sql(made_at: dict[tuple[str, str], str] | None,
+                      environment: list[tuple[str, str]] | None = None) -> str:
     """The measurement and parameter readings of a range of batches (parameters: lo, hi, lo, hi),
     each with the machine and fixture of the station visit it belongs to, and its unit's product.
 
@@ -1356,9 +1357,22 @@ def _measurements_sql(made_at: dict[tuple[str, str], str] | None) -> str:
     Most units visit a station once: their readings take that visit by a plain join (if it began
     at or before the reading). Only readings of a unit that visited the station more than once go
     through the as-of join: for the others it chose the same visit, at the cost of sorting every
-    reading by unit and station (the largest part of the query on a long run)."""
+    reading by unit and station (the largest part of the query on a long run).
+
+    Each reading also carries its unit's room readings of these batches (`environment`, in order:
+    columns env0, env1, ...), joined here: looked up per reading in Python, they cost more than
+    every series' chart on a long run."""
     # (station, reading) -> the station whose machine makes what it reads, from the profile
     made = sorted((made_at or {}).items()) or [(("", ""), "")]
+    pairs = environment or []
+    env_cols = "".join(f", e.env{j}" for j in range(len(pairs)))
+    env_join = ""
+    if pairs:
+        picks = ", ".join(f"avg(value) FILTER (WHERE station = {sql_text(st)} AND name = {sql_text(n)}) AS env{j}"
+                          for j, (st, n) in enumerate(pairs))
+        where = " OR ".join(f"(station = {sql_text(st)} AND name = {sql_text(n)})" for st, n in pairs)
+        env_join = (f" LEFT JOIN (SELECT unit_id, {picks} FROM m WHERE is_param AND ({where}) GROUP BY unit_id) e"
+                    " ON e.unit_id = b.unit_id")
     made_values = ", ".join(f"({sql_text(st)}, {sql_text(n)}, {sql_text(m)})" for (st, n), m in made)
     return f"""
         WITH mk(station, name, made_at) AS (VALUES {made_values}),
@@ -1386,8 +1400,8 @@ def _measurements_sql(made_at: dict[tuple[str, str], str] | None) -> str:
                        ASOF LEFT JOIN s ON r.unit_id = s.unit_id AND r.made_at = s.station AND r.t >= s.t_in),
              b AS (SELECT * FROM once UNION ALL SELECT * FROM again)
         SELECT b.batch, b.unit_id, b.station, b.name, b.machine, b.fixture, b.value, epoch_us(b.t) AS t_us,
-               b.is_param, coalesce(u.product, '') AS product, b.made_at
-        FROM b LEFT JOIN units u ON u.unit_id = b.unit_id
+               b.is_param, coalesce(u.product, '') AS product, b.made_at{env_cols}
+        FROM b LEFT JOIN units u ON u.unit_id = b.unit_id{env_join}
         ORDER BY b.batch, b.t, b.unit_id, b.name
         """
 
@@ -1427,33 +1441,16 @@ def _environment(readings: list[Reading]) -> set[tuple[str, str]]:
 
 
 class _RoomReadings:
-    """The room's readings (the profile's environment readings) of each reading's unit, looked up
-    once per chunk and only when a series asks: most series, past phase I, move with no room."""
+    """The room's readings (the profile's environment readings) of each reading's unit, as the
+    measurement query joined them (columns env0, env1, ...), for the series that ask."""
 
-    def __init__(self, tbl: pa.Table, environment: set[tuple[str, str]]) -> None:
-        self.tbl, self.pairs = tbl, sorted(environment)
-        self.names = tuple(f"{st}.{n}" for st, n in self.pairs)
-        self._matrix: np.ndarray | None = None
+    def __init__(self, tbl: pa.Table, pairs: list[tuple[str, str]]) -> None:
+        self.names = tuple(f"{st}.{n}" for st, n in pairs)
+        self._matrix = (np.column_stack([pc.fill_null(tbl.column(f"env{j}"), np.nan).to_numpy()
+                                         for j in range(len(pairs))]) if pairs else None)
 
     def of(self, idx: np.ndarray) -> Env | None:
-        if not self.pairs:
-            return None
-        if self._matrix is None:
-            self._matrix = self._lookup()
-        return self.names, self._matrix[idx]
-
-    def _lookup(self) -> np.ndarray:
-        tbl = self.tbl
-        out = np.full((tbl.num_rows, len(self.pairs)), np.nan)
-        for j, (st, n) in enumerate(self.pairs):
-            rows = tbl.filter(pc.and_(pc.equal(tbl.column("station"), st), pc.equal(tbl.column("name"), n)))
-            if rows.num_rows == 0:
-                continue
-            pos = pc.index_in(tbl.column("unit_id"), value_set=rows.column("unit_id"))
-            found = pc.is_valid(pos).to_numpy(zero_copy_only=False)
-            vals = rows.column("value").to_numpy()
-            out[found, j] = vals[pos.to_numpy(zero_copy_only=False)[found].astype(np.int64)]
-        return out
+        return None if self._matrix is None else (self.names, self._matrix[idx])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1631,7 +1628,8 @@ class MonitorEngine:
                       product_specs: dict[tuple[str, str], dict[str, tuple[float | None, float | None]]] | None = None,
                       made_at: dict[tuple[str, str], str] | None = None,
                       environment: set[tuple[str, str]] | None = None) -> list[Alarm]:
-        tbl = ws.query(_measurements_sql(made_at), [lo, hi, lo, hi])
+        pairs = sorted(environment or set())
+        tbl = ws.query(_measurements_sql(made_at, pairs), [lo, hi, lo, hi])
         report.records["measurements"] = report.records.get("measurements", 0) + tbl.num_rows
         if tbl.num_rows == 0:
             return []
@@ -1644,7 +1642,7 @@ class MonitorEngine:
         labels, groups, values, units, t_us = _series_of(tbl, codes, labels)
         products = np.asarray(tbl.column("product").to_pylist(), dtype=object)
         ref_end = self._ref_end(t_us)
-        room = _RoomReadings(tbl, environment or set())
+        room = _RoomReadings(tbl, pairs)
         alarms = []
         for label, idx in zip(labels, groups, strict=True):
             if not len(idx):
