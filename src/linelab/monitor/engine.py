@@ -416,11 +416,11 @@ class SeriesMonitor:
         _, codes = np.unique(prod, return_inverse=True)
         counts = np.bincount(codes)
 
-        def within(a: np.ndarray) -> np.ndarray:  # deviations from each product's own mean
-            means = np.stack([np.bincount(codes, weights=col) / counts for col in np.atleast_2d(a.T)], axis=1)
-            return a - (means[codes] if a.ndim == 2 else means[codes, 0])
+        def within(a: np.ndarray) -> np.ndarray:  # columns as deviations from each product's own mean
+            means = np.stack([np.bincount(codes, weights=col) / counts for col in a.T], axis=1)
+            return a - means[codes]
 
-        yd, xd = within(y), within(x)
+        yd, xd = within(y[:, None])[:, 0], within(x)
         keep = xd.std(axis=0) > 0
         if not keep.any():
             return
@@ -706,11 +706,12 @@ class SeriesMonitor:
             if len(v) == 0:
                 return None
             ref, ref_t, ref_p = np.concatenate(self._ref), np.concatenate(self._ref_t), np.concatenate(self._ref_p)
+            # a profile that changed its room readings mid-phase-I leaves columns that do not line up
             ref_env = np.concatenate(self._ref_env) if all(x.shape[1] == len(names) for x in self._ref_env) \
                 else np.empty((len(ref), 0))
             self._ref, self._ref_t, self._ref_p, self._ref_env = [], [], [], []
             self.reference_oos = float(self._oos(ref, ref_p).mean())
-            self._fit_env(ref, ref_p, ref_env if ref_env.shape[1] else np.empty((len(ref), 0)), names)
+            self._fit_env(ref, ref_p, ref_env, names)
             ref = self._env_adjusted(ref, (names, ref_env))
             ref, ref_t = self._learn_products(ref, ref_t, ref_p)
             # A set-point: constant by design, changed only on purpose (float noise of a recipe
