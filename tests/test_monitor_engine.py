@@ -159,6 +159,18 @@ def test_commands_run_list_show_and_move_a_problem(tmp_path):
     assert again.batches == [0, 0]
 
 
+def test_monitor_run_command_watches_with_the_same_defaults_as_the_loop(tmp_path):
+    """`linelab monitor run` learned its limits from 30 hours while the loop and the Python API
+    used the engine's 40: the same line gave different problems from the CLI."""
+    from linelab.commands import call
+
+    build(tmp_path / "ws", 4000, 4000).close()
+    call("monitor run", workspace=tmp_path / "ws")
+    ws = Workspace.open(tmp_path / "ws")
+    assert MonitorEngine.load(ws).config == EngineConfig()
+    ws.close()
+
+
 def test_late_records_are_picked_up_by_batch_not_by_time(tmp_path):
     ws = build(tmp_path / "ws", 12000, 4000)
     first = run_monitor(ws, CONFIG)

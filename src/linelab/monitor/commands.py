@@ -20,7 +20,8 @@ Rows = list[dict[str, Any]]
 class MonitorRunParams(BaseModel):
     reset: bool = Field(False, description="forget the saved monitor state and start from the first batch",
                         json_schema_extra={"destructive": True})
-    reference_hours: float = Field(30.0, gt=0, description="phase I: hours of data each series learns its limits from")
+    reference_hours: float | None = Field(None, gt=0, description="phase I: hours of data each series learns its "
+                                          "limits from (default: the monitor's own, as the loop uses)")
     max_batches: int | None = Field(None, gt=0, description="process at most this many new ingest batches")
 
 
@@ -56,7 +57,8 @@ def monitor_run(p: MonitorRunParams, ctx: Context) -> MonitorRunResult:
         path = MonitorEngine.state_path(ws)
         if path.exists():
             path.unlink()
-    engine = MonitorEngine.load(ws, EngineConfig(reference_hours=p.reference_hours))
+    engine = MonitorEngine.load(ws, EngineConfig() if p.reference_hours is None
+                                else EngineConfig(reference_hours=p.reference_hours))
     todo = max(0, ws.last_batch_seq() - engine.last_seq)
     with ctx.progress(todo, "monitoring") as advance:
         rep = engine.run(ws, progress=advance, max_batches=p.max_batches)
