@@ -5,8 +5,9 @@ What it watches:
   two-sided CUSUM on subgroup means, in sigmas of the reference's subgroup means (so slow
   normal wander in the reference widens the limits instead of raising false problems); a
   reading whose level depends on the product is watched as each unit's deviation from its own
-  product's level, and an in-spec shift no wider than phase I's own wander at the same time
-  scale is not a problem;
+  product's level, one that moves with a material's lots as its deviation from its lot's level
+  (each new lot judged against the lots before it, `monitor.lot_levels`), and an in-spec shift
+  no wider than the line's own wander at the same time scale is not a problem;
 - first-pass failure rates per station and machine / fixture / operator / shift, and per
   material lot and supplier: binomial (beta-binomial) tests over a moving window with
   Benjamini–Hochberg across the groups of each factor and a minimum effect size.
@@ -35,6 +36,7 @@ import pyarrow.compute as pc
 from scipy.stats import norm, poisson
 
 from linelab.monitor.attribute import GroupRateMonitor, PChart
+from linelab.monitor.lot_levels import LotLevels, Lots, NewLot, lot_column
 from linelab.monitor.problems import Alarm, Evidence, ProblemBook
 from linelab.monitor.rules import RuleState
 from linelab.monitor.spc import CUSUMChart, EWMAChart, IndividualsChart, StagedChart, XbarChart
@@ -45,7 +47,7 @@ from linelab.profile.schema import Reading
 from linelab.store.backend import sql_text
 
 STATE_FILE = "monitor/engine.npz"  # explicit data (monitor.state), never a pickle
-STATE_VERSION = 12
+STATE_VERSION = 13
 STEP_FACTORS = ("station", "machine", "fixture", "operator", "shift")
 MATERIAL_FACTORS = ("lot", "supplier")
 
@@ -136,6 +138,14 @@ class EngineConfig:
     # product's level is learned from its records in phase I, or from its first `product_records`
     # records when it first appears later (those records teach; they are not judged).
     product_records: int = 50
+    # A reading that moves with a material's lots (`monitor.lot_levels`) is watched net of each
+    # lot's level, learned from the lot's first `lot_records` records; phase I takes a material
+    # whose lots differ beyond their records' noise (ANOVA at `lot_alpha`) by a between-lot sd of
+    # at least `lot_min_sigma` of the records' sd. Each new lot is judged against the lots seen
+    # before it at `wander_alpha`.
+    lot_records: int = 100
+    lot_min_sigma: float = 0.2
+    lot_alpha: float = 1e-3
 
 
 def _iso(t_us: int | float | None) -> str | None:
@@ -226,6 +236,12 @@ class SeriesMonitor:
     env_effect: dict[str, tuple[float, float]] = {}  # noqa: RUF012 (never mutated: replaced whole)
     _confirm_drop: float | None = None  # the drop the pending first reset should show, where unconfirmed
     ref_means = np.empty(0)  # phase I's subgroup means (engines saved before they were kept: none)
+    lots: LotLevels | None = None  # each lot's level, where the reading moves with a material's lots
+    # The products phase I saw, and its level: where they did not differ, a product first made
+    # later may (engines saved before they were kept: none).
+    phase1_products: list[str] = []  # noqa: RUF012 (replaced whole)
+    phase1_level = 0.0
+    lot_candidates: dict[str, LotLevels] = {}  # noqa: RUF012 (replaced whole) each material's lots, until one tells
     # Recent records' units and products, to tell whose units a move is in.
     _prod_u = np.empty(0, dtype=object)
     _prod_p = np.empty(0, dtype=object)
@@ -252,6 +268,8 @@ class SeriesMonitor:
         self._ref_t: list[np.ndarray] = []
         self._ref_p: list[np.ndarray] = []
         self._ref_env: list[np.ndarray] = []
+        self._ref_lots: list[np.ndarray] = []
+        self._lot_alarms: list[Alarm] = []  # new lots judged off the others, for the engine to file
         self.product_level: dict[str, float] = {}  # each product's level, where products differ
         self.by_product = False
         self.grand_level = 0.0
@@ -292,7 +310,7 @@ class SeriesMonitor:
         """A recorded process change: forget the chart, learn new limits from what follows."""
         self.chart = None
         self._ref, self._ref_t, self._ref_p, self.n_ref = [], [], [], 0
-        self._ref_env = []
+        self._ref_env, self._ref_lots, self.lots, self.lot_candidates = [], [], None, {}
         self._partial = (np.empty(0), np.empty(0, dtype=object), np.empty(0, dtype=np.int64), np.empty(0))
         self._recent_alarms = np.zeros(max(0, self.cfg.persist - 1), dtype=bool)
         self.constant = False
@@ -362,47 +380,54 @@ class SeriesMonitor:
             return all(lo is None and hi is not None for lo, hi in specs)
         return all(hi is None and lo is not None for lo, hi in specs)
 
-    def _learn_products(self, ref: np.ndarray, ref_t: np.ndarray, ref_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _learn_products(self, ref: np.ndarray, ref_t: np.ndarray, ref_p: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Learn each product's level from phase I where the reading's level depends on the product;
-        returns the reference as deviations from its products' levels (around the overall level).
-        Records of a product too rare in phase I to learn its level are left out (learned later)."""
+        returns the reference as deviations from its products' levels (around the overall level),
+        and which records were kept: those of a product too rare in phase I to learn its level
+        are left out (learned later)."""
         labels, codes, counts = np.unique(ref_p, return_inverse=True, return_counts=True)
+        self.phase1_products, self.phase1_level = [str(x) for x in labels], float(ref.mean())
+        every = np.ones(len(ref), dtype=bool)
         if len(labels) < 2:
-            return ref, ref_t
+            return ref, ref_t, every
         means = np.bincount(codes, weights=ref, minlength=len(labels)) / counts
         enough = counts >= self.cfg.product_records
         resid = ref - means[codes]
         if enough.sum() < 2:
-            return ref, ref_t
+            return ref, ref_t, every
         within = float(resid[enough[codes]].std()) or 1e-12
         # Product levels that differ by less than the noise they are learned with are no difference.
         m, c = means[enough], counts[enough]
         if (np.abs(m - np.average(m, weights=c)) / (within / np.sqrt(c))).max() < 4.0:
-            return ref, ref_t
+            return ref, ref_t, every
         self.by_product = True
         self.grand_level = float(np.average(means[enough], weights=counts[enough]))
         self.product_level = {str(p): float(m) for p, m, ok in zip(labels, means, enough, strict=True) if ok}
         keep = enough[codes]
-        return (ref - means[codes] + self.grand_level)[keep], ref_t[keep]
+        return (ref - means[codes] + self.grand_level)[keep], ref_t[keep], keep
 
     def _product_adjusted(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, oos: np.ndarray,
-                          products: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """New records as deviations from their product's level; records of a product whose level
-        is still being learned teach it and are not judged."""
+                          products: np.ndarray | None, lots: np.ndarray, lot_offset: np.ndarray | None = None
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """New records (and their `lots` rows) as deviations from their product's level; records
+        of a product whose level is still being learned teach it and are not judged. Where the
+        series is watched by lot, a new product's level is learned net of its records' lots
+        (`lot_offset`): learned within one lot, it would carry that lot's offset to every lot after."""
         if not self.by_product or products is None or not len(v):
-            return v, units, t, oos
+            return v, units, t, oos, lots
         labels, codes = np.unique(products, return_inverse=True)
         level = np.array([self.product_level.get(str(p), np.nan) for p in labels])
         for i in np.flatnonzero(np.isnan(level)):
             seen = self._learning.setdefault(str(labels[i]), [])
-            seen.append(v[codes == i])
+            seen.append(v[codes == i] - (lot_offset[codes == i] if lot_offset is not None else 0.0))
             got = np.concatenate(seen)
             if len(got) >= self.cfg.product_records:
                 self.product_level[str(labels[i])] = float(got[: self.cfg.product_records].mean())
                 del self._learning[str(labels[i])]
         known = ~np.isnan(level[codes])
         adjusted = v - np.nan_to_num(level[codes]) + self.grand_level
-        return adjusted[known], units[known], t[known], oos[known]
+        return adjusted[known], units[known], t[known], oos[known], lots[known]
 
     def _fit_env(self, ref: np.ndarray, ref_p: np.ndarray, env: np.ndarray, names: tuple[str, ...]) -> None:
         """Learn how this reading moves with the room's readings of its units (within products)."""
@@ -450,12 +475,16 @@ class SeriesMonitor:
         """Event series whose age may explain normal wear of this series.
 
         Always: any maintenance at this station (age since the series began until the first
-        one). Also: a specific maintenance elsewhere, if it happened during the reference,
-        so its reset was actually observed (cleaning a printer resets the volume it deposits downstream).
+        one). Also: a specific maintenance elsewhere, if its reset was observed during the
+        reference (cleaning a printer resets the volume it deposits downstream): inside it, and
+        not so early that the age since it is the reference's own elapsed time, which any slow
+        wander (lots used in sequence) fits as well.
         """
         out = {f"station:{self.machine_station}": _station_events(events, self.machine_station, self.machine)}
+        elapsed = t_ref.astype(float)
         for key, times in events.items():
-            if np.any((times > t_ref[0]) & (times <= t_ref[-1])):
+            if np.any((times > t_ref[0]) & (times <= t_ref[-1])) and not _is_elapsed_time(
+                    _age_hours(t_ref, times, int(t_ref[0])), elapsed):
                 out[key] = times
         return out
 
@@ -480,7 +509,7 @@ class SeriesMonitor:
         self.trend_key, self.trend_slope, self.t_first = None, 0.0, int(t[0])
         if self.environment:
             return ref  # the room does not wear: a slope over phase I is a warm spell, not a trend
-        best: tuple[float, str, float, float] | None = None
+        fits: dict[str, tuple[float, float, float, np.ndarray]] = {}  # key -> t, slope, se, age
         for key, times in self._candidates(events, t).items():
             age = _age_hours(t, times, self.t_first)
             sd = age.std()
@@ -490,16 +519,24 @@ class SeriesMonitor:
             resid = ref - slope * age
             se = resid.std() / (sd * np.sqrt(_effective_n(resid)))
             tval = abs(slope) / se if se > 0 else 0.0
-            if tval >= self.cfg.min_trend_t and (best is None or tval > best[0]):
-                best = (tval, key, slope, se)
-        if best is None:
+            if tval >= self.cfg.min_trend_t:
+                fits[key] = (tval, slope, se, age)
+        if not fits:
             return ref
-        _, self.trend_key, self.trend_slope, self.trend_se = best
+        key = max(fits, key=lambda k: fits[k][0])
+        own = f"station:{self.machine_station}"
+        if key != own and own in fits and _is_elapsed_time(fits[key][3], fits[own][3]):
+            # Other work whose age phase I cannot tell from this machine's own (another machine
+            # serviced early on): a machine wears with its own work.
+            key = own
+        self.trend_key, self.trend_slope, self.trend_se = key, fits[key][1], fits[key][2]
         times = self._times(events)
         # A slope against time since the series began (no reset inside phase I) may be a slow
         # wander (lots used in sequence), not wear: the first reset will tell (`_take_relevel`).
-        self.trend_confirmed = bool(np.any((times > t[0]) & (times <= t[-1])))
+        # So may one against an age that a reset early in phase I leaves almost the time itself.
         age = _age_hours(t, times, self.t_first)
+        self.trend_confirmed = bool(np.any((times > t[0]) & (times <= t[-1]))) and not _is_elapsed_time(
+            age, t.astype(float))
         self.trend_age_ref = float(age.max())
         return ref - self.trend_slope * age
 
@@ -618,12 +655,16 @@ class SeriesMonitor:
 
     def process(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, seq: int, events: Events,
                 ref_end_us: int, changes: np.ndarray | None = None,
-                products: np.ndarray | None = None, env: Env | None = None) -> Alarm | None:
+                products: np.ndarray | None = None, env: Env | None = None, lots: Lots | None = None
+                ) -> Alarm | None:
         """Score new records, re-staging at recorded process changes (`changes`, epoch us);
         `products` names each record's product (for readings whose level depends on it); `env`,
-        the room's readings of each record's unit (names, and a column each; NaN: not read)."""
+        the room's readings of each record's unit (names, and a column each; NaN: not read);
+        `lots`, each record's unit's lot of each material (names, and a column each; None: not used).
+        New lots judged off the others are kept for `take_lot_alarms`."""
         p = products if products is not None else np.full(len(v), "", dtype=object)
         names, e = env if env is not None else ((), np.empty((len(v), 0)))
+        materials, lm, lot_names = lots if lots is not None else ((), np.empty((len(v), 0), dtype=np.int64), [])
         alarm = None
         if self.last_change_us is None and len(t):
             self.last_change_us = int(t[0]) - 1  # changes before the series began do not concern it
@@ -637,11 +678,16 @@ class SeriesMonitor:
             # Records of units already past the station when the change came belong to the old stage.
             cut = int(np.searchsorted(t, due[0], side="left"))
             alarm = self._score(v[:cut], units[:cut], t[:cut], p[:cut], seq, events, ref_end_us,
-                                (names, e[:cut])) or alarm
+                                (names, e[:cut]), (materials, lm[:cut], lot_names)) or alarm
             self.restage(int(due[0]))
             self.last_change_us = ref_end_us = int(due[0])
-            v, units, t, p, e = v[cut:], units[cut:], t[cut:], p[cut:], e[cut:]
-        return self._score(v, units, t, p, seq, events, ref_end_us, (names, e)) or alarm
+            v, units, t, p, e, lm = v[cut:], units[cut:], t[cut:], p[cut:], e[cut:], lm[cut:]
+        return self._score(v, units, t, p, seq, events, ref_end_us, (names, e), (materials, lm, lot_names)) or alarm
+
+    def take_lot_alarms(self) -> list[Alarm]:
+        """The alarms of new lots judged off the others since the last call."""
+        out, self._lot_alarms = self._lot_alarms, []
+        return out
 
     def _reset_after_maintenance(self, events: Events, t_last: int) -> None:
         """Work on this series' station and machine (a repair, a fix) starts its sums afresh: the
@@ -658,6 +704,14 @@ class SeriesMonitor:
             if not len(new):
                 continue
             kind, station, machine, target = (key.split(":", 3) + ["", "", ""])[:4]
+            if (key == self.trend_key and not self.trend_confirmed and not self.watch and not self.constant
+                    and self._relevel is None):
+                # The first reset of a wear slope fitted on other work's age (a printer's cleaning
+                # for the paste it deposits downstream): the records after it tell, as above.
+                at = int(new.max())
+                self._confirm_drop = self.trend_slope * float(_age_hours(np.array([at - 1]), times, self.t_first)[0])
+                self._relevel, self._relevel_from = [], at
+                continue
             own_part = bool(self.watch and target == self.watch[2])
             mine = machine in ("", self.machine) or own_part
             if station == self.machine_station and mine:
@@ -684,11 +738,12 @@ class SeriesMonitor:
                 return
 
     def _score(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, p: np.ndarray, seq: int, events: Events,
-               ref_end_us: int, env: Env) -> Alarm | None:
+               ref_end_us: int, env: Env, lots: Lots) -> Alarm | None:
         """Score new records; until `ref_end_us` (and at least `min_ref` records) they are phase I."""
         if len(v) == 0:
             return None
         names, e = env
+        materials, lm, lot_names = lots
         self.records += len(v)
         if self.by_product:
             self._remember_products(units, p)
@@ -701,26 +756,41 @@ class SeriesMonitor:
             self._ref_t.append(t[:need])
             self._ref_p.append(p[:need])
             self._ref_env.append(e[:need])
+            self._ref_lots.append(lm[:need])
             self.n_ref += need
-            v, units, t, p, e = v[need:], units[need:], t[need:], p[need:], e[need:]
+            v, units, t, p, e, lm = v[need:], units[need:], t[need:], p[need:], e[need:], lm[need:]
             if len(v) == 0:
                 return None
             ref, ref_t, ref_p = np.concatenate(self._ref), np.concatenate(self._ref_t), np.concatenate(self._ref_p)
             # a profile that changed its room readings mid-phase-I leaves columns that do not line up
             ref_env = np.concatenate(self._ref_env) if all(x.shape[1] == len(names) for x in self._ref_env) \
                 else np.empty((len(ref), 0))
-            self._ref, self._ref_t, self._ref_p, self._ref_env = [], [], [], []
+            ref_lots = (np.concatenate(self._ref_lots) if all(x.shape[1] == len(materials) for x in self._ref_lots)
+                        else None)
+            self._ref, self._ref_t, self._ref_p, self._ref_env, self._ref_lots = [], [], [], [], []
             self.reference_oos = float(self._oos(ref, ref_p).mean())
             self._fit_env(ref, ref_p, ref_env, names)
             ref = self._env_adjusted(ref, (names, ref_env))
-            ref, ref_t = self._learn_products(ref, ref_t, ref_p)
+            ref, ref_t, kept = self._learn_products(ref, ref_t, ref_p)
+            ref_lots = ref_lots[kept] if ref_lots is not None else None
             # A set-point: constant by design, changed only on purpose (float noise of a recipe
             # value read back is not spread: a level chart of it alarmed on 3e-13 degC).
             if ref.std() <= 1e-9 * max(1.0, abs(float(ref.mean()))):
                 self.constant = True
-            detrended = (self._fit_trend(ref, ref_t, events) if self.trend_from is None
-                         else self._inherit_trend(ref, ref_t, events))
-            self.centre_raw = float(detrended.mean())
+            lots_ok = ref_lots is not None and not (self.environment or self.watch or self.constant)
+            lots = (materials, ref_lots if ref_lots is not None else lm[:0], lot_names)
+            # Wear is fitted net of the lots where they already tell: lots used in sequence, one
+            # after another, fit a slope as well as wear does.
+            net, net_t = self._learn_lots(ref, ref_t, lots) if lots_ok else (ref, ref_t)
+            detrended = (self._fit_trend(net, net_t, events) if self.trend_from is None
+                         else self._inherit_trend(net, net_t, events))
+            if self.lots is not None:  # the lots' levels again, net of that wear (as the chart sees them)
+                detrended = ref - (self.trend_slope * _age_hours(ref_t, self._times(events), self.t_first)
+                                   if self.trend_key is not None else 0.0)
+                self.centre_raw = float(detrended.mean())
+                detrended = self._learn_lots(detrended, ref_t, lots)[0]
+            else:
+                self.centre_raw = float(detrended.mean())
             self._fit(detrended)
             self._learn_excursions(detrended)
             raw = raw[-len(v):]
@@ -731,8 +801,20 @@ class SeriesMonitor:
         # single values are winsorised at 4 unit-sigmas before they are averaged.
         oos_flags = self._oos(raw, p).astype(float)
         v = self._env_adjusted(v, (names, e))
-        v, units, t, oos_flags = self._product_adjusted(v, units, t, oos_flags, p)
+        if not self.by_product and self.phase1_products and len(p):
+            known = (p == self.phase1_products[0]) if len(self.phase1_products) == 1 \
+                else np.isin(p, self.phase1_products)
+            if not known.all():
+                # A product phase I never saw: its level is learned from its first records, as
+                # for a line whose products differ from the start (phase I's share its level).
+                self.by_product, self.grand_level = True, self.phase1_level
+                self.product_level = dict.fromkeys(self.phase1_products, self.phase1_level)
+        col = lot_column((materials, lm, lot_names), self.lots.material) if self.lots is not None else None
+        v, units, t, oos_flags, lm = self._product_adjusted(v, units, t, oos_flags, p, lm,
+                                                            self.lots.offsets(col) if self.lots and col else None)
         v = self.detrend(v, t, events) - self.level_offset
+        if self.lots is not None or self.lot_candidates:
+            v, units, t, oos_flags = self._lot_adjusted(v, units, t, oos_flags, (materials, lm, lot_names), seq)
         if self._relevel is not None:
             wear = (self.trend_slope * _age_hours(t, self._times(events), self.t_first)
                     if self._confirm_drop is not None else None)
@@ -945,6 +1027,131 @@ class SeriesMonitor:
             family=f"{self.station}/{self.name}",
             watch=self.watch[0] if self.watch else None,
         )
+
+    def _learn_lots(self, ref: np.ndarray, t: np.ndarray, lots: Lots) -> tuple[np.ndarray, np.ndarray]:
+        """Learn the levels of phase I's lots of each material; where one material's lots already
+        clearly differ, returns the reference net of them, with its times (see `monitor.lot_levels`)."""
+        self.lot_candidates = {}
+        for material in lots[0]:
+            cand = LotLevels(material, self.cfg.lot_records)
+            col = lot_column(lots, material)
+            assert col is not None
+            cand.learn_reference(ref, t, col)
+            self.lot_candidates[material] = cand
+        self.lots = None
+        telling = self._telling_lots()
+        if telling is None:
+            return ref, t
+        telling.adopt(float(ref.mean()))
+        self.lots, self.lot_candidates = telling, {}
+        col = lot_column(lots, telling.material)
+        assert col is not None
+        net, keep = telling.net(ref, col)
+        return net, t[keep]
+
+    def _telling_lots(self) -> LotLevels | None:
+        """The material whose lots differ most, if its lots differ clearly (`lot_min_sigma`)."""
+        spread = {m: c.spread(self.cfg.lot_alpha) for m, c in self.lot_candidates.items()}
+        best = max(spread, key=lambda m: spread[m], default=None)
+        return self.lot_candidates[best] if best is not None and spread[best] >= self.cfg.lot_min_sigma else None
+
+    def _lot_adjusted(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, oos: np.ndarray, lots: Lots,
+                      seq: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """New records net of their lot's level, where the series is watched so; else the lots
+        they complete are learned, and a material is taken on once its lots tell (from the next
+        records on). A new lot learned under the material taken on is judged (`_judge_lot`)."""
+        if self.lots is not None:
+            col = lot_column(lots, self.lots.material)
+            if col is None:
+                return v, units, t, oos
+            v, units, t, oos, learned = self.lots.adjusted(v, units, t, oos, col)
+        else:
+            news: dict[str, list[NewLot]] = {}
+            for material, cand in self.lot_candidates.items():
+                col = lot_column(lots, material)
+                if col is not None:
+                    news[material] = cand.adjusted(v, units, t, oos, col)[4]
+            telling = self._telling_lots() if any(news.values()) else None
+            if telling is None:
+                return v, units, t, oos
+            telling.adopt(self.centre)
+            self.lots, self.lot_candidates = telling, {}
+            learned = news.get(telling.material, [])  # the lots that made them tell: judged against those before
+        for new in learned:
+            self._lot_alarms += [a for a in (self._judge_lot(new, seq), self._chart_lots(new, seq)) if a is not None]
+        return v, units, t, oos
+
+    def _chart_lots(self, new: NewLot, seq: int) -> Alarm | None:
+        """Lots that keep coming in off the lots' usual level (the chart of lot levels): a move of
+        the machine that lot-centring would take into each new lot's level."""
+        assert self.lots is not None
+        run = self.lots.chart(new)
+        if not run:
+            return None
+        lots = self.lots
+        usual, spread = lots.usual(run)
+        shift = float(np.mean([lots.level[lot] for lot in run])) - usual
+        unit = f" {self.unit}" if self.unit else ""
+        where = f" at {self.station}" + (f" on machine {self.machine}" if self.machine else "")
+        text = (f"{self.name}{where} reads {_fmt(abs(shift))}{unit} {'higher' if shift > 0 else 'lower'} "
+                f"({abs(shift) / self.sd_unit:.1f} sigma) on the last {len(run)} {lots.material} lots than on the "
+                f"lots before them: lot after lot, so the move is the {'machine' if self.machine else 'station'}'s, "
+                "not the lots'.")
+        times, levels = lots.chart_points()
+        chart = {"type": "lot_levels", "t": [_iso(x) for x in times], "value": [round(x, 6) for x in levels],
+                 "centre": usual, "lcl": usual - 3 * spread, "ucl": usual + 3 * spread,
+                 "onset_t": _iso(lots.first_t[run[0]]), "lsl": self.lsl, "usl": self.usl,
+                 "label": f"{self.name}, level of each {lots.material} lot"}
+        effect = {"shift": shift, "shift_sigma": shift / self.sd_unit, "out_of_spec_now": new.out_of_spec / new.n,
+                  "out_of_spec_reference": self.reference_oos, "unit": self.unit, "condition": self.condition,
+                  "lots": len(run)}
+        if abs(shift) < self.tuned_shift * self.sd_unit or self._away_from_limit(shift):
+            effect["supporting"] = True  # as for any in-spec move smaller than the chart is tuned to
+        return Alarm(
+            detector="measurement_lot_levels", kind="measurement_shift", entity=self.entity, scope=self.scope,
+            onset=Evidence(None, _iso(lots.first_t[run[0]]), None),
+            first=Evidence(new.last_unit, _iso(new.last_t), seq), latest=Evidence(new.last_unit, _iso(new.last_t), seq),
+            units_affected=new.n * len(run), yield_lost_units=0.0, effect=effect, description=text, chart=chart,
+            units=[str(u) for u in new.units], family=f"{self.station}/{self.name}")
+
+    def _judge_lot(self, new: NewLot, seq: int) -> Alarm | None:
+        """A new lot whose level sits beyond the lot-to-lot prediction bound (and at least the
+        move the chart is tuned to), or whose first records lose units out of spec beyond phase
+        I's rate: an alarm on the lot. Either way its level is kept: its later records are watched
+        against it, and a lot judged off is left out of the spread the next lots are judged by."""
+        assert self.lots is not None
+        shift, bound, k = self.lots.judge(new, self.sd_unit, self.cfg.wander_alpha)
+        ref_rate = self.reference_oos + 0.5 / max(self.n_ref, 1)
+        loses = poisson.sf(round(new.out_of_spec) - 1, ref_rate * new.n) <= 1e-3
+        off = abs(shift) > bound and abs(shift) >= self.tuned_shift * self.sd_unit and not self._away_from_limit(shift)
+        if not (off or loses):
+            return None
+        self.lots.unusual.append(new.lot)
+        material = self.lots.material
+        unit = f" {self.unit}" if self.unit else ""
+        where = f" at {self.station}" + (f" on machine {self.machine}" if self.machine else "")
+        usual = (f"beyond the spread of the {k} lots before it (±{_fmt(bound)}{unit})" if np.isfinite(bound)
+                 else f"with {k} lot(s) before it to compare")
+        text = (f"{self.name}{where} reads {_fmt(abs(shift))}{unit} {'higher' if shift > 0 else 'lower'} "
+                f"({abs(shift) / self.sd_unit:.1f} sigma) on units built with {material} lot {new.lot}, "
+                f"{usual}; {new.out_of_spec / new.n:.1%} of its first {new.n} units out of spec.")
+        times, levels = self.lots.chart_points()
+        mean = float(np.mean([lv for lot, lv in self.lots.level.items() if lot not in self.lots.unusual] or [0.0]))
+        chart = {"type": "lot_levels", "t": [_iso(x) for x in times], "value": [round(x, 6) for x in levels],
+                 "centre": mean, "lcl": mean - bound if np.isfinite(bound) else None,
+                 "ucl": mean + bound if np.isfinite(bound) else None, "onset_t": _iso(new.first_t),
+                 "lsl": self.lsl, "usl": self.usl, "label": f"{self.name}, level of each {material} lot"}
+        lost = max(new.out_of_spec - self.reference_oos * new.n, 0.0) if not self.condition else 0.0
+        return Alarm(
+            detector="measurement_lot", kind="measurement_shift", entity=f"lot={material}/{new.lot}",
+            scope={"station": self.station, "measurement": self.name, "material": material, "lot": new.lot},
+            onset=Evidence(new.first_unit, _iso(new.first_t), None),
+            first=Evidence(new.last_unit, _iso(new.last_t), seq), latest=Evidence(new.last_unit, _iso(new.last_t), seq),
+            units_affected=new.n, yield_lost_units=round(lost, 2),
+            effect={"shift": shift, "shift_sigma": shift / self.sd_unit, "out_of_spec_now": new.out_of_spec / new.n,
+                    "out_of_spec_reference": self.reference_oos, "unit": self.unit, "condition": self.condition,
+                    "lots_compared": k},
+            description=text, chart=chart, units=[str(u) for u in new.units], family=f"{self.station}/{self.name}")
 
     def _remember_products(self, units: np.ndarray, products: np.ndarray) -> None:
         keep = 20 * self.cfg.chart_points  # as many as the records kept for an alarm's units
@@ -1347,7 +1554,7 @@ def _bernoulli_change(f: np.ndarray, p0: float) -> int:
 
 
 def _measurements_sql(made_at: dict[tuple[str, str], str] | None,
-                      environment: list[tuple[str, str]] | None = None) -> str:
+                      environment: list[tuple[str, str]] | None = None, materials: list[str] | None = None) -> str:
     """The measurement and parameter readings of a range of batches (parameters: lo, hi, lo, hi),
     each with the machine and fixture of the station visit it belongs to, and its unit's product.
 
@@ -1362,7 +1569,8 @@ def _measurements_sql(made_at: dict[tuple[str, str], str] | None,
 
     Each reading also carries its unit's room readings of these batches (`environment`, in order:
     columns env0, env1, ...), joined here: looked up per reading in Python, they cost more than
-    every series' chart on a long run."""
+    every series' chart on a long run. Likewise its unit's lot of each material (`materials`, in
+    order: columns lot0, lot1, ..., named within the supplier as the failure-rate streams name them)."""
     # (station, reading) -> the station whose machine makes what it reads, from the profile
     made = sorted((made_at or {}).items()) or [(("", ""), "")]
     pairs = environment or []
@@ -1374,6 +1582,14 @@ def _measurements_sql(made_at: dict[tuple[str, str], str] | None,
         where = " OR ".join(f"(station = {sql_text(st)} AND name = {sql_text(n)})" for st, n in pairs)
         env_join = (f" LEFT JOIN (SELECT unit_id, {picks} FROM m WHERE is_param AND ({where}) GROUP BY unit_id) e"
                     " ON e.unit_id = b.unit_id")
+    mats = materials or []
+    lot_cols = "".join(f", l.lot{j}" for j in range(len(mats)))
+    lot_join = ""
+    if mats:
+        picks = ", ".join(f"any_value(coalesce(supplier, '') || ':' || lot) FILTER (WHERE material = {sql_text(x)})"
+                          f" AS lot{j}" for j, x in enumerate(mats))
+        lot_join = (f" LEFT JOIN (SELECT unit_id, {picks} FROM materials WHERE unit_id IN (SELECT unit_id FROM m)"
+                    " GROUP BY unit_id) l ON l.unit_id = b.unit_id")
     made_values = ", ".join(f"({sql_text(st)}, {sql_text(n)}, {sql_text(m)})" for (st, n), m in made)
     return f"""
         WITH mk(station, name, made_at) AS (VALUES {made_values}),
@@ -1401,10 +1617,26 @@ def _measurements_sql(made_at: dict[tuple[str, str], str] | None,
                        ASOF LEFT JOIN s ON r.unit_id = s.unit_id AND r.made_at = s.station AND r.t >= s.t_in),
              b AS (SELECT * FROM once UNION ALL SELECT * FROM again)
         SELECT b.batch, b.unit_id, b.station, b.name, b.machine, b.fixture, b.value, epoch_us(b.t) AS t_us,
-               b.is_param, coalesce(u.product, '') AS product, b.made_at{env_cols}
-        FROM b LEFT JOIN units u ON u.unit_id = b.unit_id{env_join}
+               b.is_param, coalesce(u.product, '') AS product, b.made_at{env_cols}{lot_cols}
+        FROM b LEFT JOIN units u ON u.unit_id = b.unit_id{env_join}{lot_join}
         ORDER BY b.batch, b.t, b.unit_id, b.name
         """
+
+
+def _encode_lots(col: pa.ChunkedArray, names: list[str]) -> np.ndarray:
+    """A lot column as codes into `names`, the material's lots in order of first sight (extended
+    with lots new here): codes stay the same from run to run, as phase I gathers its records
+    over many. -1 where the unit used none of the material."""
+    enc = pc.dictionary_encode(col.combine_chunks())
+    index = {n: i for i, n in enumerate(names)}
+    here = []
+    for lot in enc.dictionary.to_pylist():
+        if str(lot) not in index:
+            index[str(lot)] = len(names)
+            names.append(str(lot))
+        here.append(index[str(lot)])
+    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return np.where(codes >= 0, np.asarray(here + [0], dtype=np.int64)[codes], -1)
 
 
 def _line_readings(ws: Any) -> list[Reading]:
@@ -1426,6 +1658,14 @@ def _lag1(x: np.ndarray) -> float:
     if len(x) < 4 or lagged.std() == 0 or led.std() == 0:
         return 0.0
     return float(np.corrcoef(led, lagged)[0, 1])
+
+
+def _is_elapsed_time(age: np.ndarray, other: np.ndarray) -> bool:
+    """Whether an age moves with `other` (the elapsed time, another age) so closely (|r| > 0.9)
+    that a slope on one is a slope on the other."""
+    if age.std() <= 0 or other.std() <= 0:
+        return True
+    return abs(float(np.corrcoef(age, other)[0, 1])) > 0.9
 
 
 def _effective_n(resid: np.ndarray) -> float:
@@ -1479,6 +1719,7 @@ class MonitorEngine:
         # Learned watches: (entry, station, measurement, level) -> a series of that one entity.
         self.watched: dict[tuple[str, str, str, str], SeriesMonitor] = {}
         self.t_first_us: int | None = None  # earliest record seen: phase I is measured from it
+        self.lot_names: dict[str, list[str]] = {}  # material -> its lots in order of first sight (their codes)
         self.version = STATE_VERSION
 
     def _ref_end(self, t_us: np.ndarray) -> int:
@@ -1630,7 +1871,8 @@ class MonitorEngine:
                       made_at: dict[tuple[str, str], str] | None = None,
                       environment: set[tuple[str, str]] | None = None) -> list[Alarm]:
         pairs = sorted(environment or set())
-        tbl = ws.query(_measurements_sql(made_at, pairs), [lo, hi, lo, hi])
+        materials = self._materials_used(ws)
+        tbl = ws.query(_measurements_sql(made_at, pairs, materials), [lo, hi, lo, hi])
         report.records["measurements"] = report.records.get("measurements", 0) + tbl.num_rows
         if tbl.num_rows == 0:
             return []
@@ -1644,6 +1886,9 @@ class MonitorEngine:
         products = np.asarray(tbl.column("product").to_pylist(), dtype=object)
         ref_end = self._ref_end(t_us)
         room = _RoomReadings(tbl, pairs)
+        names = [self.lot_names.setdefault(m, []) for m in materials]
+        lot_matrix = (np.column_stack([_encode_lots(tbl.column(f"lot{j}"), names[j]) for j in range(len(materials))])
+                      if materials else None)
         alarms = []
         for label, idx in zip(labels, groups, strict=True):
             if not len(idx):
@@ -1660,11 +1905,20 @@ class MonitorEngine:
                 mon.product_specs = (product_specs or {}).get((station, name), {})
             # the room's readings, only where the series learns its effect or removes it
             env = room.of(idx) if not mon.environment and (mon.chart is None or mon.env_effect) else None
+            lots = ((tuple(materials), lot_matrix[idx], names)
+                    if lot_matrix is not None and (mon.chart is None or mon.lots or mon.lot_candidates) else None)
             a = mon.process(values[idx], units[idx], t_us[idx], hi, events, ref_end, (changes or {}).get(station),
-                            products[idx], env)
+                            products[idx], env, lots)
             if a is not None:
                 alarms.append(a)
+            alarms += mon.take_lot_alarms()
         return alarms + self._watches(ws, tbl, hi, specs, events, changes or {})
+
+    @staticmethod
+    def _materials_used(ws: Any) -> list[str]:
+        """The materials the line's units are built with (in name order: the lot columns' order)."""
+        return [str(x) for x in ws.query("SELECT DISTINCT material FROM materials ORDER BY 1").column(0).to_pylist()
+                if x is not None]
 
     def _watches(self, ws: Any, tbl: pa.Table, hi: int, specs: dict[Any, Any], events: Events,
                  changes: dict[str, np.ndarray]) -> list[Alarm]:
@@ -1792,7 +2046,7 @@ class MonitorEngine:
 
 def _state_classes() -> dict[str, type]:
     """The only classes a saved state may rebuild: the monitor's own."""
-    classes: list[type] = [MonitorEngine, EngineConfig, SeriesMonitor, RateStream, CUSUMChart, EWMAChart,
+    classes: list[type] = [MonitorEngine, EngineConfig, SeriesMonitor, LotLevels, RateStream, CUSUMChart, EWMAChart,
                            IndividualsChart, XbarChart, StagedChart, GroupRateMonitor, PChart, RuleState]
     return {c.__name__: c for c in classes}
 
