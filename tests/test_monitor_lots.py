@@ -1,6 +1,7 @@
 """A reading that moves with a material's lots: watched net of each lot's level, each new lot
-judged against the lots before it (`linelab.monitor.lot_levels`). Each case runs the engine with
-its defaults, fed online as a line would feed it."""
+judged against the lots before it (`linelab.monitor.lot_levels`, `lot_levels=True`: off by
+default while it costs the monitor twice its time on long runs). Each case runs the engine with
+its other defaults, fed online as a line would feed it."""
 
 from __future__ import annotations
 
@@ -57,7 +58,10 @@ def service(station: str, unit: int) -> dict[str, pa.Table]:
                                 "machine": [machine], "target": [machine], "detail": ['{"planned": true}']})}
 
 
-def run(path: Path, levels: np.ndarray, n: int, config: EngineConfig | None = None,
+LOTS = EngineConfig(lot_levels=True)
+
+
+def run(path: Path, levels: np.ndarray, n: int, config: EngineConfig = LOTS,
         wander: float = 0.0, second_product_from: int | None = None,
         services: tuple[tuple[str, int], ...] = (), step_from: int | None = None) -> Workspace:
     ws = Workspace.open(path)
@@ -88,7 +92,7 @@ def test_lots_that_differ_as_they_always_do_open_no_problem(tmp_path: Path) -> N
     series = MonitorEngine.load(ws).series[("CMM", "diameter_mm", "CMM1")]
     assert series.lots is not None and series.lots.material == "bar_stock"
     ws.close()
-    blind = run(tmp_path / "blind", levels, 15_000, EngineConfig(lot_min_sigma=float("inf")))
+    blind = run(tmp_path / "blind", levels, 15_000, EngineConfig(lot_levels=True, lot_min_sigma=float("inf")))
     assert list_problems(blind) != []
     blind.close()
 
@@ -128,10 +132,10 @@ def test_a_product_first_made_after_phase_i_on_a_line_watched_by_lot(tmp_path: P
     # lot after) and are left out of the chart, the lots' rows with them (the monitor stopped with
     # an IndexError on the zoo's lines; before lots, a product new after phase I was a 1,250-sigma
     # "shift").
-    levels = lot_to_lot(3, 40, 1.0)
-    ws = run(tmp_path / "ws", levels, 9_000, second_product_from=6_250)
-    assert list_problems(ws) == [], [p["description"] for p in list_problems(ws)]
-    ws.close()
+    for config, lot_sd in ((EngineConfig(), 0.2), (LOTS, 1.0)):  # the default engine, and one watching by lot
+        ws = run(tmp_path / f"ws{lot_sd}", lot_to_lot(3, 40, lot_sd), 9_000, config, second_product_from=6_250)
+        assert list_problems(ws) == [], [p["description"] for p in list_problems(ws)]
+        ws.close()
 
 
 def test_work_elsewhere_early_in_phase_i_is_no_wear_model(tmp_path: Path) -> None:
@@ -141,7 +145,7 @@ def test_work_elsewhere_early_in_phase_i_is_no_wear_model(tmp_path: Path) -> Non
     # its next service, days later, then read as a step of the diameter (the zoo's press-fit depth
     # "fell" 1.2 sigma when a screwdriver was serviced).
     levels = np.concatenate([[-1.5, -0.5, 0.5, 1.5], lot_to_lot(4, 36, 0.4)])
-    ws = run(tmp_path / "ws", levels, 12_000, services=(("WASH", 40), ("CMM", 1_200), ("WASH", 9_000)))
+    ws = run(tmp_path / "ws", levels, 12_000, EngineConfig(), services=(("WASH", 40), ("CMM", 1_200), ("WASH", 9_000)))
     series = MonitorEngine.load(ws).series[("CMM", "diameter_mm", "CMM1")]
     assert series.trend_key != "maintenance:WASH:W1:W1"
     assert list_problems(ws) == [], [p["description"] for p in list_problems(ws)]

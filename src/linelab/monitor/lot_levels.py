@@ -49,10 +49,13 @@ def lot_column(lots: Lots | None, material: str) -> LotColumn | None:
 
 
 def _groups(col: LotColumn) -> tuple[list[str | None], np.ndarray]:
-    """The lots among the records (None: no lot), and each record's index into them."""
+    """The lots among the records (None: no lot), and each record's index into them (codes are
+    small integers: counted, not sorted)."""
     codes, names = col
-    present, inverse = np.unique(codes, return_inverse=True)
-    return [names[c] if c >= 0 else None for c in present], inverse
+    shifted = codes + 1
+    seen = np.bincount(shifted, minlength=len(names) + 1) > 0
+    present = np.flatnonzero(seen) - 1
+    return [names[c] if c >= 0 else None for c in present], (np.cumsum(seen) - 1)[shifted]
 
 
 @dataclass
@@ -82,11 +85,13 @@ class LotLevels:
         self.within_ss = 0.0  # records' squared deviations from their lot's level, and their degrees of freedom
         self.within_df = 0
         self.block = max(records // 2, 2)  # records per block of the step test
-        self.steps_within: list[float] = []  # steps between consecutive blocks of one lot ...
-        self.steps_across: list[float] = []  # ... and from one lot's last block to the next lot's first
+        # Steps between consecutive blocks of one lot, and from one lot's last block to the next
+        # lot's first: how many, and the sum of their squares.
+        self.steps_within = [0, 0.0]
+        self.steps_across = [0, 0.0]
         self._open: dict[str, list[float]] = {}  # lot -> [sum, records] of its block being filled
-        self._last_block: dict[str, float] = {}  # lot -> mean of its last full block
-        self._last_lot: str | None = None  # lot of the last full block
+        self._last_mean: float | None = None  # the last full block's mean, and its lot's name
+        self._last_lot: str | None = None
         self.adopted = False  # the series is watched net of these lots' levels
         self.grand = 0.0  # the level records are moved to (the chart's centre)
         self.unusual: list[str] = []  # lots judged off the others: not part of their spread
@@ -100,8 +105,8 @@ class LotLevels:
     def learn_reference(self, ref: np.ndarray, t: np.ndarray, col: LotColumn) -> None:
         """The levels of phase I's lots that have `records` records there (all of them teach),
         and phase I's block steps."""
-        self._steps(ref, col)
         lots, inverse = _groups(col)
+        self._steps(ref, lots, inverse)
         for i, lot in enumerate(lots):
             mine = inverse == i
             if lot is None or mine.sum() < self.records:
@@ -115,11 +120,10 @@ class LotLevels:
         self.within_ss += ss
         self.within_df += n - 1
 
-    def _steps(self, v: np.ndarray, col: LotColumn) -> None:
-        """Cut the records (in time order) into blocks per lot; note each full block's step from
-        the block before it: within its lot, or across a lot change."""
-        lots, inverse = _groups(col)
-        done: list[tuple[int, str, float]] = []  # (index of the record that filled it, lot, block mean)
+    def _steps(self, v: np.ndarray, lots: list[str | None], inverse: np.ndarray) -> None:
+        """Cut the records (in time order) into blocks per lot (`_groups`); note each full block's
+        step from the block before it: within its lot, or across a lot change."""
+        ends_at, names, means = [], [], []  # each full block: the record that filled it, its lot, its mean
         for i, lot in enumerate(lots):
             if lot is None:
                 continue
@@ -128,28 +132,36 @@ class LotLevels:
             csum = s + np.cumsum(v[idx])  # the lot's open block's sum carried in
             ends = np.arange(self.block - int(n), len(idx) + 1, self.block)  # 1-based: where a block fills
             if len(ends):
-                sums = np.diff(np.concatenate([[0.0], csum[ends - 1]]))
-                done += [(int(idx[e - 1]), lot, float(x) / self.block) for e, x in zip(ends, sums, strict=True)]
+                ends_at.append(idx[ends - 1])
+                means.append(np.diff(np.concatenate([[0.0], csum[ends - 1]])) / self.block)
+                names += [lot] * len(ends)
                 self._open[lot] = [float(csum[-1] - csum[ends[-1] - 1]), len(idx) - int(ends[-1])]
             else:
                 self._open[lot] = [float(csum[-1]), int(n) + len(idx)]
-        for _, lot, mean in sorted(done):
-            if lot in self._last_block and self._last_lot == lot:
-                self.steps_within.append(mean - self._last_block[lot])
-            elif self._last_lot is not None and self._last_lot != lot:
-                self.steps_across.append(mean - self._last_block[self._last_lot])
-            self._last_block[lot], self._last_lot = mean, lot
+        if not names:
+            return
+        order = np.argsort(np.concatenate(ends_at), kind="stable")
+        m = np.concatenate(means)[order]
+        who = np.asarray(names, dtype=object)[order]
+        if self._last_lot is not None:
+            m = np.concatenate([[self._last_mean], m])
+            who = np.concatenate([np.asarray([self._last_lot], dtype=object), who])
+        step, same = np.diff(m), who[1:] == who[:-1]
+        for acc, sel in ((self.steps_within, same), (self.steps_across, ~same)):
+            acc[0] += int(sel.sum())
+            acc[1] += float((step[sel] ** 2).sum())
+        self._last_mean, self._last_lot = float(m[-1]), str(who[-1])
 
     # -- whether the lots differ -----------------------------------------------------------------
     def spread(self, alpha: float) -> float:
         """The lots' own spread (lot-to-lot sd, in sds of the records about their lot's level)
         where steps across lot changes are larger than steps within lots (F-test at `alpha`);
         0 if not."""
-        across, within = np.asarray(self.steps_across), np.asarray(self.steps_within)
-        if len(across) < 2 or len(within) < 2 or self.within_df < 2:
+        (n_a, ss_a), (n_w, ss_w) = self.steps_across, self.steps_within
+        if n_a < 2 or n_w < 2 or self.within_df < 2:
             return 0.0
-        var_a, var_w = float(np.mean(across**2)), float(np.mean(within**2))
-        if var_w <= 0 or f_dist.sf(var_a / var_w, len(across), len(within)) >= alpha:
+        var_a, var_w = ss_a / n_a, ss_w / n_w
+        if var_w <= 0 or f_dist.sf(var_a / var_w, n_a, n_w) >= alpha:
             return 0.0
         # a step across carries two lots' offsets: twice the lot-to-lot variance beyond a step within
         return float(np.sqrt(max(var_a - var_w, 0.0) / 2 / (self.within_ss / self.within_df)))
@@ -183,8 +195,8 @@ class LotLevels:
         return out
 
     def _offsets(self, lots: list[str | None]) -> np.ndarray:
-        """Each lot's level less `grand` (NaN: not learned yet; 0: no lot)."""
-        return np.array([0.0 if lot is None else self.level.get(lot, np.nan) - self.grand for lot in lots])
+        """Each lot's level less `grand` (NaN: not learned yet, or the record's lot is not known)."""
+        return np.array([np.nan if lot is None else self.level.get(lot, np.nan) - self.grand for lot in lots])
 
     def offsets(self, col: LotColumn) -> np.ndarray:
         """Each record's lot's level less phase I's lots' mean level: what a product's level
@@ -196,8 +208,7 @@ class LotLevels:
         return np.nan_to_num(self._offsets(lots) - shift)[inverse]
 
     def net(self, v: np.ndarray, col: LotColumn) -> tuple[np.ndarray, np.ndarray]:
-        """Phase I's records net of their lots' levels, and which had a lot level to be net of
-        (a unit that used none of the material keeps its value)."""
+        """Phase I's records net of their lots' levels, and which had a lot level to be net of."""
         lots, inverse = _groups(col)
         offset = self._offsets(lots)[inverse]
         keep = ~np.isnan(offset)
@@ -207,16 +218,19 @@ class LotLevels:
     def adjusted(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, oos: np.ndarray, col: LotColumn
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[NewLot]]:
         """Learn the levels of new lots from their first records; returns the records (once
-        adopted: as deviations from their lot's level around `grand`, those of a lot still being
-        learned left out, as they teach it) and the lots whose level they completed."""
+        adopted: as deviations from their lot's level around `grand`; those of a lot still being
+        learned left out, as they teach it, and those whose lot is not known, as nothing can be
+        said of them net of it) and the lots whose level they completed."""
         if not len(v):
             return v, units, t, oos, []
-        if not self.adopted:
-            self._steps(v, col)
         lots, codes = _groups(col)
+        if not self.adopted:
+            self._steps(v, lots, codes)
         offset = self._offsets(lots)
         learned: list[NewLot] = []
         for i in np.flatnonzero(np.isnan(offset)):
+            if lots[i] is None:
+                continue
             lab = str(lots[i])
             mine = codes == i
             self._learning.setdefault(lab, []).append(np.stack([v[mine], t[mine].astype(float), oos[mine]]))
