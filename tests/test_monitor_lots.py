@@ -162,3 +162,15 @@ def test_a_step_of_the_gauge_at_a_lot_change_is_found_in_the_lots_after_it(tmp_p
     assert [p["entity"] for p in problems] == ["CMM/CMM1"], [p["description"] for p in problems]
     assert "lots" in problems[0]["description"] and "higher" in problems[0]["description"]
     ws.close()
+
+
+def test_lot_levels_are_asked_for_from_the_command_line(tmp_path: Path) -> None:
+    from linelab.commands import call
+
+    ws = Workspace.open(tmp_path / "ws")
+    ws.ingest_tables(shafts(0, 600, seed=0, lot_levels=np.zeros(2)), source="cell")
+    ws.close()
+    call("monitor run", workspace=tmp_path / "ws", lot_levels=True)
+    ws = Workspace.open(tmp_path / "ws")
+    assert MonitorEngine.load(ws).config == EngineConfig(lot_levels=True)
+    ws.close()

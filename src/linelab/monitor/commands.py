@@ -23,6 +23,8 @@ class MonitorRunParams(BaseModel):
     reference_hours: float | None = Field(None, gt=0, description="phase I: hours of data each series learns its "
                                           "limits from (default: the monitor's own, as the loop uses)")
     max_batches: int | None = Field(None, gt=0, description="process at most this many new ingest batches")
+    lot_levels: bool = Field(False, description="watch readings that move with a material's lots net of each lot's "
+                                                "level (a new engine only; about twice the time on long runs)")
 
 
 class MonitorRunResult(Result):
@@ -57,8 +59,10 @@ def monitor_run(p: MonitorRunParams, ctx: Context) -> MonitorRunResult:
         path = MonitorEngine.state_path(ws)
         if path.exists():
             path.unlink()
-    engine = MonitorEngine.load(ws, EngineConfig() if p.reference_hours is None
-                                else EngineConfig(reference_hours=p.reference_hours))
+    config = EngineConfig(lot_levels=p.lot_levels)
+    if p.reference_hours is not None:
+        config.reference_hours = p.reference_hours
+    engine = MonitorEngine.load(ws, config)
     todo = max(0, ws.last_batch_seq() - engine.last_seq)
     with ctx.progress(todo, "monitoring") as advance:
         rep = engine.run(ws, progress=advance, max_batches=p.max_batches)
