@@ -139,9 +139,9 @@ class EngineConfig:
     # records when it first appears later (those records teach; they are not judged).
     product_records: int = 50
     # A reading that moves with a material's lots (`monitor.lot_levels`) is watched net of each
-    # lot's level, learned from the lot's first `lot_records` records; phase I takes a material
-    # whose lots differ beyond their records' noise (ANOVA at `lot_alpha`) by a between-lot sd of
-    # at least `lot_min_sigma` of the records' sd. Each new lot is judged against the lots seen
+    # lot's level, learned from the lot's first `lot_records` records, once steps across lot
+    # changes are larger than steps within lots (F-test at `lot_alpha`) by a lot-to-lot sd of at
+    # least `lot_min_sigma` of the records' sd. Each new lot is judged against the lots seen
     # before it at `wander_alpha`.
     lot_records: int = 100
     lot_min_sigma: float = 0.2
@@ -418,6 +418,14 @@ class SeriesMonitor:
         of a product whose level is still being learned teach it and are not judged. Where the
         series is watched by lot, a new product's level is learned net of its records' lots
         (`lot_offset`): learned within one lot, it would carry that lot's offset to every lot after."""
+        if not self.by_product and self.phase1_products and products is not None and len(v):
+            seen = (products == self.phase1_products[0]) if len(self.phase1_products) == 1 \
+                else np.isin(products, self.phase1_products)
+            if not seen.all():
+                # A product phase I never saw: its level is learned from its first records, as
+                # for a line whose products differ from the start (phase I's share its level).
+                self.by_product, self.grand_level = True, self.phase1_level
+                self.product_level = dict.fromkeys(self.phase1_products, self.phase1_level)
         if not self.by_product or products is None or not len(v):
             return v, units, t, oos, lots
         labels, codes = np.unique(products, return_inverse=True)
@@ -805,14 +813,6 @@ class SeriesMonitor:
         # single values are winsorised at 4 unit-sigmas before they are averaged.
         oos_flags = self._oos(raw, p).astype(float)
         v = self._env_adjusted(v, (names, e))
-        if not self.by_product and self.phase1_products and len(p):
-            known = (p == self.phase1_products[0]) if len(self.phase1_products) == 1 \
-                else np.isin(p, self.phase1_products)
-            if not known.all():
-                # A product phase I never saw: its level is learned from its first records, as
-                # for a line whose products differ from the start (phase I's share its level).
-                self.by_product, self.grand_level = True, self.phase1_level
-                self.product_level = dict.fromkeys(self.phase1_products, self.phase1_level)
         col = lot_column((materials, lm, lot_names), self.lots.material) if self.lots is not None else None
         v, units, t, oos_flags, lm = self._product_adjusted(v, units, t, oos_flags, p, lm,
                                                             self.lots.offsets(col) if self.lots and col else None)
@@ -1046,12 +1046,16 @@ class SeriesMonitor:
         telling = self._telling_lots()
         if telling is None:
             return ref, t
-        telling.adopt(float(ref.mean()))
-        self.lots, self.lot_candidates = telling, {}
+        self._take_lots(telling, float(ref.mean()))
         col = lot_column(lots, telling.material)
         assert col is not None
         net, keep = telling.net(ref, col)
         return net, t[keep]
+
+    def _take_lots(self, lots: LotLevels, grand: float) -> None:
+        """Watch the series net of these lots from now on (the other materials' are no longer tracked)."""
+        lots.adopt(grand)
+        self.lots, self.lot_candidates = lots, {}
 
     def _telling_lots(self) -> LotLevels | None:
         """The material whose lots differ most, if its lots differ clearly (`lot_min_sigma`)."""
@@ -1078,8 +1082,7 @@ class SeriesMonitor:
             telling = self._telling_lots() if any(news.values()) else None
             if telling is None:
                 return v, units, t, oos
-            telling.adopt(self.centre)
-            self.lots, self.lot_candidates = telling, {}
+            self._take_lots(telling, self.centre)
             learned = news.get(telling.material, [])  # the lots that made them tell: judged against those before
         for new in learned:
             self._lot_alarms += [a for a in (self._judge_lot(new, seq), self._chart_lots(new, seq)) if a is not None]
@@ -1101,11 +1104,7 @@ class SeriesMonitor:
                 f"({abs(shift) / self.sd_unit:.1f} sigma) on the last {len(run)} {lots.material} lots than on the "
                 f"lots before them: lot after lot, so the move is the {'machine' if self.machine else 'station'}'s, "
                 "not the lots'.")
-        times, levels = lots.chart_points()
-        chart = {"type": "lot_levels", "t": [_iso(x) for x in times], "value": [round(x, 6) for x in levels],
-                 "centre": usual, "lcl": usual - 3 * spread, "ucl": usual + 3 * spread,
-                 "onset_t": _iso(lots.first_t[run[0]]), "lsl": self.lsl, "usl": self.usl,
-                 "label": f"{self.name}, level of each {lots.material} lot"}
+        chart = self._lot_chart(usual, 3 * spread, lots.first_t[run[0]])
         effect = {"shift": shift, "shift_sigma": shift / self.sd_unit, "out_of_spec_now": new.out_of_spec / new.n,
                   "out_of_spec_reference": self.reference_oos, "unit": self.unit, "condition": self.condition,
                   "lots": len(run)}
@@ -1117,6 +1116,16 @@ class SeriesMonitor:
             first=Evidence(new.last_unit, _iso(new.last_t), seq), latest=Evidence(new.last_unit, _iso(new.last_t), seq),
             units_affected=new.n * len(run), yield_lost_units=0.0, effect=effect, description=text, chart=chart,
             units=[str(u) for u in new.units], family=f"{self.station}/{self.name}")
+
+    def _lot_chart(self, centre: float, half_width: float, onset_us: int) -> dict[str, Any]:
+        """The level of each lot in time order, in the measurement's units, with the band it is judged by."""
+        assert self.lots is not None
+        times, levels = self.lots.chart_points()
+        band = np.isfinite(half_width)
+        return {"type": "lot_levels", "t": [_iso(x) for x in times], "value": [round(x, 6) for x in levels],
+                "centre": centre, "lcl": centre - half_width if band else None,
+                "ucl": centre + half_width if band else None, "onset_t": _iso(onset_us), "lsl": self.lsl,
+                "usl": self.usl, "label": f"{self.name}, level of each {self.lots.material} lot"}
 
     def _judge_lot(self, new: NewLot, seq: int) -> Alarm | None:
         """A new lot whose level sits beyond the lot-to-lot prediction bound (and at least the
@@ -1139,12 +1148,7 @@ class SeriesMonitor:
         text = (f"{self.name}{where} reads {_fmt(abs(shift))}{unit} {'higher' if shift > 0 else 'lower'} "
                 f"({abs(shift) / self.sd_unit:.1f} sigma) on units built with {material} lot {new.lot}, "
                 f"{usual}; {new.out_of_spec / new.n:.1%} of its first {new.n} units out of spec.")
-        times, levels = self.lots.chart_points()
-        mean = float(np.mean([lv for lot, lv in self.lots.level.items() if lot not in self.lots.unusual] or [0.0]))
-        chart = {"type": "lot_levels", "t": [_iso(x) for x in times], "value": [round(x, 6) for x in levels],
-                 "centre": mean, "lcl": mean - bound if np.isfinite(bound) else None,
-                 "ucl": mean + bound if np.isfinite(bound) else None, "onset_t": _iso(new.first_t),
-                 "lsl": self.lsl, "usl": self.usl, "label": f"{self.name}, level of each {material} lot"}
+        chart = self._lot_chart(self.lots.usual([])[0], bound, new.first_t)
         lost = max(new.out_of_spec - self.reference_oos * new.n, 0.0) if not self.condition else 0.0
         return Alarm(
             detector="measurement_lot", kind="measurement_shift", entity=f"lot={material}/{new.lot}",
