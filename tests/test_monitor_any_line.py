@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from linelab.monitor.engine import run_monitor
+from linelab.monitor.engine import MonitorEngine, run_monitor
 from linelab.monitor.problems import list_problems
 from linelab.profile.io import save_profile
 from linelab.profile.schema import Profile
@@ -138,6 +138,17 @@ def test_a_lot_far_beyond_the_lot_to_lot_moves_is_found(tmp_path: Path) -> None:
     # lot before it, 0.7 sigma off, which was no problem by itself.)
     first = int(problems[0]["first_evidence"]["unit"][2:])
     assert 20_000 <= first <= 22_000, first
+    ws.close()
+
+
+def test_a_lot_off_the_few_phase_I_saw_is_the_lines_normal(tmp_path: Path) -> None:
+    # Phase I (40 hours) saw three bar-stock lots of 1,600 shafts, within 0.5 sigma of each other;
+    # the fourth sits 1.4 sigma off, within spec. Three lots bound the next one only loosely: the
+    # zoo's assembly line raised such lots as "press depth has risen 1.1 sigma" on its clean runs.
+    levels = [0.25, -0.25, 0.2, 1.4, 0.3, 0.0, 0.1, -0.2]
+    chunks = [shafts(i * 1000, 1000, seed=i, share_25=0.3, lot_level=levels[i * 1000 // 1600]) for i in range(12)]
+    ws = feed(tmp_path / "ws", chunks)
+    assert [p["description"] for p in list_problems(ws)] == []
     ws.close()
 
 
@@ -400,3 +411,46 @@ def test_a_reading_that_moves_with_the_room_is_watched_net_of_it(tmp_path: Path)
     found = [p for p in list_problems(stepped) if p["scope"].get("measurement") == "leak_rate_sccm"]
     assert found and int(found[0]["first_evidence"]["unit"][2:]) < 8600
     stepped.close()
+
+
+
+def _lots_through_the_days(first: int, n: int, seed: int) -> dict[str, pa.Table]:
+    """Leak tests that do not move with the air at all, while the air follows its day (3 degrees
+    either way, warmest at three in the afternoon); the seal lots differ by up to a sd: the
+    first (10 hours, from midnight) low, the second (30 hours) high, so that it came in as the
+    day warmed."""
+    tables = _leak_tests(first, n, seed, 0.0)
+    idx = np.arange(first, first + n)
+    hours = idx * 40 / 3600
+    rng = np.random.default_rng(3000 + seed)
+    air = 22 + 3 * np.cos(2 * np.pi * (hours - 15) / 24) + rng.normal(0, 0.3, n)
+    lot = np.where(idx < 900, 0, 1 + (idx - 900) // 2700)
+    level = np.array([-0.5, 0.5, 0.0, -0.3, 0.4, -0.2, 0.3, 0.1])[lot % 8]
+    rate = pa.compute.add(tables["measurements"].column("value"), pa.array(0.25 * level))
+    tables["measurements"] = tables["measurements"].set_column(3, "value", rate)
+    tables["params"] = pa.table({"unit_id": tables["units"].column("unit_id"), "station": ["LEAK"] * n,
+                                 "name": ["air_temp_c"] * n, "value": np.round(air, 2),
+                                 "t": tables["measurements"].column("t")})
+    return tables
+
+
+def test_a_lot_that_came_in_as_the_room_warmed_is_no_room_effect(tmp_path: Path) -> None:
+    """Phase I saw a seal lot come in as the day warmed: a fit of the leak rate on the air
+    temperature found a 'room effect' with a t of 9 on records' worth of evidence, and the rate
+    was then watched net of a room it does not follow (the zoo's assembly line: press depth
+    'risen 1.1 sigma' on clean runs, once the room cooled). An effect must hold across phase I's
+    spans of time, not in one run of it; a real one still does (the test above)."""
+    ws = Workspace.open(tmp_path / "ws")
+    save_profile(Profile.model_validate({"line": {"readings": [
+        {"name": "air_temp_c", "station": "LEAK", "role": "environment", "unit": "degC"}]}}),
+        tmp_path / "ws" / "profile.yaml")
+    ws.ingest_tables({"specs": pa.table({"product": ["PUMP"], "station": ["LEAK"], "name": ["leak_rate_sccm"],
+                                         "lsl": pa.array([None], pa.float64()), "usl": [2.0], "target": [1.0],
+                                         "unit": ["sccm"]})}, source="specs")
+    engine = MonitorEngine()
+    for i in range(16):
+        ws.ingest_tables(_lots_through_the_days(i * 500, 500, i), source=f"leak:{i}")
+        engine.run(ws)
+    assert engine.series[("LEAK", "leak_rate_sccm", "LK1")].env_effect == {}
+    assert list_problems(ws) == []
+    ws.close()

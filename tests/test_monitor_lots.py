@@ -85,16 +85,14 @@ def lot_to_lot(seed: int, lots: int, sd: float) -> np.ndarray:
 
 def test_lots_that_differ_as_they_always_do_open_no_problem(tmp_path: Path) -> None:
     # Lots a sigma apart (lot-to-lot sd 1), far within spec; phase I (40 h, 2,400 shafts) saw four.
-    # Watched blind to its lots, the same line opens problems at lot changes.
+    # (Blind to its lots, the engine takes them as its wander, bounded loosely from the few lots
+    # seen: it opens nothing either, but a step of a machine hides in that wander; see below.)
     levels = lot_to_lot(1, 40, 1.0)
     ws = run(tmp_path / "ws", levels, 15_000)
     assert list_problems(ws) == [], [p["description"] for p in list_problems(ws)]
     series = MonitorEngine.load(ws).series[("CMM", "diameter_mm", "CMM1")]
     assert series.lots is not None and series.lots.material == "bar_stock"
     ws.close()
-    blind = run(tmp_path / "blind", levels, 15_000, EngineConfig(lot_levels=True, lot_min_sigma=float("inf")))
-    assert list_problems(blind) != []
-    blind.close()
 
 
 def test_a_lot_far_off_the_others_is_raised_as_that_lot(tmp_path: Path) -> None:

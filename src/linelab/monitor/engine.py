@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from scipy.stats import norm, poisson
+from scipy.stats import t as t_dist
 
 from linelab.monitor.attribute import GroupRateMonitor, PChart
 from linelab.monitor.lot_levels import LotLevels, Lots, NewLot, lot_column
@@ -47,7 +48,7 @@ from linelab.profile.schema import Reading
 from linelab.store.backend import sql_text
 
 STATE_FILE = "monitor/engine.npz"  # explicit data (monitor.state), never a pickle
-STATE_VERSION = 13
+STATE_VERSION = 14
 STEP_FACTORS = ("station", "machine", "fixture", "operator", "shift")
 MATERIAL_FACTORS = ("lot", "supplier")
 
@@ -88,9 +89,11 @@ class EngineConfig:
     min_trend_t: float = 3.0
     # A reading that moves with the room (a leak test with the air's temperature) is watched net of
     # it: phase I fits the reading on the room's readings of the same units, within products, and
-    # keeps each whose |t| (on the residuals' effective records) is at least this. The room's own
+    # keeps each whose |t| is at least this, with phase I's spans of time as its independent looks
+    # (`env_spans`): a lot that came in as the room warmed is no room effect. The room's own
     # excursions are the room's series' to raise.
     env_min_t: float = 4.0
+    env_spans: int = 8  # phase I cut into this many spans of time, each one look (`_span_robust_se`)
     level_phi: float = 0.9  # subgroup-mean autocorrelation above which a series is watched by level
     level_sigmas: float = 4.0
     level_margin: float = 2.0  # |t| a maintenance-age trend needs in the reference to be modelled
@@ -284,6 +287,10 @@ class SeriesMonitor:
         self._recent_alarms = np.zeros(max(0, cfg.persist - 1), dtype=bool)
         self.trend_key: str | None = None
         self.trend_slope = self.trend_se = self.trend_age_ref = self.centre_raw = 0.0
+        self.trend_age_mean = 0.0  # phase I's mean age on the wear's clock: the slope's share of the centre
+        # Where a wear slope was found to be a wander and dropped, the records' level the centre
+        # stands for (the slope had taken phase I's mean age times itself off every record).
+        self.level_base = 0.0
         self._chunk: tuple[int, np.ndarray, np.ndarray] = (0, np.empty(0, dtype=object), np.empty(0))
         cap = max(cfg.chart_points, 4000)
         self._ring_mean = np.full(cap, np.nan)
@@ -464,8 +471,11 @@ class SeriesMonitor:
         xd = xd[:, keep]
         coef, *_ = np.linalg.lstsq(xd, yd, rcond=None)
         resid = yd - xd @ coef
-        cov = np.linalg.pinv(xd.T @ xd) * resid.var() * len(resid) / _effective_n(resid)
-        tval = np.abs(coef) / np.sqrt(np.maximum(np.diag(cov), 1e-300))
+        # the wider of two standard errors: records' worth (lag one) and spans' worth (slow runs);
+        # each alone is a noisy estimate that sometimes comes out small
+        naive = np.sqrt(np.maximum(np.diag(np.linalg.pinv(xd.T @ xd)), 0.0) * resid.var() * len(resid)
+                        / _effective_n(resid))
+        tval = np.abs(coef) / np.maximum(naive, _span_robust_se(xd, resid, self.cfg.env_spans))
         kept_names = [n for n, k in zip(names, keep, strict=True) if k]
         means = x[:, keep].mean(axis=0)
         self.env_effect = {n: (float(c), float(m)) for n, c, m, tv in zip(kept_names, coef, means, tval, strict=True)
@@ -549,7 +559,7 @@ class SeriesMonitor:
         age = _age_hours(t, times, self.t_first)
         self.trend_confirmed = bool(np.any((times > t[0]) & (times <= t[-1]))) and not _is_elapsed_time(
             age, t.astype(float))
-        self.trend_age_ref = float(age.max())
+        self.trend_age_ref, self.trend_age_mean = float(age.max()), float(age.mean())
         return ref - self.trend_slope * age
 
     def _inherit_trend(self, ref: np.ndarray, t: np.ndarray, events: Events) -> np.ndarray:
@@ -648,11 +658,15 @@ class SeriesMonitor:
         wander: a prediction bound from the in-control windows of that width seen so far.
 
         The widest stray seen is no bound: after a few lots, each new lot has about a one in
-        (lots seen + 1) chance of straying further. The bound is `wander_alpha`'s normal quantile
-        of the windows' spread, widened for the spread's own uncertainty by the windows' worth
-        of independent looks (neighbours of a wandering series are alike: AR(1) effective n).
-        Where fewer than four windows of that width have been seen, narrower ones stand in: a
-        mean over more records strays no further."""
+        (lots seen + 1) chance of straying further. A window's mean is the wander plus its records'
+        noise; the noise's size is known (the records' sd), the wander's is estimated from the
+        windows' spread beyond that noise, with as many degrees of freedom as the windows hold
+        independent looks (neighbours of a wandering series are alike: AR(1) effective n). So the
+        wander's part of the bound is Student's t quantile at `wander_alpha`: two or three lots
+        seen bound the next one only loosely, and a series that showed no wander beyond its noise
+        is bounded by its noise. Where fewer than four windows of that width have been seen,
+        narrower ones stand in: a mean over more records strays no further."""
+        target, m = w, self.cfg.subgroup
         w = min(w, len(means) // 4)
         if w < 1:
             return 0.0
@@ -662,8 +676,10 @@ class SeriesMonitor:
         if len(dev) < 2:
             return 0.0
         n_eff = _effective_n(dev)
-        q = float(norm.ppf(1 - self.cfg.wander_alpha / 2))
-        return q * float(np.sqrt(np.mean(dev**2) * (1 + 1 / n_eff)))
+        wander = max(float(np.mean(dev**2)) - self.sd_unit**2 / (w * m), 0.0) * (1 + 1 / n_eff)
+        q_wander = float(t_dist.ppf(1 - self.cfg.wander_alpha / 2, max(n_eff - 1.0, 1.0)))
+        q_noise = float(norm.ppf(1 - self.cfg.wander_alpha / 2))
+        return float(np.sqrt(q_wander**2 * wander + q_noise**2 * self.sd_unit**2 / (target * m)))
 
     def process(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, seq: int, events: Events,
                 ref_end_us: int, changes: np.ndarray | None = None,
@@ -816,7 +832,7 @@ class SeriesMonitor:
         col = lot_column((materials, lm, lot_names), self.lots.material) if self.lots is not None else None
         v, units, t, oos_flags, lm = self._product_adjusted(v, units, t, oos_flags, p, lm,
                                                             self.lots.offsets(col) if self.lots and col else None)
-        v = self.detrend(v, t, events) - self.level_offset
+        v = self.detrend(v, t, events) - self.level_offset - self.level_base
         if self.lots is not None or self.lot_candidates:
             v, units, t, oos_flags = self._lot_adjusted(v, units, t, oos_flags, (materials, lm, lot_names), seq)
         if self._relevel is not None:
@@ -919,9 +935,13 @@ class SeriesMonitor:
         if wear is not None and gathered.ndim == 2:
             gathered = self._judge_wear(gathered[0], gathered[1])
             if self.trend_key is None:  # the slope is gone: what follows keeps its wear in
-                v = v + wear
-        moved = float(gathered.mean()) - self.centre
-        if self.watch and not self.wears and abs(moved) < self.cfg.relevel_z * self.sd_unit / np.sqrt(len(gathered)):
+                v = v + wear - self.level_base
+                # and the level is phase I's again, as after any work on the machine: the
+                # records since the reset sit wherever the wander the slope took for wear is now
+                gathered = gathered[:0]
+        moved = float(gathered.mean()) - self.centre if len(gathered) else 0.0
+        if (len(gathered) and self.watch and not self.wears
+                and abs(moved) < self.cfg.relevel_z * self.sd_unit / np.sqrt(len(gathered))):
             # A calibration that did not move the level: keep the one learned from more records.
             # (A wearing part always re-learns: its level was learned at another age, through a
             # wear slope that is never exact.)
@@ -944,8 +964,9 @@ class SeriesMonitor:
             return v
         missed = float(v.mean()) - self.centre  # beyond the predicted level, toward the old one
         if missed * drop > 0 and abs(missed) > 0.5 * abs(drop):
+            self.level_base = self.trend_slope * self.trend_age_mean
             self.trend_key, self.trend_slope, self.trend_se = None, 0.0, 0.0
-            return v + wear
+            return v + wear - self.level_base
         self.trend_confirmed = True
         return v
 
@@ -1678,6 +1699,24 @@ def _is_elapsed_time(age: np.ndarray, other: np.ndarray) -> bool:
     if age.std() <= 0 or other.std() <= 0:
         return True
     return abs(float(np.corrcoef(age, other)[0, 1])) > 0.9
+
+
+def _span_robust_se(x: np.ndarray, resid: np.ndarray, spans: int) -> np.ndarray:
+    """Standard errors of least-squares coefficients on `x` (columns centred, rows in time order)
+    whose residuals may move together over hours: the scores summed over `spans` consecutive
+    spans of time, each span one independent look (a cluster-robust sandwich by span).
+
+    A slow wander the regressors do not cause (one lot after another, a worn tool) leaves long
+    runs of residuals of one sign, which per-record and lag-one corrections read as noise: a room
+    reading that happened to climb while a new lot came in fits that lot's step with a large t.
+    Summed over spans, such runs weigh as the few looks they are."""
+    n = len(resid)
+    spans = max(2, min(spans, n // 10))
+    cut = np.linspace(0, n, spans + 1).astype(int)
+    scores = np.add.reduceat(x * resid[:, None], cut[:-1], axis=0)
+    bread = np.linalg.pinv(x.T @ x)
+    cov = bread @ (scores.T @ scores * spans / (spans - 1)) @ bread
+    return np.sqrt(np.maximum(np.diag(cov), 1e-300))
 
 
 def _effective_n(resid: np.ndarray) -> float:
