@@ -454,3 +454,38 @@ def test_a_lot_that_came_in_as_the_room_warmed_is_no_room_effect(tmp_path: Path)
     assert engine.series[("LEAK", "leak_rate_sccm", "LK1")].env_effect == {}
     assert list_problems(ws) == []
     ws.close()
+
+
+def _lots_in_sequence(first: int, n: int, seed: int) -> dict[str, pa.Table]:
+    """Leak tests of seal lots (1,200 pumps each) that climb through phase I (-0.6, 0, +0.6 sd) and
+    stay at +0.6 sd after it: no wear at all."""
+    tables = _leak_tests(first, n, seed, 0.0)
+    idx = np.arange(first, first + n)
+    level = np.r_[[-0.6, 0.0, 0.6], np.full(40, 0.6)][idx // 1200]
+    rate = pa.compute.add(tables["measurements"].column("value"), pa.array(0.25 * level))
+    tables["measurements"] = tables["measurements"].set_column(3, "value", rate)
+    return tables
+
+
+def test_a_slope_the_first_service_does_not_renew_is_no_wear(tmp_path: Path) -> None:
+    """Phase I fits the lots' climb as wear of the tester (no service in phase I to tell). Its first
+    service, 150 hours in, shows no step: the records on either side sit at one level. Judged
+    against the slope's own extrapolation to 150 hours (a drop of 4 sd that never built up), the
+    records after the service sat 'near enough the predicted level' and the slope was confirmed."""
+    ws = Workspace.open(tmp_path / "ws")
+    ws.ingest_tables({"specs": pa.table({"product": ["PUMP"], "station": ["LEAK"], "name": ["leak_rate_sccm"],
+                                         "lsl": [0.0], "usl": [2.0], "target": [1.0], "unit": ["sccm"]})},
+                     source="specs")
+    engine = MonitorEngine()
+    service_at = T0 + np.timedelta64(150 * 3600, "s")
+    for i in range(36):
+        tables = _lots_in_sequence(i * 500, 500, i)
+        if i == 27:  # the chunk that holds hour 150
+            tables["events"] = pa.table({"t": pa.array([service_at]), "kind": ["maintenance"], "station": ["LEAK"],
+                                         "machine": ["LK1"], "target": ["LK1"], "detail": ['{"planned": true}']})
+        ws.ingest_tables(tables, source=f"leak:{i}")
+        engine.run(ws)
+        if i == 20:  # phase I took the climb for wear
+            assert engine.series[("LEAK", "leak_rate_sccm", "LK1")].trend_key == "station:LEAK"
+    assert engine.series[("LEAK", "leak_rate_sccm", "LK1")].trend_key is None
+    ws.close()

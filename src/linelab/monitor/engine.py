@@ -48,7 +48,7 @@ from linelab.profile.schema import Reading
 from linelab.store.backend import sql_text
 
 STATE_FILE = "monitor/engine.npz"  # explicit data (monitor.state), never a pickle
-STATE_VERSION = 14
+STATE_VERSION = 15
 STEP_FACTORS = ("station", "machine", "fixture", "operator", "shift")
 MATERIAL_FACTORS = ("lot", "supplier")
 
@@ -242,6 +242,10 @@ class SeriesMonitor:
     # by engines saved before it was learned.
     env_effect: dict[str, tuple[float, float]] = {}  # noqa: RUF012 (never mutated: replaced whole)
     _confirm_drop: float | None = None  # the drop the pending first reset should show, where unconfirmed
+    # The level of the records just before that reset (mean, records), as read before any wear is
+    # taken off, and the last records so read while a slope is unconfirmed (values, times).
+    _before_reset: tuple[float, int] | None = None
+    _tail: tuple[np.ndarray, np.ndarray] | None = None
     ref_means = np.empty(0)  # phase I's subgroup means (engines saved before they were kept: none)
     lots: LotLevels | None = None  # each lot's level, where the reading moves with a material's lots
     # The products phase I saw, and its level: where they did not differ, a product first made
@@ -626,9 +630,10 @@ class SeriesMonitor:
         m = self.cfg.subgroup
         self.ref_means = ref[: len(ref) // m * m].reshape(-1, m).mean(axis=1)
 
-    def normal_excursion(self, n: int, before_sub: int | None = None) -> float:
+    def normal_excursion(self, n: int, before_sub: int | None = None, spread_known: bool = False) -> float:
         """The widest stray of a mean of `n` records from the centre, in phase I and in what the
-        chart has judged since (up to subgroup `before_sub`, leaving out spans that alarmed).
+        chart has judged since (up to subgroup `before_sub`, leaving out spans that alarmed);
+        `spread_known`: the wander's spread seen so far taken as known (`_wander_bound`).
 
         Phase I spans hours: one or two lots, tools or days of weather. What the line does
         between them (a new lot, a new tool) shows only later; learned as it comes, the second
@@ -641,7 +646,7 @@ class SeriesMonitor:
         pos = np.arange(max(0, end - cap, self.n_sub - cap), end) % cap
         w = max(1, round(n / self.cfg.subgroup))
         means = np.where(self._ring_flag[pos], np.nan, self._ring_mean[pos])
-        bound = self._wander_bound(np.concatenate([self.ref_means, means]), w)
+        bound = self._wander_bound(np.concatenate([self.ref_means, means]), w, spread_known)
         if len(pos) < 2 * w:
             return max(phase1, bound)
         ok = ~np.isnan(means)
@@ -653,7 +658,7 @@ class SeriesMonitor:
         strays = np.abs((csum[w:] - csum[:-w])[full] / w)
         return max(phase1, bound, float(strays.max()))
 
-    def _wander_bound(self, means: np.ndarray, w: int) -> float:
+    def _wander_bound(self, means: np.ndarray, w: int, spread_known: bool = False) -> float:
         """How far the mean of the next `w` subgroups may stray from the centre as the line's own
         wander: a prediction bound from the in-control windows of that width seen so far.
 
@@ -664,8 +669,10 @@ class SeriesMonitor:
         independent looks (neighbours of a wandering series are alike: AR(1) effective n). So the
         wander's part of the bound is Student's t quantile at `wander_alpha`: two or three lots
         seen bound the next one only loosely, and a series that showed no wander beyond its noise
-        is bounded by its noise. Where fewer than four windows of that width have been seen,
-        narrower ones stand in: a mean over more records strays no further."""
+        is bounded by its noise. With `spread_known`, the spread seen is taken as the wander's own
+        (the normal quantile): the bound evidence for a problem already open is held to. Where
+        fewer than four windows of that width have been seen, narrower ones stand in: a mean
+        over more records strays no further."""
         target, m = w, self.cfg.subgroup
         w = min(w, len(means) // 4)
         if w < 1:
@@ -677,8 +684,8 @@ class SeriesMonitor:
             return 0.0
         n_eff = _effective_n(dev)
         wander = max(float(np.mean(dev**2)) - self.sd_unit**2 / (w * m), 0.0) * (1 + 1 / n_eff)
-        q_wander = float(t_dist.ppf(1 - self.cfg.wander_alpha / 2, max(n_eff - 1.0, 1.0)))
         q_noise = float(norm.ppf(1 - self.cfg.wander_alpha / 2))
+        q_wander = q_noise if spread_known else float(t_dist.ppf(1 - self.cfg.wander_alpha / 2, max(n_eff - 1.0, 1.0)))
         return float(np.sqrt(q_wander**2 * wander + q_noise**2 * self.sd_unit**2 / (target * m)))
 
     def process(self, v: np.ndarray, units: np.ndarray, t: np.ndarray, seq: int, events: Events,
@@ -738,7 +745,7 @@ class SeriesMonitor:
                 # for the paste it deposits downstream): the records after it tell, as above.
                 at = int(new.max())
                 self._confirm_drop = self.trend_slope * float(_age_hours(np.array([at - 1]), times, self.t_first)[0])
-                self._relevel, self._relevel_from = [], at
+                self._relevel, self._relevel_from, self._before_reset = [], at, self._level_before(at)
                 continue
             own_part = bool(self.watch and target == self.watch[2])
             mine = machine in ("", self.machine) or own_part
@@ -751,6 +758,7 @@ class SeriesMonitor:
                     # whether the level came back down as the slope says (`_take_relevel`).
                     at = int(new.max())
                     before = _age_hours(np.array([at - 1]), self._times(events), self.t_first)[0]
+                    self._before_reset = self._level_before(at)
                     self.level_offset, self._relevel, self._relevel_from = 0.0, [], at
                     self._confirm_drop = self.trend_slope * float(before)
                 elif kind != "part" and not self.watch:
@@ -832,6 +840,8 @@ class SeriesMonitor:
         col = lot_column((materials, lm, lot_names), self.lots.material) if self.lots is not None else None
         v, units, t, oos_flags, lm = self._product_adjusted(v, units, t, oos_flags, p, lm,
                                                             self.lots.offsets(col) if self.lots and col else None)
+        if self.trend_key is not None and not self.trend_confirmed:
+            self._keep_tail(v, t)
         v = self.detrend(v, t, events) - self.level_offset - self.level_base
         if self.lots is not None or self.lot_candidates:
             v, units, t, oos_flags = self._lot_adjusted(v, units, t, oos_flags, (materials, lm, lot_names), seq)
@@ -903,6 +913,12 @@ class SeriesMonitor:
                 # must leave the band seen so far by a margin, not merely reach its edge.
                 wander *= self.cfg.environment_margin
             if size <= wander:
+                # Within what a few lots seen allow, but beyond the spread they showed: evidence
+                # for a problem its entity already has (a drift of the part a problem names), as
+                # a smaller move is below; it opens none.
+                if not self.environment and size > self.normal_excursion(n, onset_sub, spread_known=True):
+                    found.effect["supporting"] = True
+                    return found
                 return None
             if size < self.tuned_shift * self.sd_unit:
                 # ... and at least the move the chart is tuned to: lots and weather move readings by
@@ -960,15 +976,40 @@ class SeriesMonitor:
         drop too small to tell from the records' noise leaves the question to the next reset.
         Returns the records as the model now sees them."""
         drop, self._confirm_drop = self._confirm_drop or 0.0, None
+        before, self._before_reset = self._before_reset, None
         if abs(drop) <= 3 * self.sd_unit / np.sqrt(len(v)):
             return v
-        missed = float(v.mean()) - self.centre  # beyond the predicted level, toward the old one
-        if missed * drop > 0 and abs(missed) > 0.5 * abs(drop):
+        if before is not None:
+            # The step the reset made, read off the records on either side of it: beyond its
+            # phase I ages the slope's own prediction of the level before the reset is an
+            # extrapolation (and the chart shrinks what it cannot explain there), so a wander
+            # mistaken for wear can sit far below it and still look 'renewed' against it.
+            level, n = before
+            seen = level - float((v + wear).mean()) - self.level_offset - self.level_base
+            renewed = seen * drop > 0 and abs(seen) > 3 * self.sd_unit * np.sqrt(1 / len(v) + 1 / n)
+        else:
+            missed = float(v.mean()) - self.centre  # beyond the predicted level, toward the old one
+            renewed = not (missed * drop > 0 and abs(missed) > 0.5 * abs(drop))
+        if not renewed:
             self.level_base = self.trend_slope * self.trend_age_mean
             self.trend_key, self.trend_slope, self.trend_se = None, 0.0, 0.0
             return v + wear - self.level_base
         self.trend_confirmed = True
         return v
+
+    def _keep_tail(self, v: np.ndarray, t: np.ndarray) -> None:
+        """Keep the last records as read before wear is taken off (what a first reset is judged by)."""
+        keep = self._records_for(self.cfg.relevel_records)
+        tv, tt = self._tail if self._tail is not None else (np.empty(0), np.empty(0, dtype=np.int64))
+        self._tail = (np.concatenate([tv, v])[-keep:], np.concatenate([tt, t.astype(np.int64)])[-keep:])
+
+    def _level_before(self, at: int) -> tuple[float, int] | None:
+        """The mean of the kept records made before `at` (None: too few to tell a level by)."""
+        if self._tail is None:
+            return None
+        v = self._tail[0][self._tail[1] < at]
+        self._tail = None
+        return (float(v.mean()), len(v)) if len(v) >= 20 else None
 
     def _push(self, means: np.ndarray, oos: np.ndarray, t: np.ndarray, unit: np.ndarray, stat: np.ndarray) -> None:
         cap = len(self._ring_mean)
