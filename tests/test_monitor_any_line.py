@@ -322,9 +322,9 @@ def test_a_real_excursion_of_the_room_is_raised_as_the_rooms(tmp_path: Path) -> 
     ws.close()
 
 
-def _leak_tests(first: int, n: int, seed: int, level: float) -> dict[str, pa.Table]:
-    """Pumps through one leak tester whose spec has an upper limit only; `level` (sigmas) moves
-    every reading (a seal lot that seals better or worse)."""
+def _leak_tests(first: int, n: int, seed: int, level: float | np.ndarray) -> dict[str, pa.Table]:
+    """Pumps through one leak tester whose spec has an upper limit only; `level` (sigmas, one for
+    all or one per pump) moves the readings (a seal lot that seals better or worse)."""
     rng = np.random.default_rng(seed)
     idx = np.arange(first, first + n)
     t = T0 + idx * np.timedelta64(40, "s")
@@ -342,11 +342,30 @@ def _leak_tests(first: int, n: int, seed: int, level: float) -> dict[str, pa.Tab
     return {"units": units, "steps": steps, "measurements": meas}
 
 
-def _leak_line(path: Path, later_level: float) -> Workspace:
+def _leak_workspace(path: Path, room: bool = False, lsl: float | None = None) -> Workspace:
+    """A workspace with the leak rate's spec (upper limit 2 sccm) and, with `room`, a profile that
+    says the air temperature read at the test is the room's."""
     ws = Workspace.open(path)
+    if room:
+        save_profile(Profile.model_validate({"line": {"readings": [
+            {"name": "air_temp_c", "station": "LEAK", "role": "environment", "unit": "degC"}]}}), path / "profile.yaml")
     ws.ingest_tables({"specs": pa.table({"product": ["PUMP"], "station": ["LEAK"], "name": ["leak_rate_sccm"],
-                                         "lsl": pa.array([None], pa.float64()), "usl": [2.0], "target": [1.0],
+                                         "lsl": pa.array([lsl], pa.float64()), "usl": [2.0], "target": [1.0],
                                          "unit": ["sccm"]})}, source="specs")
+    return ws
+
+
+def _with_air(tables: dict[str, pa.Table], air: np.ndarray) -> dict[str, pa.Table]:
+    """The leak tests with the air temperature read at each one (a parameter of the unit)."""
+    n = tables["units"].num_rows
+    tables["params"] = pa.table({"unit_id": tables["units"].column("unit_id"), "station": ["LEAK"] * n,
+                                 "name": ["air_temp_c"] * n, "value": np.round(air, 2),
+                                 "t": tables["measurements"].column("t")})
+    return tables
+
+
+def _leak_line(path: Path, later_level: float) -> Workspace:
+    ws = _leak_workspace(path)
     for i in range(16):
         ws.ingest_tables(_leak_tests(i * 500, 500, i, later_level if i >= 10 else 0.0), source=f"leak:{i}")
         run_monitor(ws)
@@ -370,29 +389,17 @@ def _warm_leak_tests(first: int, n: int, seed: int, step_from: int | None = None
     """Leak tests of pumps on one tester, with the air temperature at the test read for every unit:
     a day's cycle and spells of warm days (the leak rate rises 0.26 sd a degree: a decay test reads
     the air's expansion); from `step_from` on, the tester reads 1.5 sd high."""
-    tables = _leak_tests(first, n, seed, 0.0)
     idx = np.arange(first, first + n)
     hours = idx * 40 / 3600
     rng = np.random.default_rng(2000 + seed)
     air = (22 + 2 * np.cos(2 * np.pi * (hours - 15) / 24) + 1.5 * np.sin(2 * np.pi * hours / 70 + 2)
            + rng.normal(0, 0.3, n))
-    rate = pa.compute.add(tables["measurements"].column("value"), pa.array(0.25 * 0.26 * (air - 22)))
-    if step_from is not None:
-        rate = pa.compute.add(rate, pa.array(np.where(idx >= step_from, 0.25 * 1.5, 0.0)))
-    tables["measurements"] = tables["measurements"].set_column(3, "value", rate)
-    tables["params"] = pa.table({"unit_id": tables["units"].column("unit_id"), "station": ["LEAK"] * n,
-                                 "name": ["air_temp_c"] * n, "value": np.round(air, 2),
-                                 "t": tables["measurements"].column("t")})
-    return tables
+    step = np.where(idx >= step_from, 1.5, 0.0) if step_from is not None else 0.0
+    return _with_air(_leak_tests(first, n, seed, 0.26 * (air - 22) + step), air)
 
 
 def _warm_leak_line(path: Path, step_from: int | None = None) -> Workspace:
-    ws = Workspace.open(path)
-    save_profile(Profile.model_validate({"line": {"readings": [
-        {"name": "air_temp_c", "station": "LEAK", "role": "environment", "unit": "degC"}]}}), path / "profile.yaml")
-    ws.ingest_tables({"specs": pa.table({"product": ["PUMP"], "station": ["LEAK"], "name": ["leak_rate_sccm"],
-                                         "lsl": pa.array([None], pa.float64()), "usl": [2.0], "target": [1.0],
-                                         "unit": ["sccm"]})}, source="specs")
+    ws = _leak_workspace(path, room=True)
     for i in range(24):
         ws.ingest_tables(_warm_leak_tests(i * 500, 500, i, step_from), source=f"leak:{i}")
         run_monitor(ws)
@@ -413,25 +420,17 @@ def test_a_reading_that_moves_with_the_room_is_watched_net_of_it(tmp_path: Path)
     stepped.close()
 
 
-
 def _lots_through_the_days(first: int, n: int, seed: int) -> dict[str, pa.Table]:
     """Leak tests that do not move with the air at all, while the air follows its day (3 degrees
     either way, warmest at three in the afternoon); the seal lots differ by up to a sd: the
     first (10 hours, from midnight) low, the second (30 hours) high, so that it came in as the
     day warmed."""
-    tables = _leak_tests(first, n, seed, 0.0)
     idx = np.arange(first, first + n)
     hours = idx * 40 / 3600
     rng = np.random.default_rng(3000 + seed)
     air = 22 + 3 * np.cos(2 * np.pi * (hours - 15) / 24) + rng.normal(0, 0.3, n)
     lot = np.where(idx < 900, 0, 1 + (idx - 900) // 2700)
-    level = np.array([-0.5, 0.5, 0.0, -0.3, 0.4, -0.2, 0.3, 0.1])[lot % 8]
-    rate = pa.compute.add(tables["measurements"].column("value"), pa.array(0.25 * level))
-    tables["measurements"] = tables["measurements"].set_column(3, "value", rate)
-    tables["params"] = pa.table({"unit_id": tables["units"].column("unit_id"), "station": ["LEAK"] * n,
-                                 "name": ["air_temp_c"] * n, "value": np.round(air, 2),
-                                 "t": tables["measurements"].column("t")})
-    return tables
+    return _with_air(_leak_tests(first, n, seed, np.array([-0.5, 0.5, 0.0, -0.3, 0.4, -0.2, 0.3, 0.1])[lot % 8]), air)
 
 
 def test_a_lot_that_came_in_as_the_room_warmed_is_no_room_effect(tmp_path: Path) -> None:
@@ -440,13 +439,7 @@ def test_a_lot_that_came_in_as_the_room_warmed_is_no_room_effect(tmp_path: Path)
     was then watched net of a room it does not follow (the zoo's assembly line: press depth
     'risen 1.1 sigma' on clean runs, once the room cooled). An effect must hold across phase I's
     spans of time, not in one run of it; a real one still does (the test above)."""
-    ws = Workspace.open(tmp_path / "ws")
-    save_profile(Profile.model_validate({"line": {"readings": [
-        {"name": "air_temp_c", "station": "LEAK", "role": "environment", "unit": "degC"}]}}),
-        tmp_path / "ws" / "profile.yaml")
-    ws.ingest_tables({"specs": pa.table({"product": ["PUMP"], "station": ["LEAK"], "name": ["leak_rate_sccm"],
-                                         "lsl": pa.array([None], pa.float64()), "usl": [2.0], "target": [1.0],
-                                         "unit": ["sccm"]})}, source="specs")
+    ws = _leak_workspace(tmp_path / "ws", room=True)
     engine = MonitorEngine()
     for i in range(16):
         ws.ingest_tables(_lots_through_the_days(i * 500, 500, i), source=f"leak:{i}")
@@ -459,12 +452,7 @@ def test_a_lot_that_came_in_as_the_room_warmed_is_no_room_effect(tmp_path: Path)
 def _lots_in_sequence(first: int, n: int, seed: int) -> dict[str, pa.Table]:
     """Leak tests of seal lots (1,200 pumps each) that climb through phase I (-0.6, 0, +0.6 sd) and
     stay at +0.6 sd after it: no wear at all."""
-    tables = _leak_tests(first, n, seed, 0.0)
-    idx = np.arange(first, first + n)
-    level = np.r_[[-0.6, 0.0, 0.6], np.full(40, 0.6)][idx // 1200]
-    rate = pa.compute.add(tables["measurements"].column("value"), pa.array(0.25 * level))
-    tables["measurements"] = tables["measurements"].set_column(3, "value", rate)
-    return tables
+    return _leak_tests(first, n, seed, np.r_[[-0.6, 0.0, 0.6], np.full(40, 0.6)][np.arange(first, first + n) // 1200])
 
 
 def test_a_slope_the_first_service_does_not_renew_is_no_wear(tmp_path: Path) -> None:
@@ -472,10 +460,7 @@ def test_a_slope_the_first_service_does_not_renew_is_no_wear(tmp_path: Path) -> 
     service, 150 hours in, shows no step: the records on either side sit at one level. Judged
     against the slope's own extrapolation to 150 hours (a drop of 4 sd that never built up), the
     records after the service sat 'near enough the predicted level' and the slope was confirmed."""
-    ws = Workspace.open(tmp_path / "ws")
-    ws.ingest_tables({"specs": pa.table({"product": ["PUMP"], "station": ["LEAK"], "name": ["leak_rate_sccm"],
-                                         "lsl": [0.0], "usl": [2.0], "target": [1.0], "unit": ["sccm"]})},
-                     source="specs")
+    ws = _leak_workspace(tmp_path / "ws", lsl=0.0)
     engine = MonitorEngine()
     service_at = T0 + np.timedelta64(150 * 3600, "s")
     for i in range(36):
