@@ -172,3 +172,42 @@ def test_lot_levels_are_asked_for_from_the_command_line(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path / "ws")
     assert MonitorEngine.load(ws).config == EngineConfig(lot_levels=True)
     ws.close()
+
+
+def test_a_material_built_in_after_the_station_is_never_taken_for_its_lots(tmp_path: Path) -> None:
+    # The diameter steps every 600 shafts (the bar stock's lots, which this line does not record)
+    # and the recorded lots are of the box label packed at PACK, after the gauge, changing at
+    # the same shafts. A label cannot move a diameter: the line's profile says PACK comes after
+    # CMM, so the diameter is not watched by label lots and no label lot is blamed.
+    from linelab.profile.io import save_profile
+    from linelab.profile.schema import Profile
+
+    levels = lot_to_lot(2, 40, 0.5)
+    levels[18] = 4.0
+
+    def labelled(path: Path, profile: bool) -> Workspace:
+        ws = Workspace.open(path)
+        if profile:
+            save_profile(Profile.model_validate({"line": {"stations": [{"name": "CMM"}, {"name": "PACK"}]}}),
+                         path / "profile.yaml")
+        for i, first in enumerate(range(0, 12_000, 300)):
+            tables = shafts(first, 300, seed=i, lot_levels=levels)
+            mats = tables["materials"]
+            tables["materials"] = mats.set_column(mats.schema.get_field_index("station"), "station",
+                                                  pa.array(["PACK"] * mats.num_rows)).set_column(
+                mats.schema.get_field_index("material"), "material", pa.array(["label"] * mats.num_rows))
+            ws.ingest_tables(tables, source=f"cell:{i}")
+            run_monitor(ws, LOTS)
+        return ws
+
+    # without a station order the engine cannot tell, and takes the labels' lots (the control)
+    blind = labelled(tmp_path / "blind", profile=False)
+    series = MonitorEngine.load(blind).series[("CMM", "diameter_mm", "CMM1")]
+    assert series.lots is not None and series.lots.material == "label"
+    blind.close()
+
+    ws = labelled(tmp_path / "ws", profile=True)
+    series = MonitorEngine.load(ws).series[("CMM", "diameter_mm", "CMM1")]
+    assert series.lots is None and not series.lot_candidates
+    assert not [p for p in list_problems(ws) if "label" in p["entity"]], [p["entity"] for p in list_problems(ws)]
+    ws.close()

@@ -24,6 +24,7 @@ takes the records from before it out of the failure-rate windows of what it name
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -1147,7 +1148,10 @@ class SeriesMonitor:
             self._take_lots(telling, self.centre)
             learned = news.get(telling.material, [])  # the lots that made them tell: judged against those before
         for new in learned:
-            self._lot_alarms += [a for a in (self._judge_lot(new, seq), self._chart_lots(new, seq)) if a is not None]
+            lot, machine = self._judge_lot(new, seq), self._chart_lots(new, seq)
+            if machine is not None and not machine.effect.get("supporting"):
+                lot = None  # the lot is the latest of a run that came in off: the machine's move, not its own
+            self._lot_alarms += [a for a in (lot, machine) if a is not None]
         return v, units, t, oos
 
     def _chart_lots(self, new: NewLot, seq: int) -> Alarm | None:
@@ -1624,7 +1628,7 @@ def _bernoulli_change(f: np.ndarray, p0: float) -> int:
 
 
 def _measurements_sql(made_at: dict[tuple[str, str], str] | None,
-                      environment: list[tuple[str, str]] | None = None, materials: list[str] | None = None) -> str:
+                      environment: list[tuple[str, str]] | None = None) -> str:
     """The measurement and parameter readings of a range of batches (parameters: lo, hi, lo, hi),
     each with the machine and fixture of the station visit it belongs to, and its unit's product.
 
@@ -1639,9 +1643,7 @@ def _measurements_sql(made_at: dict[tuple[str, str], str] | None,
 
     Each reading also carries its unit's room readings of these batches (`environment`, in order:
     columns env0, env1, ...), joined here: looked up per reading in Python, they cost more than
-    every series' chart on a long run. Likewise its unit's lot of each material (`materials`, in
-    order: columns lot0, lot1, ..., named within the supplier as the failure-rate streams name them),
-    from the material records of batches in (parameters 5 and 6, where there are materials)."""
+    every series' chart on a long run."""
     # (station, reading) -> the station whose machine makes what it reads, from the profile
     made = sorted((made_at or {}).items()) or [(("", ""), "")]
     pairs = environment or []
@@ -1653,17 +1655,6 @@ def _measurements_sql(made_at: dict[tuple[str, str], str] | None,
         where = " OR ".join(f"(station = {sql_text(st)} AND name = {sql_text(n)})" for st, n in pairs)
         env_join = (f" LEFT JOIN (SELECT unit_id, {picks} FROM m WHERE is_param AND ({where}) GROUP BY unit_id) e"
                     " ON e.unit_id = b.unit_id")
-    mats = materials or []
-    lot_cols = "".join(f", l.lot{j}" for j in range(len(mats)))
-    lot_join = ""
-    if mats:
-        picks = ", ".join(f"any_value(coalesce(supplier, '') || ':' || lot) FILTER (WHERE material = {sql_text(x)})"
-                          f" AS lot{j}" for j, x in enumerate(mats))
-        # Only the materials of these batches and the chunk's worth before them: looking each unit
-        # up in every material record ever stored cost more than the rest of the query on a long
-        # run. A unit whose lot was recorded longer ago is read as of no known lot.
-        lot_join = (f" LEFT JOIN (SELECT unit_id, {picks} FROM materials WHERE batch > ? AND batch <= ?"
-                    " GROUP BY unit_id) l ON l.unit_id = b.unit_id")
     made_values = ", ".join(f"({sql_text(st)}, {sql_text(n)}, {sql_text(m)})" for (st, n), m in made)
     return f"""
         WITH mk(station, name, made_at) AS (VALUES {made_values}),
@@ -1691,10 +1682,24 @@ def _measurements_sql(made_at: dict[tuple[str, str], str] | None,
                        ASOF LEFT JOIN s ON r.unit_id = s.unit_id AND r.made_at = s.station AND r.t >= s.t_in),
              b AS (SELECT * FROM once UNION ALL SELECT * FROM again)
         SELECT b.batch, b.unit_id, b.station, b.name, b.machine, b.fixture, b.value, epoch_us(b.t) AS t_us,
-               b.is_param, coalesce(u.product, '') AS product, b.made_at{env_cols}{lot_cols}
-        FROM b LEFT JOIN units u ON u.unit_id = b.unit_id{env_join}{lot_join}
+               b.is_param, coalesce(u.product, '') AS product, b.made_at{env_cols}
+        FROM b LEFT JOIN units u ON u.unit_id = b.unit_id{env_join}
         ORDER BY b.batch, b.t, b.unit_id, b.name
         """
+
+
+def _unit_lots_sql(materials: list[str]) -> str:
+    """Each unit's lot of each material (columns lot0, lot1, ... in `materials`' order, named
+    within the supplier as the failure-rate streams name them), from the material records of a
+    range of batches (parameters: lo, hi). One row per unit, looked up by the readings in Arrow:
+    joined to every reading in SQL it cost more than the rest of the readings' query.
+
+    Only the material records of the readings' batches and the chunk's worth before them: looking
+    each unit up in every material record ever stored cost as much again on a long run. A unit
+    whose lot was recorded longer ago is read as of no known lot."""
+    picks = ", ".join(f"any_value(coalesce(supplier, '') || ':' || lot) FILTER (WHERE material = {sql_text(x)})"
+                      f" AS lot{j}" for j, x in enumerate(materials))
+    return f"SELECT unit_id, {picks} FROM materials WHERE batch > ? AND batch <= ? GROUP BY unit_id"
 
 
 def _encode_lots(col: pa.ChunkedArray, names: list[str]) -> np.ndarray:
@@ -1713,10 +1718,25 @@ def _encode_lots(col: pa.ChunkedArray, names: list[str]) -> np.ndarray:
     return np.where(codes >= 0, np.asarray(here + [0], dtype=np.int64)[codes], -1)
 
 
-def _line_readings(ws: Any) -> list[Reading]:
-    """The readings the line's profile declares (none without a profile)."""
+def _line_readings(ws: Any) -> tuple[list[Reading], list[str]]:
+    """The readings the line's profile declares, and its stations in process order (none without a profile)."""
     profile = workspace_profile(ws.path) if isinstance(getattr(ws, "path", None), Path) else None
-    return list(profile.line.readings) if profile is not None else []
+    return (list(profile.line.readings), profile.line.station_order) if profile is not None else ([], [])
+
+
+def _materials_upstream(used: dict[str, set[str]], order: list[str]) -> Callable[[str], list[int]]:
+    """For a station, the materials (their indices in `used`) built in at it or at a station
+    before it in process order. Without an order, or where a station is not in it, every one."""
+    pos = {st: i for i, st in enumerate(order)}
+    every = list(range(len(used)))
+
+    def at(station: str) -> list[int]:
+        if station not in pos:
+            return every
+        return [j for j, stations in enumerate(used.values())
+                if any(pos.get(st, -1) <= pos[station] for st in stations)]
+
+    return functools.cache(at)
 
 
 def _made_at(readings: list[Reading]) -> dict[tuple[str, str], str]:
@@ -1850,13 +1870,14 @@ class MonitorEngine:
         report = RunReport(batches=(self.last_seq + 1, last) if last > self.last_seq else (0, 0))
         book = ProblemBook(ws)
         specs, product_specs = self._specs(ws), self._product_specs(ws)
-        readings = _line_readings(ws)
+        readings, station_order = _line_readings(ws)
         made_at, environment = _made_at(readings), _environment(readings)
         step = self.config.batches_per_chunk
         for lo in range(self.last_seq, last, step):
             hi = min(lo + step, last)
             alarms = self._measurements(ws, lo, hi, specs, self._events(ws, hi), report,
-                                        self._recipe_changes(ws, lo, hi), product_specs, made_at, environment)
+                                        self._recipe_changes(ws, lo, hi), product_specs, made_at, environment,
+                                        station_order)
             fixes = self._fixes(ws, hi)
             alarms += self._steps(ws, lo, hi, report, fixes)
             alarms += self._materials(ws, lo, hi, report, fixes)
@@ -1961,12 +1982,12 @@ class MonitorEngine:
                       report: RunReport, changes: dict[str, np.ndarray] | None = None,
                       product_specs: dict[tuple[str, str], dict[str, tuple[float | None, float | None]]] | None = None,
                       made_at: dict[tuple[str, str], str] | None = None,
-                      environment: set[tuple[str, str]] | None = None) -> list[Alarm]:
+                      environment: set[tuple[str, str]] | None = None,
+                      station_order: list[str] | None = None) -> list[Alarm]:
         pairs = sorted(environment or set())
-        materials = self._materials_used(ws) if self.config.lot_levels else []
-        look_back = max(0, lo - self.config.batches_per_chunk)  # lots recorded a chunk before their readings
-        tbl = ws.query(_measurements_sql(made_at, pairs, materials),
-                       [lo, hi, lo, hi, *([look_back, hi] if materials else [])])
+        used = self._materials_used(ws) if self.config.lot_levels else {}
+        materials = list(used)
+        tbl = ws.query(_measurements_sql(made_at, pairs), [lo, hi, lo, hi])
         report.records["measurements"] = report.records.get("measurements", 0) + tbl.num_rows
         if tbl.num_rows == 0:
             return []
@@ -1981,8 +2002,8 @@ class MonitorEngine:
         ref_end = self._ref_end(t_us)
         room = _RoomReadings(tbl, pairs)
         names = [self.lot_names.setdefault(m, []) for m in materials]
-        lot_matrix = (np.column_stack([_encode_lots(tbl.column(f"lot{j}"), names[j]) for j in range(len(materials))])
-                      if materials else None)
+        lot_matrix = self._lot_matrix(ws, tbl, lo, hi, materials, names) if materials else None
+        upstream = _materials_upstream(used, station_order or [])
         alarms = []
         for label, idx in zip(labels, groups, strict=True):
             if not len(idx):
@@ -1999,8 +2020,10 @@ class MonitorEngine:
                 mon.product_specs = (product_specs or {}).get((station, name), {})
             # the room's readings, only where the series learns its effect or removes it
             env = room.of(idx) if not mon.environment and (mon.chart is None or mon.env_effect) else None
-            lots = ((tuple(materials), lot_matrix[idx], names)
-                    if lot_matrix is not None and (mon.chart is None or mon.lots or mon.lot_candidates) else None)
+            lots = None
+            if lot_matrix is not None and (mon.chart is None or mon.lots or mon.lot_candidates):
+                cols = upstream(station)  # only materials built in at or before the station can move its readings
+                lots = (tuple(materials[j] for j in cols), lot_matrix[idx][:, cols], [names[j] for j in cols])
             a = mon.process(values[idx], units[idx], t_us[idx], hi, events, ref_end, (changes or {}).get(station),
                             products[idx], env, lots)
             if a is not None:
@@ -2009,10 +2032,24 @@ class MonitorEngine:
         return alarms + self._watches(ws, tbl, hi, specs, events, changes or {})
 
     @staticmethod
-    def _materials_used(ws: Any) -> list[str]:
-        """The materials the line's units are built with (in name order: the lot columns' order)."""
-        return [str(x) for x in ws.query("SELECT DISTINCT material FROM materials ORDER BY 1").column(0).to_pylist()
-                if x is not None]
+    def _materials_used(ws: Any) -> dict[str, set[str]]:
+        """The materials the line's units are built with (in name order: the lot columns' order),
+        each with the stations that build it in."""
+        tbl = ws.query("SELECT material, list(DISTINCT station) FROM materials GROUP BY 1 ORDER BY 1")
+        return {str(m): set(st) for m, st in zip(tbl.column(0).to_pylist(), tbl.column(1).to_pylist(), strict=True)
+                if m is not None}
+
+    def _lot_matrix(self, ws: Any, tbl: pa.Table, lo: int, hi: int, materials: list[str],
+                    names: list[list[str]]) -> np.ndarray:
+        """Each reading's lot code of each material (a column each; -1: none known)."""
+        look_back = max(0, lo - self.config.batches_per_chunk)  # lots recorded a chunk before their readings
+        lots = ws.query(_unit_lots_sql(materials), [look_back, hi])
+        codes = np.column_stack([_encode_lots(lots.column(f"lot{j}"), names[j]) for j in range(len(materials))])
+        row = pc.fill_null(pc.index_in(tbl.column("unit_id"), value_set=lots.column("unit_id")), -1)
+        row = row.to_numpy(zero_copy_only=False).astype(np.int64)
+        if not len(codes):
+            return np.full((tbl.num_rows, len(materials)), -1, dtype=np.int64)
+        return np.where(row[:, None] >= 0, codes[np.maximum(row, 0)], -1)
 
     def _watches(self, ws: Any, tbl: pa.Table, hi: int, specs: dict[Any, Any], events: Events,
                  changes: dict[str, np.ndarray]) -> list[Alarm]:
