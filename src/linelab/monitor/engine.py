@@ -24,6 +24,7 @@ takes the records from before it out of the failure-rate windows of what it name
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Callable
@@ -150,9 +151,10 @@ class EngineConfig:
     lot_records: int = 100
     lot_min_sigma: float = 0.2
     lot_alpha: float = 1e-3
-    # Off by default for now: on 1M twin units it took the monitor from 52 s to 122 s (the lots'
-    # join in the measurement query, and every series tracking every material's lots), and on
-    # the zoo's report seeds it changed no summary figure.
+    # Off by default for now: on the zoo's tune seeds it changes no summary figure, costs about a
+    # third more time (200k twin units: ~12 s -> ~16 s), and a wear slope that phase I fits on
+    # lots used in sequence, extrapolated beyond it, makes lot levels learned later drift (a
+    # test line of two gauges raised a run of lots on 2 seeds of 3).
     lot_levels: bool = False
 
 
@@ -2004,7 +2006,8 @@ class MonitorEngine:
         names = [self.lot_names.setdefault(m, []) for m in materials]
         lot_matrix = self._lot_matrix(ws, tbl, lo, hi, materials, names) if materials else None
         upstream = _materials_upstream(used, station_order or [])
-        alarms = []
+        alarms: list[Alarm] = []
+        lot_alarms: list[tuple[SeriesMonitor, Alarm]] = []  # judged once every series has seen the chunk
         for label, idx in zip(labels, groups, strict=True):
             if not len(idx):
                 continue
@@ -2028,8 +2031,34 @@ class MonitorEngine:
                             products[idx], env, lots)
             if a is not None:
                 alarms.append(a)
-            alarms += mon.take_lot_alarms()
+            lot_alarms += [(mon, x) for x in mon.take_lot_alarms()]
+        alarms += [self._lot_or_machine(mon, x) for mon, x in lot_alarms]
         return alarms + self._watches(ws, tbl, hi, specs, events, changes or {})
+
+    def _lot_or_machine(self, mon: SeriesMonitor, alarm: Alarm) -> Alarm:
+        """A lot judged off on one machine is the machine's where the station's other machines
+        read the same lot as they read their usual lots (a worn nozzle makes every lot it picks
+        look thin; a thin lot looks thin on every machine that picks it)."""
+        lot, material = alarm.scope.get("lot"), alarm.scope.get("material")
+        if alarm.detector != "measurement_lot" or not mon.machine or lot is None:
+            return alarm
+        said = {}  # peer machine -> whether it reads the lot as it reads its other lots
+        for (st, name, m), peer in self.series.items():
+            if st != mon.station or name != mon.name or m in (None, mon.machine):
+                continue
+            levels = peer.lots if peer.lots is not None else peer.lot_candidates.get(str(material))
+            if levels is not None and levels.material == material:
+                verdict = levels.reads_usual(str(lot), peer.sd_unit, self.config.wander_alpha)
+                if verdict is not None:
+                    said[str(m)] = verdict
+        if not said or not all(said.values()):
+            return alarm
+        usual = ", ".join(sorted(said))
+        return dataclasses.replace(
+            alarm, detector="measurement_lot_machine", entity=mon.entity, scope=mon.scope,
+            effect={**alarm.effect, "lot": lot, "material": material},
+            description=alarm.description.rstrip(".") + f"; the same lot reads as usual on {usual}: "
+                                                        "the move is the machine's, not the lot's.")
 
     @staticmethod
     def _materials_used(ws: Any) -> dict[str, set[str]]:

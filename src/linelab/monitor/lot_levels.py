@@ -262,6 +262,15 @@ class LotLevels:
         bound = float(t_dist.ppf(1 - alpha / 2, k - 1)) * np.sqrt(spread)
         return new.level - float(others.mean()), bound, k
 
+    def reads_usual(self, lot: str, sd_unit: float, alpha: float) -> bool | None:
+        """Whether a lot learned here sits within the prediction bound of the other lots (None:
+        not learned here, or too few others to bound it)."""
+        if lot not in self.level or lot in self.unusual:
+            return None if lot not in self.level else False
+        new = NewLot(lot, self.level[lot], self.count[lot], 0.0, "", 0, "", 0, np.empty(0))
+        shift, bound, _ = self.judge(new, sd_unit, alpha)
+        return abs(shift) <= bound if np.isfinite(bound) else None
+
     def chart_points(self) -> tuple[list[int], list[float]]:
         """Each lot's first record time and level, in time order."""
         order = sorted(self.first_t, key=lambda lot: self.first_t[lot])
