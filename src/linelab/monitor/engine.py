@@ -2037,8 +2037,8 @@ class MonitorEngine:
 
     def _lot_or_machine(self, mon: SeriesMonitor, alarm: Alarm) -> Alarm:
         """A lot judged off on one machine is the machine's where the station's other machines
-        read the same lot as they read their usual lots (a worn nozzle makes every lot it picks
-        look thin; a thin lot looks thin on every machine that picks it)."""
+        read the same lot as they read their usual lots (a worn tool makes every lot it works
+        look off; an off lot looks off on every machine that uses it)."""
         lot, material = alarm.scope.get("lot"), alarm.scope.get("material")
         if alarm.detector != "measurement_lot" or not mon.machine or lot is None:
             return alarm
