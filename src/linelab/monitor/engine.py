@@ -88,14 +88,17 @@ class EngineConfig:
     watch_reference_records: int = 400
     shift: float = 1.0  # mean shift, in sigmas of single units, each CUSUM catches quickest
     persist: int = 3  # subgroups in a row above h before a measurement alarm counts
+    # A wear slope (the reading against its machine's age since the work that renews it) is kept
+    # where its |t| is at least this, with phase I's spans of time as its independent looks
+    # (`phase_spans`): lots used one after another fit a slope as well as wear does.
     min_trend_t: float = 3.0
     # A reading that moves with the room (a leak test with the air's temperature) is watched net of
     # it: phase I fits the reading on the room's readings of the same units, within products, and
-    # keeps each whose |t| is at least this, with phase I's spans of time as its independent looks
-    # (`env_spans`): a lot that came in as the room warmed is no room effect. The room's own
-    # excursions are the room's series' to raise.
+    # keeps each whose |t| is at least this, again with phase I's spans of time as its looks: a
+    # lot that came in as the room warmed is no room effect. The room's own excursions are the
+    # room's series' to raise.
     env_min_t: float = 4.0
-    env_spans: int = 8  # phase I cut into this many spans of time, each one look (`_span_robust_se`)
+    phase_spans: int = 8  # phase I cut into this many spans of time, each one look (`_span_robust_se`)
     level_phi: float = 0.9  # subgroup-mean autocorrelation above which a series is watched by level
     level_sigmas: float = 4.0
     level_margin: float = 2.0  # |t| a maintenance-age trend needs in the reference to be modelled
@@ -151,10 +154,9 @@ class EngineConfig:
     lot_records: int = 100
     lot_min_sigma: float = 0.2
     lot_alpha: float = 1e-3
-    # Off by default for now: on the zoo's tune seeds it changes no summary figure, costs about a
-    # third more time (200k twin units: ~12 s -> ~16 s), and a wear slope that phase I fits on
-    # lots used in sequence, extrapolated beyond it, makes lot levels learned later drift (a
-    # test line of two gauges raised a run of lots on 2 seeds of 3).
+    # Off by default for now: on the zoo's tune seeds it changes no summary figure and costs about
+    # a third more time (200k twin units: ~12 s -> ~16 s); the closed loop on the twin has not
+    # been measured with it on since its last changes.
     lot_levels: bool = False
 
 
@@ -482,7 +484,7 @@ class SeriesMonitor:
         # each alone is a noisy estimate that sometimes comes out small
         naive = np.sqrt(np.maximum(np.diag(np.linalg.pinv(xd.T @ xd)), 0.0) * resid.var() * len(resid)
                         / _effective_n(resid))
-        tval = np.abs(coef) / np.maximum(naive, _span_robust_se(xd, resid, self.cfg.env_spans))
+        tval = np.abs(coef) / np.maximum(naive, _span_robust_se(xd, resid, self.cfg.phase_spans))
         kept_names = [n for n, k in zip(names, keep, strict=True) if k]
         means = x[:, keep].mean(axis=0)
         self.env_effect = {n: (float(c), float(m)) for n, c, m, tv in zip(kept_names, coef, means, tval, strict=True)
@@ -546,7 +548,10 @@ class SeriesMonitor:
                 continue
             slope = float(np.cov(age, ref)[0, 1] / sd**2)
             resid = ref - slope * age
-            se = resid.std() / (sd * np.sqrt(_effective_n(resid)))
+            # Lots used one after another leave runs of residuals of one sign that the lag-one
+            # correction reads as noise: the slope must also hold across phase I's spans of time.
+            se = max(resid.std() / (sd * np.sqrt(_effective_n(resid))),
+                     float(_span_robust_se((age - age.mean())[:, None], resid - resid.mean(), self.cfg.phase_spans)[0]))
             tval = abs(slope) / se if se > 0 else 0.0
             if tval >= self.cfg.min_trend_t:
                 fits[key] = (tval, slope, se, age)
