@@ -23,6 +23,9 @@ coming in high are the machine's, not theirs. Self-starting: the mean and sd it 
 are those of the lots before, so each step is a t statistic, mapped to the normal scale.
 Phase I seldom holds more than two or three lots, too few to tell; the lots that follow are
 learned as they come, and the material is taken on when they tell.
+One lot judged off on one machine is that machine's move where the station's other machines read
+the same lot as they read their other lots (`reads_usual`; the engine asks them), and only the
+materials built in at the series' station or before it are candidates (the profile's process order).
 """
 
 from __future__ import annotations
