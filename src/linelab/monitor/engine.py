@@ -154,9 +154,9 @@ class EngineConfig:
     lot_records: int = 100
     lot_min_sigma: float = 0.2
     lot_alpha: float = 1e-3
-    # Off by default for now: on the zoo's tune seeds it changes no summary figure and costs about
-    # a third more time (200k twin units: ~12 s -> ~16 s); the closed loop on the twin has not
-    # been measured with it on since its last changes.
+    # Off by default for now: on the zoo's tune seeds it changes no summary figure, it costs about
+    # a third more time (200k twin units: ~12 s -> ~16 s), and the twin's closed loop acts on two
+    # more false problems with it on (bench/loop.py: 5 against 3, the same gap closed).
     lot_levels: bool = False
 
 
