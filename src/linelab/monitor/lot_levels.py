@@ -257,21 +257,26 @@ class LotLevels:
         """How far a new lot sits from the usual lots' level, the prediction bound of that
         distance (two-sided `alpha`), and the lots the bound rests on. Fewer than two lots to
         compare with bound nothing (infinite)."""
-        others = np.array([lv for lot, lv in self.level.items() if lot != new.lot and lot not in self.unusual])
+        return self._against_others(new.lot, new.level, new.n, sd_unit, alpha)
+
+    def _against_others(self, lot: str, level: float, n: int, sd_unit: float,
+                        alpha: float) -> tuple[float, float, int]:
+        others = np.array([lv for name, lv in self.level.items() if name != lot and name not in self.unusual])
         k = len(others)
         if k < 2:
-            return new.level - (float(others.mean()) if k else self.grand), float("inf"), k
-        spread = float(np.var(others, ddof=1)) * (1 + 1 / k) + sd_unit**2 / new.n
+            return level - (float(others.mean()) if k else self.grand), float("inf"), k
+        spread = float(np.var(others, ddof=1)) * (1 + 1 / k) + sd_unit**2 / n
         bound = float(t_dist.ppf(1 - alpha / 2, k - 1)) * np.sqrt(spread)
-        return new.level - float(others.mean()), bound, k
+        return level - float(others.mean()), bound, k
 
     def reads_usual(self, lot: str, sd_unit: float, alpha: float) -> bool | None:
         """Whether a lot learned here sits within the prediction bound of the other lots (None:
         not learned here, or too few others to bound it)."""
-        if lot not in self.level or lot in self.unusual:
-            return None if lot not in self.level else False
-        new = NewLot(lot, self.level[lot], self.count[lot], 0.0, "", 0, "", 0, np.empty(0))
-        shift, bound, _ = self.judge(new, sd_unit, alpha)
+        if lot not in self.level:
+            return None
+        if lot in self.unusual:
+            return False
+        shift, bound, _ = self._against_others(lot, self.level[lot], self.count[lot], sd_unit, alpha)
         return abs(shift) <= bound if np.isfinite(bound) else None
 
     def chart_points(self) -> tuple[list[int], list[float]]:
