@@ -1155,10 +1155,8 @@ class SeriesMonitor:
             self._take_lots(telling, self.centre)
             learned = news.get(telling.material, [])  # the lots that made them tell: judged against those before
         for new in learned:
-            lot, machine = self._judge_lot(new, seq), self._chart_lots(new, seq)
-            if machine is not None and not machine.effect.get("supporting"):
-                lot = None  # the lot is the latest of a run that came in off: the machine's move, not its own
-            self._lot_alarms += [a for a in (lot, machine) if a is not None]
+            # a lot judged off on its own is left out of the chart of lot levels: at most one of these
+            self._lot_alarms += [a for a in (self._judge_lot(new, seq), self._chart_lots(new, seq)) if a is not None]
         return v, units, t, oos
 
     def _chart_lots(self, new: NewLot, seq: int) -> Alarm | None:
