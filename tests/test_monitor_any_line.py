@@ -169,15 +169,16 @@ def test_a_lathe_that_steps_is_named_where_its_shafts_are_measured(tmp_path: Pat
 
 
 def small_line(first: int, n: int, seed: int, m2_fail_from: int | None, base_fail: float = 0.01,
-               m2_fail: float = 0.27) -> dict[str, pa.Table]:
+               m2_fail: float = 0.27, m2_fail_to: int | None = None, per_day: int = 100) -> dict[str, pa.Table]:
     """A hand-built product, a hundred units a day: ASSY (benches B1/B2), then a functional test."""
     rng = np.random.default_rng(seed)
     idx = np.arange(first, first + n)
-    t = T0 + idx * np.timedelta64(864, "s")
+    t = T0 + idx * np.timedelta64(86_400 // per_day, "s")
     bench = np.where(rng.random(n) < 0.5, "B1", "B2")
     p_fail = np.full(n, base_fail)
     if m2_fail_from is not None:
-        p_fail = np.where((bench == "B2") & (idx >= m2_fail_from), m2_fail, p_fail)
+        spell = (idx >= m2_fail_from) & (idx < (m2_fail_to if m2_fail_to is not None else idx[-1] + 1))
+        p_fail = np.where((bench == "B2") & spell, m2_fail, p_fail)
     fail = rng.random(n) < p_fail
     ids = [f"MD{i:06d}" for i in idx]
     units = pa.table({"unit_id": ids, "product": ["MON-1"] * n, "line": ["MD"] * n, "work_order": ["WO1"] * n,
@@ -229,6 +230,18 @@ def test_failures_where_there_were_none_are_described_without_a_ratio(tmp_path: 
                                 for i in range(25)])
     texts = [p["description"] for p in list_problems(ws) if p["kind"] == "defect_rate"]
     assert texts and all("up from 0.0%;" in t and "x)" not in t for t in texts), texts
+    ws.close()
+
+
+def test_one_spell_of_failures_on_a_slow_line_is_one_problem(tmp_path: Path) -> None:
+    """A bench fails a quarter of its units for two days, then never again. The failure-rate test
+    runs a hundred records apart, two days on a line of fifty units a day, and each later window
+    still held the spell's failures: each judgement opened a new problem (nine for one spell of 15
+    failures on the zoo's medical line), as the last evidence was more than a day old every time."""
+    ws = feed(tmp_path / "ws", [small_line(i * 100, 100, seed=i, m2_fail_from=1500, m2_fail_to=1600,
+                                           base_fail=0.0, per_day=50) for i in range(30)])
+    raised = [p for p in list_problems(ws) if p["kind"] == "defect_rate"]
+    assert len(raised) == 1, [(p["id"], p["entity"], p["description"]) for p in raised]
     ws.close()
 
 

@@ -84,6 +84,13 @@ class ProblemBook:
             if p.get("status") not in ACTIVE and self._same_episode(p, alarm):
                 return p
         active = list(reversed([p for p in every if p.get("status") in ACTIVE]))
+        mine = set(alarm.units)
+        if alarm.kind == "defect_rate" and mine:
+            # The same failures judged again in a later window are the same incident, however long
+            # the line took to make the units between (a slow line checks its rates days apart).
+            for p in active:
+                if any(s["key"] == alarm.key for s in p["signals"]) and len(mine & _units(p)) >= 0.5 * len(mine):
+                    return p
         # Only problems with recent evidence take new alarms: the same thing alarming again after a
         # quiet spell is a new incident (a returning problem), not more of an old one.
         active = [p for p in active if self._recent(p, alarm.first.t)]
@@ -94,7 +101,6 @@ class ProblemBook:
             for p in active:
                 if any(s.get("family") == alarm.family for s in p["signals"]):
                     return p
-        mine = set(alarm.units)
         if alarm.kind == "defect_rate" and alarm.onset.t:
             # Failures that start rising together with an open problem are its consequence: with a
             # condition (every unit of its spell is its unit), by time alone; with a product
