@@ -112,6 +112,9 @@ class ProblemBook:
                 if onset and abs((t0 - datetime.fromisoformat(onset)).total_seconds()) <= self.coincide_s and (
                         is_condition(p) or self._echo(mine, _units(p))):
                     return p
+            for p in active:
+                if p.get("kind") != "defect_rate" and not is_condition(p) and self._excess_inside(alarm, p):
+                    return p
         if len(mine) >= 5:
             for p in active:
                 theirs = _units(p)
@@ -141,6 +144,32 @@ class ProblemBook:
         from scipy.stats import binomtest  # here: listing problems must not load SciPy
 
         return float(binomtest(shared, len(mine), k / n, alternative="greater").pvalue) < 1e-6
+
+    def _excess_inside(self, alarm: Alarm, problem: dict[str, Any]) -> bool:
+        """Whether a rise in failures lies wholly in an open problem's units since its onset: its
+        failures among them far beyond the rate it is judged against, and among the other units built
+        meanwhile no more than that rate explains. A slow drift's failures rise as slowly, and their
+        change point can fall hours from the drift's onset (a placer wearing over 2,000 units: 11 h
+        before), so this does not ask the two onsets to coincide."""
+        onset, last = problem["onset"].get("t"), alarm.latest.t
+        p0 = float(alarm.effect.get("reference_rate") or 0.0)
+        theirs, mine = _units(problem), set(alarm.units)
+        if not onset or not last or not theirs or not mine or p0 <= 0:
+            return False
+        row = self.ws.query(
+            "SELECT count(*), count(*) FILTER (WHERE unit_id IN (SELECT unnest(?::VARCHAR[]))), "
+            "count(*) FILTER (WHERE unit_id IN (SELECT unnest(?::VARCHAR[]))), "
+            "count(*) FILTER (WHERE unit_id IN (SELECT unnest(?::VARCHAR[])) "
+            "AND unit_id IN (SELECT unnest(?::VARCHAR[]))) "
+            "FROM units WHERE t_start BETWEEN ?::TIMESTAMP AND ?::TIMESTAMP",
+            [sorted(theirs), sorted(mine), sorted(mine), sorted(theirs), onset, last]).to_pylist()[0]
+        n, k, failed, inside = (int(v or 0) for v in row.values())
+        if not k or n <= k or not inside:
+            return False
+        from scipy.stats import binomtest, poisson  # here: listing problems must not load SciPy
+
+        beyond = float(binomtest(inside, k, min(p0, 1.0), alternative="greater").pvalue) < 1e-6
+        return beyond and float(poisson.sf(failed - inside - 1, p0 * (n - k))) > 0.01
 
     @staticmethod
     def _same_episode(p: dict[str, Any], alarm: Alarm) -> bool:
@@ -187,7 +216,10 @@ class ProblemBook:
         problem["signals"] = signals
         if (alarm.latest.t or "") > (problem["latest_evidence"].get("t") or ""):
             problem["latest_evidence"] = asdict(alarm.latest)
-        if (alarm.onset.t or "9") < (problem["onset"].get("t") or "9"):
+        # Failures that a problem of another kind causes do not date it: its own chart dates the
+        # change better than a change point in the failures it brings (a slow drift's, hours off).
+        consequence = alarm.kind == "defect_rate" and problem["kind"] != "defect_rate"
+        if (alarm.onset.t or "9") < (problem["onset"].get("t") or "9") and not consequence:
             problem["onset"] = asdict(alarm.onset)
         # The headline stays with the signal that opened the problem: the first, most direct view.
         lead = next((s for s in signals if s["key"] == problem.get("lead")), signal)
