@@ -97,6 +97,20 @@ def test_one_incident_one_problem_with_scope_onset_and_description(tmp_path):
     ws.close()
 
 
+def test_the_failures_a_drift_brings_join_its_problem_and_do_not_date_it(tmp_path):
+    """P2's offset drifts from unit 9,000; the units it pushes off centre fail at AOI more often.
+    The failures' own change point fell 2,200 units (11 h) before the drift's onset, so the rise in
+    AOI failures opened a second problem; joined, it moved the drift's onset back with it."""
+    ws = build(tmp_path / "ws", 16000, 4000, wear_onset=9000)
+    run_monitor(ws, EngineConfig(reference_hours=20))
+    problems = list_problems(ws)
+    assert len(problems) == 1, [p["description"] for p in problems]
+    p = problems[0]
+    assert p["entity"] == "PLACE/P2" and {s["kind"] for s in p["signals"]} == {"measurement_shift", "defect_rate"}
+    assert 8500 < int(p["onset"]["unit"][2:]) - 1 < 11000
+    ws.close()
+
+
 def test_incremental_runs_equal_one_run_and_resume_after_restart(tmp_path):
     whole = build(tmp_path / "a", 20000, 2000, wear_onset=10000, bad_shift_from=12000)
     run_monitor(whole, CONFIG)
