@@ -257,3 +257,25 @@ def test_a_stations_only_machine_is_named_where_nothing_that_varied_explains_its
     else:
         assert ranked[0] == ("machine", "T1")
         assert "look at T1 itself" in d.summary
+
+
+def test_an_intermittent_faults_last_burst_is_not_taken_for_where_its_problem_began():
+    # A loose contact fails units in bursts. The monitor opened its problem 612 units back; the last
+    # burst (4 failures in 81 units) read as a step "inside the window", the 5 failures in the 1,130
+    # units before it as "like the reference" (which had none in 7,591), and the diagnosis compared the
+    # burst's 81 units alone, where every lot, shift and product that ran looked as guilty as the machine.
+    import numpy as np
+
+    from linelab.diagnose.onset import step_inside
+
+    times = np.datetime64("2026-01-09T06:00", "us") + np.arange(1211) * np.timedelta64(30, "s")
+    bursts = np.zeros(1211)
+    bursts[[120, 131, 540, 553, 561]] = 1.0
+    bursts[[1140, 1152, 1166, 1190]] = 1.0
+    reference = np.zeros(7591)
+    assert step_inside(times, bursts, reference) is None
+    # ... while failures that begin inside the window, none before them, still mark where it began
+    clean_before = bursts.copy()
+    clean_before[:1130] = 0.0
+    began = step_inside(times, clean_before, reference)
+    assert began is not None and abs(began - times[1130]) < np.timedelta64(30, "m")

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import ruptures as rpt
+from scipy.stats import poisson
 
 MAX_BINS = 400  # the series is averaged into at most this many equal-count bins: fast at 1M rows
 
@@ -73,6 +74,9 @@ def step_inside(times: np.ndarray, values: np.ndarray, reference: np.ndarray, mi
     if cp is None or cp.index < values.size // 5 or values.size - cp.index < min_rows:
         return None
     v = values[np.argsort(times, kind="stable")]
+    if np.isin(values, (0.0, 1.0)).all() and np.isin(reference, (0.0, 1.0)).all() and not _like_reference(
+            v[: cp.index], reference):
+        return None
     base, sd = float(reference.mean()), float(reference.std())
     sd = sd if sd > 0 else float(values.std()) or 1.0
     early, late = float(v[: cp.index].mean()) - base, float(v[cp.index:].mean()) - base
@@ -80,6 +84,16 @@ def step_inside(times: np.ndarray, values: np.ndarray, reference: np.ndarray, mi
     if abs(z_late) < min_z or abs(early) > 0.1 * abs(late) + 2 * sd / np.sqrt(cp.index):
         return None
     return cp.at
+
+
+def _like_reference(failed: np.ndarray, reference: np.ndarray, alpha: float = 1e-3) -> bool:
+    """Whether units' failures are no more than the reference's rate explains (Poisson; half a
+    failure added to a reference with none, which does not show the rate is nil). Failures before a
+    step are the incident's own evidence: an intermittent fault's earlier bursts (5 failures in
+    1,130 units beside a reference of none in 7,591) are no reference, and cutting them off left its
+    last burst's 81 units, in which every lot, shift and product that ran looked as guilty as the machine."""
+    rate = (float(reference.sum()) + 0.5) / (reference.size + 1)
+    return float(poisson.sf(float(failed.sum()) - 1, rate * failed.size)) > alpha
 
 
 def match_events(cp: ChangePoint, events: Sequence[dict[str, Any]], window_bins: float = 3.0) -> list[dict]:
