@@ -149,7 +149,7 @@ class ProblemBook:
         """Whether a rise in failures lies wholly in an open problem's units since its onset: its
         failures among them far beyond the rate it is judged against, and among the other units built
         meanwhile no more than that rate explains. A slow drift's failures rise as slowly, and their
-        change point can fall hours from the drift's onset (a placer wearing over 2,000 units: 11 h
+        change point can fall hours from the drift's onset (a machine wearing over 2,000 units: 11 h
         before), so this does not ask the two onsets to coincide."""
         onset, last = problem["onset"].get("t"), alarm.latest.t
         p0 = float(alarm.effect.get("reference_rate") or 0.0)
