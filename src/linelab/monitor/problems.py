@@ -85,11 +85,18 @@ class ProblemBook:
                 return p
         active = list(reversed([p for p in every if p.get("status") in ACTIVE]))
         mine = set(alarm.units)
+        gathered: dict[str, set[str]] = {}
+
+        def units(p: dict[str, Any]) -> set[str]:  # each problem's units, gathered once for the rules below
+            if p["id"] not in gathered:
+                gathered[p["id"]] = _units(p)
+            return gathered[p["id"]]
+
         if alarm.kind == "defect_rate" and mine:
             # The same failures judged again in a later window are the same incident, however long
             # the line took to make the units between (a slow line checks its rates days apart).
             for p in active:
-                if any(s["key"] == alarm.key for s in p["signals"]) and len(mine & _units(p)) >= 0.5 * len(mine):
+                if any(s["key"] == alarm.key for s in p["signals"]) and len(mine & units(p)) >= 0.5 * len(mine):
                     return p
         # Only problems with recent evidence take new alarms: the same thing alarming again after a
         # quiet spell is a new incident (a returning problem), not more of an old one.
@@ -110,14 +117,15 @@ class ProblemBook:
             for p in active:
                 onset = p["onset"].get("t")
                 if onset and abs((t0 - datetime.fromisoformat(onset)).total_seconds()) <= self.coincide_s and (
-                        is_condition(p) or self._echo(mine, _units(p))):
+                        is_condition(p) or self._echo(mine, units(p))):
                     return p
             for p in active:
-                if p.get("kind") != "defect_rate" and not is_condition(p) and self._excess_inside(alarm, p):
+                if (p.get("kind") != "defect_rate" and not is_condition(p)
+                        and self._excess_inside(alarm, p, mine, units(p))):
                     return p
         if len(mine) >= 5:
             for p in active:
-                theirs = _units(p)
+                theirs = units(p)
                 # Most units shared both ways: a problem spanning every unit of a spell (the
                 # weather) must not swallow a small problem that happens inside it.
                 if len(theirs) >= 5 and len(mine & theirs) >= 0.5 * len(mine | theirs):
@@ -145,7 +153,7 @@ class ProblemBook:
 
         return float(binomtest(shared, len(mine), k / n, alternative="greater").pvalue) < 1e-6
 
-    def _excess_inside(self, alarm: Alarm, problem: dict[str, Any]) -> bool:
+    def _excess_inside(self, alarm: Alarm, problem: dict[str, Any], mine: set[str], theirs: set[str]) -> bool:
         """Whether a rise in failures lies wholly in an open problem's units since its onset: its
         failures among them far beyond the rate it is judged against, and among the other units built
         meanwhile no more than that rate explains. A slow drift's failures rise as slowly, and their
@@ -153,7 +161,6 @@ class ProblemBook:
         before), so this does not ask the two onsets to coincide."""
         onset, last = problem["onset"].get("t"), alarm.latest.t
         p0 = float(alarm.effect.get("reference_rate") or 0.0)
-        theirs, mine = _units(problem), set(alarm.units)
         if not onset or not last or not theirs or not mine or p0 <= 0:
             return False
         row = self.ws.query(
